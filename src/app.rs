@@ -1,0 +1,131 @@
+//! Wiring: builds the current-thread runtime, binds the servers, starts the components
+//! and runs until SIGTERM or SIGINT.
+//!
+//! Order matters on a Pi: the servers are bound first, so that `/healthz` answers before
+//! anything slow (adb, the token, the zip) has started; that slow work then runs in the
+//! background. On shutdown every component is awaited before the runtime is dropped, and
+//! the reaper goes last.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::reaper::{self, Reaper};
+use crate::shutdown::{self, Shutdown};
+use crate::state::Shared;
+use crate::status_server;
+
+/// Why the program could not run. Each maps to exit code 1.
+#[derive(Debug)]
+pub enum AppError {
+    /// A listening address could not be bound.
+    Bind {
+        flag: &'static str,
+        addr: String,
+        reason: String,
+    },
+    /// The runtime or a thread could not be created.
+    Start(std::io::Error),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Bind { flag, addr, reason } => {
+                write!(f, "cannot listen on {addr} ({flag}): {reason}")
+            }
+            AppError::Start(e) => write!(f, "cannot start: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+fn bind(flag: &'static str, addr: std::net::SocketAddr) -> Result<tiny_http::Server, AppError> {
+    tiny_http::Server::http(addr).map_err(|e| AppError::Bind {
+        flag,
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+pub fn run(config: Config) -> Result<(), AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Start)?;
+    let result = runtime.block_on(main_loop(config));
+    // Dropping the runtime ends the reaper last; give children a final sweep.
+    drop(runtime);
+    result
+}
+
+async fn main_loop(config: Config) -> Result<(), AppError> {
+    reaper::become_subreaper();
+    let (shared, _device_commands) = Shared::new(config);
+    shared.tick();
+
+    let status = status_server::start(
+        shared.clone(),
+        bind("--metrics-addr", shared.config.metrics_addr)?,
+    )
+    .map_err(AppError::Start)?;
+    log::info!(
+        "serving /healthz and /readyz on {} (bot id {})",
+        shared.config.metrics_addr,
+        shared.config.bot_id
+    );
+
+    let reaper = Reaper::new();
+    tokio::spawn(reaper.clone().run());
+
+    let (trigger, shutdown) = shutdown::channel();
+    tokio::spawn(tick_loop(shared.clone(), shutdown.clone()));
+
+    wait_for_signals(trigger, shutdown.clone()).await;
+
+    status.stop();
+    reaper.reap_now();
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Proves to the watchdog behind `/healthz` that the runtime is not stuck.
+async fn tick_loop(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    loop {
+        shared.tick();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.requested() => return,
+        }
+    }
+}
+
+/// Turns SIGTERM and SIGINT into shutdown requests; returns after the first. Later
+/// signals keep counting (the second hurries the bot's drain) from a background task.
+async fn wait_for_signals(trigger: shutdown::Trigger, mut shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("cannot listen for SIGTERM/SIGINT ({e}); running until killed");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            trigger.fire();
+            log::info!("received {name}: shutting down");
+        }
+    });
+    shutdown.requested().await;
+}

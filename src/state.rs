@@ -1,0 +1,127 @@
+//! State shared by the runtime and the server threads.
+//!
+//! Readers (the hook and metrics servers, on their own threads) take short locks that
+//! are never held across I/O or an `.await`; writers swap whole values in. That is why
+//! these are `std::sync` locks and not tokio ones.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::token::TokenCache;
+
+/// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
+/// at once and the watcher does the work on its own deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCommand {
+    /// A task started: hold off reboots until it ends.
+    TaskStarted,
+    /// A task ended: reboot the phones (unless disabled), wait for them, interrogate.
+    TaskEnded,
+    /// Interrogate now, outside the regular period.
+    InterrogateNow,
+}
+
+/// What the supervisor knows of the bot, for the state hook and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BotStatus {
+    pub running: bool,
+    pub restarts: u64,
+    /// How the last bot process ended, as a log-style phrase (`exit code 1`, `signal 9 (SIGKILL)`).
+    pub last_exit: Option<String>,
+    pub crashlooping: bool,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub started: Instant,
+    pub metrics: Metrics,
+    pub token: TokenCache,
+    snapshot: RwLock<Arc<Snapshot>>,
+    bot: Mutex<BotStatus>,
+    /// Milliseconds since `started` of the main loop's last tick (for the watchdog).
+    last_tick_ms: AtomicU64,
+    /// Set once the first device round has been published.
+    first_round_done: AtomicBool,
+    /// Set once the hook server is accepting requests.
+    hooks_serving: AtomicBool,
+    device_commands: mpsc::UnboundedSender<DeviceCommand>,
+}
+
+impl Shared {
+    /// Builds the shared state and the receiving end of the device-command channel.
+    pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            config,
+            started: Instant::now(),
+            metrics: Metrics::default(),
+            token: TokenCache::default(),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            bot: Mutex::new(BotStatus::default()),
+            last_tick_ms: AtomicU64::new(0),
+            first_round_done: AtomicBool::new(false),
+            hooks_serving: AtomicBool::new(false),
+            device_commands: tx,
+        };
+        (Arc::new(shared), rx)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new snapshot and marks the first round as done.
+    pub fn publish_snapshot(&self, snapshot: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        self.first_round_done.store(true, Ordering::Release);
+    }
+
+    pub fn first_round_done(&self) -> bool {
+        self.first_round_done.load(Ordering::Acquire)
+    }
+
+    pub fn bot_status(&self) -> BotStatus {
+        self.bot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update_bot_status(&self, f: impl FnOnce(&mut BotStatus)) {
+        f(&mut self.bot.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn tick(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_tick_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the main loop last ticked.
+    pub fn since_last_tick(&self) -> std::time::Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        std::time::Duration::from_millis(
+            now.saturating_sub(self.last_tick_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    pub fn set_hooks_serving(&self) {
+        self.hooks_serving.store(true, Ordering::Release);
+    }
+
+    pub fn hooks_serving(&self) -> bool {
+        self.hooks_serving.load(Ordering::Acquire)
+    }
+
+    /// Hands work to the device watcher; a closed channel (shutting down) is ignored.
+    pub fn send_device_command(&self, cmd: DeviceCommand) {
+        if self.device_commands.send(cmd.clone()).is_err() {
+            log::debug!("device watcher gone; dropped {cmd:?}");
+        }
+    }
+}
