@@ -46,6 +46,8 @@ pub struct Device {
     pub battery_percent: Option<f64>,
     pub temperatures: Vec<Temperature>,
     pub uptime_secs: Option<f64>,
+    /// `sys.boot_completed` is `1` (always true for an iPhone that answers).
+    pub boot_completed: bool,
     /// A one-word build description (`<ro.build.id>_<incremental>`, or the iOS version).
     pub build: Option<String>,
     /// This phone's own contribution to the dimensions (empty when it is not usable).
@@ -65,6 +67,7 @@ impl Device {
             battery_percent: None,
             temperatures: Vec::new(),
             uptime_secs: None,
+            boot_completed: false,
             build: None,
             dimensions: Dimensions::new(),
             unusable: None,
