@@ -7,8 +7,11 @@
 
 mod app;
 mod config;
+mod dimensions;
+mod health;
 mod logging;
 mod metrics;
+mod parse;
 mod reaper;
 mod shim;
 mod shutdown;
