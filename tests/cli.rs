@@ -1,0 +1,159 @@
+//! The command-line interface of the real binary: flags, exit codes, the sudo shim,
+//! `--check-config`, and serving `/healthz` right after start.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::{bin, free_port, http_get, wait_for_http, KillOnDrop};
+
+#[test]
+fn version_names_the_program_and_commit() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("test_machine_monitor 0."), "{text}");
+    assert!(text.trim_end().ends_with(')'), "{text}");
+}
+
+#[test]
+fn help_describes_every_flag() {
+    let out = Command::new(bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--swarming-server",
+        "--bot-id",
+        "--bot-dir",
+        "--python",
+        "--token-config",
+        "--hook-addr",
+        "--metrics-addr",
+        "--adb",
+        "--adb-server",
+        "--devices",
+        "--interrogate-every",
+        "--grace",
+        "--no-bot",
+        "--check-config",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line_naming_the_flag() {
+    for (args, needle) in [
+        (vec!["--bogus"], "--bogus"),
+        (vec!["--no-bot", "--grace", "soon"], "--grace"),
+        (vec![], "--swarming-server"),
+        (vec!["--no-bot", "--hook-addr", "nowhere"], "--hook-addr"),
+    ] {
+        let out = Command::new(bin())
+            .args(&args)
+            .env_remove("SWARMING_SERVER")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let out = Command::new(bin())
+        .args(["--check-config", "--bot-dir", "/srv/bot/s"])
+        .env("SWARMING_SERVER", "https://chromium-swarm.appspot.com")
+        .env("SWARMING_BOT_ID", "skia-rpi2-rack1-shelf1-001")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("swarming_server = https://chromium-swarm.appspot.com\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bot_id = skia-rpi2-rack1-shelf1-001\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "force_quarantine_file = /srv/bot/skia-rpi2-rack1-shelf1-001.force_quarantine\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn sudo_shim_kills_its_parent_and_reports_its_arguments() {
+    let dir = support::TempDir::new("shim");
+    let link = dir.path().join("sudo");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    // sh forks the shim (a command follows it), so the shim's parent is this sh.
+    let script = format!(
+        "'{}' -n /sbin/shutdown -r now; echo parent survived",
+        link.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("sudo shim: -n /sbin/shutdown -r now"), "{err}");
+}
+
+#[test]
+fn serves_healthz_and_metrics_at_once_and_stops_on_sigterm() {
+    let port = free_port();
+    let dir = support::TempDir::new("serve");
+    let child = Command::new(bin())
+        .args([
+            "--no-bot",
+            "--devices",
+            "none",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--hook-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--bot-dir", &dir.path().join("b/s").display().to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    wait_for_http(port, "/healthz", 200);
+    let (code, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains("test_machine_monitor_build_info{"), "{body}");
+    let (code, _) = http_get(port, "/nope");
+    assert_eq!(code, 404);
+    let status = child.terminate_and_wait();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_taken_port_is_a_clear_fatal_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = Command::new(bin())
+        .args([
+            "--no-bot",
+            "--devices",
+            "none",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--hook-addr", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (--metrics-addr)"
+        )),
+        "{err}"
+    );
+}
