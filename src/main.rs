@@ -6,16 +6,21 @@
 //! ARCHITECTURE.md maps the modules.
 
 mod app;
+mod backoff;
+mod bot_zip;
 mod config;
 mod logging;
 mod metrics;
+mod procs;
 mod reaper;
 mod shim;
 mod shutdown;
 mod snapshot;
 mod state;
 mod status_server;
+mod supervisor;
 mod token;
+mod token_fetch;
 
 use std::process::ExitCode;
 
