@@ -15,13 +15,13 @@ Routes:
   GET  /swarming/api/v1/bot/server_ping
   POST /swarming/api/v1/bot/{handshake,poll,event,task_update[/<id>]}
   POST /_control  JSON, any of:
-         {"fail_token": N, "token_mode": "500"|"drop"|"badjson"|"expired",
-          "fail_download": N, "download_mode": "500"|"500-versioned"|"drop"|"403"|
-                                               "truncated"|"html",
+         {"token_faults": [...], "download_faults": [...],
           "bot_cmds": [{"cmd": "bot_restart"|"host_reboot"|"crash"|"orphan"|...}, ...],
           "poll_sleep": seconds}
-         "drop" closes the connection without an answer (what a refused or reset
-         connection looks like to the client).
+         Each fault fails one request, in order. Token faults: "500", "drop", "badjson",
+         "expired" (expires_in 0). Download faults: "500", "drop", "403" (at /bot_code),
+         "500-versioned", "truncated", "html" (at the versioned URL). "drop" closes the
+         connection without an answer (what a refused or reset connection looks like).
   GET  /_state    what was asked and sent: counts, headers, last dimensions and state.
 Standard library only.
 """
@@ -67,10 +67,7 @@ class State:
         self.digest = hashlib.sha256(zip_bytes).hexdigest() if zip_bytes else ""
         self.token = "ya29.fake-" + secrets.token_hex(16)
         self.token_header = token_header
-        self.fail_token = 0
-        self.token_mode = "500"
-        self.fail_download = 0
-        self.download_mode = "500"
+        self.faults = {"token": [], "download": []}
         self.bot_cmds = []
         # A fault chosen at /bot_code that the versioned URL then serves.
         self.pending_versioned_fault = None
@@ -90,13 +87,10 @@ class State:
         }
 
     def take_fault(self, which):
-        """Consumes one injected fault of `which` ('token' or 'download'); its mode or None."""
+        """Consumes the next injected fault of `which` ('token' or 'download'), or None."""
         with self.lock:
-            n = getattr(self, "fail_" + which)
-            if n <= 0:
-                return None
-            setattr(self, "fail_" + which, n - 1)
-            return getattr(self, which + "_mode")
+            queue = self.faults[which]
+            return queue.pop(0) if queue else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -217,10 +211,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(400, {"error": "body is not JSON"})
         if path == "/_control":
             with st.lock:
-                for key in ("fail_token", "token_mode", "fail_download", "download_mode",
-                            "poll_sleep"):
-                    if key in body:
-                        setattr(st, key, body[key])
+                st.faults["token"].extend(body.get("token_faults", []))
+                st.faults["download"].extend(body.get("download_faults", []))
+                if "poll_sleep" in body:
+                    st.poll_sleep = body["poll_sleep"]
                 st.bot_cmds.extend(body.get("bot_cmds", []))
             return self.reply(200, {"ok": True})
         bot_paths = ("/swarming/api/v1/bot/handshake", "/swarming/api/v1/bot/poll")
