@@ -326,3 +326,29 @@ fn as_pid_1_orphans_are_reaped_and_the_exit_code_is_0() {
     assert!(log.contains("stopped: exit code 0"), "{log}");
     assert!(log.contains("killed leftover process"), "{log}");
 }
+
+#[test]
+fn shutdown_during_a_download_leaves_no_partial_file() {
+    let lab = Lab::new("stall");
+    lab.server.control(json!({"download_faults": ["stall"]}));
+    let mut m = lab.start();
+    let deadline = Instant::now() + LONG;
+    while !lab.bot_dir.exists()
+        || !dir_names(&lab.bot_dir)
+            .iter()
+            .any(|n| n.starts_with("swarming_bot.zip.download-"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no download started:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(m.log().contains("interrupted by shutdown"), "{}", m.log());
+    assert_eq!(dir_names(&lab.bot_dir), Vec::<String>::new());
+}

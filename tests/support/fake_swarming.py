@@ -20,7 +20,8 @@ Routes:
           "poll_sleep": seconds}
          Each fault fails one request, in order. Token faults: "500", "drop", "badjson",
          "expired" (expires_in 0). Download faults: "500", "drop", "403" (at /bot_code),
-         "500-versioned", "truncated", "html" (at the versioned URL). "drop" closes the
+         "500-versioned", "truncated", "html", "stall" (at the versioned URL; "stall"
+         sends half the zip, then nothing for a minute). "drop" closes the
          connection without an answer (what a refused or reset connection looks like).
   GET  /_state    what was asked and sent: counts, headers, last dimensions and state.
 Standard library only.
@@ -35,6 +36,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -188,6 +190,15 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(500, "internal error\n", "text/plain")
             if mode == "html":
                 return self.reply(200, "<html><body>Bad Gateway</body></html>", "text/html")
+            if mode == "stall":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(st.zip)))
+                self.end_headers()
+                self.wfile.write(st.zip[: len(st.zip) // 2])
+                self.wfile.flush()
+                time.sleep(60)
+                return self.drop()
             if mode == "truncated":
                 return self.reply(200, st.zip[: len(st.zip) // 2], "application/octet-stream")
             return self.reply(200, st.zip, "application/octet-stream")
