@@ -11,10 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::procs;
 use crate::reaper::{self, Reaper};
 use crate::shutdown::{self, Shutdown};
 use crate::state::Shared;
 use crate::status_server;
+use crate::supervisor;
+use crate::token_fetch;
 
 /// Why the program could not run. Each maps to exit code 1.
 #[derive(Debug)]
@@ -83,7 +86,36 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(tick_loop(shared.clone(), shutdown.clone()));
 
+    let bot = if shared.config.no_bot {
+        log::info!("--no-bot: not running the Swarming bot");
+        None
+    } else {
+        let tokens = token_fetch::spawn_refresher(
+            shared.clone(),
+            shared.config.token_config.clone(),
+            shutdown.clone(),
+        );
+        Some(tokio::spawn(supervisor::run(
+            shared.clone(),
+            reaper.clone(),
+            tokens,
+            shutdown.clone(),
+        )))
+    };
+
     wait_for_signals(trigger, shutdown.clone()).await;
+
+    // The bot drains first (SIGTERM, --grace, SIGKILL); then whatever it left behind,
+    // such as task process groups, is killed, so that nothing outlives us.
+    if let Some(bot) = bot {
+        if let Err(e) = bot.await {
+            log::error!("the bot supervisor failed: {e}");
+        }
+    }
+    let killed = procs::kill_descendants(Duration::from_secs(5)).await;
+    if killed > 0 {
+        log::info!("killed {killed} leftover processes");
+    }
 
     status.stop();
     reaper.reap_now();

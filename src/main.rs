@@ -6,19 +6,24 @@
 //! ARCHITECTURE.md maps the modules.
 
 mod app;
+mod backoff;
+mod bot_zip;
 mod config;
 mod dimensions;
 mod health;
 mod logging;
 mod metrics;
 mod parse;
+mod procs;
 mod reaper;
 mod shim;
 mod shutdown;
 mod snapshot;
 mod state;
 mod status_server;
+mod supervisor;
 mod token;
+mod token_fetch;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,354 @@
+//! The Swarming bot's life cycle, end to end: the real binary, real Python running the
+//! stand-in bot (tests/support/fake_bot), the stand-in server (fake_swarming.py), and
+//! real signals. Timings are read from the log's own timestamps.
+
+#[path = "support/bot_lab.rs"]
+mod bot_lab;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use bot_lab::{descendants, line_time, Lab, BOT_ID};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn bootstrap_sends_auth_headers_never_logs_the_token_and_drains_gracefully() {
+    let lab = Lab::new("bootstrap");
+    let mut m = lab.start();
+    m.wait_for("fake bot", LONG);
+    m.wait_for("handshake done", LONG);
+
+    let st = lab.server.state();
+    let token = st["token"].as_str().unwrap().to_string();
+    assert_eq!(st["token_rejected"], 0, "Metadata-Flavor header not sent");
+    let req = &st["bot_code_requests"][0];
+    assert_eq!(req["authorization_ok"], true, "{st}");
+    assert_eq!(req["bot_id"], BOT_ID);
+    // The redirect target needs no authorization, and the token must not travel there.
+    assert_eq!(st["versioned_requests"][0]["authorization_present"], false);
+    // SWARMING_BOT_ID reached the bot.
+    assert_eq!(st["last_dimensions"]["id"], json!([BOT_ID]));
+
+    // Our files stay out of the bot directory; the shim sits next to it.
+    assert_eq!(dir_names(&lab.bot_dir), ["swarming_bot.zip"]);
+    let shim = lab.dir.0.join("b/.test_machine_monitor/bin/sudo");
+    assert_eq!(
+        fs::read_link(&shim).unwrap(),
+        fs::canonicalize(bot_lab::BIN).unwrap()
+    );
+
+    let t0 = Instant::now();
+    m.term();
+    let status = m.wait_exit(LONG);
+    assert_eq!(status.code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(lab.grace));
+    let log = m.log();
+    assert!(
+        log.contains("bot: fake bot bytes \u{FFFD}\u{FFFD} end"),
+        "{log}"
+    );
+    assert!(log.contains("stopped: exit code 0"), "{log}");
+    assert!(!log.contains(&token), "the token was logged:\n{log}");
+    assert!(!log.contains("ya29"), "{log}");
+    assert!(lab.server.state()["events"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("bot_shutdown")));
+}
+
+#[test]
+fn token_and_download_faults_are_retried() {
+    let lab = Lab::new("faults");
+    lab.server.control(json!({
+        "token_faults": ["500", "drop", "expired"],
+        "download_faults": ["500-versioned", "drop"],
+    }));
+    let mut m = lab.start();
+    let log = m.wait_for("handshake done", Duration::from_secs(60));
+    let token_url = format!("{}/token", lab.server.url);
+    assert!(
+        log.contains(&format!("token fetch from {token_url}: HTTP 500")),
+        "{log}"
+    );
+    assert!(log.contains("token already expired"), "{log}");
+    assert_eq!(lines_with(&log, "token fetch from").len(), 3, "{log}");
+    let digest = lab.server.state()["digest"].as_str().unwrap().to_string();
+    assert!(
+        log.contains(&format!(
+            "bot code download from {}/swarming/api/v1/bot/bot_code/{digest}: HTTP 500",
+            lab.server.url
+        )),
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "bot code download from").len(), 2, "{log}");
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+    let token = lab.server.state()["token"].as_str().unwrap().to_string();
+    assert!(!m.log().contains(&token));
+}
+
+#[test]
+fn forbidden_and_truncated_downloads_never_leave_a_partial_zip() {
+    let lab = Lab::new("forbidden");
+    lab.server
+        .control(json!({"download_faults": ["403", "truncated", "html"]}));
+    let mut m = lab.start();
+    let log = m.wait_for("handshake done", Duration::from_secs(60));
+    assert!(
+        log.contains("HTTP 403: the server does not allow this bot id or these credentials"),
+        "{log}"
+    );
+    assert_eq!(
+        lines_with(&log, "HTTP 200 but not a readable zip").len(),
+        2,
+        "{log}"
+    );
+    assert_eq!(dir_names(&lab.bot_dir), ["swarming_bot.zip"]);
+    assert_eq!(
+        fs::read(lab.bot_dir.join("swarming_bot.zip")).unwrap(),
+        lab.server.zip_bytes()
+    );
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+}
+
+#[test]
+fn a_corrupt_zip_is_set_aside_and_fetched_again() {
+    let lab = Lab::new("corrupt");
+    fs::create_dir_all(&lab.bot_dir).unwrap();
+    let mut zip = lab.server.zip_bytes();
+    let len = zip.len();
+    zip.truncate(len - 30); // the end of the central directory is gone
+    fs::write(lab.bot_dir.join("swarming_bot.zip"), &zip).unwrap();
+    let mut m = lab.start();
+    let log = m.wait_for("handshake done", LONG);
+    assert!(log.contains("is unusable (not a readable zip"), "{log}");
+    let parent = lab.bot_dir.parent().unwrap();
+    let aside: Vec<String> = dir_names(parent)
+        .into_iter()
+        .filter(|n| n.starts_with("swarming_bot.zip.bad."))
+        .collect();
+    assert_eq!(aside.len(), 1, "{:?}", dir_names(parent));
+    assert_eq!(fs::read(parent.join(&aside[0])).unwrap(), zip);
+    assert_eq!(
+        lab.server.state()["bot_code_requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+}
+
+#[test]
+fn a_good_zip_is_not_downloaded_again() {
+    let lab = Lab::new("goodzip");
+    fs::create_dir_all(&lab.bot_dir).unwrap();
+    fs::write(lab.bot_dir.join("swarming_bot.zip"), lab.server.zip_bytes()).unwrap();
+    let mut m = lab.start();
+    let log = m.wait_for("handshake done", LONG);
+    assert!(log.contains("swarming_bot.zip is usable"), "{log}");
+    assert_eq!(lab.server.state()["bot_code_requests"], json!([]));
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+}
+
+#[test]
+fn a_missing_token_config_is_one_line_and_retried_until_it_appears() {
+    let lab = Lab::new("notoken");
+    let text = fs::read_to_string(&lab.token_config).unwrap();
+    fs::remove_file(&lab.token_config).unwrap();
+    let mut m = lab.start();
+    let expected = format!("token config {}: no such file", lab.token_config.display());
+    m.wait_for(&expected, LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        m.child.try_wait().unwrap().is_none(),
+        "exited:\n{}",
+        m.log()
+    );
+    fs::write(&lab.token_config, text).unwrap();
+    m.wait_for("handshake done", LONG);
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_is_reported_once() {
+    let lab = Lab::new("crashloop").env("FAKE_BOT_CRASH", "3");
+    let mut m = lab.start();
+    let log = m.wait_for("bot is crash-looping", Duration::from_secs(60));
+    let starts: Vec<f64> = lines_with(&log, "started the bot (pid")
+        .into_iter()
+        .map(line_time)
+        .collect();
+    assert_eq!(starts.len(), 5, "{log}");
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    // Nominal delays 1, 2, 4, 8 s, each jittered into its upper half; a crash takes
+    // well under a second of Python start-up on top.
+    for (i, gap) in gaps.iter().enumerate() {
+        let nominal = f64::from(1u32 << i);
+        assert!(
+            *gap >= nominal / 2.0 && *gap <= nominal + 1.0,
+            "gap {i} is {gap:.3}s, expected {:.1}..{:.1}s; gaps {gaps:?}",
+            nominal / 2.0,
+            nominal + 1.0
+        );
+    }
+    assert!(log.contains("bot exited with exit code 3"), "{log}");
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+    assert_eq!(lines_with(&m.log(), "crash-looping").len(), 1);
+}
+
+#[test]
+fn a_host_reboot_request_restarts_the_bot() {
+    let lab = Lab::new("reboot");
+    let mut m = lab.start();
+    m.wait_for("handshake done", LONG);
+    lab.server
+        .control(json!({"bot_cmds": [{"cmd": "host_reboot"}]}));
+    let log = m.wait_for_n("handshake done", 2, LONG);
+    assert!(
+        log.contains("bot: sudo shim: -n /sbin/shutdown -r now"),
+        "{log}"
+    );
+    assert!(
+        log.contains("bot requested a host reboot (sudo -n /sbin/shutdown -r now)"),
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "started the bot (pid").len(), 2);
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+}
+
+#[test]
+fn a_bot_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let mut lab = Lab::new("grace").env("FAKE_BOT_IGNORE_SIGTERM", "1");
+    lab.grace = 2;
+    let mut m = lab.start();
+    m.wait_for("handshake done", LONG);
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+    let log = m.log();
+    let asked = line_time(lines_with(&log, "received SIGTERM")[0]);
+    let killed = line_time(lines_with(&log, "still running 2s after SIGTERM: SIGKILL")[0]);
+    let stopped = line_time(lines_with(&log, "stopped: signal 9 (SIGKILL)")[0]);
+    assert!((killed - asked) >= 2.0 && (killed - asked) < 3.0, "{log}");
+    assert!(stopped - killed < 1.0, "{log}");
+}
+
+#[test]
+fn a_second_signal_skips_the_wait() {
+    let mut lab = Lab::new("hurry").env("FAKE_BOT_IGNORE_SIGTERM", "1");
+    lab.grace = 120;
+    let mut m = lab.start();
+    m.wait_for("handshake done", LONG);
+    let t0 = Instant::now();
+    m.term();
+    m.wait_for("stopping the bot", LONG);
+    m.signal(m.child.id() as i32, libc::SIGINT);
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(m
+        .log()
+        .contains("second termination signal: SIGKILL the bot"));
+}
+
+/// The orphan that sleeps, from the bot's output.
+fn sleeping_orphan(log: &str) -> i32 {
+    let line = lines_with(log, "sleeping 3600")[0];
+    let after = line.split("fake bot orphan ").nth(1).unwrap();
+    after.split(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn orphans_come_to_us_are_reaped_and_are_killed_at_shutdown() {
+    let lab = Lab::new("orphans").env("FAKE_BOT_ORPHAN", "1");
+    let mut m = lab.start();
+    let log = m.wait_for("handshake done", LONG);
+    let me = m.child.id() as i32;
+    let orphan = sleeping_orphan(&log);
+    // The short-lived orphan has exited by now; a subreaper that did not reap would
+    // show it as a zombie child.
+    std::thread::sleep(Duration::from_millis(800));
+    let procs = descendants(me);
+    assert!(procs.contains(&(orphan, 'S')), "{procs:?}");
+    assert!(!procs.iter().any(|(_, s)| *s == 'Z'), "zombies: {procs:?}");
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+    assert!(m
+        .log()
+        .contains(&format!("killed leftover process {orphan}")));
+    // Killed by us and reaped by us, so gone rather than re-parented elsewhere.
+    assert!(!std::path::Path::new(&format!("/proc/{orphan}")).exists());
+}
+
+#[test]
+fn as_pid_1_orphans_are_reaped_and_the_exit_code_is_0() {
+    let mut lab = Lab::new("pid1").env("FAKE_BOT_ORPHAN", "1");
+    lab.wrapper = ["unshare", "--pid", "--fork", "--mount-proc"]
+        .map(String::from)
+        .to_vec();
+    let mut m = lab.start();
+    let log = m.wait_for("handshake done", LONG);
+    assert!(log.contains("running as PID 1"), "{log}");
+    // Our monitor is the unshare process's only child.
+    let unshare = m.child.id() as i32;
+    let monitor = bot_lab::processes()
+        .into_iter()
+        .find(|(_, _, ppid)| *ppid == unshare)
+        .map(|(pid, _, _)| pid)
+        .expect("no monitor under unshare");
+    std::thread::sleep(Duration::from_millis(800));
+    let procs = descendants(monitor);
+    assert!(procs.len() >= 2, "bot and orphan expected: {procs:?}");
+    assert!(!procs.iter().any(|(_, s)| *s == 'Z'), "zombies: {procs:?}");
+    m.signal(monitor, libc::SIGTERM);
+    assert_eq!(m.wait_exit(LONG).code(), Some(0), "{}", m.log());
+    let log = m.log();
+    assert!(log.contains("stopped: exit code 0"), "{log}");
+    assert!(log.contains("killed leftover process"), "{log}");
+}
+
+#[test]
+fn shutdown_during_a_download_leaves_no_partial_file() {
+    let lab = Lab::new("stall");
+    lab.server.control(json!({"download_faults": ["stall"]}));
+    let mut m = lab.start();
+    let deadline = Instant::now() + LONG;
+    while !lab.bot_dir.exists()
+        || !dir_names(&lab.bot_dir)
+            .iter()
+            .any(|n| n.starts_with("swarming_bot.zip.download-"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no download started:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(m.log().contains("interrupted by shutdown"), "{}", m.log());
+    assert_eq!(dir_names(&lab.bot_dir), Vec::<String>::new());
+}

@@ -1,0 +1,322 @@
+//! A small lab for the bot tests: the stand-in Swarming server (fake_swarming.py), a
+//! token config pointing at it, a bot directory, and the real binary running against
+//! them with its log captured to a file.
+//!
+//! Kept apart from `support/mod.rs` (the hook tests' helpers) so each test crate only
+//! compiles what it uses.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_test_machine_monitor");
+pub const BOT_ID: &str = "test-bot";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn support_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
+}
+
+/// fake_swarming.py on a free port; killed on drop.
+pub struct FakeSwarming {
+    child: Child,
+    pub url: String,
+}
+
+impl FakeSwarming {
+    pub fn start(extra: &[&str]) -> FakeSwarming {
+        let mut child = Command::new("python3")
+            .arg(support_dir().join("fake_swarming.py"))
+            .args(["--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .strip_prefix("PORT ")
+            .unwrap_or_else(|| panic!("fake_swarming said {line:?}"))
+            .parse()
+            .unwrap();
+        FakeSwarming {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn control(&self, body: serde_json::Value) {
+        ureq::post(&format!("{}/_control", self.url))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let text = ureq::get(&format!("{}/_state", self.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The zip this server hands out, fetched from its versioned URL.
+    pub fn zip_bytes(&self) -> Vec<u8> {
+        let digest = self.state()["digest"].as_str().unwrap().to_string();
+        ureq::get(&format!(
+            "{}/swarming/api/v1/bot/bot_code/{digest}",
+            self.url
+        ))
+        .call()
+        .unwrap()
+        .body_mut()
+        .with_config()
+        .limit(100 << 20)
+        .read_to_vec()
+        .unwrap()
+    }
+}
+
+impl Drop for FakeSwarming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("tmm-bot-{name}-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Everything one test needs; the monitor is started with [`Lab::start`].
+pub struct Lab {
+    pub server: FakeSwarming,
+    pub dir: TempDir,
+    pub bot_dir: PathBuf,
+    pub token_config: PathBuf,
+    pub grace: u64,
+    pub env: Vec<(String, String)>,
+    /// Command prefix, e.g. `unshare --pid --fork --mount-proc`.
+    pub wrapper: Vec<String>,
+}
+
+impl Lab {
+    pub fn new(name: &str) -> Lab {
+        let server = FakeSwarming::start(&[]);
+        let dir = TempDir::new(name);
+        let token_config = dir.0.join("token.json");
+        fs::write(
+            &token_config,
+            format!(
+                r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
+                server.url
+            ),
+        )
+        .unwrap();
+        Lab {
+            server,
+            bot_dir: dir.0.join("b").join("s"),
+            dir,
+            token_config,
+            grace: 10,
+            env: Vec::new(),
+            wrapper: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Lab {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn start(&self) -> Monitor {
+        let log_path = self.dir.0.join(format!("monitor-{}.log", free_port()));
+        let log = fs::File::create(&log_path).unwrap();
+        let (program, wrapper_args) = match self.wrapper.split_first() {
+            Some((p, rest)) => (p.clone(), rest.to_vec()),
+            None => (BIN.to_string(), Vec::new()),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(wrapper_args);
+        if !self.wrapper.is_empty() {
+            cmd.arg(BIN);
+        }
+        cmd.args(["--swarming-server", &self.server.url, "--bot-id", BOT_ID])
+            .arg("--bot-dir")
+            .arg(&self.bot_dir)
+            .args(["--python", "python3", "--devices", "none"])
+            .arg("--token-config")
+            .arg(&self.token_config)
+            .arg("--hook-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--grace")
+            .arg(self.grace.to_string())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        Monitor {
+            child: cmd.spawn().unwrap(),
+            log_path,
+        }
+    }
+}
+
+/// The running binary (or its wrapper). SIGKILLed on drop if still running.
+pub struct Monitor {
+    pub child: Child,
+    pub log_path: PathBuf,
+}
+
+impl Monitor {
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle` `times` times; returns the log.
+    pub fn wait_for_n(&self, needle: &str, times: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            if Instant::now() > deadline {
+                panic!("no {times}× {needle:?} within {timeout:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_n(needle, 1, timeout)
+    }
+
+    pub fn signal(&self, pid: i32, sig: i32) {
+        // SAFETY: plain kill(2) on a pid we started.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    pub fn term(&self) {
+        self.signal(self.child.id() as i32, libc::SIGTERM);
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "monitor still running after {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Seconds since the Unix epoch of a log line's leading `2026-11-26T17:31:15.123Z`.
+pub fn line_time(line: &str) -> f64 {
+    let ts = line.split_whitespace().next().unwrap();
+    let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let t: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant's algorithm), enough to cross a midnight.
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]
+}
+
+/// `(pid, state, ppid)` of every process, from /proc.
+pub fn processes() -> Vec<(i32, char, i32)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let pid = stat[..stat.find('(').unwrap()].trim().parse().unwrap();
+        let mut f = stat[close + 1..].split_whitespace();
+        let state = f.next().unwrap().chars().next().unwrap();
+        let ppid = f.next().unwrap().parse().unwrap();
+        out.push((pid, state, ppid));
+    }
+    out
+}
+
+/// Descendants of `root` as `(pid, state)`.
+pub fn descendants(root: i32) -> Vec<(i32, char)> {
+    let procs = processes();
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for (pid, state, ppid) in &procs {
+            if *ppid == p {
+                out.push((*pid, *state));
+                stack.push(*pid);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,183 @@
+"""A stand-in Swarming bot, run as `python3 swarming_bot.zip start_bot`.
+
+It behaves like the real bot where the monitor can tell: it reads config/config.json for
+its server, handshakes, then each cycle calls the hooks of config/bot_config.py (when the
+server injected one) and polls. On SIGTERM it calls on_bot_shutdown and exits 0. Server
+commands (poll answers): sleep, bot_restart (re-exec, same PID), host_reboot (runs
+`sudo -n /sbin/shutdown -r now`, then waits like the real bot), and test-only ones:
+crash, ignore_sigterm, orphan. Environment switches for start-up: FAKE_BOT_CRASH=<code>
+exits at once, FAKE_BOT_IGNORE_SIGTERM=1, FAKE_BOT_ORPHAN=1.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+
+ZIP = os.path.abspath(sys.argv[0])
+
+
+def log(msg):
+    print("fake bot %d: %s" % (os.getpid(), msg), flush=True)
+
+
+class Bot:
+    """The object the hooks receive, with the attributes hook scripts use."""
+
+    def __init__(self, server, dims, state):
+        self.id = os.environ.get("SWARMING_BOT_ID", "unknown")
+        self.server = server
+        self.base_dir = os.getcwd()
+        self.swarming_bot_zip = ZIP
+        self.dimensions = dims
+        self.state = state
+
+    def post_error(self, message):
+        log("bot_error: %s" % message)
+
+    def host_reboot(self, message=None):
+        host_reboot()
+
+    def bot_restart(self, message=None):
+        restart()
+
+
+def load_hooks():
+    try:
+        from config import bot_config  # injected by the server
+        return bot_config
+    except ImportError:
+        return None
+
+
+def restart():
+    log("re-executing")
+    os.execv(sys.executable, [sys.executable, ZIP, "start_bot"])
+
+
+def host_reboot():
+    log("host reboot requested")
+    # The real bot tries both and then waits up to 15 minutes for the reboot.
+    subprocess.call(["sudo", "-n", "/sbin/shutdown", "-r", "now"])
+    subprocess.call(["sudo", "-n", "/sbin/reboot", "-f"])
+    time.sleep(900)
+
+
+def orphan():
+    """Leaves two orphans in a process group of their own, like task processes: one that
+    exits soon (a zombie unless reaped) and one that sleeps."""
+    for lifetime in (0.2, 3600):
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            if os.fork() == 0:
+                print("fake bot orphan %d: sleeping %s" % (os.getpid(), lifetime), flush=True)
+                time.sleep(lifetime)
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+
+class Stop(Exception):
+    pass
+
+
+def on_sigterm(signum, frame):
+    raise Stop()
+
+
+def call(server, path, body, headers):
+    data = json.dumps(body).encode()
+    req = urllib.request.Request(server + path, data=data, method="POST")
+    req.add_header("Content-Type", "application/json; charset=UTF-8")
+    for k, v in headers.items():
+        req.add_header(k, v)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] != "start_bot":
+        log("usage: swarming_bot.zip start_bot")
+        return 2
+    signal.signal(signal.SIGTERM, on_sigterm)
+    log("starting in %s" % os.getcwd())
+    # Invalid UTF-8 on purpose: the monitor must replace it, not drop the line.
+    sys.stdout.buffer.write(b"fake bot bytes \xff\xfe end\n")
+    sys.stdout.flush()
+    if os.environ.get("FAKE_BOT_CRASH"):
+        log("crashing as told")
+        os._exit(int(os.environ["FAKE_BOT_CRASH"]))
+    if os.environ.get("FAKE_BOT_IGNORE_SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("FAKE_BOT_ORPHAN"):
+        orphan()
+
+    config = json.loads(zipfile.ZipFile(ZIP).read("config/config.json"))
+    server = config["server"]
+    hooks = load_hooks()
+    from api import os_utilities
+
+    def attributes():
+        dims = os_utilities.get_dimensions()
+        state = os_utilities.get_state()
+        bot = Bot(server, dims, state)
+        headers = {}
+        if hooks:
+            dims = hooks.get_dimensions(bot)
+            bot.dimensions = dims
+            state = hooks.get_state(bot)
+            bot.state = state
+            if hasattr(hooks, "get_settings"):
+                state["settings"] = hooks.get_settings(bot)
+            if hasattr(hooks, "get_authentication_headers"):
+                got = hooks.get_authentication_headers(bot)
+                if got:
+                    headers = dict(got[0] or {})
+        return bot, dims, state, headers
+
+    try:
+        bot, dims, state, headers = attributes()
+        call(server, "/swarming/api/v1/bot/handshake",
+             {"dimensions": dims, "state": state, "version": "fake"}, headers)
+        log("handshake done")
+        while True:
+            bot, dims, state, headers = attributes()
+            cmd = call(server, "/swarming/api/v1/bot/poll",
+                       {"dimensions": dims, "state": state, "version": "fake"}, headers)
+            kind = cmd.get("cmd")
+            if kind == "sleep":
+                time.sleep(float(cmd.get("duration", 1)))
+            elif kind == "bot_restart":
+                restart()
+            elif kind == "host_reboot":
+                host_reboot()
+            elif kind == "crash":
+                log("crashing with %d as told" % cmd.get("code", 1))
+                os._exit(int(cmd.get("code", 1)))
+            elif kind == "ignore_sigterm":
+                log("ignoring SIGTERM from now on")
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            elif kind == "orphan":
+                orphan()
+            else:
+                log("unknown command %r" % (cmd,))
+                time.sleep(1)
+    except Stop:
+        log("SIGTERM: shutting down")
+        if hooks and hasattr(hooks, "on_bot_shutdown"):
+            hooks.on_bot_shutdown(Bot(server, {}, {}))
+        try:
+            call(server, "/swarming/api/v1/bot/event",
+                 {"event": "bot_shutdown", "message": "SIGTERM"}, {})
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
