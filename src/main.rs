@@ -9,6 +9,7 @@ mod app;
 mod config;
 mod dimensions;
 mod health;
+mod ios;
 mod logging;
 mod metrics;
 mod parse;
