@@ -11,6 +11,7 @@ mod bot_zip;
 mod config;
 mod dimensions;
 mod health;
+mod ios;
 mod logging;
 mod metrics;
 mod parse;

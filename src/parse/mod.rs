@@ -28,7 +28,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn new(what: &'static str, detail: impl Into<String>) -> ParseError {
+    pub(crate) fn new(what: &'static str, detail: impl Into<String>) -> ParseError {
         ParseError {
             what,
             detail: detail.into(),
@@ -46,7 +46,7 @@ impl std::error::Error for ParseError {}
 
 /// Quotes a piece of offending text for an error message, cut short so that a megabyte
 /// of garbage does not end up in one log line.
-fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     const MAX_CHARS: usize = 80;
     let mut out: String = text.chars().take(MAX_CHARS).collect();
     if text.chars().nth(MAX_CHARS).is_some() {
