@@ -7,9 +7,12 @@
 
 mod app;
 mod config;
+mod dimension_rules;
+mod hooks;
 mod logging;
 mod metrics;
 mod reaper;
+mod settings;
 mod shim;
 mod shutdown;
 mod snapshot;
@@ -20,6 +23,9 @@ mod token;
 use std::process::ExitCode;
 
 use config::Command;
+
+/// The hook script the Swarming server hands to the bot (bots.cfg `bot_config_script`).
+const BOT_CONFIG_PY: &str = include_str!("bot_config.py");
 
 /// `test_machine_monitor <version> (<commit>)`.
 fn version_line() -> String {
@@ -58,8 +64,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::BotConfig => {
-            eprintln!("test_machine_monitor: bot-config: the hook script is not yet built (see the hooks issue)");
-            ExitCode::from(1)
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(BOT_CONFIG_PY.as_bytes())
+                .and_then(|()| out.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("test_machine_monitor: bot-config: cannot write the script: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::CheckConfig(config) => {
             print!("{}", config.describe());
