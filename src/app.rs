@@ -85,13 +85,12 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     );
 
     let hook_addr = shared.config.hook_addr;
-    let hook_server = hooks::bind(hook_addr).map_err(|e| AppError::Bind {
-        flag: "--hook-addr",
-        addr: hook_addr.to_string(),
-        reason: e.to_string(),
-    })?;
-    let hooks = hooks::start(shared.clone(), Hooks::new(&bot_settings), hook_server)
-        .map_err(AppError::Start)?;
+    let hooks = hooks::start(
+        shared.clone(),
+        Hooks::new(&bot_settings),
+        bind("--hook-addr", hook_addr)?,
+    )
+    .map_err(AppError::Start)?;
     shared.set_hooks_serving();
     log::info!("serving the bot's hooks on {hook_addr}");
 

@@ -12,23 +12,23 @@
 //! the quarantine is reported in the very answer that consumed the file; `get_state`
 //! is called once per bot poll, so the cost does not matter.
 //!
-//! The transport: tiny_http reads a request's headers (and bodies up to 1 KiB) on its
-//! own connection threads, but a larger body is read by whoever handles the request.
-//! So [`WORKERS`] threads pull requests, and every accepted socket carries a read and
-//! write timeout ([`SOCKET_TIMEOUT`], set on the listener: Linux copies it to each
-//! accepted socket), and the body read has an overall deadline ([`BODY_DEADLINE`]). A
-//! stalled client therefore holds one worker for a few seconds at most, never the
-//! server. Known limit: tiny_http drains an unread over-long body when the request is
-//! dropped, with a buffer the size of what is left; the server is loopback-only and
-//! the script never sends more than 1 MiB.
+//! The transport: tiny_http reads a request's headers, and bodies of at most 1 KiB,
+//! on its own connection threads; a larger or chunked body is read from the socket by
+//! whoever handles (or drops) the request, and tiny_http 0.12 offers no socket timeout
+//! (one set on the listener also times out `accept`, which ends its accept loop). So
+//! [`WORKERS`] threads answer requests whose body is already in memory, which is every
+//! hook the script sends in practice, and pass the others to [`SLOW_WORKERS`] threads
+//! that read with an overall deadline ([`BODY_DEADLINE`]) against dribbling clients.
+//! A client that stalls mid-body holds one slow worker until it goes away, and delays
+//! only other large-body requests. Known limit: tiny_http drains an unread over-long
+//! body when the request is dropped, with a buffer the size of what is left; the
+//! server is loopback-only and the script never sends more than 1 MiB.
 //!
 //! This module must not block on anything but its own sockets, and must never log a
 //! token.
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,8 +44,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Threads answering requests. The bot calls one hook at a time; the rest is slack for
 /// stalled clients and scrapers of the wrong port.
 pub const WORKERS: usize = 4;
-/// Read and write timeout of every accepted socket.
-pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
+/// Threads reading bodies that tiny_http has not buffered (see [`body_is_buffered`]).
+pub const SLOW_WORKERS: usize = 4;
 /// How long a request body may take to arrive in full.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -403,35 +403,22 @@ fn on_after_task(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
     Ok(json_reply(200, &json!({})))
 }
 
-/// Binds `addr` with the socket timeouts that accepted connections inherit.
-pub fn bind(addr: SocketAddr) -> std::io::Result<tiny_http::Server> {
-    let listener = TcpListener::bind(addr)?;
-    let timeout = libc::timeval {
-        tv_sec: SOCKET_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: the fd is a valid socket owned by `listener`; the option value is a
-        // timeval of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+/// Whether tiny_http has already read the whole body into memory, so that reading it
+/// cannot block. tiny_http (0.12) does so for a declared length of at most 1024 bytes
+/// without `Expect: 100-continue`; an absent length without `Transfer-Encoding` means no
+/// body. Anything else is read from the socket by whoever reads (or drops) the request.
+fn body_is_buffered(request: &tiny_http::Request) -> bool {
+    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
+    match request.body_length() {
+        Some(len) => len <= 1024 && !has("Expect"),
+        None => !has("Transfer-Encoding"),
     }
-    tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Reads the body: at most [`MAX_BODY`] + 1 bytes (so that `handle` sees it is too
-/// long), within `deadline`. A declared length over the limit is refused unread.
+/// long). A declared length over the limit is refused unread. `deadline` bounds a
+/// client that dribbles; one that sends nothing at all blocks this thread until it
+/// goes away, which is why only the slow workers call this on unbuffered bodies.
 fn read_body(request: &mut tiny_http::Request, deadline: Instant) -> Result<Vec<u8>, Reply> {
     if let Some(len) = request.body_length() {
         if len > MAX_BODY {
@@ -460,20 +447,6 @@ fn read_body(request: &mut tiny_http::Request, deadline: Instant) -> Result<Vec<
             Ok(0) => break,
             Ok(n) => body.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(error_reply(
-                    408,
-                    format!(
-                        "request body stalled: nothing received for {}s",
-                        SOCKET_TIMEOUT.as_secs()
-                    ),
-                ));
-            }
             Err(e) => return Err(error_reply(400, format!("cannot read the body: {e}"))),
         }
     }
@@ -505,6 +478,7 @@ fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
     if status >= 400 {
         log::warn!("hook {method} {url}: {status} {}", reply.body);
     }
+    // Dropping the request reads and discards any unread body (tiny_http does it).
     send(request, reply);
     let elapsed = started.elapsed();
     shared
@@ -517,7 +491,8 @@ fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
     );
 }
 
-/// The running hook server: [`WORKERS`] threads pulling from one tiny_http server.
+/// The running hook server. Only the fast workers are joined on stop: a slow worker
+/// may be blocked on a silent client, and the process is exiting anyway.
 pub struct HookServer {
     server: Arc<tiny_http::Server>,
     stopping: Arc<AtomicBool>,
@@ -525,7 +500,8 @@ pub struct HookServer {
 }
 
 impl HookServer {
-    /// Stops the workers, each after the request it is answering.
+    /// Stops the fast workers, each after the request it is answering; the slow
+    /// workers end once their queue closes.
     pub fn stop(self) {
         self.stopping.store(true, Ordering::Release);
         for _ in &self.workers {
@@ -537,7 +513,32 @@ impl HookServer {
     }
 }
 
-/// Serves the hooks on `server` (see [`bind`]).
+type SlowQueue = Arc<Mutex<mpsc::Receiver<tiny_http::Request>>>;
+
+fn spawn_slow_worker(
+    i: usize,
+    queue: SlowQueue,
+    shared: Arc<Shared>,
+    hooks: Arc<Hooks>,
+) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name(format!("hooks-slow-{i}"))
+        .spawn(move || loop {
+            // The lock is only held while waiting for the next request, never while
+            // serving one.
+            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            match next {
+                Ok(request) => serve_one(&shared, &hooks, request),
+                Err(_) => return,
+            }
+        })
+        .map(|_| ())
+}
+
+/// Serves the hooks on `server`: [`WORKERS`] threads answer requests whose body is
+/// already in memory (every hook the script sends in practice), and hand the others to
+/// [`SLOW_WORKERS`] threads, so a client that stalls mid-body only delays other
+/// clients with large bodies.
 pub fn start(
     shared: Arc<Shared>,
     hooks: Hooks,
@@ -546,17 +547,30 @@ pub fn start(
     let server = Arc::new(server);
     let hooks = Arc::new(hooks);
     let stopping = Arc::new(AtomicBool::new(false));
+    let (slow_tx, slow_rx) = mpsc::channel::<tiny_http::Request>();
+    let slow_rx: SlowQueue = Arc::new(Mutex::new(slow_rx));
+    for i in 0..SLOW_WORKERS {
+        spawn_slow_worker(i, slow_rx.clone(), shared.clone(), hooks.clone())?;
+    }
     let mut workers = Vec::with_capacity(WORKERS);
     for i in 0..WORKERS {
         let worker_server = server.clone();
         let worker_hooks = hooks.clone();
         let worker_shared = shared.clone();
         let worker_stopping = stopping.clone();
+        let slow = slow_tx.clone();
         let worker = thread::Builder::new()
             .name(format!("hooks-{i}"))
             .spawn(move || loop {
                 match worker_server.recv() {
-                    Ok(request) => serve_one(&worker_shared, &worker_hooks, request),
+                    Ok(request) if body_is_buffered(&request) => {
+                        serve_one(&worker_shared, &worker_hooks, request)
+                    }
+                    Ok(request) => {
+                        if let Err(mpsc::SendError(request)) = slow.send(request) {
+                            serve_one(&worker_shared, &worker_hooks, request);
+                        }
+                    }
                     Err(e) => {
                         if !worker_stopping.load(Ordering::Acquire) {
                             log::error!("hook server stopped accepting connections: {e}");
