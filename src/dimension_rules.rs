@@ -62,38 +62,38 @@ fn shown(value: &str) -> String {
 }
 
 /// Applies Swarming's rules to `raw`, dropping what breaks them.
-pub fn sanitize(raw: &Dimensions) -> Sanitized {
+pub fn sanitize(raw: Dimensions) -> Sanitized {
     let mut dimensions = Dimensions::new();
     let mut warnings = Vec::new();
     for (key, values) in raw {
         if key.len() > MAX_KEY_LEN {
             warnings.push(format!(
                 "dropped dimension key {}: longer than {MAX_KEY_LEN} characters",
-                shown(key)
+                shown(&key)
             ));
             continue;
         }
-        if !key_is_valid(key) {
+        if !key_is_valid(&key) {
             warnings.push(format!(
                 "dropped dimension key {}: must match ^[a-zA-Z\\-_.][0-9a-zA-Z\\-_.]*$",
-                shown(key)
+                shown(&key)
             ));
             continue;
         }
         let mut kept: Vec<String> = Vec::with_capacity(values.len());
         for value in values {
-            if let Some(problem) = value_problem(key, value) {
+            if let Some(problem) = value_problem(&key, &value) {
                 warnings.push(format!(
                     "dropped value {} of dimension {key:?}: {problem}",
-                    shown(value)
+                    shown(&value)
                 ));
-            } else if kept.contains(value) {
+            } else if kept.contains(&value) {
                 warnings.push(format!(
                     "dropped duplicate value {} of dimension {key:?}",
-                    shown(value)
+                    shown(&value)
                 ));
             } else {
-                kept.push(value.clone());
+                kept.push(value);
             }
         }
         if key == "id" && kept.len() > 1 {
@@ -109,7 +109,7 @@ pub fn sanitize(raw: &Dimensions) -> Sanitized {
             ));
             continue;
         }
-        dimensions.insert(key.clone(), kept);
+        dimensions.insert(key, kept);
     }
     Sanitized {
         dimensions,
@@ -136,7 +136,7 @@ mod tests {
             ("device_type", &["sargo", "sargo.2"]),
             ("_private-key.x", &["a b"]),
         ]);
-        let s = sanitize(&d);
+        let s = sanitize(d.clone());
         assert_eq!(s.dimensions, d);
         assert!(s.warnings.is_empty());
     }
@@ -151,7 +151,7 @@ mod tests {
             ("é", &["x"]),
             ("ok9", &["x"]),
         ]);
-        let s = sanitize(&d);
+        let s = sanitize(d.clone());
         assert_eq!(s.dimensions, dims(&[("ok9", &["x"])]));
         assert_eq!(s.warnings.len(), 5);
         assert!(s.warnings.iter().any(|w| w.contains("\"9lives\"")));
@@ -161,7 +161,7 @@ mod tests {
     fn keys_longer_than_64_are_dropped() {
         let k64 = "k".repeat(64);
         let k65 = "k".repeat(65);
-        let s = sanitize(&dims(&[(&k64, &["x"]), (&k65, &["x"])]));
+        let s = sanitize(dims(&[(&k64, &["x"]), (&k65, &["x"])]));
         assert!(s.dimensions.contains_key(&k64));
         assert!(!s.dimensions.contains_key(&k65));
         assert!(s.warnings[0].contains("longer than 64"));
@@ -171,7 +171,7 @@ mod tests {
     fn bad_values_are_dropped_and_named() {
         let v256 = "v".repeat(256);
         let v257 = "v".repeat(257);
-        let s = sanitize(&dims(&[(
+        let s = sanitize(dims(&[(
             "os",
             &["", " Linux", "Linux ", &v256, &v257, "Debian"],
         )]));
@@ -186,14 +186,14 @@ mod tests {
         // 128 two-byte characters: 256 bytes, kept; one more is over.
         let ok = "é".repeat(128);
         let over = "é".repeat(129);
-        let s = sanitize(&dims(&[("a", &[&ok]), ("b", &[&over])]));
+        let s = sanitize(dims(&[("a", &[&ok]), ("b", &[&over])]));
         assert!(s.dimensions.contains_key("a"));
         assert!(!s.dimensions.contains_key("b"));
     }
 
     #[test]
     fn duplicates_are_removed_keeping_the_key() {
-        let s = sanitize(&dims(&[("gpu", &["none", "none", "x", "none"])]));
+        let s = sanitize(dims(&[("gpu", &["none", "none", "x", "none"])]));
         assert_eq!(s.dimensions["gpu"], vec!["none", "x"]);
         assert_eq!(s.warnings.len(), 2);
         assert!(s.warnings[0].contains("duplicate"));
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn empty_lists_are_never_kept() {
-        let s = sanitize(&dims(&[("gpu", &[]), ("os", &[""])]));
+        let s = sanitize(dims(&[("gpu", &[]), ("os", &[""])]));
         assert!(s.dimensions.is_empty());
         assert_eq!(s.warnings.len(), 3);
         assert!(s.warnings.iter().any(|w| w.contains("\"gpu\"")));
@@ -209,16 +209,16 @@ mod tests {
 
     #[test]
     fn id_needs_exactly_one_value() {
-        let s = sanitize(&dims(&[("id", &["a", "b"])]));
+        let s = sanitize(dims(&[("id", &["a", "b"])]));
         assert!(s.dimensions.is_empty());
         assert!(s.warnings[0].contains("exactly one value"));
-        let s = sanitize(&dims(&[("id", &["a", "a"])]));
+        let s = sanitize(dims(&[("id", &["a", "a"])]));
         assert_eq!(s.dimensions["id"], vec!["a"]);
     }
 
     #[test]
     fn id_and_pool_reject_colons_but_others_allow_them() {
-        let s = sanitize(&dims(&[
+        let s = sanitize(dims(&[
             ("id", &["host:1"]),
             ("pool", &["a:b", "Skia"]),
             ("os", &["Android:10"]),
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn huge_values_are_shortened_in_warnings() {
         let huge = "x".repeat(10_000);
-        let s = sanitize(&dims(&[("k", &[&huge])]));
+        let s = sanitize(dims(&[("k", &[&huge])]));
         assert!(s.warnings.iter().all(|w| w.len() < 300));
     }
 }
