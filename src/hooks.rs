@@ -16,9 +16,10 @@
 //! on its own connection threads; a larger or chunked body is read from the socket by
 //! whoever handles (or drops) the request, and tiny_http 0.12 offers no socket timeout
 //! (one set on the listener also times out `accept`, which ends its accept loop). So
-//! [`WORKERS`] threads answer requests whose body is already in memory, which is every
-//! hook the script sends in practice, and pass the others to [`SLOW_WORKERS`] threads
-//! that read with an overall deadline ([`BODY_DEADLINE`]) against dribbling clients.
+//! [`WORKERS`] threads answer requests whose body is already in memory (the dimensions
+//! and the `on_*` calls), and pass the others (a full bot state is often over 1 KiB)
+//! to [`SLOW_WORKERS`] threads that read with an overall deadline ([`BODY_DEADLINE`])
+//! against dribbling clients.
 //! A client that stalls mid-body holds one slow worker until it goes away, and delays
 //! only other large-body requests. Known limit: tiny_http drains an unread over-long
 //! body when the request is dropped, with a buffer the size of what is left; the
@@ -545,7 +546,7 @@ fn spawn_slow_worker(
 }
 
 /// Serves the hooks on `server`: [`WORKERS`] threads answer requests whose body is
-/// already in memory (every hook the script sends in practice), and hand the others to
+/// already in memory, and hand the others to
 /// [`SLOW_WORKERS`] threads, so a client that stalls mid-body only delays other
 /// clients with large bodies.
 pub fn start(
