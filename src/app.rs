@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::hooks::{self, Hooks};
 use crate::procs;
 use crate::reaper::{self, Reaper};
+use crate::settings::{self, SettingsError};
 use crate::shutdown::{self, Shutdown};
 use crate::state::Shared;
 use crate::status_server;
@@ -30,6 +32,8 @@ pub enum AppError {
     },
     /// The runtime or a thread could not be created.
     Start(std::io::Error),
+    /// The `--settings` file cannot be read or is invalid (the error names the file).
+    Settings(SettingsError),
 }
 
 impl fmt::Display for AppError {
@@ -39,6 +43,7 @@ impl fmt::Display for AppError {
                 write!(f, "cannot listen on {addr} ({flag}): {reason}")
             }
             AppError::Start(e) => write!(f, "cannot start: {e}"),
+            AppError::Settings(e) => write!(f, "{e}"),
         }
     }
 }
@@ -65,6 +70,8 @@ pub fn run(config: Config) -> Result<(), AppError> {
 }
 
 async fn main_loop(config: Config) -> Result<(), AppError> {
+    // Read first: a bad --settings file stops the program before anything starts.
+    let bot_settings = settings::load(config.settings.as_deref()).map_err(AppError::Settings)?;
     reaper::become_subreaper();
     let (shared, _device_commands) = Shared::new(config);
     shared.tick();
@@ -79,6 +86,16 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         shared.config.metrics_addr,
         shared.config.bot_id
     );
+
+    let hook_addr = shared.config.hook_addr;
+    let hooks = hooks::start(
+        shared.clone(),
+        Hooks::new(&bot_settings),
+        bind("--hook-addr", hook_addr)?,
+    )
+    .map_err(AppError::Start)?;
+    shared.set_hooks_serving();
+    log::info!("serving the bot's hooks on {hook_addr}");
 
     let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
@@ -117,6 +134,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         log::info!("killed {killed} leftover processes");
     }
 
+    hooks.stop();
     status.stop();
     reaper.reap_now();
     log::info!("stopped");

@@ -9,14 +9,17 @@ mod app;
 mod backoff;
 mod bot_zip;
 mod config;
+mod dimension_rules;
 mod dimensions;
 mod health;
+mod hooks;
 mod ios;
 mod logging;
 mod metrics;
 mod parse;
 mod procs;
 mod reaper;
+mod settings;
 mod shim;
 mod shutdown;
 mod snapshot;
@@ -29,6 +32,9 @@ mod token_fetch;
 use std::process::ExitCode;
 
 use config::Command;
+
+/// The hook script the Swarming server hands to the bot (bots.cfg `bot_config_script`).
+const BOT_CONFIG_PY: &str = include_str!("bot_config.py");
 
 /// `test_machine_monitor <version> (<commit>)`.
 fn version_line() -> String {
@@ -67,8 +73,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::BotConfig => {
-            eprintln!("test_machine_monitor: bot-config: the hook script is not yet built (see the hooks issue)");
-            ExitCode::from(1)
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(BOT_CONFIG_PY.as_bytes())
+                .and_then(|()| out.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("test_machine_monitor: bot-config: cannot write the script: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::CheckConfig(config) => {
             print!("{}", config.describe());

@@ -1,24 +1,261 @@
-//! Helpers shared by the integration tests: the binary's path, free ports, a tiny HTTP
-//! client, temporary directories and a child that is killed when the test ends.
-#![allow(dead_code)] // each test binary uses a different subset of these helpers
+//! Helpers shared by the integration tests: free ports, temp dirs, the real binary as
+//! a child process, and a raw HTTP/1.1 client (so requests can be malformed on purpose).
+#![allow(dead_code)] // each test crate uses its own subset of these helpers
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_test_machine_monitor")
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_test_machine_monitor");
 
-/// A port that was free a moment ago (bind to :0, read it, release it).
+/// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("tmm-test-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The real binary running with `--no-bot --devices none`; SIGTERMed and reaped on drop.
+pub struct Monitor {
+    pub child: Child,
+    pub hook_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub dir: TempDir,
+    pub bot_id: String,
+}
+
+impl Monitor {
+    /// Starts the monitor and waits until its hook server answers.
+    pub fn start(name: &str, extra: &[&str]) -> Monitor {
+        let dir = TempDir::new(name);
+        let hook_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let bot_dir = dir.path().join("b").join("s");
+        std::fs::create_dir_all(&bot_dir).unwrap();
+        let bot_id = "pi-test".to_string();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--no-bot", "--devices", "none", "--bot-id", &bot_id])
+            .arg("--hook-addr")
+            .arg(hook_addr.to_string())
+            .arg("--metrics-addr")
+            .arg(metrics_addr.to_string())
+            .arg("--bot-dir")
+            .arg(&bot_dir)
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let mut m = Monitor {
+            child,
+            hook_addr,
+            metrics_addr,
+            dir,
+            bot_id,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = try_request(hook_addr, "GET", "/get_settings", &[], b"") {
+                if r.status == 200 {
+                    return m;
+                }
+            }
+            if let Ok(Some(status)) = m.child.try_wait() {
+                panic!("monitor exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "hook server never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The force-quarantine file the monitor watches by default.
+    pub fn force_quarantine_file(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("b")
+            .join(format!("{}.force_quarantine", self.bot_id))
+    }
+
+    /// Stops the monitor and returns what it logged.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Runs the binary to completion with `args`.
+pub fn run_bin(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Parses a full `Connection: close` response.
+pub fn parse_reply(raw: &[u8]) -> std::io::Result<HttpReply> {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no header end: {text:?}"),
+        )
+    })?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status: {head:?}"),
+            )
+        })?;
+    Ok(HttpReply {
+        status,
+        headers: head.to_string(),
+        body: body.to_string(),
+    })
+}
+
+/// One request on a fresh connection, with a generous deadline against hangs.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpReply> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_reply(&raw)
+}
+
+pub fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> HttpReply {
+    try_request(addr, method, path, &[], body.as_bytes()).unwrap()
+}
+
+/// Python interpreters on this machine, as (version, path), one per minor version,
+/// oldest first: `python3.*` on PATH, in /usr/bin and in /root/.pyenv/versions/*/bin.
+pub fn pythons() -> Vec<((u32, u32), PathBuf)> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push(PathBuf::from("/usr/bin"));
+    if let Ok(entries) = std::fs::read_dir("/root/.pyenv/versions") {
+        for e in entries.flatten() {
+            dirs.push(e.path().join("bin"));
+        }
+    }
+    let mut found: std::collections::BTreeMap<(u32, u32), PathBuf> = Default::default();
+    for dir in dirs {
+        // pyenv's shims answer for versions that are not selected, then fail.
+        if dir.ends_with("shims") {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("python3.") else {
+                continue;
+            };
+            let Ok(minor) = rest.parse::<u32>() else {
+                continue;
+            };
+            found.entry((3, minor)).or_insert_with(|| e.path());
+        }
+    }
+    found.into_iter().collect()
+}
+
+pub fn bin() -> &'static str {
+    BIN
 }
 
 /// One HTTP/1.0 request; returns the status code and the body.
@@ -106,29 +343,5 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("tmm-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
