@@ -1,0 +1,215 @@
+"""Runs the binary the way the rendered DaemonSet would, and checks probe ports and paths.
+
+Usage: python3 manifest_check.py RENDERED.yaml BINARY WORKDIR
+
+Called by ci/test-manifests. Each volume mount becomes a directory under WORKDIR holding
+fixtures (ConfigMap items from the rendered ConfigMap; made-up Secret contents with
+recognisable secrets); every path under a mount point, in the args or among the
+binary's own defaults, is rewritten to point there. Needs PyYAML (a dependency of
+kubernetes-validate) to read the rendered YAML.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+
+NODE = "pi-rack-a-07"
+SECRETS = {
+    # The token endpoint's headers may carry credentials: never printed.
+    "swarming-token-config": {
+        "oauth2_access_token_config.json": json.dumps(
+            {"url": "http://127.0.0.1:9/token", "headers": {"X-Token-Secret": "s3cr3t-header-value"}}
+        )
+    },
+    "adb-keys": {
+        "adbkey": "-----BEGIN PRIVATE KEY-----\nADBKEY-PRIVATE-PART\n-----END PRIVATE KEY-----\n",
+        "adbkey.pub": "QAAAAADBKEY-PUBLIC-PART test@host\n",
+    },
+}
+SECRET_MARKERS = ["s3cr3t-header-value", "ADBKEY-PRIVATE-PART"]
+
+
+def fail(msg):
+    sys.exit(f"manifest_check: FAIL: {msg}")
+
+
+def load(path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    return by_kind
+
+
+def fixtures(pod, configmaps, workdir):
+    """Mount path -> fixture directory, filled like the kubelet would fill it."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {}
+    container = pod["containers"][0]
+    for m in container.get("volumeMounts", []):
+        v = volumes[m["name"]]
+        d = os.path.join(workdir, m["name"])
+        os.makedirs(d, exist_ok=True)
+        if "configMap" in v:
+            data = configmaps[v["configMap"]["name"]]["data"]
+            items = v["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+            for it in items:
+                open(os.path.join(d, it["path"]), "w").write(data[it["key"]])
+        elif "secret" in v:
+            name = v["secret"]["secretName"]
+            if name not in SECRETS:
+                fail(f"no fixture for Secret {name}: add one to SECRETS")
+            for k, content in SECRETS[name].items():
+                open(os.path.join(d, k), "w").write(content)
+        mounts[m["mountPath"].rstrip("/")] = d
+    return mounts
+
+
+def rewrite(value, mounts):
+    for mount, d in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+        if value == mount or value.startswith(mount + "/"):
+            return d + value[len(mount):]
+    return value
+
+
+def rewrite_arg(arg, mounts):
+    if arg.startswith("--") and "=" in arg:
+        flag, value = arg.split("=", 1)
+        return f"{flag}={rewrite(value, mounts)}"
+    return rewrite(arg, mounts)
+
+
+def container_env(container, configmaps):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+            continue
+        src = e["valueFrom"]
+        if "fieldRef" in src:
+            if src["fieldRef"]["fieldPath"] != "spec.nodeName":
+                fail(f"env {e['name']}: unexpected fieldRef {src['fieldRef']}")
+            env[e["name"]] = NODE
+        elif "configMapKeyRef" in src:
+            ref = src["configMapKeyRef"]
+            env[e["name"]] = configmaps[ref["name"]]["data"][ref["key"]]
+        else:
+            fail(f"env {e['name']}: unsupported source {src}")
+    return env
+
+
+def check_config(binary, args, env):
+    p = subprocess.run([binary, *args, "--check-config"], env=env, capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        fail(f"--check-config exited {p.returncode}: {p.stderr.strip()}")
+    return p.stdout, dict(line.split(" = ", 1) for line in p.stdout.splitlines() if " = " in line)
+
+
+# Flags whose effective value is a path, keyed by --check-config's names.
+PATH_FLAGS = {
+    "bot_dir": "--bot-dir",
+    "token_config": "--token-config",
+    "settings": "--settings",
+    "force_quarantine_file": "--force-quarantine-file",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def main():
+    rendered, binary, workdir = sys.argv[1:4]
+    kinds = load(rendered)
+    configmaps = {c["metadata"]["name"]: c for c in kinds.get("ConfigMap", [])}
+    (ds,) = kinds["DaemonSet"]
+    template = ds["spec"]["template"]
+    pod = template["spec"]
+    (container,) = pod["containers"]
+    os.makedirs(workdir, exist_ok=True)
+    mounts = fixtures(pod, configmaps, workdir)
+    env = container_env(container, configmaps)
+    args = list(container.get("args", []))
+
+    # Paths the binary would use by default that fall under a mount are rewritten too.
+    _, effective = check_config(binary, args, env)
+    rewritten = [rewrite_arg(a, mounts) for a in args]
+    for key, flag in PATH_FLAGS.items():
+        value = effective.get(key, "none")
+        if value != "none" and rewrite(value, mounts) != value and not any(a.startswith(flag) for a in args):
+            rewritten.append(f"{flag}={rewrite(value, mounts)}")
+    out, effective = check_config(binary, rewritten, env)
+
+    expect = {
+        "swarming_server": env["SWARMING_SERVER"].rstrip("/"),
+        "bot_id": NODE,
+        "bot_dir": os.path.join(mounts["/b"], "s"),
+        "force_quarantine_file": os.path.join(mounts["/b"], f"{NODE}.force_quarantine"),
+        "token_config": os.path.join(mounts["/etc/swarming_config"], "oauth2_access_token_config.json"),
+    }
+    for k, v in expect.items():
+        if effective.get(k) != v:
+            fail(f"--check-config says {k} = {effective.get(k)!r}, expected {v!r}\n{out}")
+    for marker in SECRET_MARKERS:
+        if marker in out:
+            fail(f"--check-config printed the secret {marker!r}")
+    grace = int(effective["grace"].rstrip("s"))
+    if pod["terminationGracePeriodSeconds"] <= grace:
+        fail(f"terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} <= --grace {grace}")
+    print(f"ok: --check-config accepts the DaemonSet's args and env ({len(rewritten)} args), no secret printed")
+
+    # Ports: the named port, the probes and the scrape annotation all point at the port
+    # the binary listens on, and the paths answer there.
+    metrics_port = int(effective["metrics_addr"].rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    ann = template["metadata"]["annotations"]
+    probes = {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in probes.items():
+        h = container[probe]["httpGet"]
+        port = ports[h["port"]] if isinstance(h["port"], str) else h["port"]
+        if port != metrics_port or h["path"] != path:
+            fail(f"{probe} is {h['path']} on {port}, the binary serves {path} on {metrics_port}")
+    if int(ann["prometheus.io/port"]) != metrics_port or ann.get("prometheus.io/scrape") != "true":
+        fail(f"scrape annotations {ann} do not match the metrics port {metrics_port}")
+
+    port = free_port()
+    run_args = [a for a in rewritten if not a.startswith("--metrics-addr")]
+    run_args += [f"--metrics-addr=127.0.0.1:{port}", "--no-bot", f"--hook-addr=127.0.0.1:{free_port()}"]
+    proc = subprocess.Popen([binary, *run_args], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status = {p: get(f"http://127.0.0.1:{port}{p}") for p in ["/healthz", "/readyz", ann["prometheus.io/path"]]}
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    fail("the binary never answered on its metrics port")
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # /readyz may say 503 before the first device round; it must exist (not 404).
+    if status["/healthz"] != 200 or status["/readyz"] not in (200, 503) or status[ann["prometheus.io/path"]] != 200:
+        fail(f"probe paths on a running binary answered {status}")
+    print(f"ok: probes and scrape target match port {metrics_port}; a running binary answers {status}")
+
+
+if __name__ == "__main__":
+    main()
