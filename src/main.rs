@@ -86,10 +86,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig(config) => {
-            print!("{}", config.describe());
-            ExitCode::SUCCESS
-        }
+        Command::CheckConfig(config) => match check_config(&config) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("test_machine_monitor: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(config) => {
             logging::init();
             log::info!("{} starting", version_line());
@@ -102,6 +108,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Parses every input the configuration names (the token config unless `--no-bot`, and
+/// the settings file) and describes the result. Header values of the token config are
+/// redacted: they can be credentials.
+fn check_config(config: &config::Config) -> Result<String, String> {
+    let mut text = config.describe();
+    if !config.no_bot {
+        let token =
+            token_fetch::read_token_config(&config.token_config).map_err(|e| e.to_string())?;
+        text.push_str(&format!("token_url = {}\n", token.url));
+        let names: Vec<String> = token
+            .headers
+            .iter()
+            .map(|(name, _)| format!("{name}: <redacted>"))
+            .collect();
+        text.push_str(&format!("token_headers = {}\n", names.join(", ")));
+    }
+    let settings = settings::load(config.settings.as_deref()).map_err(|e| e.to_string())?;
+    text.push_str(&format!("bot_settings = {settings}\n"));
+    Ok(text)
 }
 
 /// The short host name: the default bot id, as the Swarming bot itself would choose.

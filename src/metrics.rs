@@ -421,7 +421,7 @@ impl Exposition<'_> {
                     &mut out,
                     "device_battery_percent",
                     &["serial"],
-                    &[d.serial.clone()],
+                    std::slice::from_ref(&d.serial),
                     b,
                 );
             }
@@ -455,7 +455,7 @@ impl Exposition<'_> {
                     &mut out,
                     "device_uptime_seconds",
                     &["serial"],
-                    &[d.serial.clone()],
+                    std::slice::from_ref(&d.serial),
                     u,
                 );
             }

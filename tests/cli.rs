@@ -62,14 +62,29 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
 }
 
 #[test]
-fn check_config_prints_the_effective_configuration() {
+fn check_config_parses_the_files_and_redacts_header_values() {
+    let dir = support::TempDir::new("check-config");
+    let token = dir.path().join("token.json");
+    std::fs::write(
+        &token,
+        r#"{"url": "http://169.254.169.254/token", "headers": {"Metadata-Flavor": "Google", "X-Secret": "hunter2"}}"#,
+    )
+    .unwrap();
+    let settings = dir.path().join("settings.json");
+    std::fs::write(
+        &settings,
+        r#"{"caches": {"isolated": {"size": 1073741824}}}"#,
+    )
+    .unwrap();
     let out = Command::new(bin())
         .args(["--check-config", "--bot-dir", "/srv/bot/s"])
+        .args(["--token-config", &token.display().to_string()])
+        .args(["--settings", &settings.display().to_string()])
         .env("SWARMING_SERVER", "https://chromium-swarm.appspot.com")
         .env("SWARMING_BOT_ID", "skia-rpi2-rack1-shelf1-001")
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("swarming_server = https://chromium-swarm.appspot.com\n"),
@@ -85,6 +100,52 @@ fn check_config_prints_the_effective_configuration() {
         ),
         "{text}"
     );
+    assert!(
+        text.contains("token_url = http://169.254.169.254/token\n"),
+        "{text}"
+    );
+    assert!(text.contains("X-Secret: <redacted>"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("Google"),
+        "{text}"
+    );
+    assert!(text.contains("1073741824"), "{text}");
+}
+
+#[test]
+fn check_config_exits_2_with_the_first_bad_file() {
+    let dir = support::TempDir::new("check-config-bad");
+    let token = dir.path().join("token.json");
+    std::fs::write(&token, "{\"url\": 42}").unwrap();
+    let out = Command::new(bin())
+        .args([
+            "--check-config",
+            "--swarming-server",
+            "https://s.example.com",
+        ])
+        .args(["--token-config", &token.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&token.display().to_string()), "{err}");
+
+    let settings = dir.path().join("settings.json");
+    std::fs::write(&settings, "{\"free_partition\": 3}").unwrap();
+    let out = Command::new(bin())
+        .args([
+            "--check-config",
+            "--no-bot",
+            "--settings",
+            &settings.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("--settings"));
 }
 
 #[test]

@@ -148,8 +148,10 @@ def main():
     args = list(container.get("args", []))
 
     # Paths the binary would use by default that fall under a mount are rewritten too.
-    _, effective = check_config(binary, args, env)
+    # This first pass only learns those defaults; --no-bot keeps it from reading the
+    # token config at its in-pod path, which does not exist here.
     rewritten = [rewrite_arg(a, mounts) for a in args]
+    _, effective = check_config(binary, rewritten + ["--no-bot"], env)
     for key, flag in PATH_FLAGS.items():
         value = effective.get(key, "none")
         if value != "none" and rewrite(value, mounts) != value and not any(a.startswith(flag) for a in args):
