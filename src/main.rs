@@ -5,6 +5,7 @@
 //! Exit codes: 0 clean shutdown, 1 fatal error, 2 bad command line or configuration.
 //! ARCHITECTURE.md maps the modules.
 
+mod adb;
 mod app;
 mod config;
 mod logging;
