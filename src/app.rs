@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::devices;
 use crate::reaper::{self, Reaper};
 use crate::shutdown::{self, Shutdown};
+use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::status_server;
 
@@ -63,7 +65,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
 
 async fn main_loop(config: Config) -> Result<(), AppError> {
     reaper::become_subreaper();
-    let (shared, _device_commands) = Shared::new(config);
+    let (shared, device_commands) = Shared::new(config);
     shared.tick();
 
     let status = status_server::start(
@@ -83,7 +85,24 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(tick_loop(shared.clone(), shutdown.clone()));
 
+    let android = shared.config.devices.android.then(|| {
+        tokio::spawn(devices::run(
+            shared.clone(),
+            device_commands,
+            reaper.clone(),
+            shutdown.clone(),
+        ))
+    });
+    if !shared.config.devices.android && !shared.config.devices.ios {
+        // No phones to watch: the empty picture is already complete.
+        shared.publish_snapshot(Snapshot::default());
+    }
+
     wait_for_signals(trigger, shutdown.clone()).await;
+    if let Some(watcher) = android {
+        // It stops the adb server child before returning.
+        let _ = watcher.await;
+    }
 
     status.stop();
     reaper.reap_now();

@@ -8,8 +8,12 @@
 mod adb;
 mod app;
 mod config;
+mod devices;
+mod dimensions;
+mod health;
 mod logging;
 mod metrics;
+mod parse;
 mod reaper;
 mod shim;
 mod shutdown;

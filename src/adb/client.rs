@@ -56,6 +56,12 @@ impl Error {
         }
     }
 
+    /// A caller's own deadline ran out on `request` (the client's per-read deadlines
+    /// report themselves).
+    pub fn timed_out(request: &str, serial: &str) -> Self {
+        Error::new(ErrorKind::Timeout, request, Some(serial), "(the caller's deadline)")
+    }
+
     /// The `kind` label of `interrogation_errors_total`.
     pub fn metric_kind(&self) -> &'static str {
         match self.kind {
@@ -302,11 +308,6 @@ impl Client {
         })
     }
 
-    /// `host:devices-l`: the device list once, as text for `parse::devices_l`.
-    pub async fn devices_l(&self) -> Result<String, Error> {
-        self.host_query(None, "host:devices-l").await
-    }
-
     /// `host:track-devices-l`: the full list now and again on every change.
     pub async fn track_devices(&self) -> Result<Tracker<'_>, Error> {
         let request = "host:track-devices-l";
@@ -331,12 +332,6 @@ impl Client {
     pub async fn reconnect(&self, serial: &str) -> Result<(), Error> {
         self.host_command(Some(serial), &format!("host-serial:{serial}:reconnect"))
             .await
-    }
-
-    /// `host:connect:<host:port>`: adds a phone reachable over TCP. Returns the
-    /// server's message (`connected to ...`, `already connected to ...`, or why not).
-    pub async fn connect_device(&self, target: &str) -> Result<String, Error> {
-        self.host_query(None, &format!("host:connect:{target}")).await
     }
 
     /// Switches a new connection to `serial` and opens `service` on it.

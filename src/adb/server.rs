@@ -63,11 +63,22 @@ async fn listening(addr: SocketAddr) -> bool {
     )
 }
 
+/// Our level for one of the server's log lines (`adb I 11-26 17:40:33 ... auth.cpp:437] ...`):
+/// its own level letter, mapped; lines without one are info.
+fn level_of(line: &str) -> log::Level {
+    match line.split_whitespace().nth(1) {
+        Some("E") | Some("F") => log::Level::Error,
+        Some("W") => log::Level::Warn,
+        Some("D") | Some("V") => log::Level::Debug,
+        _ => log::Level::Info,
+    }
+}
+
 /// Logs every line of one of the child's pipes until it closes.
 async fn forward_lines(pipe: impl AsyncRead + Unpin) {
     let mut lines = BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        log::info!("adb: {line}");
+        log::log!(level_of(&line), "adb: {line}");
     }
 }
 
@@ -195,6 +206,16 @@ mod tests {
         }
         assert_eq!(seen, vec![2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(next_backoff(b, HEALTHY_RUN), MIN_BACKOFF);
+    }
+
+    #[test]
+    fn server_log_levels_follow_adbs_own() {
+        let line = "adb W 11-26 17:40:35 15575 15575 usb_linux.cpp:1] cannot open /dev/bus/usb";
+        assert_eq!(level_of(line), log::Level::Warn);
+        assert_eq!(level_of("adb E 11-26 x"), log::Level::Error);
+        assert_eq!(level_of("adb I 11-26 x"), log::Level::Info);
+        assert_eq!(level_of("adb V 11-26 x"), log::Level::Debug);
+        assert_eq!(level_of("* daemon started successfully"), log::Level::Info);
     }
 
     #[test]

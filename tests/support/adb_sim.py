@@ -146,8 +146,8 @@ class Phone:
         if "thermal_zone" in cmd:
             # The sysfs fallback: one `type` and `temp` per zone, in milli-degrees.
             return (
-                f"/sys/class/thermal/thermal_zone0 tsens_tz_sensor0 {int(self.temp * 1000)}\n"
-                f"/sys/class/thermal/thermal_zone1 pm8841_tz {int((self.temp - 3) * 1000)}\n"
+                f"tsens_tz_sensor0 {int(self.temp * 1000)}\n"
+                f"pm8841_tz {int((self.temp - 3) * 1000)}\n"
             ), 0
         if cmd == "cat /proc/uptime":
             up = time.monotonic() - self.booted_at
