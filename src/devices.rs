@@ -691,3 +691,133 @@ fn log_changes(old: &Snapshot, new: &Snapshot) {
     diff("quarantine", &old.reasons.quarantined, &new.reasons.quarantined);
     diff("maintenance", &old.reasons.maintenance, &new.reasons.maintenance);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(serial: &str, state: &str) -> Listed {
+        Listed {
+            serial: serial.into(),
+            state: state.into(),
+            state_detail: None,
+            devpath: Some("usb:1-1".into()),
+            product: Some("redfin".into()),
+            model: Some("Pixel_5".into()),
+            device: Some("redfin".into()),
+            transport_id: Some(3),
+        }
+    }
+
+    fn props(boot_completed: bool) -> Props {
+        let mut p: Props = [
+            ("ro.product.device", "redfin"),
+            ("ro.build.id", "RQ3A.211001.001"),
+            ("ro.build.version.incremental", "7641976"),
+            ("ro.build.version.release", "11"),
+            ("ro.product.cpu.abi", "arm64-v8a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if boot_completed {
+            p.insert("sys.boot_completed".into(), "1".into());
+        }
+        p
+    }
+
+    fn battery(percent: f64, celsius: f64) -> Battery {
+        Battery {
+            percent: Some(percent),
+            temperature_celsius: Some(celsius),
+            voltage_mv: None,
+            status: None,
+            health: None,
+            updates_stopped: false,
+        }
+    }
+
+    fn temp(sensor: &str, celsius: f64) -> Temperature {
+        Temperature {
+            sensor: sensor.into(),
+            celsius,
+        }
+    }
+
+    fn answered(boot_completed: bool) -> PhoneRound {
+        PhoneRound {
+            props: Some(props(boot_completed)),
+            battery: Some(battery(80.0, 28.0)),
+            thermal: vec![temp("cpu0", 31.5)],
+            uptime: Some(100.0),
+            failure: None,
+            protocol: Some(ShellProtocol::V2),
+        }
+    }
+
+    #[test]
+    fn battery_temperature_is_added_when_the_hal_has_none() {
+        let b = battery(50.0, 28.0);
+        assert_eq!(
+            temperatures(&[temp("cpu0", 31.5)], Some(&b)),
+            vec![temp("cpu0", 31.5), temp("battery", 28.0)]
+        );
+        assert_eq!(
+            temperatures(&[temp("Battery", 27.0)], Some(&b)),
+            vec![temp("Battery", 27.0)]
+        );
+        assert_eq!(temperatures(&[], None), vec![]);
+    }
+
+    #[test]
+    fn a_phone_that_answered_is_usable_with_its_dimensions() {
+        let d = build_device(&listed("S1", "device"), Some(&answered(true)), false);
+        assert_eq!(d.unusable, None);
+        assert!(d.boot_completed);
+        assert_eq!(d.build.as_deref(), Some("RQ3A.211001.001_7641976"));
+        assert_eq!(d.device_type.as_deref(), Some("redfin"));
+        assert_eq!(d.battery_percent, Some(80.0));
+        assert_eq!(d.temperatures.len(), 2);
+        assert_eq!(d.dimensions["device_type"], vec!["redfin".to_string()]);
+    }
+
+    #[test]
+    fn a_booting_phone_is_not_usable() {
+        let d = build_device(&listed("S1", "device"), Some(&answered(false)), false);
+        assert_eq!(d.unusable.as_deref(), Some("booting"));
+        assert!(d.dimensions.is_empty());
+    }
+
+    #[test]
+    fn a_phone_not_in_device_state_is_not_usable() {
+        let d = build_device(&listed("S1", "unauthorized"), None, false);
+        assert_eq!(d.state, "unauthorized");
+        assert_eq!(d.unusable.as_deref(), Some("adb state unauthorized"));
+    }
+
+    #[test]
+    fn a_phone_without_getprop_says_why() {
+        let round = PhoneRound {
+            failure: Some("timed out".into()),
+            ..PhoneRound::default()
+        };
+        let d = build_device(&listed("S1", "device"), Some(&round), false);
+        assert_eq!(d.unusable.as_deref(), Some("not answering: timed out"));
+        let d = build_device(&listed("S1", "device"), None, false);
+        assert_eq!(d.unusable.as_deref(), Some("not interrogated yet"));
+    }
+
+    #[test]
+    fn a_rebooting_phone_keeps_its_last_facts() {
+        let d = build_device(&listed("S1", "offline"), Some(&answered(true)), true);
+        assert_eq!(d.state, "rebooting");
+        assert_eq!(d.unusable.as_deref(), Some("rebooting after task"));
+        assert_eq!(d.battery_percent, Some(80.0));
+    }
+
+    #[test]
+    fn phone_deadline_is_shorter_than_the_interval_and_capped() {
+        assert_eq!(phone_deadline(Duration::from_secs(2)), Duration::from_millis(1500));
+        assert_eq!(phone_deadline(Duration::from_secs(300)), MAX_PHONE_DEADLINE);
+    }
+}
