@@ -64,10 +64,6 @@ enum Event {
 struct RoundDone {
     results: BTreeMap<String, PhoneRound>,
     took: Duration,
-    /// Whether the round advances the health memory (see [`Watcher::want_round`]).
-    counts: bool,
-    /// Phones listed `offline` when the round started.
-    offline_at_start: BTreeSet<String>,
 }
 
 /// What one phone's round found. Only `props` is required for the phone to be usable;
@@ -98,6 +94,20 @@ pub fn temperatures(thermal: &[Temperature], battery: Option<&Battery>) -> Vec<T
     all
 }
 
+/// Every new transport is `offline` until its handshake ends, usually for milliseconds:
+/// before this long it is shown as `connecting`, so that the offline rule (and its
+/// `reconnect-offline`, which would break the handshake) only sees phones that stay.
+pub const OFFLINE_SETTLE: Duration = Duration::from_secs(1);
+
+/// `listed`, with a fresh `offline` shown as `connecting` (see [`OFFLINE_SETTLE`]).
+pub fn settled_state(listed: &Listed, offline_since: Option<&Instant>) -> Listed {
+    let mut l = listed.clone();
+    if l.state == "offline" && offline_since.is_some_and(|t| t.elapsed() < OFFLINE_SETTLE) {
+        l.state = "connecting".into();
+    }
+    l
+}
+
 /// One phone as the snapshot shows it, from its listing, its last round (if any) and
 /// whether we are rebooting it.
 pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool) -> Device {
@@ -125,7 +135,11 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool
     } else {
         match round {
             None => Some("not interrogated yet".into()),
-            Some(PhoneRound { props: None, failure, .. }) => Some(format!(
+            Some(PhoneRound {
+                props: None,
+                failure,
+                ..
+            }) => Some(format!(
                 "not answering: {}",
                 failure.as_deref().unwrap_or("no getprop")
             )),
@@ -154,7 +168,10 @@ pub async fn run(
         shutdown.clone(),
     ));
     let interval = shared.config.interrogate_every;
-    let client = Client::new(shared.config.adb_server, IO_TIMEOUT.min(phone_deadline(interval)));
+    let client = Client::new(
+        shared.config.adb_server,
+        IO_TIMEOUT.min(phone_deadline(interval)),
+    );
     let (events_tx, mut events) = mpsc::unbounded_channel();
     tokio::spawn(track(client.clone(), events_tx.clone(), shutdown.clone()));
     let mut w = Watcher::new(shared, client, events_tx);
@@ -163,7 +180,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.requested() => break,
-            _ = tick.tick() => w.want_round(true),
+            _ = tick.tick() => w.want_round(),
             Some(cmd) = commands.recv() => w.command(cmd),
             Some(event) = events.recv() => w.event(event).await,
         }
@@ -234,10 +251,11 @@ struct Watcher {
     memory: Memory,
     /// Phones rebooted after a task that have not come back yet.
     rebooting: BTreeSet<String>,
+    /// Since when each phone listed `offline` has been so.
+    offline_since: BTreeMap<String, Instant>,
     round_running: bool,
-    /// Something asked for a round while one was running: start another after it
-    /// (`Some(true)` when at least one of the requests counts).
-    round_wanted: Option<bool>,
+    /// Something asked for a round while one was running: start another after it.
+    round_wanted: bool,
 }
 
 impl Watcher {
@@ -253,8 +271,9 @@ impl Watcher {
             protocols: BTreeMap::new(),
             memory: Memory::default(),
             rebooting: BTreeSet::new(),
+            offline_since: BTreeMap::new(),
             round_running: false,
-            round_wanted: None,
+            round_wanted: false,
         }
     }
 
@@ -265,12 +284,12 @@ impl Watcher {
             DeviceCommand::TaskStarted => log::debug!("task started"),
             DeviceCommand::TaskEnded => {
                 if self.shared.config.no_reboot_after_task {
-                    self.want_round(true);
+                    self.want_round();
                 } else {
                     self.reboot_usable();
                 }
             }
-            DeviceCommand::InterrogateNow => self.want_round(true),
+            DeviceCommand::InterrogateNow => self.want_round(),
         }
     }
 
@@ -280,26 +299,45 @@ impl Watcher {
                 Ok(listing) => {
                     let present: BTreeSet<&str> =
                         listing.iter().map(|l| l.serial.as_str()).collect();
+                    // Interrogate at once the phones that just became reachable;
+                    // other changes (a phone going offline or away) need no round.
+                    let was_device: BTreeSet<&str> = self
+                        .listing
+                        .iter()
+                        .flatten()
+                        .filter(|l| l.state == "device")
+                        .map(|l| l.serial.as_str())
+                        .collect();
+                    let newly_online = listing
+                        .iter()
+                        .any(|l| l.state == "device" && !was_device.contains(l.serial.as_str()));
                     let rebooting = &self.rebooting;
                     self.rounds
                         .retain(|s, _| present.contains(s.as_str()) || rebooting.contains(s));
                     self.protocols
                         .retain(|(s, _), _| present.contains(s.as_str()));
+                    let now = Instant::now();
+                    let mut offline_since = BTreeMap::new();
+                    for l in listing.iter().filter(|l| l.state == "offline") {
+                        let since = self.offline_since.get(&l.serial).copied().unwrap_or(now);
+                        offline_since.insert(l.serial.clone(), since);
+                    }
+                    self.offline_since = offline_since;
                     self.listing = Some(listing);
                     self.publish(false);
-                    self.want_round(false);
+                    if newly_online {
+                        self.want_round();
+                    }
                 }
                 Err(e) => {
-                    self.shared.metrics.interrogation_errors_total.inc(&["parse"]);
+                    self.shared
+                        .metrics
+                        .interrogation_errors_total
+                        .inc(&["parse"]);
                     log::warn!("cannot read the adb server's device list: {e}");
                 }
             },
-            Event::RoundDone(RoundDone {
-                results,
-                took,
-                counts,
-                offline_at_start,
-            }) => {
+            Event::RoundDone(RoundDone { results, took }) => {
                 self.round_running = false;
                 self.shared
                     .metrics
@@ -312,7 +350,9 @@ impl Watcher {
                     .map(|l| (l.serial.clone(), l.transport_id))
                     .collect();
                 for (serial, round) in results {
-                    let Some(transport) = transports.get(&serial) else { continue };
+                    let Some(transport) = transports.get(&serial) else {
+                        continue;
+                    };
                     if self.rebooting.contains(&serial) {
                         continue;
                     }
@@ -321,18 +361,8 @@ impl Watcher {
                     }
                     self.rounds.insert(serial, round);
                 }
-                let actions = self.publish(counts);
-                // A phone that turned offline during the round may only be passing
-                // through it (every new transport is offline until its handshake ends):
-                // resetting it then would break the handshake.
-                let settled_offline = self
-                    .listing
-                    .iter()
-                    .flatten()
-                    .any(|l| l.state == "offline" && offline_at_start.contains(&l.serial));
-                for action in actions {
+                for action in self.publish(true) {
                     match action {
-                        Action::ReconnectOffline if !settled_offline => {}
                         Action::ReconnectOffline => {
                             log::info!("asking the adb server to reconnect offline phones");
                             if let Err(e) = self.client.reconnect_offline().await {
@@ -342,8 +372,8 @@ impl Watcher {
                         }
                     }
                 }
-                if let Some(counts) = self.round_wanted.take() {
-                    self.want_round(counts);
+                if std::mem::take(&mut self.round_wanted) {
+                    self.want_round();
                 }
             }
             Event::RebootDone { serial, outcome } => {
@@ -354,7 +384,7 @@ impl Watcher {
                 // Its last round stays until the next one replaces it, so the
                 // dimensions do not flap.
                 self.rebooting.remove(&serial);
-                self.want_round(true);
+                self.want_round();
             }
         }
     }
@@ -368,21 +398,12 @@ impl Watcher {
 
     /// Starts a round unless one runs (then one more follows it). Nothing happens
     /// before the first device list: there is nothing to interrogate yet.
-    ///
-    /// `counts` is false for the extra rounds a list change triggers: only the regular
-    /// ones (the tick, after a task, on request) advance the health memory, so that
-    /// "offline for 2 rounds" means two periods, not two plug events.
-    fn want_round(&mut self, counts: bool) {
+    fn want_round(&mut self) {
         let Some(listing) = &self.listing else { return };
         if self.round_running {
-            self.round_wanted = Some(self.round_wanted.unwrap_or(false) || counts);
+            self.round_wanted = true;
             return;
         }
-        let offline_at_start: BTreeSet<String> = listing
-            .iter()
-            .filter(|l| l.state == "offline")
-            .map(|l| l.serial.clone())
-            .collect();
         let online: Vec<Listed> = listing
             .iter()
             .filter(|l| l.state == "device" && !self.rebooting.contains(&l.serial))
@@ -430,8 +451,6 @@ impl Watcher {
             let _ = events.send(Event::RoundDone(RoundDone {
                 results,
                 took: began.elapsed(),
-                counts,
-                offline_at_start,
             }));
         });
     }
@@ -443,8 +462,9 @@ impl Watcher {
         let mut devices: Vec<Device> = listing
             .iter()
             .map(|l| {
+                let settled = settled_state(l, self.offline_since.get(&l.serial));
                 build_device(
-                    l,
+                    &settled,
                     self.rounds.get(&l.serial),
                     self.rebooting.contains(&l.serial),
                 )
@@ -505,7 +525,7 @@ impl Watcher {
             .filter(|d| d.kind == DeviceKind::Android && d.unusable.is_none())
             .collect();
         if usable.is_empty() {
-            self.want_round(true);
+            self.want_round();
             return;
         }
         for d in usable {
@@ -542,7 +562,11 @@ impl Watcher {
 
 /// `reboot:`, retried once after `host-serial:<s>:reconnect`, then polls
 /// `sys.boot_completed` until it is 1 (the caller owns the deadline).
-async fn reboot_and_wait(client: &Client, serial: &str, protocol: ShellProtocol) -> Result<(), String> {
+async fn reboot_and_wait(
+    client: &Client,
+    serial: &str,
+    protocol: ShellProtocol,
+) -> Result<(), String> {
     if let Err(first) = client.reboot(serial).await {
         log::warn!("{first}; reconnecting {serial} and trying once more");
         let _ = client.reconnect(serial).await;
@@ -552,7 +576,10 @@ async fn reboot_and_wait(client: &Client, serial: &str, protocol: ShellProtocol)
     // The phone keeps answering for a moment after it accepted `reboot:`.
     tokio::time::sleep(BOOT_POLL).await;
     loop {
-        if let Ok(out) = client.shell(serial, "getprop sys.boot_completed", protocol).await {
+        if let Ok(out) = client
+            .shell(serial, "getprop sys.boot_completed", protocol)
+            .await
+        {
             if out.stdout.trim() == "1" {
                 return Ok(());
             }
@@ -688,8 +715,16 @@ fn log_changes(old: &Snapshot, new: &Snapshot) {
             log::info!("{kind} reason cleared: {r}");
         }
     };
-    diff("quarantine", &old.reasons.quarantined, &new.reasons.quarantined);
-    diff("maintenance", &old.reasons.maintenance, &new.reasons.maintenance);
+    diff(
+        "quarantine",
+        &old.reasons.quarantined,
+        &new.reasons.quarantined,
+    );
+    diff(
+        "maintenance",
+        &old.reasons.maintenance,
+        &new.reasons.maintenance,
+    );
 }
 
 #[cfg(test)]
@@ -816,8 +851,43 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_offline_is_shown_as_connecting() {
+        let l = listed("S1", "offline");
+        let now = Instant::now();
+        assert_eq!(settled_state(&l, Some(&now)).state, "connecting");
+        let long_ago = now - OFFLINE_SETTLE;
+        assert_eq!(settled_state(&l, Some(&long_ago)).state, "offline");
+        assert_eq!(
+            settled_state(&listed("S1", "device"), Some(&now)).state,
+            "device"
+        );
+    }
+
+    #[test]
+    fn no_permissions_is_quarantined_with_the_usb_remedy() {
+        let text = "1-1.4                  no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html] usb:1-1.4 transport_id:2\n";
+        let listing = parse::devices_l::parse(text).unwrap();
+        let d = build_device(&listing[0], None, false);
+        assert_eq!(d.state, "no permissions");
+        let t = Thresholds {
+            min_battery_percent: 30.0,
+            max_temperature_celsius: 35.0,
+        };
+        let a = health::assess(&Memory::default(), &[d], &BTreeSet::new(), &t);
+        assert_eq!(a.reasons.quarantined.len(), 1);
+        assert!(
+            a.reasons.quarantined[0].contains("/dev/bus/usb"),
+            "{:?}",
+            a.reasons
+        );
+    }
+
+    #[test]
     fn phone_deadline_is_shorter_than_the_interval_and_capped() {
-        assert_eq!(phone_deadline(Duration::from_secs(2)), Duration::from_millis(1500));
+        assert_eq!(
+            phone_deadline(Duration::from_secs(2)),
+            Duration::from_millis(1500)
+        );
         assert_eq!(phone_deadline(Duration::from_secs(300)), MAX_PHONE_DEADLINE);
     }
 }

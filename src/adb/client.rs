@@ -47,7 +47,12 @@ pub struct Error {
 }
 
 impl Error {
-    fn new(kind: ErrorKind, request: &str, serial: Option<&str>, detail: impl Into<String>) -> Self {
+    fn new(
+        kind: ErrorKind,
+        request: &str,
+        serial: Option<&str>,
+        detail: impl Into<String>,
+    ) -> Self {
         Error {
             kind,
             request: request.to_string(),
@@ -59,7 +64,12 @@ impl Error {
     /// A caller's own deadline ran out on `request` (the client's per-read deadlines
     /// report themselves).
     pub fn timed_out(request: &str, serial: &str) -> Self {
-        Error::new(ErrorKind::Timeout, request, Some(serial), "(the caller's deadline)")
+        Error::new(
+            ErrorKind::Timeout,
+            request,
+            Some(serial),
+            "(the caller's deadline)",
+        )
     }
 
     /// The `kind` label of `interrogation_errors_total`.
@@ -87,12 +97,22 @@ impl fmt::Display for Error {
                 "adb {}{serial}: cannot reach the adb server: {}",
                 self.request, self.detail
             ),
-            ErrorKind::Timeout => write!(f, "adb {}{serial}: timed out {}", self.request, self.detail),
+            ErrorKind::Timeout => {
+                write!(f, "adb {}{serial}: timed out {}", self.request, self.detail)
+            }
             ErrorKind::Fail { message } => {
-                write!(f, "adb {}{serial}: server said FAIL: {message}", self.request)
+                write!(
+                    f,
+                    "adb {}{serial}: server said FAIL: {message}",
+                    self.request
+                )
             }
             ErrorKind::Protocol => {
-                write!(f, "adb {}{serial}: bad reply: {}", self.request, self.detail)
+                write!(
+                    f,
+                    "adb {}{serial}: bad reply: {}",
+                    self.request, self.detail
+                )
             }
             ErrorKind::Io => write!(f, "adb {}{serial}: {}", self.request, self.detail),
         }
@@ -156,8 +176,8 @@ impl Conn<'_> {
 
     async fn send(&mut self, payload: &str) -> Result<(), Error> {
         self.request = payload.to_string();
-        let frame =
-            proto::encode_request(payload).map_err(|e| self.err(ErrorKind::Protocol, e.to_string()))?;
+        let frame = proto::encode_request(payload)
+            .map_err(|e| self.err(ErrorKind::Protocol, e.to_string()))?;
         let written = timeout(self.client.io_timeout, self.stream.write_all(&frame)).await;
         match written {
             Err(_) => Err(self.err(ErrorKind::Timeout, "sending the request")),
@@ -178,7 +198,12 @@ impl Conn<'_> {
         let read = self.stream.read(&mut chunk);
         let n = match wait {
             Some(d) => match timeout(d, read).await {
-                Err(_) => return Err(self.err(ErrorKind::Timeout, format!("after {d:?} waiting for the reply"))),
+                Err(_) => {
+                    return Err(self.err(
+                        ErrorKind::Timeout,
+                        format!("after {d:?} waiting for the reply"),
+                    ))
+                }
                 Ok(r) => r,
             },
             None => read.await,
@@ -216,7 +241,11 @@ impl Conn<'_> {
     /// `OKAY`, or the server's `FAIL` as an error.
     async fn expect_okay(&mut self) -> Result<(), Error> {
         match self
-            .decode(Some(self.client.io_timeout), "the status", proto::decode_status)
+            .decode(
+                Some(self.client.io_timeout),
+                "the status",
+                proto::decode_status,
+            )
             .await?
         {
             Status::Okay => Ok(()),
@@ -360,10 +389,13 @@ impl Client {
         match protocol {
             ShellProtocol::V2 => {
                 let mut conn = self.open(serial, &format!("shell,v2,raw:{cmd}")).await?;
-                let sent = timeout(self.io_timeout, conn.stream.write_all(&proto::CLOSE_STDIN)).await;
+                let sent =
+                    timeout(self.io_timeout, conn.stream.write_all(&proto::CLOSE_STDIN)).await;
                 match sent {
                     Err(_) => return Err(conn.err(ErrorKind::Timeout, "closing stdin")),
-                    Ok(Err(e)) => return Err(conn.err(ErrorKind::Io, format!("closing stdin: {e}"))),
+                    Ok(Err(e)) => {
+                        return Err(conn.err(ErrorKind::Io, format!("closing stdin: {e}")))
+                    }
                     Ok(Ok(())) => {}
                 }
                 read_v2(&mut conn).await
@@ -466,7 +498,12 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn fail_carries_message_and_serial() {
-        let addr = fake(b"0018host-serial:ABC:features", b"FAIL000edevice offline", false).await;
+        let addr = fake(
+            b"0018host-serial:ABC:features",
+            b"FAIL000edevice offline",
+            false,
+        )
+        .await;
         let e = client(addr).features("ABC").await.unwrap_err();
         assert_eq!(
             e.kind,
@@ -531,7 +568,10 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let out = client(addr).shell("S1", "echo", ShellProtocol::V2).await.unwrap();
+        let out = client(addr)
+            .shell("S1", "echo", ShellProtocol::V2)
+            .await
+            .unwrap();
         assert_eq!(
             out,
             ShellOutput {
@@ -548,7 +588,10 @@ mod tests {
             ShellProtocol::from_features("cmd,shell_v2,stat_v2"),
             ShellProtocol::V2
         );
-        assert_eq!(ShellProtocol::from_features("cmd,stat_v2"), ShellProtocol::V1);
+        assert_eq!(
+            ShellProtocol::from_features("cmd,stat_v2"),
+            ShellProtocol::V1
+        );
         assert_eq!(ShellProtocol::from_features(""), ShellProtocol::V1);
     }
 }

@@ -108,7 +108,9 @@ pub fn decode_status(buf: &[u8]) -> Result<Decode<Status>, ProtoError> {
             )),
             Decode::Incomplete => Ok(Decode::Incomplete),
         },
-        other => Err(ProtoError::BadStatus([other[0], other[1], other[2], other[3]])),
+        other => Err(ProtoError::BadStatus([
+            other[0], other[1], other[2], other[3],
+        ])),
     }
 }
 
@@ -290,12 +292,18 @@ mod tests {
     fn partial_packets_need_more_bytes() {
         assert_eq!(decode_packet(&[]), Ok(Decode::Incomplete));
         assert_eq!(decode_packet(&[1, 5, 0]), Ok(Decode::Incomplete));
-        assert_eq!(decode_packet(&[1, 5, 0, 0, 0, b'a']), Ok(Decode::Incomplete));
+        assert_eq!(
+            decode_packet(&[1, 5, 0, 0, 0, b'a']),
+            Ok(Decode::Incomplete)
+        );
     }
 
     #[test]
     fn unknown_packet_ids_are_invalid() {
-        assert_eq!(decode_packet(&[6, 0, 0, 0, 0]), Err(ProtoError::BadPacketId(6)));
+        assert_eq!(
+            decode_packet(&[6, 0, 0, 0, 0]),
+            Err(ProtoError::BadPacketId(6))
+        );
         assert_eq!(decode_packet(&[0xff]), Err(ProtoError::BadPacketId(0xff)));
     }
 
