@@ -890,4 +890,138 @@ mod tests {
         );
         assert_eq!(phone_deadline(Duration::from_secs(300)), MAX_PHONE_DEADLINE);
     }
+
+    /// The reboot after a task, end to end: the real adb server (`/usr/bin/adb`), a
+    /// simulated phone that drops off on `reboot:` and comes back, and this watcher
+    /// driven through the same channel the hooks use.
+    #[test]
+    fn reboot_after_task_through_the_real_adb_server() {
+        use std::io::{BufRead, Read, Write};
+        /// Kills the child when the test ends, passed or not.
+        struct Guard(std::process::Child);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _ = env_logger::builder().is_test(true).try_init();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let home = std::env::temp_dir().join(format!("tmm-reboot-{}", free()));
+        std::fs::create_dir_all(&home).unwrap();
+        let adb_port = free();
+        let _server = Guard(
+            std::process::Command::new("/usr/bin/adb")
+                .args(["-P", &adb_port.to_string(), "nodaemon", "server"])
+                .env("HOME", &home)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let sim_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/adb_sim.py");
+        let mut sim = Guard(
+            std::process::Command::new("python3")
+                .args([sim_path, "--phone", "reboots:R", "--reboot-secs", "1"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = std::io::BufReader::new(sim.0.stdout.take().unwrap()).lines();
+        let port: u16 = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let control: u16 = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let serial = format!("127.0.0.1:{port}");
+
+        let args: Vec<String> = [
+            "--no-bot",
+            "--adb-server",
+            &format!("127.0.0.1:{adb_port}"),
+            "--interrogate-every",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let crate::config::Command::Run(config) =
+            crate::config::parse(&args, &|_| None, "host").unwrap()
+        else {
+            panic!("expected a run configuration")
+        };
+        let (shared, commands) = Shared::new(*config);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        async fn wait(shared: &Shared, what: &str, f: impl Fn(&Snapshot) -> bool) {
+            let start = Instant::now();
+            while !f(&shared.snapshot()) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "gave up waiting: {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let usable = |s: &Snapshot| s.devices.iter().any(|d| d.unusable.is_none());
+        let rebooting = format!("rebooting {serial} after task");
+        runtime.block_on(async {
+            let watcher = tokio::spawn(run(shared.clone(), commands, Reaper::new(), shutdown));
+            tokio::task::spawn_blocking(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", adb_port)).unwrap();
+                let req = format!("host:connect:127.0.0.1:{port}");
+                s.write_all(format!("{:04x}{req}", req.len()).as_bytes())
+                    .unwrap();
+                let _ = s.read_to_end(&mut Vec::new());
+            })
+            .await
+            .unwrap();
+            wait(&shared, "the phone to be usable", usable).await;
+            let dims = shared.snapshot().dimensions.clone();
+            assert!(!dims.is_empty());
+
+            shared.send_device_command(DeviceCommand::TaskEnded);
+            wait(&shared, "the rebooting reason", |s: &Snapshot| {
+                s.reasons.maintenance.contains(&rebooting)
+            })
+            .await;
+            // While it reboots, the dimensions keep their last values.
+            assert_eq!(shared.snapshot().dimensions, dims);
+            wait(&shared, "the phone to come back", |s: &Snapshot| {
+                usable(s) && !s.reasons.maintenance.contains(&rebooting)
+            })
+            .await;
+            assert_eq!(shared.snapshot().dimensions, dims);
+            trigger.fire();
+            watcher.await.unwrap();
+        });
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", control)).unwrap();
+        c.write_all(b"reboots R\n").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply.trim(), "OK 1");
+    }
 }

@@ -114,10 +114,12 @@ class Phone:
         cmd = cmd.strip()
         if self.profile == "hangs" and cmd == "dumpsys thermalservice":
             return None
-        if cmd == "getprop":
+        if cmd == "getprop" or cmd.startswith("getprop "):
             props = dict(self.props)
             if self.boot_completed():
                 props["sys.boot_completed"] = "1"
+            if cmd != "getprop":
+                return props.get(cmd.split()[1], "") + "\n", 0
             return "".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())), 0
         if cmd == "dumpsys battery":
             return (
