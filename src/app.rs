@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::devices;
 use crate::hooks::{self, Hooks};
 use crate::procs;
 use crate::reaper::{self, Reaper};
 use crate::settings::{self, SettingsError};
 use crate::shutdown::{self, Shutdown};
+use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::status_server;
 use crate::supervisor;
@@ -73,7 +75,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     // Read first: a bad --settings file stops the program before anything starts.
     let bot_settings = settings::load(config.settings.as_deref()).map_err(AppError::Settings)?;
     reaper::become_subreaper();
-    let (shared, _device_commands) = Shared::new(config);
+    let (shared, device_commands) = Shared::new(config);
     shared.tick();
 
     let status = status_server::start(
@@ -103,6 +105,22 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(tick_loop(shared.clone(), shutdown.clone()));
 
+    // The phones outlive the bot at shutdown: a task still running during the bot's
+    // --grace may need adb. The watcher (and the adb server) stop once the bot is gone.
+    let (devices_trigger, devices_shutdown) = shutdown::channel();
+    let android = shared.config.devices.android.then(|| {
+        tokio::spawn(devices::run(
+            shared.clone(),
+            device_commands,
+            reaper.clone(),
+            devices_shutdown,
+        ))
+    });
+    if !shared.config.devices.android && !shared.config.devices.ios {
+        // No phones to watch: the empty picture is already complete.
+        shared.publish_snapshot(Snapshot::default());
+    }
+
     let bot = if shared.config.no_bot {
         log::info!("--no-bot: not running the Swarming bot");
         None
@@ -127,6 +145,13 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     if let Some(bot) = bot {
         if let Err(e) = bot.await {
             log::error!("the bot supervisor failed: {e}");
+        }
+    }
+    devices_trigger.fire();
+    if let Some(watcher) = android {
+        // It stops the adb server child before returning.
+        if let Err(e) = watcher.await {
+            log::error!("the device watcher failed: {e}");
         }
     }
     let killed = procs::kill_descendants(Duration::from_secs(5)).await;

@@ -5,10 +5,12 @@
 //! Exit codes: 0 clean shutdown, 1 fatal error, 2 bad command line or configuration.
 //! ARCHITECTURE.md maps the modules.
 
+mod adb;
 mod app;
 mod backoff;
 mod bot_zip;
 mod config;
+mod devices;
 mod dimension_rules;
 mod dimensions;
 mod health;

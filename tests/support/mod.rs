@@ -2,6 +2,8 @@
 //! a child process, and a raw HTTP/1.1 client (so requests can be malformed on purpose).
 #![allow(dead_code)] // each test crate uses its own subset of these helpers
 
+pub mod android;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,270 @@
+//! Android phones end to end: the real binary, the real Debian adb server (started by
+//! the binary itself on a private port, with `$HOME` in a temp dir so the key goes
+//! there), and simulated phones added with `host:connect`. What the binary publishes is
+//! read from `/metrics` and from its log lines.
+//!
+//! "no permissions" needs a real USB device node; it is covered by the devices-l parser
+//! fixtures and by `devices::tests::no_permissions_is_quarantined_with_the_usb_remedy`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::android::{connect_phone, disconnect_phone, send_signal, wait_for, Monitor, Sim};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn up(serial: &str, device_type: &str) -> String {
+    format!("device_up{{serial=\"{serial}\",kind=\"android\",device_type=\"{device_type}\"}}")
+}
+
+fn state(serial: &str, state: &str) -> String {
+    format!("device_state{{serial=\"{serial}\",state=\"{state}\"}}")
+}
+
+#[test]
+fn health_rows_set_and_clear() {
+    let sim = Sim::start(
+        &[
+            "modern:M",
+            "hot:H",
+            "android6:A6",
+            "unauthorized:U",
+            "hangs:G",
+        ],
+        &[],
+    );
+    let tmm = Monitor::start("health", &[]);
+    sim.connect_all(tmm.adb_port);
+    let (m, h, a6, u, g) = (
+        sim.serial("M"),
+        sim.serial("H"),
+        sim.serial("A6"),
+        sim.serial("U"),
+        sim.serial("G"),
+    );
+
+    // The modern phone, the Android 6 phone (shell v1, CRLF, sysfs temperatures) and the
+    // phone whose thermalservice hangs are all usable.
+    tmm.wait_sample(&up(&m, "redfin"), 1.0, LONG);
+    tmm.wait_sample(&up(&a6, "hammerhead"), 1.0, LONG);
+    tmm.wait_sample(&up(&g, "redfin"), 1.0, LONG);
+    let metrics = tmm.metrics();
+    assert!(metrics.contains(&format!(
+        "device_temperature_celsius{{serial=\"{a6}\",sensor=\"tsens_tz_sensor0\"}} 31.5"
+    )));
+    assert!(metrics.contains(&format!("device_battery_percent{{serial=\"{a6}\"}} 85")));
+    assert!(metrics.contains(&format!("device_uptime_seconds{{serial=\"{a6}\"}}")));
+    // The hung phone still reports what answered: battery and its temperature.
+    assert!(metrics.contains(&format!(
+        "device_temperature_celsius{{serial=\"{g}\",sensor=\"battery\"}} 31.5"
+    )));
+
+    // Hot with a low battery: maintenance.
+    tmm.wait_log(
+        &format!("maintenance reason set: battery low: {h} 12% (< 30%)"),
+        LONG,
+    );
+    tmm.wait_log(
+        &format!("maintenance reason set: too hot: {h} cpu0 44.5°C (> 35°C)"),
+        LONG,
+    );
+    tmm.wait_sample("maintenance", 1.0, LONG);
+    // Unauthorized: quarantined with the key remedy.
+    tmm.wait_sample(&state(&u, "unauthorized"), 1.0, LONG);
+    tmm.wait_log(
+        &format!("quarantine reason set: device {u} is unauthorized: accept this host's adb key"),
+        LONG,
+    );
+    tmm.wait_sample("quarantined", 1.0, LONG);
+
+    // Booting: sys.boot_completed is not 1.
+    sim.control("set M booting 1");
+    tmm.wait_log(&format!("maintenance reason set: booting: {m}"), LONG);
+    tmm.wait_sample(&up(&m, "redfin"), 0.0, LONG);
+    sim.control("set M booting 0");
+    tmm.wait_log(&format!("maintenance reason cleared: booting: {m}"), LONG);
+
+    // Every reason clears with its condition.
+    sim.control("set H battery 90");
+    sim.control("set H temp 30");
+    tmm.wait_log(
+        &format!("maintenance reason cleared: battery low: {h} 12% (< 30%)"),
+        LONG,
+    );
+    tmm.wait_log(
+        &format!("maintenance reason cleared: too hot: {h} cpu0 44.5°C (> 35°C)"),
+        LONG,
+    );
+    tmm.wait_sample("maintenance", 0.0, LONG);
+
+    // Rounds keep coming while one phone hangs on every round.
+    let rounds = |t: &Monitor| {
+        t.sample("interrogation_duration_seconds_count")
+            .unwrap_or(0.0)
+    };
+    let before = rounds(&tmm);
+    wait_for(LONG, "three more rounds", || {
+        (rounds(&tmm) >= before + 3.0).then_some(())
+    });
+    assert!(
+        tmm.sample("interrogation_errors_total{kind=\"timeout\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[test]
+fn offline_phone_is_reconnected_then_quarantined() {
+    let sim = Sim::start(&["offline:O"], &[]);
+    let tmm = Monitor::start("offline", &[]);
+    let o = sim.serial("O");
+    // A TCP transport that is reset is dropped by the server; a USB phone would
+    // re-enumerate. Play the USB bus: keep connecting it.
+    let (adb_port, phone_port) = (tmm.adb_port, sim.port("O"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let bus = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            connect_phone(adb_port, phone_port);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    tmm.wait_log(
+        &format!("maintenance reason set: device {o} offline, reconnecting"),
+        LONG,
+    );
+    tmm.wait_log("asking the adb server to reconnect offline phones", LONG);
+    tmm.wait_log(
+        &format!("quarantine reason set: device {o} has been offline for 2 rounds"),
+        LONG,
+    );
+    tmm.wait_sample("quarantined", 1.0, LONG);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    bus.join().unwrap();
+}
+
+#[test]
+fn plug_and_unplug_show_within_a_second() {
+    let sim = Sim::start(&["modern:P"], &[]);
+    let tmm = Monitor::start("plug", &[]);
+    let p = sim.serial("P");
+    connect_phone(tmm.adb_port, sim.port("P"));
+    tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
+
+    // Unplug: the server drops the transport; we show it missing and quarantine.
+    let reply = disconnect_phone(tmm.adb_port, sim.port("P"));
+    assert!(reply.starts_with("OKAY"), "{reply}");
+    let unplugged = Instant::now();
+    tmm.wait_sample(&state(&p, "missing"), 1.0, LONG);
+    let took = unplugged.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "unplug took {took:?} to show"
+    );
+    tmm.wait_log(
+        &format!("quarantine reason set: device {p} (redfin) has gone missing"),
+        LONG,
+    );
+    tmm.wait_sample("quarantined", 1.0, LONG);
+
+    // Plug it back: listed again within a second, usable after its round.
+    connect_phone(tmm.adb_port, sim.port("P"));
+    let plugged = Instant::now();
+    tmm.wait_sample(&state(&p, "device"), 1.0, LONG);
+    let took = plugged.elapsed();
+    assert!(took < Duration::from_secs(1), "plug took {took:?} to show");
+    tmm.wait_log(
+        &format!("quarantine reason cleared: device {p} (redfin) has gone missing"),
+        LONG,
+    );
+    tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
+    tmm.wait_sample("quarantined", 0.0, LONG);
+}
+
+#[test]
+fn the_adb_server_killed_under_us_comes_back() {
+    let sim = Sim::start(&["modern:K"], &[]);
+    let tmm = Monitor::start("restart", &[]);
+    let k = sim.serial("K");
+    connect_phone(tmm.adb_port, sim.port("K"));
+    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+    tmm.wait_log("following the device list", LONG);
+
+    // SIGKILL our server child: we start another and follow its list.
+    let children = tmm.children();
+    assert_eq!(
+        children.len(),
+        1,
+        "expected the adb server alone: {children:?}"
+    );
+    send_signal(children[0], libc::SIGKILL);
+    tmm.wait_sample("adb_server_restarts_total", 1.0, LONG);
+    wait_for(LONG, "following the new server's list", || {
+        (tmm.log_count("following the device list") >= 2).then_some(())
+    });
+    // A new server knows no TCP phones: connect it again, as a lab's USB would show up.
+    connect_phone(tmm.adb_port, sim.port("K"));
+    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+
+    // An adb client of another version does `host:kill`: same recovery.
+    let reply =
+        support::android::adb_request(tmm.adb_port, "host:kill", Duration::from_secs(5)).unwrap();
+    assert!(reply.starts_with("OKAY"), "{reply}");
+    tmm.wait_sample("adb_server_restarts_total", 2.0, LONG);
+    wait_for(LONG, "following the third server's list", || {
+        (tmm.log_count("following the device list") >= 3).then_some(())
+    });
+    connect_phone(tmm.adb_port, sim.port("K"));
+    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+}
+
+#[test]
+fn sixteen_phones_at_once() {
+    let names: Vec<String> = (0..16).map(|i| format!("modern:P{i}")).collect();
+    let specs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let sim = Sim::start(&specs, &[]);
+    let tmm = Monitor::start("sixteen", &[]);
+    sim.connect_all(tmm.adb_port);
+    for (name, _) in &sim.phones {
+        tmm.wait_sample(&up(&sim.serial(name), "redfin"), 1.0, LONG);
+    }
+    let rounds = tmm.sample("interrogation_duration_seconds_count").unwrap();
+    wait_for(LONG, "two more rounds with all 16", || {
+        (tmm.sample("interrogation_duration_seconds_count").unwrap() >= rounds + 2.0).then_some(())
+    });
+    let metrics = tmm.metrics();
+    let usable = metrics
+        .lines()
+        .filter(|l| l.starts_with("test_machine_monitor_device_up{") && l.ends_with(" 1"))
+        .count();
+    assert_eq!(usable, 16, "{metrics}");
+    assert_eq!(tmm.sample("quarantined"), Some(0.0));
+    assert_eq!(tmm.sample("maintenance"), Some(0.0));
+}
+
+#[test]
+fn a_server_already_listening_is_used_not_replaced() {
+    // Start a server ourselves, then the binary: it must not start a second one.
+    let home = support::android::temp_home("foreign");
+    let port = support::android::free_port();
+    let mut foreign = std::process::Command::new(support::android::ADB)
+        .args(["-P", &port.to_string(), "nodaemon", "server"])
+        .env("HOME", &home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(LONG, "the foreign adb server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let sim = Sim::start(&["modern:F"], &[]);
+    let tmm = Monitor::start_on("foreign-client", port, &[]);
+    connect_phone(port, sim.port("F"));
+    tmm.wait_sample(&up(&sim.serial("F"), "redfin"), 1.0, LONG);
+    tmm.wait_log("already listens", LONG);
+    assert!(tmm.children().is_empty(), "{:?}", tmm.children());
+    drop(tmm);
+    let _ = foreign.kill();
+    let _ = foreign.wait();
+}

@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Simulated Android phones that speak the adb DEVICE transport protocol over TCP.
+
+The real adb server adds each one with `host:connect:127.0.0.1:<port>` (`adb connect`)
+and then talks to it exactly as to a phone on USB: 24-byte little-endian message
+headers (command, arg0, arg1, data_length, data_check, magic), CNXN/AUTH handshake,
+OPEN/OKAY/WRTE/CLSE streams, shell v2 packets with exit codes, shell v1 with CRLF.
+
+Usage (prints `PORT <port> <name>` per phone, then `CONTROL <port>`, then serves until
+killed):
+
+    adb_sim.py --profile modern --serial-name X [--port 0]
+    adb_sim.py --phone modern:A --phone hot:B:5600 ... [--control-port 0]
+
+Profiles: modern, android6 (no shell_v2, CRLF, no thermalservice), hot (44.5 C and 12 %),
+unauthorized (never completes AUTH), offline (accepts and never answers), reboots (a
+modern phone; every phone reboots on `reboot:`), hangs (`dumpsys thermalservice` never
+answers).
+
+Control port, one command per line, answered `OK` or `ERR <why>`:
+    set <name> battery <percent> | set <name> temp <celsius> | set <name> booting 0|1
+    unplug <name>   close the phone's connections and refuse new ones
+    replug <name>   listen again (same port)
+    reboots <name>  how many times the phone was rebooted (answers `OK <n>`)
+
+Standard library only.
+"""
+
+import argparse
+import asyncio
+import os
+import struct
+import sys
+import time
+
+A_CNXN = 0x4E584E43
+A_AUTH = 0x48545541
+A_OPEN = 0x4E45504F
+A_OKAY = 0x59414B4F
+A_CLSE = 0x45534C43
+A_WRTE = 0x45545257
+VERSION = 0x01000001
+MAX_DATA = 256 * 1024
+AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
+
+PROFILES = ("modern", "android6", "hot", "unauthorized", "offline", "reboots", "hangs")
+
+
+def message(cmd, arg0, arg1, data=b""):
+    check = sum(data) & 0xFFFFFFFF
+    return struct.pack("<6I", cmd, arg0, arg1, len(data), check, cmd ^ 0xFFFFFFFF) + data
+
+
+def v2_packet(packet_id, data):
+    return struct.pack("<BI", packet_id, len(data)) + data
+
+
+class Stream:
+    def __init__(self, local, remote):
+        self.local = local
+        self.remote = remote
+        self.acked = asyncio.Event()
+        self.closed = False
+
+
+class Phone:
+    def __init__(self, profile, name, port=0, reboot_secs=3.0, boot_secs=1.0):
+        if profile not in PROFILES:
+            raise SystemExit(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+        self.profile = profile
+        self.name = name
+        self.port = port
+        self.reboot_secs = reboot_secs
+        self.boot_secs = boot_secs
+        self.server = None
+        self.writers = set()
+        self.booted_at = time.monotonic() - 1000.0
+        self.force_booting = False
+        self.reboot_count = 0
+        self.battery = 12 if profile == "hot" else 85
+        self.temp = 44.5 if profile == "hot" else 31.5
+        old = profile == "android6"
+        self.props = {
+            "ro.serialno": name,
+            "ro.product.name": "hammerhead" if old else "redfin",
+            "ro.product.model": "Nexus 5" if old else "Pixel 5",
+            "ro.product.device": "hammerhead" if old else "redfin",
+            "ro.product.board": "hammerhead" if old else "redfin",
+            "ro.build.product": "hammerhead" if old else "redfin",
+            "ro.product.brand": "google",
+            "ro.build.id": "MOB31E" if old else "RQ3A.211001.001",
+            "ro.build.version.incremental": "2671473" if old else "7641976",
+            "ro.build.version.release": "6.0.1" if old else "11",
+            "ro.build.version.sdk": "23" if old else "30",
+            "ro.build.type": "user",
+            "ro.product.cpu.abi": "armeabi-v7a" if old else "arm64-v8a",
+            "persist.sys.boot.reason.history": "reboot,userrequested,1700000000\nreboot,shell,1699990000",
+        }
+        self.features = "" if old else "shell_v2,cmd,stat_v2"
+
+    # --- state -------------------------------------------------------------------
+    def boot_completed(self):
+        return not self.force_booting and time.monotonic() - self.booted_at >= self.boot_secs
+
+    def banner(self):
+        p = self.props
+        return (
+            f"device::ro.product.name={p['ro.product.name']};ro.product.model={p['ro.product.model']};"
+            f"ro.product.device={p['ro.product.device']};features={self.features}"
+        ).encode()
+
+    def run(self, cmd):
+        """Returns (output, exit code) of a shell command, or None to hang."""
+        cmd = cmd.strip()
+        if self.profile == "hangs" and cmd == "dumpsys thermalservice":
+            return None
+        if cmd == "getprop" or cmd.startswith("getprop "):
+            props = dict(self.props)
+            if self.boot_completed():
+                props["sys.boot_completed"] = "1"
+            if cmd != "getprop":
+                return props.get(cmd.split()[1], "") + "\n", 0
+            return "".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())), 0
+        if cmd == "dumpsys battery":
+            return (
+                "Current Battery Service state:\n  AC powered: false\n  USB powered: true\n"
+                "  Wireless powered: false\n  Max charging current: 500000\n  status: 2\n"
+                f"  health: 2\n  present: true\n  level: {self.battery}\n  scale: 100\n"
+                f"  voltage: 4123\n  temperature: {int(round(self.temp * 10))}\n"
+                "  technology: Li-ion\nOEM battery extras:\n  cycle: 42\n"
+            ), 0
+        if cmd == "dumpsys thermalservice":
+            if self.profile == "android6":
+                return "Can't find service: thermalservice\n", 0
+            return (
+                "IsStatusOverride: false\nThermalEventListeners:\n\tcallbacks: 1\n"
+                "Thermal Status: 0\nCached temperatures:\n"
+                "\tTemperature{mValue=99.0, mType=0, mName=cached, mStatus=0}\n"
+                "HAL Ready: true\nHAL connection:\n\tThermalHAL 2.0 connected: yes\n"
+                "Current temperatures from HAL:\n"
+                f"\tTemperature{{mValue={self.temp - 2.5:.6f}, mType=2, mName=battery, mStatus=0}}\n"
+                f"\tTemperature{{mValue={self.temp:.6f}, mType=0, mName=cpu0, mStatus=0}}\n"
+                "\tTemperature{mValue=8900.0, mType=6, mName=vbat, mStatus=0}\n"
+                "\tTemperature{mValue=-99.9, mType=4, mName=usb, mStatus=0}\n"
+                "Current cooling devices from HAL:\n"
+                "\tCoolingDevice{mValue=0, mType=0, mName=cpu0}\n"
+            ), 0
+        if "thermal_zone" in cmd:
+            # The sysfs fallback: one `type` and `temp` per zone, in milli-degrees.
+            return (
+                f"tsens_tz_sensor0 {int(self.temp * 1000)}\n"
+                f"pm8841_tz {int((self.temp - 3) * 1000)}\n"
+            ), 0
+        if cmd == "cat /proc/uptime":
+            up = time.monotonic() - self.booted_at
+            return f"{up:.2f} {up * 3.7:.2f}\n", 0
+        if cmd.startswith("echo "):
+            return cmd[5:] + "\n", 0
+        return f"/system/bin/sh: {cmd.split(' ')[0]}: not found\n", 127
+
+    # --- listening ---------------------------------------------------------------
+    async def listen(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def unplug(self):
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for w in list(self.writers):
+            w.close()
+        self.writers.clear()
+
+    async def reboot(self):
+        self.reboot_count += 1
+        self.unplug()
+        await asyncio.sleep(self.reboot_secs)
+        self.booted_at = time.monotonic()
+        await self.listen()
+
+    # --- one connection from the adb server -------------------------------------
+    async def handle(self, reader, writer):
+        self.writers.add(writer)
+        try:
+            if self.profile == "offline":
+                while await reader.read(65536):
+                    pass
+                return
+            await self.converse(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self.writers.discard(writer)
+            writer.close()
+
+    async def converse(self, reader, writer):
+        streams = {}
+        next_id = 1
+        maxdata = MAX_DATA
+        while True:
+            header = await reader.readexactly(24)
+            cmd, arg0, arg1, length, _check, _magic = struct.unpack("<6I", header)
+            data = await reader.readexactly(length) if length else b""
+            if cmd == A_CNXN:
+                maxdata = min(MAX_DATA, arg1 or MAX_DATA)
+                if self.profile == "unauthorized":
+                    writer.write(message(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
+                else:
+                    writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
+            elif cmd == A_AUTH:
+                if self.profile == "unauthorized":
+                    # Reject every signature; after the public key, wait for a person
+                    # who never comes.
+                    if arg0 == AUTH_SIGNATURE:
+                        writer.write(message(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
+                else:
+                    writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
+            elif cmd == A_OPEN:
+                stream = Stream(next_id, arg0)
+                next_id += 1
+                streams[stream.local] = stream
+                writer.write(message(A_OKAY, stream.local, stream.remote))
+                service = data.rstrip(b"\0").decode("utf-8", "replace")
+                asyncio.ensure_future(self.serve(writer, stream, service, maxdata, streams))
+            elif cmd == A_OKAY:
+                stream = streams.get(arg1)
+                if stream is not None:
+                    stream.acked.set()
+            elif cmd == A_WRTE:
+                # Stdin from the host (shell v2's close-stdin packet): acknowledge it.
+                writer.write(message(A_OKAY, arg1, arg0))
+            elif cmd == A_CLSE:
+                stream = streams.pop(arg1, None)
+                if stream is not None:
+                    stream.closed = True
+                    stream.acked.set()
+            await writer.drain()
+
+    async def serve(self, writer, stream, service, maxdata, streams):
+        try:
+            if service.startswith("reboot:"):
+                await asyncio.sleep(0.05)
+                asyncio.ensure_future(self.reboot())
+                return
+            head, _, cmd = service.partition(":")
+            args = head.split(",")
+            if args[0] != "shell":
+                writer.write(message(A_CLSE, stream.local, stream.remote))
+                return
+            result = self.run(cmd)
+            if result is None:
+                return
+            out, code = result
+            if "v2" in args:
+                payload = v2_packet(1, out.encode()) + v2_packet(3, bytes([code]))
+            else:
+                payload = out.replace("\n", "\r\n").encode()
+            for i in range(0, len(payload), maxdata):
+                stream.acked.clear()
+                writer.write(message(A_WRTE, stream.local, stream.remote, payload[i : i + maxdata]))
+                await stream.acked.wait()
+                if stream.closed:
+                    return
+            streams.pop(stream.local, None)
+            writer.write(message(A_CLSE, stream.local, stream.remote))
+        except (ConnectionError, OSError):
+            pass
+
+
+async def control(phones, reader, writer):
+    by_name = {p.name: p for p in phones}
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        words = line.decode().split()
+        reply = "ERR empty command"
+        try:
+            if not words:
+                pass
+            elif words[1] not in by_name:
+                reply = f"ERR no phone named {words[1]!r}"
+            elif words[0] == "set" and len(words) == 4:
+                phone, key, value = by_name[words[1]], words[2], words[3]
+                if key == "battery":
+                    phone.battery = int(float(value))
+                elif key == "temp":
+                    phone.temp = float(value)
+                elif key == "booting":
+                    phone.force_booting = value == "1"
+                else:
+                    raise ValueError(f"unknown key {key!r}")
+                reply = "OK"
+            elif words[0] == "unplug":
+                by_name[words[1]].unplug()
+                reply = "OK"
+            elif words[0] == "replug":
+                if by_name[words[1]].server is None:
+                    await by_name[words[1]].listen()
+                reply = "OK"
+            elif words[0] == "reboots":
+                reply = f"OK {by_name[words[1]].reboot_count}"
+            else:
+                reply = f"ERR unknown command {words[0]!r}"
+        except (IndexError, ValueError, OSError) as e:
+            reply = f"ERR {e}"
+        writer.write((reply + "\n").encode())
+        await writer.drain()
+    writer.close()
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--phone", action="append", default=[], help="PROFILE:NAME[:PORT]")
+    ap.add_argument("--profile", choices=PROFILES)
+    ap.add_argument("--serial-name")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--control-port", type=int, default=0)
+    ap.add_argument("--reboot-secs", type=float, default=3.0)
+    ap.add_argument("--boot-secs", type=float, default=1.0)
+    a = ap.parse_args()
+    specs = list(a.phone)
+    if a.profile:
+        specs.append(f"{a.profile}:{a.serial_name or a.profile}:{a.port}")
+    if not specs:
+        ap.error("give --profile or at least one --phone")
+    phones = []
+    for spec in specs:
+        parts = spec.split(":")
+        profile, name = parts[0], parts[1] if len(parts) > 1 else parts[0]
+        port = int(parts[2]) if len(parts) > 2 else 0
+        phone = Phone(profile, name, port, a.reboot_secs, a.boot_secs)
+        await phone.listen()
+        phones.append(phone)
+        print(f"PORT {phone.port} {phone.name}", flush=True)
+    ctl = await asyncio.start_server(
+        lambda r, w: control(phones, r, w), "127.0.0.1", a.control_port
+    )
+    print(f"CONTROL {ctl.sockets[0].getsockname()[1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,299 @@
+//! Helpers for the Android tests: the phone simulator (`adb_sim.py`), a minimal
+//! synchronous adb host-protocol request (to `connect` simulated phones the way
+//! `adb connect` does), the real binary with its stderr captured, and `/metrics`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ADB: &str = "/usr/bin/adb";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the target dir, used as `$HOME` (the adb key goes there).
+pub fn temp_home(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "android-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` with `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("gave up after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One host request to the adb server; returns the status and the rest of the reply.
+pub fn adb_request(server_port: u16, request: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", server_port))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("{:04x}{request}", request.len()).as_bytes())?;
+    let mut out = Vec::new();
+    // Host requests close after their reply; a timeout leaves what arrived.
+    let _ = s.read_to_end(&mut out);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `adb connect` without the adb client (which would also start a server of its own).
+/// Returns at once: a phone that never finishes its handshake keeps the request open.
+pub fn connect_phone(server_port: u16, phone_port: u16) {
+    std::thread::spawn(move || {
+        let _ = adb_request(
+            server_port,
+            &format!("host:connect:127.0.0.1:{phone_port}"),
+            Duration::from_secs(15),
+        );
+    });
+}
+
+pub fn disconnect_phone(server_port: u16, phone_port: u16) -> String {
+    adb_request(
+        server_port,
+        &format!("host:disconnect:127.0.0.1:{phone_port}"),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+/// The simulator process and its phones.
+pub struct Sim {
+    child: Child,
+    /// (name, port) in the order given.
+    pub phones: Vec<(String, u16)>,
+    control: u16,
+}
+
+impl Sim {
+    /// `specs` are `profile:name`.
+    pub fn start(specs: &[&str], extra: &[&str]) -> Sim {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/adb_sim.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script);
+        for s in specs {
+            cmd.args(["--phone", s]);
+        }
+        let mut child = cmd
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut phones = Vec::new();
+        let control = loop {
+            let line = lines.next().expect("simulator exited").unwrap();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["PORT", port, name] => phones.push((name.to_string(), port.parse().unwrap())),
+                ["CONTROL", port] => break port.parse().unwrap(),
+                _ => panic!("unexpected simulator line {line:?}"),
+            }
+        };
+        Sim {
+            child,
+            phones,
+            control,
+        }
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.phones.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// The serial the adb server lists for `name`.
+    pub fn serial(&self, name: &str) -> String {
+        format!("127.0.0.1:{}", self.port(name))
+    }
+
+    pub fn control(&self, command: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.control)).unwrap();
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("OK"), "{command}: {reply}");
+        reply.trim().to_string()
+    }
+
+    pub fn connect_all(&self, server_port: u16) {
+        for (_, port) in &self.phones {
+            connect_phone(server_port, *port);
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real binary, watching Android phones through the adb server on `adb_port`.
+pub struct Monitor {
+    child: Child,
+    pub metrics_port: u16,
+    pub adb_port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    pub fn start(name: &str, extra: &[&str]) -> Monitor {
+        Monitor::start_on(name, free_port(), extra)
+    }
+
+    /// As [`Monitor::start`], with the adb server on `adb_port`.
+    pub fn start_on(name: &str, adb_port: u16, extra: &[&str]) -> Monitor {
+        let home = temp_home(name);
+        let (metrics_port, hook_port) = (free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
+            .args([
+                "--no-bot",
+                "--adb",
+                ADB,
+                "--adb-server",
+                &format!("127.0.0.1:{adb_port}"),
+                "--interrogate-every",
+                "2",
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--hook-addr",
+                &format!("127.0.0.1:{hook_port}"),
+                "--bot-dir",
+                home.join("b").to_str().unwrap(),
+            ])
+            .args(extra)
+            .env("HOME", &home)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("TMM_TEST_ECHO").is_some() {
+                    eprintln!("{line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let m = Monitor {
+            child,
+            metrics_port,
+            adb_port,
+            log,
+        };
+        wait_for(Duration::from_secs(20), "the adb server to listen", || {
+            TcpStream::connect(("127.0.0.1", adb_port)).ok()
+        });
+        m
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn metrics(&self) -> String {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return String::new();
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// The value of the sample line starting with `series` (name and labels).
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        let name = format!("test_machine_monitor_{series} ");
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&name).map(|v| v.trim().parse().unwrap()))
+    }
+
+    pub fn wait_sample(&self, series: &str, want: f64, limit: Duration) {
+        wait_for(limit, &format!("{series} == {want}"), || {
+            (self.sample(series) == Some(want)).then_some(())
+        });
+    }
+
+    pub fn log_has(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for(limit, &format!("a log line with {needle:?}"), || {
+            self.log_has(needle).then_some(())
+        });
+    }
+
+    /// The pids of this process's direct children (the adb server).
+    pub fn children(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        let tasks = format!("/proc/{}/task", self.pid());
+        for t in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        // SIGTERM, so that it stops its adb server; then make sure.
+        send_signal(self.child.id() as i32, libc::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(8) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(pid, sig) };
+}
