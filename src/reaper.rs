@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use std::process::{ChildStderr, ChildStdout, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,10 +75,10 @@ pub fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// A started child: its pid, the pipes that were asked for, and its future exit.
+/// A started child: its pid, the output pipes that were asked for, and its future exit.
+/// A piped stdin is closed at spawn: no child of ours reads input from us.
 pub struct Spawned {
     pub pid: i32,
-    pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
     pub exit: oneshot::Receiver<Exit>,
@@ -108,7 +108,6 @@ impl Reaper {
         waiters.insert(pid, tx);
         Ok(Spawned {
             pid,
-            stdin: child.stdin.take(),
             stdout: child.stdout.take(),
             stderr: child.stderr.take(),
             exit: rx,
