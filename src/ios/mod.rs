@@ -17,11 +17,15 @@
 //! [<ProductType>]` ([`ios_device`]); for the bot, their union plus `ios_devices`
 //! ([`ios_fleet`]), ready for `dimensions::merge` with Android's.
 //!
+//! Between rounds the watcher keeps the iPhones in an [`Iphones`] (`watch`), which
+//! keeps the last known phones when a listing fails instead of taking it for "no phone".
+//!
 //! Must not: decide health, publish snapshots, or wait on a child other than through the
 //! [`Reaper`].
 
 mod parse;
 mod run;
+mod watch;
 
 use std::fmt;
 use std::future::Future;
@@ -37,6 +41,7 @@ use crate::parse::ParseError;
 use crate::reaper::{Exit, Reaper};
 use crate::snapshot::{Device, DeviceKind, Dimensions};
 use run::RunError;
+pub use watch::Iphones;
 
 /// The longest any one tool may take, whatever the interval.
 const MAX_TOOL_DEADLINE: Duration = Duration::from_secs(5);
@@ -364,7 +369,6 @@ pub async fn reboot(
         match list(reaper, dir, step_deadline.min(left)).await {
             Ok(udids) if udids.iter().any(|u| u == udid) => {
                 if disappeared {
-                    log::info!("iPhone {udid} is back after its restart");
                     return Ok(());
                 }
             }
