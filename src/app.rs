@@ -108,7 +108,8 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     // The phones outlive the bot at shutdown: a task still running during the bot's
     // --grace may need adb. The watcher (and the adb server) stop once the bot is gone.
     let (devices_trigger, devices_shutdown) = shutdown::channel();
-    let android = shared.config.devices.android.then(|| {
+    let watch_devices = shared.config.devices.android || shared.config.devices.ios;
+    let watcher = watch_devices.then(|| {
         tokio::spawn(devices::run(
             shared.clone(),
             device_commands,
@@ -116,7 +117,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             devices_shutdown,
         ))
     });
-    if !shared.config.devices.android && !shared.config.devices.ios {
+    if !watch_devices {
         // No phones to watch: the empty picture is already complete.
         shared.publish_snapshot(Snapshot::default());
     }
@@ -148,7 +149,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         }
     }
     devices_trigger.fire();
-    if let Some(watcher) = android {
+    if let Some(watcher) = watcher {
         // It stops the adb server child before returning.
         if let Err(e) = watcher.await {
             log::error!("the device watcher failed: {e}");

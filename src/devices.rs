@@ -1,5 +1,6 @@
-//! The Android device watcher: follows the adb server's device list, interrogates every
-//! phone, applies the health rules and publishes an immutable [`Snapshot`].
+//! The device watcher: follows the adb server's device list (`--devices android`), reads
+//! the iPhones each round (`--devices ios`, through `ios`), applies the health rules to
+//! both kinds at once and publishes an immutable [`Snapshot`].
 //!
 //! One task owns all the watcher's state and reacts to one event at a time: a new device
 //! list from `host:track-devices-l`, the `--interrogate-every` tick, a finished round, a
@@ -7,7 +8,8 @@
 //! loop: rounds and reboots are spawned tasks that report back as events, so a plug or an
 //! unplug reaches the snapshot as soon as the server lists it, even while a round waits on
 //! a hung phone. Inside a round every phone runs in parallel (tasks on the current-thread
-//! runtime, not threads), each under a deadline shorter than the interval.
+//! runtime, not threads), each under a deadline shorter than the interval; the iPhones'
+//! round runs beside them. Without Android, no adb server is started or contacted.
 //!
 //! Must not: parse output (that is `parse`), decide health (that is `health`), compute
 //! dimensions (that is `dimensions`), or block the runtime.
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::adb::client::{self, Client, ShellProtocol};
 use crate::dimensions;
 use crate::health::{self, Action, Memory, Thresholds};
+use crate::ios;
 use crate::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
 use crate::reaper::Reaper;
 use crate::shutdown::Shutdown;
@@ -34,7 +37,8 @@ type Props = BTreeMap<String, String>;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a phone's round may take, whatever the interval.
 const MAX_PHONE_DEADLINE: Duration = Duration::from_secs(20);
-/// From `reboot:` to `sys.boot_completed=1`. Phones take one to two minutes.
+/// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
+/// the iPhone listed again. Phones take one to two minutes.
 const REBOOT_DEADLINE: Duration = Duration::from_secs(240);
 /// How often to ask a rebooting phone whether it has finished booting.
 const BOOT_POLL: Duration = Duration::from_secs(2);
@@ -63,6 +67,8 @@ enum Event {
 /// A finished round: what each phone said, and what the round started from.
 struct RoundDone {
     results: BTreeMap<String, PhoneRound>,
+    /// The iPhones' round, when they are watched.
+    ios: Option<Result<Vec<Device>, ios::IosError>>,
     took: Duration,
 }
 
@@ -155,26 +161,32 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool
     d
 }
 
-/// Runs until shutdown: starts the adb server, follows its device list, interrogates.
+/// Runs until shutdown: with Android, starts the adb server and follows its device list;
+/// interrogates the phones of every kind watched.
 pub async fn run(
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<DeviceCommand>,
     reaper: Reaper,
     mut shutdown: Shutdown,
 ) {
-    let server = tokio::spawn(crate::adb::server::run(
-        shared.clone(),
-        reaper,
-        shutdown.clone(),
-    ));
+    let android = shared.config.devices.android;
+    let server = android.then(|| {
+        tokio::spawn(crate::adb::server::run(
+            shared.clone(),
+            reaper.clone(),
+            shutdown.clone(),
+        ))
+    });
     let interval = shared.config.interrogate_every;
     let client = Client::new(
         shared.config.adb_server,
         IO_TIMEOUT.min(phone_deadline(interval)),
     );
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    tokio::spawn(track(client.clone(), events_tx.clone(), shutdown.clone()));
-    let mut w = Watcher::new(shared, client, events_tx);
+    if android {
+        tokio::spawn(track(client.clone(), events_tx.clone(), shutdown.clone()));
+    }
+    let mut w = Watcher::new(shared, client, reaper, events_tx);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -186,7 +198,9 @@ pub async fn run(
         }
     }
     // The adb server is ours to stop: wait until it has.
-    let _ = server.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
 }
 
 /// Follows `host:track-devices-l`, again and again: the server may be starting, or be
@@ -238,18 +252,22 @@ async fn track(client: Client, events: mpsc::UnboundedSender<Event>, mut shutdow
 struct Watcher {
     shared: Arc<Shared>,
     client: Client,
+    reaper: Reaper,
     events: mpsc::UnboundedSender<Event>,
     thresholds: Thresholds,
-    /// The server's latest list; `None` until the tracker's first frame.
+    /// The server's latest list; `None` until the tracker's first frame. Without
+    /// Android it is empty from the start.
     listing: Option<Vec<Listed>>,
     /// Each present phone's latest round.
     rounds: BTreeMap<String, PhoneRound>,
     /// Shell protocol per (serial, transport id): features only change when the
     /// transport does.
     protocols: BTreeMap<(String, Option<u64>), ShellProtocol>,
+    /// The iPhones as of the last finished round.
+    iphones: ios::Iphones,
     /// Health memory as of the last finished round.
     memory: Memory,
-    /// Phones rebooted after a task that have not come back yet.
+    /// Phones (serials and UDIDs) rebooted after a task that have not come back yet.
     rebooting: BTreeSet<String>,
     /// Since when each phone listed `offline` has been so.
     offline_since: BTreeMap<String, Instant>,
@@ -259,16 +277,24 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(shared: Arc<Shared>, client: Client, events: mpsc::UnboundedSender<Event>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        client: Client,
+        reaper: Reaper,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
         let thresholds = Thresholds::from_config(&shared.config);
+        let listing = (!shared.config.devices.android).then(Vec::new);
         Watcher {
             shared,
             client,
+            reaper,
             events,
             thresholds,
-            listing: None,
+            listing,
             rounds: BTreeMap::new(),
             protocols: BTreeMap::new(),
+            iphones: ios::Iphones::default(),
             memory: Memory::default(),
             rebooting: BTreeSet::new(),
             offline_since: BTreeMap::new(),
@@ -337,7 +363,7 @@ impl Watcher {
                     log::warn!("cannot read the adb server's device list: {e}");
                 }
             },
-            Event::RoundDone(RoundDone { results, took }) => {
+            Event::RoundDone(RoundDone { results, ios, took }) => {
                 self.round_running = false;
                 self.shared
                     .metrics
@@ -360,6 +386,9 @@ impl Watcher {
                         self.protocols.insert((serial.clone(), *transport), p);
                     }
                     self.rounds.insert(serial, round);
+                }
+                if let Some(outcome) = ios {
+                    self.iphones.round_done(outcome, &self.rebooting);
                 }
                 for action in self.publish(true) {
                     match action {
@@ -397,7 +426,8 @@ impl Watcher {
     }
 
     /// Starts a round unless one runs (then one more follows it). Nothing happens
-    /// before the first device list: there is nothing to interrogate yet.
+    /// before the first device list: a snapshot without the Android phones would be
+    /// wrong about them.
     fn want_round(&mut self) {
         let Some(listing) = &self.listing else { return };
         if self.round_running {
@@ -415,8 +445,13 @@ impl Watcher {
         let shared = self.shared.clone();
         let events = self.events.clone();
         let known = self.protocols.clone();
+        let iphones = self.shared.config.devices.ios.then(|| {
+            let (shared, reaper) = (self.shared.clone(), self.reaper.clone());
+            async move { ios::interrogate(&shared.config, &reaper, &shared.metrics).await }
+        });
         tokio::spawn(async move {
             let began = Instant::now();
+            let iphones = iphones.map(tokio::spawn);
             let phones = online.into_iter().map(|l| {
                 let client = client.clone();
                 let shared = shared.clone();
@@ -448,8 +483,13 @@ impl Watcher {
                     results.insert(serial, round);
                 }
             }
+            let ios = match iphones {
+                Some(round) => round.await.ok(),
+                None => None,
+            };
             let _ = events.send(Event::RoundDone(RoundDone {
                 results,
+                ios,
                 took: began.elapsed(),
             }));
         });
@@ -470,6 +510,7 @@ impl Watcher {
                 )
             })
             .collect();
+        devices.extend(self.iphones.devices(&self.rebooting));
         // A phone being rebooted may vanish from the list for a while; it still counts.
         for serial in &self.rebooting {
             if !devices.iter().any(|d| &d.serial == serial) {
@@ -494,7 +535,12 @@ impl Watcher {
             .filter(|d| d.unusable.is_none() || self.rebooting.contains(&d.serial))
             .filter_map(|d| self.rounds.get(&d.serial)?.props.as_ref())
             .collect();
-        let dims = dimensions::android_fleet(&fleet);
+        let dims = dimensions::merge(&[
+            &dimensions::android_fleet(&fleet),
+            &self.iphones.fleet(&self.rebooting),
+        ]);
+        let mut reasons = assessment.reasons;
+        self.iphones.add_reasons(&mut reasons);
         devices.extend(assessment.missing.iter().cloned());
         devices.sort_by(|a, b| (a.kind, &a.serial).cmp(&(b.kind, &b.serial)));
         let snapshot = Snapshot {
@@ -504,7 +550,7 @@ impl Watcher {
                 .as_secs_f64(),
             devices,
             dimensions: dims,
-            reasons: assessment.reasons,
+            reasons,
         };
         log_changes(&self.shared.snapshot(), &snapshot);
         self.shared.publish_snapshot(snapshot);
@@ -516,13 +562,14 @@ impl Watcher {
         }
     }
 
-    /// Reboots every usable phone (`reboot:`), each on its own deadline.
+    /// Reboots every usable phone (Android `reboot:`, iPhone `idevicediagnostics
+    /// restart`), each on its own deadline.
     fn reboot_usable(&mut self) {
         let snapshot = self.shared.snapshot();
         let usable: Vec<&Device> = snapshot
             .devices
             .iter()
-            .filter(|d| d.kind == DeviceKind::Android && d.unusable.is_none())
+            .filter(|d| d.unusable.is_none())
             .collect();
         if usable.is_empty() {
             self.want_round();
@@ -532,6 +579,23 @@ impl Watcher {
             let serial = d.serial.clone();
             log::info!("rebooting {serial} after the task");
             self.rebooting.insert(serial.clone());
+            let events = self.events.clone();
+            if d.kind == DeviceKind::Ios {
+                let (shared, reaper) = (self.shared.clone(), self.reaper.clone());
+                tokio::spawn(async move {
+                    let outcome = ios::reboot(&shared.config, &reaper, &serial, REBOOT_DEADLINE)
+                        .await
+                        .map_err(|e| {
+                            shared
+                                .metrics
+                                .interrogation_errors_total
+                                .inc(&[e.metric_kind()]);
+                            e.to_string()
+                        });
+                    let _ = events.send(Event::RebootDone { serial, outcome });
+                });
+                continue;
+            }
             let protocol = self
                 .listing
                 .iter()
@@ -541,7 +605,6 @@ impl Watcher {
                 .copied()
                 .unwrap_or(ShellProtocol::V1);
             let client = self.client.clone();
-            let events = self.events.clone();
             tokio::spawn(async move {
                 let outcome = match tokio::time::timeout(
                     REBOOT_DEADLINE,

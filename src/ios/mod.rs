@@ -17,11 +17,20 @@
 //! [<ProductType>]` ([`ios_device`]); for the bot, their union plus `ios_devices`
 //! ([`ios_fleet`]), ready for `dimensions::merge` with Android's.
 //!
+//! Between rounds the watcher keeps the iPhones in an [`Iphones`] (`watch`), which
+//! keeps the last known phones when a listing fails instead of taking it for "no phone".
+//!
 //! Must not: decide health, publish snapshots, or wait on a child other than through the
 //! [`Reaper`].
 
 mod parse;
 mod run;
+mod watch;
+
+/// The stand-in tools, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/ios.rs"]
+mod test_lab;
 
 use std::fmt;
 use std::future::Future;
@@ -37,6 +46,7 @@ use crate::parse::ParseError;
 use crate::reaper::{Exit, Reaper};
 use crate::snapshot::{Device, DeviceKind, Dimensions};
 use run::RunError;
+pub use watch::Iphones;
 
 /// The longest any one tool may take, whatever the interval.
 const MAX_TOOL_DEADLINE: Duration = Duration::from_secs(5);
@@ -364,7 +374,6 @@ pub async fn reboot(
         match list(reaper, dir, step_deadline.min(left)).await {
             Ok(udids) if udids.iter().any(|u| u == udid) => {
                 if disappeared {
-                    log::info!("iPhone {udid} is back after its restart");
                     return Ok(());
                 }
             }
@@ -416,148 +425,11 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 
+    use test_lab::{dead, Lab};
+
     const A: &str = "00008030-001A2D3E0E38802E";
     const B: &str = "00008101-000C19A82E10001E";
     const C: &str = "abcdef0123456789abcdef0123456789abcdef01";
-
-    /// Stand-in for `idevice_id`: lists `phones`, hiding for N more calls a phone whose
-    /// `<udid>.away` holds N (a restarting phone), and fails as the real tool does when
-    /// usbmuxd cannot be reached.
-    const IDEVICE_ID: &str = r#"#!/bin/sh
-d=$(dirname "$0")
-if [ -e "$d/usbmuxd-down" ]; then
-  echo "ERROR: Unable to retrieve device list!" >&2
-  exit 255
-fi
-[ "$1" = "-l" ] || { echo "usage: idevice_id -l" >&2; exit 2; }
-for u in $(cat "$d/phones"); do
-  if [ -e "$d/$u.away" ]; then
-    n=$(cat "$d/$u.away")
-    if [ "$n" -gt 0 ]; then echo $((n - 1)) > "$d/$u.away"; continue; fi
-    rm "$d/$u.away"
-  fi
-  echo "$u"
-done
-"#;
-
-    /// Stand-in for `ideviceinfo`: values from `<udid>.info` (type, version, battery, one
-    /// a line; an empty line is a value lockdownd does not have, printed as nothing). The
-    /// error texts are the real tool's, on the same streams.
-    const IDEVICEINFO: &str = r#"#!/bin/sh
-d=$(dirname "$0")
-udid=; domain=; key=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -u) udid=$2; shift 2;;
-    -q) domain=$2; shift 2;;
-    -k) key=$2; shift 2;;
-    *) echo "ERROR: unknown option $1" >&2; exit 2;;
-  esac
-done
-if ! grep -qx "$udid" "$d/phones" || [ -e "$d/$udid.away" ] || [ -e "$d/$udid.gone" ]; then
-  echo "ERROR: Device $udid not found!"
-  exit 255
-fi
-if [ -e "$d/$udid.hang" ]; then
-  sleep 1000 &
-  echo $! >> "$d/sleepers"
-  wait
-fi
-if [ -e "$d/$udid.locked" ]; then
-  echo "ERROR: Could not connect to lockdownd: Password protected (-17)" >&2
-  exit 255
-fi
-case "$domain/$key" in
-  /ProductType) v=$(sed -n 1p "$d/$udid.info");;
-  /ProductVersion) v=$(sed -n 2p "$d/$udid.info");;
-  com.apple.mobile.battery/BatteryCurrentCapacity) v=$(sed -n 3p "$d/$udid.info");;
-  *) v=;;
-esac
-[ -z "$v" ] || echo "$v"
-exit 0
-"#;
-
-    /// Stand-in for `idevicediagnostics -u <udid> restart`: the phone leaves the list
-    /// for the next two listings, unless `<udid>.stays` says the restart does nothing.
-    const IDEVICEDIAGNOSTICS: &str = r#"#!/bin/sh
-d=$(dirname "$0")
-[ "$1" = "-u" ] && [ "$3" = "restart" ] || { echo "usage: idevicediagnostics -u UDID restart" >&2; exit 2; }
-if ! grep -qx "$2" "$d/phones"; then
-  echo "ERROR: Device $2 not found!"
-  exit 1
-fi
-[ -e "$d/$2.stays" ] || echo 2 > "$d/$2.away"
-echo "Restarting device."
-"#;
-
-    /// A directory of stand-in tools and their state, used as `--idevice-dir`.
-    struct Lab {
-        dir: PathBuf,
-    }
-
-    impl Lab {
-        fn new(name: &str) -> Lab {
-            use std::os::unix::fs::PermissionsExt;
-            let dir = std::env::temp_dir().join(format!("tmm-ios-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            let lab = Lab { dir };
-            for (tool, text) in [
-                ("idevice_id", IDEVICE_ID),
-                ("ideviceinfo", IDEVICEINFO),
-                ("idevicediagnostics", IDEVICEDIAGNOSTICS),
-            ] {
-                lab.write(tool, text);
-                std::fs::set_permissions(
-                    lab.dir.join(tool),
-                    std::fs::Permissions::from_mode(0o755),
-                )
-                .unwrap();
-            }
-            lab.phones(&[]);
-            lab
-        }
-
-        fn write(&self, file: &str, text: &str) {
-            std::fs::write(self.dir.join(file), text).unwrap();
-        }
-
-        fn phones(&self, udids: &[&str]) {
-            self.write(
-                "phones",
-                &udids.iter().map(|u| format!("{u}\n")).collect::<String>(),
-            );
-        }
-
-        fn phone(&self, udid: &str, product_type: &str, version: &str, battery: &str) {
-            self.write(
-                &format!("{udid}.info"),
-                &format!("{product_type}\n{version}\n{battery}\n"),
-            );
-        }
-
-        fn mark(&self, udid: &str, what: &str) {
-            self.write(&format!("{udid}.{what}"), "");
-        }
-
-        fn config(&self, interval_secs: u64) -> Config {
-            config_for(&self.dir, interval_secs)
-        }
-
-        fn sleepers(&self) -> Vec<i32> {
-            std::fs::read_to_string(self.dir.join("sleepers"))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| l.trim().parse().unwrap())
-                .collect()
-        }
-    }
-
-    impl Drop for Lab {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 
     fn config_for(dir: &Path, interval_secs: u64) -> Config {
         let args: Vec<String> = [
@@ -616,17 +488,6 @@ echo "Restarting device."
             .collect()
     }
 
-    /// Whether a process has ended (gone, or a zombie waiting for init).
-    fn dead(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        }
-    }
-
     async fn all_dead(pids: &[i32]) -> bool {
         for _ in 0..100 {
             if pids.iter().all(|p| dead(*p)) {
@@ -646,7 +507,7 @@ echo "Restarting device."
             lab.phone(B, "iPhone13,1", "16.6.1", "100");
             lab.phone(C, "iPhone10,4", "15.7", "55");
             let metrics = Metrics::default();
-            let devices = interrogate(&lab.config(30), &reaper, &metrics)
+            let devices = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
 
@@ -703,14 +564,14 @@ echo "Restarting device."
             lab.phone(B, "iPhone13,1", "16.6.1", "90");
             let metrics = Metrics::default();
             let none = BTreeSet::new();
-            let first = interrogate(&lab.config(30), &reaper, &metrics)
+            let first = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
             let first = health::assess(&Memory::default(), &first, &none, &T);
             assert!(first.reasons.quarantined.is_empty());
 
             lab.phones(&[A]);
-            let second = interrogate(&lab.config(30), &reaper, &metrics)
+            let second = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
             assert_eq!(second.len(), 1);
@@ -733,7 +594,7 @@ echo "Restarting device."
             lab.phone(A, "iPhone14,2", "17.1", "12");
             lab.phone(B, "iPhone13,1", "16.6.1", "");
             let metrics = Metrics::default();
-            let devices = interrogate(&lab.config(30), &reaper, &metrics)
+            let devices = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
             let b = by_serial(&devices, B);
@@ -757,7 +618,7 @@ echo "Restarting device."
             lab.phone(B, "iPhone13,1", "16.6.1", "90");
             lab.mark(A, "hang");
             let metrics = Metrics::default();
-            let config = lab.config(8);
+            let config = config_for(&lab.dir, 8);
             let round = tokio::time::timeout(
                 Duration::from_secs(60),
                 interrogate(&config, &reaper, &metrics),
@@ -793,7 +654,7 @@ echo "Restarting device."
             lab.phone(A, "iPhone14,2", "17.1", "87");
             lab.mark(A, "hang");
             let metrics = Metrics::default();
-            let config = lab.config(30);
+            let config = config_for(&lab.dir, 30);
             let three_sleepers = async {
                 while lab.sleepers().len() < 3 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -820,7 +681,7 @@ echo "Restarting device."
             // Unplugged between the listing and the query: the tool says so on stdout.
             lab.mark(B, "gone");
             let metrics = Metrics::default();
-            let devices = interrogate(&lab.config(30), &reaper, &metrics)
+            let devices = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
             assert_eq!(devices.len(), 2);
@@ -849,7 +710,7 @@ echo "Restarting device."
             lab.phones(&[A]);
             lab.write("usbmuxd-down", "");
             let metrics = Metrics::default();
-            let e = interrogate(&lab.config(30), &reaper, &metrics)
+            let e = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap_err();
             assert_eq!(e.step, Step::List);
@@ -896,7 +757,7 @@ echo "Restarting device."
             // The listing works but ideviceinfo is gone: the phone says why it is unusable.
             lab.phones(&[A]);
             std::fs::remove_file(lab.dir.join("ideviceinfo")).unwrap();
-            let devices = interrogate(&lab.config(30), &reaper, &metrics)
+            let devices = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
             let reason = devices[0].unusable.as_deref().unwrap();
@@ -911,7 +772,7 @@ echo "Restarting device."
             let lab = Lab::new("reboot");
             lab.phones(&[A, B]);
             lab.phone(A, "iPhone14,2", "17.1", "87");
-            let config = lab.config(30);
+            let config = config_for(&lab.dir, 30);
             reboot(&config, &reaper, A, Duration::from_secs(60))
                 .await
                 .unwrap();
@@ -931,7 +792,7 @@ echo "Restarting device."
         with_tools(|reaper| async move {
             let lab = Lab::new("reboot-errors");
             lab.phones(&[A, B]);
-            let config = lab.config(8);
+            let config = config_for(&lab.dir, 8);
 
             lab.mark(A, "stays");
             let e = reboot(&config, &reaper, A, Duration::from_secs(3))

@@ -154,6 +154,7 @@ impl Drop for Sim {
 pub struct Monitor {
     child: Child,
     pub metrics_port: u16,
+    pub hook_port: u16,
     pub adb_port: u16,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -165,6 +166,24 @@ impl Monitor {
 
     /// As [`Monitor::start`], with the adb server on `adb_port`.
     pub fn start_on(name: &str, adb_port: u16, extra: &[&str]) -> Monitor {
+        let m = Monitor::spawn(name, adb_port, 2, extra);
+        wait_for(Duration::from_secs(20), "the adb server to listen", || {
+            TcpStream::connect(("127.0.0.1", adb_port)).ok()
+        });
+        m
+    }
+
+    /// Without Android (`extra` has `--devices ios`): there is no adb server to wait
+    /// for, only the metrics server.
+    pub fn start_without_adb(name: &str, interval_secs: u32, extra: &[&str]) -> Monitor {
+        let m = Monitor::spawn(name, free_port(), interval_secs, extra);
+        wait_for(Duration::from_secs(20), "the metrics server", || {
+            (!m.metrics().is_empty()).then_some(())
+        });
+        m
+    }
+
+    fn spawn(name: &str, adb_port: u16, interval_secs: u32, extra: &[&str]) -> Monitor {
         let home = temp_home(name);
         let (metrics_port, hook_port) = (free_port(), free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
@@ -175,7 +194,7 @@ impl Monitor {
                 "--adb-server",
                 &format!("127.0.0.1:{adb_port}"),
                 "--interrogate-every",
-                "2",
+                &interval_secs.to_string(),
                 "--metrics-addr",
                 &format!("127.0.0.1:{metrics_port}"),
                 "--hook-addr",
@@ -202,16 +221,21 @@ impl Monitor {
                 sink.lock().unwrap().push(line);
             }
         });
-        let m = Monitor {
+        Monitor {
             child,
             metrics_port,
+            hook_port,
             adb_port,
             log,
-        };
-        wait_for(Duration::from_secs(20), "the adb server to listen", || {
-            TcpStream::connect(("127.0.0.1", adb_port)).ok()
-        });
-        m
+        }
+    }
+
+    /// POSTs `{}` to a hook and returns its JSON answer.
+    pub fn hook(&self, path: &str) -> serde_json::Value {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.hook_port));
+        let reply = super::request(addr, "POST", path, "{}");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        reply.json()
     }
 
     pub fn pid(&self) -> u32 {
