@@ -409,7 +409,13 @@ impl Exposition<'_> {
         for d in devices {
             for state in DEVICE_STATES {
                 let v = flag(d.state == *state);
-                sample(o, "device_state", &["serial", "state"], &[&d.serial, state], v);
+                sample(
+                    o,
+                    "device_state",
+                    &["serial", "state"],
+                    &[&d.serial, state],
+                    v,
+                );
             }
             if !DEVICE_STATES.contains(&d.state.as_str()) {
                 sample(
