@@ -6,6 +6,7 @@
 //! exported instead of freezing at its last value.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -73,9 +74,17 @@ pub struct HistogramData {
 }
 
 impl HistogramData {
+    fn empty() -> HistogramData {
+        HistogramData {
+            buckets: vec![0; DURATION_BUCKETS.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     fn observe(&mut self, secs: f64) {
         if self.buckets.is_empty() {
-            self.buckets = vec![0; DURATION_BUCKETS.len() + 1];
+            *self = HistogramData::empty();
         }
         let i = DURATION_BUCKETS
             .iter()
@@ -163,75 +172,89 @@ pub fn escape_label(v: &str) -> String {
     out
 }
 
-fn labels(names: &[&str], values: &[String]) -> String {
+/// Writes `{a="x",b="y"}`, or nothing for an unlabeled series.
+fn write_labels(out: &mut String, names: &[&str], values: &[&str]) {
     if names.is_empty() {
-        return String::new();
+        return;
     }
-    let parts: Vec<String> = names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", escape_label(v)))
-        .collect();
-    format!("{{{}}}", parts.join(","))
+    out.push('{');
+    for (i, (n, v)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(n);
+        out.push_str("=\"");
+        out.push_str(&escape_label(v));
+        out.push('"');
+    }
+    out.push('}');
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    out.push_str(&format!(
+    let _ = write!(
+        out,
         "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}\n"
-    ));
+    );
 }
 
-fn sample(out: &mut String, name: &str, label_names: &[&str], values: &[String], v: f64) {
-    out.push_str(&format!(
-        "{PREFIX}{name}{} {}\n",
-        labels(label_names, values),
-        fmt_value(v)
-    ));
+/// One sample line.
+fn sample(out: &mut String, name: &str, label_names: &[&str], values: &[&str], v: f64) {
+    out.push_str(PREFIX);
+    out.push_str(name);
+    write_labels(out, label_names, values);
+    out.push(' ');
+    write_value(out, v);
+    out.push('\n');
 }
 
-fn fmt_value(v: f64) -> String {
+/// Go's `strconv.FormatFloat(v, 'g', ...)` spellings for the special values, which is
+/// what the text format expects; Rust's `Display` is fine for the finite ones.
+fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, label_names: &[&str], h: &Histogram) {
     family(out, name, "histogram", help);
-    for (values, data) in h.series() {
+    let mut series = h.series();
+    // An unlabeled histogram exists from the start (all zero), so that rate() and
+    // histogram_quantile() have a series before the first observation.
+    if series.is_empty() && label_names.is_empty() {
+        series.push((Vec::new(), HistogramData::empty()));
+    }
+    let (bucket, sum, count) = (
+        format!("{name}_bucket"),
+        format!("{name}_sum"),
+        format!("{name}_count"),
+    );
+    let mut names: Vec<&str> = label_names.to_vec();
+    names.push("le");
+    let les: Vec<String> = (0..=DURATION_BUCKETS.len())
+        .map(|i| {
+            let mut le = String::new();
+            match DURATION_BUCKETS.get(i) {
+                Some(b) => write_value(&mut le, *b),
+                None => le.push_str("+Inf"),
+            }
+            le
+        })
+        .collect();
+    for (values, data) in series {
+        let mut vs: Vec<&str> = values.iter().map(String::as_str).collect();
         let mut cumulative = 0;
-        let mut names: Vec<&str> = label_names.to_vec();
-        names.push("le");
-        for (i, count) in data.buckets.iter().enumerate() {
-            cumulative += count;
-            let le = DURATION_BUCKETS
-                .get(i)
-                .map_or("+Inf".to_string(), |b| fmt_value(*b));
-            let mut vs = values.clone();
+        for (n, le) in data.buckets.iter().zip(&les) {
+            cumulative += n;
             vs.push(le);
-            sample(
-                out,
-                &format!("{name}_bucket"),
-                &names,
-                &vs,
-                cumulative as f64,
-            );
+            sample(out, &bucket, &names, &vs, cumulative as f64);
+            vs.pop();
         }
-        sample(out, &format!("{name}_sum"), label_names, &values, data.sum);
-        sample(
-            out,
-            &format!("{name}_count"),
-            label_names,
-            &values,
-            data.count as f64,
-        );
+        sample(out, &sum, label_names, &vs, data.sum);
+        sample(out, &count, label_names, &vs, data.count as f64);
     }
 }
 
@@ -244,8 +267,19 @@ fn labeled_counter(
 ) {
     family(out, name, "counter", help);
     for (values, v) in c.series() {
-        sample(out, name, label_names, &values, v as f64);
+        let vs: Vec<&str> = values.iter().map(String::as_str).collect();
+        sample(out, name, label_names, &vs, v as f64);
     }
+}
+
+/// An unlabeled family with its one sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, v: f64) {
+    family(out, name, kind, help);
+    sample(out, name, &[], &[], v);
+}
+
+fn flag(b: bool) -> f64 {
+    f64::from(u8::from(b))
 }
 
 /// Every adb/iOS state a device can be in, so each device exports one series per state.
@@ -271,163 +305,141 @@ pub const DEVICE_STATES: &[&str] = &[
 impl Exposition<'_> {
     pub fn render(&self) -> String {
         let m = self.metrics;
-        let mut out = String::with_capacity(8192);
+        let devices = &self.snapshot.devices;
+        // About 2 KB of fixed families, ~2.5 KB per device (mostly device_state).
+        let mut out = String::with_capacity(4096 + 3072 * devices.len());
+        let o = &mut out;
         family(
-            &mut out,
+            o,
             "build_info",
             "gauge",
             "Version and git commit of the running binary; always 1.",
         );
         sample(
-            &mut out,
+            o,
             "build_info",
             &["version", "commit"],
-            &[self.version.to_string(), self.commit.to_string()],
+            &[self.version, self.commit],
             1.0,
         );
-        family(
-            &mut out,
+        single(
+            o,
             "bot_up",
             "gauge",
             "1 while the Swarming bot process is running.",
+            m.bot_up.get() as f64,
         );
-        sample(&mut out, "bot_up", &[], &[], m.bot_up.get() as f64);
-        family(
-            &mut out,
+        single(
+            o,
             "bot_restarts_total",
             "counter",
             "Times the Swarming bot was started again after it exited.",
-        );
-        sample(
-            &mut out,
-            "bot_restarts_total",
-            &[],
-            &[],
             self.bot_restarts as f64,
         );
-        family(
-            &mut out,
+        single(
+            o,
             "bot_last_exit_code",
             "gauge",
-            "Exit code of the last bot exit, or 128+signal.",
-        );
-        sample(
-            &mut out,
-            "bot_last_exit_code",
-            &[],
-            &[],
+            "Exit code of the last bot exit, or 128+signal; 0 before any exit.",
             m.bot_last_exit_code.get() as f64,
         );
-        family(
-            &mut out,
+        single(
+            o,
             "bot_crashloop",
             "gauge",
-            "1 while the bot dies five times within a minute.",
-        );
-        sample(
-            &mut out,
-            "bot_crashloop",
-            &[],
-            &[],
+            "1 while the bot is crash-looping (five exits within a minute).",
             m.bot_crashloop.get() as f64,
         );
         labeled_counter(
-            &mut out,
+            o,
             "bot_zip_downloads_total",
             "Downloads of swarming_bot.zip, by result.",
             &["result"],
             &m.bot_zip_downloads_total,
         );
         labeled_counter(
-            &mut out,
+            o,
             "token_fetches_total",
             "OAuth token fetches, by result.",
             &["result"],
             &m.token_fetches_total,
         );
         labeled_counter(
-            &mut out,
+            o,
             "hook_requests_total",
             "Hook requests, by route and HTTP status code.",
             &["route", "code"],
             &m.hook_requests_total,
         );
         histogram(
-            &mut out,
+            o,
             "hook_request_duration_seconds",
-            "Time to answer a hook request.",
+            "Time to answer a hook request, by route.",
             &["route"],
             &m.hook_request_duration_seconds,
         );
 
-        let devices = &self.snapshot.devices;
         family(
-            &mut out,
+            o,
             "device_up",
             "gauge",
-            "1 when the device is usable for tasks, else 0.",
+            "1 when the device is online and has no fault of its own (bot-wide \
+             maintenance, such as too hot, is test_machine_monitor_maintenance), else 0.",
         );
         for d in devices {
             let up = d.unusable.is_none() && d.state == "device";
-            let values = [
-                d.serial.clone(),
-                d.kind.as_str().to_string(),
-                d.device_type.clone().unwrap_or_default(),
-            ];
             sample(
-                &mut out,
+                o,
                 "device_up",
                 &["serial", "kind", "device_type"],
-                &values,
-                f64::from(u8::from(up)),
+                &[
+                    &d.serial,
+                    d.kind.as_str(),
+                    d.device_type.as_deref().unwrap_or(""),
+                ],
+                flag(up),
             );
         }
         family(
-            &mut out,
+            o,
             "device_state",
             "gauge",
             "1 for the state the device is in, 0 for the others.",
         );
         for d in devices {
             for state in DEVICE_STATES {
-                let v = f64::from(u8::from(d.state == *state));
+                let v = flag(d.state == *state);
                 sample(
-                    &mut out,
+                    o,
                     "device_state",
                     &["serial", "state"],
-                    &[d.serial.clone(), state.to_string()],
+                    &[&d.serial, state],
                     v,
                 );
             }
             if !DEVICE_STATES.contains(&d.state.as_str()) {
                 sample(
-                    &mut out,
+                    o,
                     "device_state",
                     &["serial", "state"],
-                    &[d.serial.clone(), d.state.clone()],
+                    &[&d.serial, &d.state],
                     1.0,
                 );
             }
         }
         family(
-            &mut out,
+            o,
             "device_battery_percent",
             "gauge",
-            "Battery charge of the device.",
+            "Battery charge of the device, 0 to 100.",
         );
         for d in devices {
             if let Some(b) = d.battery_percent {
-                sample(
-                    &mut out,
-                    "device_battery_percent",
-                    &["serial"],
-                    std::slice::from_ref(&d.serial),
-                    b,
-                );
+                sample(o, "device_battery_percent", &["serial"], &[&d.serial], b);
             }
         }
         family(
-            &mut out,
+            o,
             "device_temperature_celsius",
             "gauge",
             "Temperature of each sensor of the device.",
@@ -435,96 +447,66 @@ impl Exposition<'_> {
         for d in devices {
             for t in &d.temperatures {
                 sample(
-                    &mut out,
+                    o,
                     "device_temperature_celsius",
                     &["serial", "sensor"],
-                    &[d.serial.clone(), t.sensor.clone()],
+                    &[&d.serial, &t.sensor],
                     t.celsius,
                 );
             }
         }
         family(
-            &mut out,
+            o,
             "device_uptime_seconds",
             "gauge",
             "Time since the device booted.",
         );
         for d in devices {
             if let Some(u) = d.uptime_secs {
-                sample(
-                    &mut out,
-                    "device_uptime_seconds",
-                    &["serial"],
-                    std::slice::from_ref(&d.serial),
-                    u,
-                );
+                sample(o, "device_uptime_seconds", &["serial"], &[&d.serial], u);
             }
         }
-        family(
-            &mut out,
+        single(
+            o,
             "quarantined",
             "gauge",
-            "1 while the bot reports a quarantine that needs a person.",
+            "1 while the phones give a quarantine reason that needs a person.",
+            flag(self.quarantined),
         );
-        sample(
-            &mut out,
-            "quarantined",
-            &[],
-            &[],
-            f64::from(u8::from(self.quarantined)),
-        );
-        family(
-            &mut out,
+        single(
+            o,
             "maintenance",
             "gauge",
-            "1 while the bot reports a maintenance condition that clears by itself.",
-        );
-        sample(
-            &mut out,
-            "maintenance",
-            &[],
-            &[],
-            f64::from(u8::from(self.maintenance)),
+            "1 while the phones give a maintenance reason that clears by itself.",
+            flag(self.maintenance),
         );
         histogram(
-            &mut out,
+            o,
             "interrogation_duration_seconds",
             "Time taken by a device interrogation round.",
             &[],
             &m.interrogation_duration_seconds,
         );
         labeled_counter(
-            &mut out,
+            o,
             "interrogation_errors_total",
             "Failed device queries, by kind.",
             &["kind"],
             &m.interrogation_errors_total,
         );
-        family(
-            &mut out,
+        single(
+            o,
             "adb_server_restarts_total",
             "counter",
             "Times the adb server child was started again.",
-        );
-        sample(
-            &mut out,
-            "adb_server_restarts_total",
-            &[],
-            &[],
             m.adb_server_restarts_total.get() as f64,
         );
         if let Some(rss) = self.resident_bytes {
-            family(
-                &mut out,
+            single(
+                o,
                 "process_resident_memory_bytes",
                 "gauge",
                 "Resident memory of this process, from /proc/self/statm.",
-            );
-            sample(
-                &mut out,
-                "process_resident_memory_bytes",
-                &[],
-                &[],
                 rss as f64,
             );
         }
@@ -545,6 +527,216 @@ pub fn parse_statm_resident(statm: &str, page_size: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::snapshot::{Device, DeviceKind, Snapshot, Temperature};
+    use std::collections::BTreeSet;
+
+    /// The families of issue 8's table, with their kinds.
+    const ISSUE_FAMILIES: &[(&str, &str)] = &[
+        ("build_info", "gauge"),
+        ("bot_up", "gauge"),
+        ("bot_restarts_total", "counter"),
+        ("bot_last_exit_code", "gauge"),
+        ("bot_crashloop", "gauge"),
+        ("bot_zip_downloads_total", "counter"),
+        ("token_fetches_total", "counter"),
+        ("hook_requests_total", "counter"),
+        ("hook_request_duration_seconds", "histogram"),
+        ("device_up", "gauge"),
+        ("device_state", "gauge"),
+        ("device_battery_percent", "gauge"),
+        ("device_temperature_celsius", "gauge"),
+        ("device_uptime_seconds", "gauge"),
+        ("quarantined", "gauge"),
+        ("maintenance", "gauge"),
+        ("interrogation_duration_seconds", "histogram"),
+        ("interrogation_errors_total", "counter"),
+        ("adb_server_restarts_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+    ];
+
+    fn phone(serial: &str, sensor: &str) -> Device {
+        let mut d = Device::listed(DeviceKind::Android, serial, "device");
+        d.device_type = Some("redfin".into());
+        d.battery_percent = Some(85.0);
+        d.temperatures = vec![Temperature {
+            sensor: sensor.into(),
+            celsius: 31.5,
+        }];
+        d.uptime_secs = Some(1008.5);
+        d
+    }
+
+    fn render(metrics: &Metrics, devices: Vec<Device>) -> String {
+        let snapshot = Snapshot {
+            devices,
+            ..Snapshot::default()
+        };
+        Exposition {
+            metrics,
+            version: "0.1.0",
+            commit: "abc",
+            bot_restarts: 2,
+            snapshot: &snapshot,
+            quarantined: false,
+            maintenance: true,
+            resident_bytes: Some(3 << 20),
+        }
+        .render()
+    }
+
+    /// Checks the rules of the text format that promtool and Prometheus enforce, so a
+    /// regression shows here first: every sample follows its family's HELP and TYPE,
+    /// counters end in `_total`, histogram buckets carry `le`, are cumulative and end at
+    /// `+Inf` equal to `_count`, and no series appears twice.
+    fn assert_well_formed(text: &str) {
+        let mut kinds: BTreeMap<String, String> = BTreeMap::new();
+        let mut helped = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut last_bucket: Option<(String, f64)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                assert!(!help.is_empty(), "{line}");
+                assert!(helped.insert(name.to_string()), "HELP twice: {line}");
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(helped.contains(name), "TYPE before HELP: {line}");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{line}");
+                }
+                assert!(kinds.insert(name.into(), kind.into()).is_none(), "{line}");
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.replace("+Inf", "inf").parse().unwrap();
+            assert!(seen.insert(series.to_string()), "duplicate series {series}");
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|s| name.strip_suffix(s))
+                .find(|f| kinds.get(*f).map(String::as_str) == Some("histogram"))
+                .unwrap_or(name);
+            assert!(kinds.contains_key(family), "sample before its TYPE: {line}");
+            if name.ends_with("_bucket") {
+                let le = series.split("le=\"").nth(1).expect("bucket without le");
+                let rest = series.replace(&format!("le=\"{le}"), "");
+                if let Some((was, v)) = &last_bucket {
+                    if *was == rest {
+                        assert!(value >= *v, "buckets not cumulative: {line}");
+                    }
+                }
+                last_bucket = Some((rest, value));
+            } else if name.ends_with("_count") && family != name {
+                let (_, inf) = last_bucket.take().expect("_count without buckets");
+                assert_eq!(inf, value, "+Inf bucket differs from _count: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_family_of_the_issue_has_help_and_type() {
+        let text = render(&Metrics::default(), vec![phone("A1", "cpu0")]);
+        assert_well_formed(&text);
+        for (name, kind) in ISSUE_FAMILIES {
+            let family = format!("{PREFIX}{name}");
+            assert!(text.contains(&format!("# HELP {family} ")), "{family}");
+            assert!(
+                text.contains(&format!("# TYPE {family} {kind}\n")),
+                "{family} {kind}"
+            );
+        }
+        // An unlabeled histogram is all zero before its first observation.
+        assert!(text.contains(&format!(
+            "{PREFIX}interrogation_duration_seconds_bucket{{le=\"+Inf\"}} 0\n"
+        )));
+        assert!(text.contains(&format!("{PREFIX}bot_restarts_total 2\n")));
+    }
+
+    #[test]
+    fn observed_families_are_well_formed() {
+        let m = Metrics::default();
+        m.hook_requests_total.inc(&["get_state", "200"]);
+        m.hook_requests_total.inc(&["unknown", "404"]);
+        m.hook_request_duration_seconds
+            .observe(&["get_state"], Duration::from_micros(300));
+        m.hook_request_duration_seconds
+            .observe(&["get_state"], Duration::from_millis(40));
+        m.interrogation_duration_seconds
+            .observe(&[], Duration::from_millis(700));
+        m.interrogation_errors_total.inc(&["timeout"]);
+        m.token_fetches_total.inc(&["ok"]);
+        let text = render(&m, vec![phone("A1", "cpu0"), phone("B2", "battery")]);
+        assert_well_formed(&text);
+        assert!(text.contains(&format!(
+            "{PREFIX}hook_request_duration_seconds_bucket{{route=\"get_state\",le=\"0.0005\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "{PREFIX}hook_request_duration_seconds_bucket{{route=\"get_state\",le=\"+Inf\"}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "{PREFIX}hook_requests_total{{route=\"get_state\",code=\"200\"}} 1\n"
+        )));
+    }
+
+    #[test]
+    fn a_serial_with_a_quote_is_escaped_everywhere() {
+        let serial = "evil\"serial\\with\nnewline";
+        let text = render(&Metrics::default(), vec![phone(serial, "cpu\"0")]);
+        assert_well_formed(&text);
+        let escaped = r#"serial="evil\"serial\\with\nnewline""#;
+        // Every device family carries the escaped serial, and no line holds it raw.
+        for name in [
+            "device_up",
+            "device_state",
+            "device_battery_percent",
+            "device_temperature_celsius",
+            "device_uptime_seconds",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{PREFIX}{name}{{{escaped}"))),
+                "{name}:\n{text}"
+            );
+        }
+        assert!(text.contains(r#"sensor="cpu\"0"} 31.5"#), "{text}");
+        assert!(!text.contains("evil\"serial\\with"));
+    }
+
+    #[test]
+    fn a_device_that_disappears_stops_being_exported() {
+        let m = Metrics::default();
+        let both = render(&m, vec![phone("STAYS", "cpu0"), phone("GOES", "cpu0")]);
+        assert!(both.contains("serial=\"GOES\""));
+        let after = render(&m, vec![phone("STAYS", "cpu0")]);
+        assert!(!after.contains("GOES"), "{after}");
+        assert!(after.contains("serial=\"STAYS\""));
+        // The family declarations stay, with no samples, when no phone is left.
+        let none = render(&m, Vec::new());
+        assert!(!none.contains("STAYS"));
+        assert!(none.contains(&format!("# TYPE {PREFIX}device_battery_percent gauge\n")));
+        assert_well_formed(&none);
+    }
+
+    #[test]
+    fn one_series_per_state_and_unknown_states_are_kept() {
+        let mut odd = phone("ODD", "cpu0");
+        odd.state = "sideload-auto-reboot".into();
+        let text = render(&Metrics::default(), vec![phone("A1", "cpu0"), odd]);
+        assert_well_formed(&text);
+        let states = |serial: &str, v: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{PREFIX}device_state{{serial=\"{serial}\"")))
+                .filter(|l| l.ends_with(v))
+                .count()
+        };
+        assert_eq!(states("A1", " 1"), 1);
+        assert_eq!(states("A1", " 0"), DEVICE_STATES.len() - 1);
+        assert_eq!(states("ODD", " 1"), 1);
+        assert_eq!(states("ODD", " 0"), DEVICE_STATES.len());
+    }
 
     #[test]
     fn histogram_buckets_by_upper_bound() {

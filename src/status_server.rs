@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use crate::metrics::{parse_statm_resident, Exposition};
 use crate::state::Shared;
@@ -45,27 +46,40 @@ pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
     }
 }
 
-/// Alive while the main loop has ticked within three interrogation periods.
 fn healthz(shared: &Shared) -> Reply {
-    let limit = shared.config.interrogate_every * 3;
-    let since = shared.since_last_tick();
-    if since <= limit {
+    health(shared.since_last_tick(), shared.config.interrogate_every)
+}
+
+/// How many interrogation periods without a main-loop tick make the process dead.
+pub const STALL_PERIODS: u32 = 3;
+
+/// Liveness: alive while the main loop has ticked within [`STALL_PERIODS`] periods of
+/// `--interrogate-every`. The loop ticks every second, so only a stuck runtime (a
+/// blocking call on its thread, a deadlock) gets this far; the kubelet then restarts us.
+pub fn health(since_last_tick: Duration, interval: Duration) -> Reply {
+    let limit = interval * STALL_PERIODS;
+    if since_last_tick <= limit {
         Reply::text(200, "ok\n")
     } else {
         Reply::text(
             503,
             format!(
                 "main loop stalled: no tick for {:.1}s (limit {}s)\n",
-                since.as_secs_f64(),
+                since_last_tick.as_secs_f64(),
                 limit.as_secs()
             ),
         )
     }
 }
 
-/// Ready once the hook server serves and the first device round is published.
 fn readyz(shared: &Shared) -> Reply {
-    match (shared.hooks_serving(), shared.first_round_done()) {
+    readiness(shared.hooks_serving(), shared.first_round_done())
+}
+
+/// Readiness: the bot may be sent work once the hook server serves and the first
+/// device round is published (before that, its hooks would describe no phones).
+pub fn readiness(hooks_serving: bool, first_round_done: bool) -> Reply {
+    match (hooks_serving, first_round_done) {
         (true, true) => Reply::text(200, "ready\n"),
         (false, _) => Reply::text(503, "not ready: hook server not serving yet\n"),
         (true, false) => Reply::text(503, "not ready: first device interrogation not finished\n"),
@@ -171,6 +185,52 @@ mod tests {
         let s = shared();
         s.tick();
         assert_eq!(route(&s, "GET", "/healthz").status, 200);
+    }
+
+    #[test]
+    fn health_turns_503_just_past_three_periods() {
+        let every = Duration::from_secs(2);
+        assert_eq!(health(Duration::ZERO, every).status, 200);
+        assert_eq!(health(Duration::from_secs(6), every).status, 200);
+        let stalled = health(Duration::from_millis(6001), every);
+        assert_eq!(stalled.status, 503);
+        assert_eq!(
+            stalled.body,
+            "main loop stalled: no tick for 6.0s (limit 6s)\n"
+        );
+        assert_eq!(health(Duration::from_secs(3600), every).status, 503);
+        // The limit follows --interrogate-every.
+        assert_eq!(
+            health(Duration::from_secs(60), Duration::from_secs(30)).status,
+            200
+        );
+    }
+
+    #[test]
+    fn healthz_of_a_shared_state_whose_loop_stopped_ticking() {
+        let args = ["--no-bot", "--interrogate-every", "1"].map(String::from);
+        let Ok(Command::Run(config)) = parse(&args, &|_| None, "pi") else {
+            panic!("config")
+        };
+        let s = Shared::new(*config).0;
+        s.tick();
+        assert_eq!(route(&s, "GET", "/healthz").status, 200);
+        // No tick for just over 3 × 1 s: the watchdog trips; one tick revives it.
+        std::thread::sleep(Duration::from_millis(3100));
+        let r = route(&s, "GET", "/healthz");
+        assert_eq!(r.status, 503, "{}", r.body);
+        s.tick();
+        assert_eq!(route(&s, "GET", "/healthz").status, 200);
+    }
+
+    #[test]
+    fn readiness_needs_both_conditions() {
+        assert_eq!(readiness(true, true).status, 200);
+        assert_eq!(readiness(false, true).status, 503);
+        assert_eq!(readiness(false, false).status, 503);
+        let r = readiness(true, false);
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("interrogation"));
     }
 
     #[test]

@@ -1,0 +1,461 @@
+//! Observability end to end: the real binary, the real Debian adb server, simulated
+//! phones (tests/support/adb_sim.py), and the real consumers of what we expose:
+//! `promtool check metrics` and a real Prometheus server scraping us (both from the
+//! Debian package `prometheus`), the kubelet's probes (/healthz, /readyz), and the log
+//! at the default level, with the real bot (the stand-in bot and server of
+//! tests/support) calling the hooks through bot_config.py.
+//!
+//! Not covered here: /healthz turning 503 in a real process. It needs the runtime thread
+//! stopped while the status thread answers, and a signal stops the whole process. The
+//! decision is `status_server::health` (unit-tested over the boundary) and the wiring
+//! from `Shared` is unit-tested with a loop that really stops ticking
+//! (`status_server::tests::healthz_of_a_shared_state_whose_loop_stopped_ticking`).
+
+mod support;
+
+// This crate uses only the stand-in Swarming server of the bot lab.
+#[allow(dead_code)]
+#[path = "support/bot_lab.rs"]
+mod bot_lab;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::android::{free_port, temp_home, wait_for, Sim, ADB};
+use support::{http_get, http_request, wait_for_http, KillOnDrop};
+
+const LONG: Duration = Duration::from_secs(40);
+const PREFIX: &str = "test_machine_monitor_";
+
+/// The real binary, at the default log level (no `RUST_LOG`), its log in a file.
+struct Tmm {
+    child: Child,
+    metrics_port: u16,
+    hook_port: u16,
+    adb_port: u16,
+    home: PathBuf,
+    log_path: PathBuf,
+}
+
+/// The Swarming side of a run with the bot: the stand-in server and a token config.
+struct BotSide<'a> {
+    server_url: &'a str,
+    token_config: &'a Path,
+}
+
+impl Tmm {
+    fn start(name: &str, adb: &str, adb_port: u16, bot: Option<BotSide>) -> Tmm {
+        let home = temp_home(&format!("metrics-{name}"));
+        let (metrics_port, hook_port) = (free_port(), free_port());
+        let log_path = home.join("monitor.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"));
+        cmd.args(["--adb", adb, "--interrogate-every", "2"])
+            .args(["--adb-server", &format!("127.0.0.1:{adb_port}")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--hook-addr", &format!("127.0.0.1:{hook_port}")])
+            .arg("--bot-dir")
+            .arg(home.join("b").join("s"));
+        match bot {
+            None => {
+                cmd.arg("--no-bot");
+            }
+            Some(b) => {
+                cmd.args(["--swarming-server", b.server_url, "--bot-id", "pi-obs"])
+                    .args(["--python", "python3", "--grace", "5"])
+                    .arg("--token-config")
+                    .arg(b.token_config);
+            }
+        }
+        let child = cmd
+            .env("HOME", &home)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        Tmm {
+            child,
+            metrics_port,
+            hook_port,
+            adb_port,
+            home,
+            log_path,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < LONG,
+                "no log line with {needle:?} within {LONG:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let (code, body) = http_get(self.metrics_port, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// The value of the sample whose name and labels are `series` (without the prefix).
+    fn sample(&self, series: &str) -> Option<f64> {
+        let want = format!("{PREFIX}{series} ");
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&want).map(|v| v.parse().unwrap()))
+    }
+
+    fn wait_sample(&self, series: &str, want: f64) {
+        wait_for(LONG, &format!("{series} == {want}"), || {
+            (self.sample(series) == Some(want)).then_some(())
+        });
+    }
+
+    fn wait_adb_server(&self) {
+        wait_for(LONG, "the adb server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.adb_port)).ok()
+        });
+    }
+}
+
+impl Drop for Tmm {
+    fn drop(&mut self) {
+        // SIGTERM, so that it stops its adb server and drains the bot; then make sure.
+        // SAFETY: kill(2) on our own child, not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn up(serial: &str) -> String {
+    format!("device_up{{serial=\"{serial}\",kind=\"android\",device_type=\"redfin\"}}")
+}
+
+fn battery(serial: &str) -> String {
+    format!("device_battery_percent{{serial=\"{serial}\"}}")
+}
+
+/// Three phones, one hot, all interrogated.
+fn three_phones(name: &str) -> (Sim, Tmm) {
+    let sim = Sim::start(&["modern:A", "modern:B", "hot:H"], &[]);
+    let tmm = Tmm::start(name, ADB, free_port(), None);
+    tmm.wait_adb_server();
+    sim.connect_all(tmm.adb_port);
+    tmm.wait_sample(&up(&sim.serial("A")), 1.0);
+    tmm.wait_sample(&up(&sim.serial("B")), 1.0);
+    tmm.wait_sample(&battery(&sim.serial("H")), 12.0);
+    tmm.wait_sample("maintenance", 1.0);
+    (sim, tmm)
+}
+
+/// `promtool check metrics` on `text`: its exit status and everything it printed.
+fn promtool(text: &str) -> (bool, String) {
+    let mut child = Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is needed: ci/deps installs it");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), printed)
+}
+
+#[test]
+fn promtool_finds_nothing_to_lint_in_the_real_exposition() {
+    let (sim, tmm) = three_phones("promtool");
+    // Give the labeled families series too: hook requests, one of them an error.
+    for path in ["/get_settings", "/nope"] {
+        http_request(tmm.hook_port, "GET", path, b"").unwrap();
+    }
+    let text = tmm.metrics();
+    assert!(text.contains(&format!(
+        "{PREFIX}hook_request_duration_seconds_bucket{{route=\"get_settings\",le=\"+Inf\"}} 1"
+    )));
+    assert!(text.contains(&format!(
+        "{PREFIX}device_temperature_celsius{{serial=\"{}\",sensor=\"cpu0\"}} 44.5",
+        sim.serial("H")
+    )));
+    // Any line promtool prints is a lint problem (wrong suffix, missing HELP, non-base
+    // unit, ...) and fails the test: none is ignored.
+    let (ok, printed) = promtool(&text);
+    assert!(
+        ok && printed.is_empty(),
+        "promtool:\n{printed}\non:\n{text}"
+    );
+
+    // The check can fail: a counter without `_total` is reported.
+    let (ok, printed) = promtool("# HELP x_count a\n# TYPE x_count counter\nx_count 1\n");
+    assert!(
+        !ok || !printed.is_empty(),
+        "promtool accepted a bad counter"
+    );
+}
+
+/// A real Prometheus server on loopback, with its data in a temp dir.
+struct Prometheus {
+    child: KillOnDrop,
+    port: u16,
+    log_path: PathBuf,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target_port: u16) -> Prometheus {
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: tmm\n    static_configs:\n      \
+                 - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .unwrap();
+        let log_path = dir.join("prometheus.log");
+        let child = Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("Prometheus cannot start on this machine: {e}"));
+        Prometheus {
+            child: KillOnDrop(child),
+            port,
+            log_path,
+        }
+    }
+
+    /// The result vector of an instant query, waiting until `accept` takes it. Fails
+    /// with Prometheus's own log if it exits or never gives an acceptable answer.
+    fn wait_query(
+        &mut self,
+        query: &str,
+        accept: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
+                panic!(
+                    "Prometheus cannot start on this machine: it exited with {status}; its log:\n{}",
+                    fs::read_to_string(&self.log_path).unwrap_or_default()
+                );
+            }
+            if let Ok((200, body)) = http_request(
+                self.port,
+                "GET",
+                &format!("/api/v1/query?query={query}"),
+                b"",
+            ) {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["status"], "success", "{body}");
+                let result = v["data"]["result"].as_array().unwrap().clone();
+                if accept(&result) {
+                    return result;
+                }
+                last = body;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "Prometheus never answered {query} as expected; last answer {last}; its log:\n{}",
+                fs::read_to_string(&self.log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_us_and_sees_the_phones() {
+    let (sim, tmm) = three_phones("prometheus");
+    let dir = support::TempDir::new("prometheus");
+    let mut prom = Prometheus::start(dir.path(), tmm.metrics_port);
+    let instance = format!("127.0.0.1:{}", tmm.metrics_port);
+
+    let value = |s: &serde_json::Value| s["value"][1].as_str().unwrap_or("").to_string();
+    let up = prom.wait_query("up", |r| {
+        r.iter()
+            .any(|s| s["metric"]["instance"] == instance.as_str() && value(s) == "1")
+    });
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0]["metric"]["job"], "tmm");
+
+    let h = sim.serial("H");
+    let name = format!("{PREFIX}device_battery_percent");
+    let batteries = prom.wait_query(&name, |r| r.len() == 3);
+    let hot = batteries
+        .iter()
+        .find(|s| s["metric"]["serial"] == h.as_str())
+        .unwrap_or_else(|| panic!("no battery series for {h}: {batteries:?}"));
+    assert_eq!(value(hot), "12");
+    assert_eq!(hot["metric"]["instance"], instance.as_str());
+}
+
+#[test]
+fn readyz_waits_for_the_first_round_while_healthz_is_alive() {
+    // `--adb /bin/false`: our own adb server cannot start, so no round can finish
+    // until an adb server appears on the port; the test starts one later.
+    let adb_port = free_port();
+    let tmm = Tmm::start("readyz", "/bin/false", adb_port, None);
+    wait_for_http(tmm.metrics_port, "/healthz", 200);
+    let (code, body) = http_get(tmm.metrics_port, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body, "not ready: first device interrogation not finished\n");
+    // Not a timer: still not ready more than one interrogation period later.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(http_get(tmm.metrics_port, "/readyz").0, 503);
+    assert_eq!(http_get(tmm.metrics_port, "/healthz").0, 200);
+
+    let home = temp_home("readyz-adb");
+    let adb = KillOnDrop(
+        Command::new(ADB)
+            .args(["-P", &adb_port.to_string(), "nodaemon", "server"])
+            .env("HOME", &home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let body = wait_for_http(tmm.metrics_port, "/readyz", 200);
+    assert_eq!(body, "ready\n");
+    let (code, body) = http_get(tmm.metrics_port, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    tmm.wait_log("already listens");
+    drop(tmm);
+    drop(adb);
+}
+
+/// Writes the hook script the Swarming server would serve, as `dir/bot_config.py`.
+fn hook_script(dir: &Path) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
+        .arg("bot-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let path = dir.join("bot_config.py");
+    fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+#[test]
+fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
+    let dir = support::TempDir::new("obs-log");
+    let script = hook_script(dir.path());
+    let server = bot_lab::FakeSwarming::start(&["--hook-script", script.to_str().unwrap()]);
+    let token_config = dir.path().join("token.json");
+    fs::write(
+        &token_config,
+        format!(
+            r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
+            server.url
+        ),
+    )
+    .unwrap();
+    let sim = Sim::start(&["modern:A", "modern:H"], &[]);
+    let tmm = Tmm::start(
+        "log",
+        ADB,
+        free_port(),
+        Some(BotSide {
+            server_url: &server.url,
+            token_config: &token_config,
+        }),
+    );
+    tmm.wait_adb_server();
+    sim.connect_all(tmm.adb_port);
+    let (a, h) = (sim.serial("A"), sim.serial("H"));
+    tmm.wait_sample(&up(&a), 1.0);
+    tmm.wait_sample(&up(&h), 1.0);
+
+    // The phone overheats, then cools down.
+    sim.control("set H temp 44.5");
+    let too_hot = format!("maintenance reason set: too hot: {h} cpu0 44.5°C (> 35°C)");
+    tmm.wait_log(&too_hot);
+    tmm.wait_sample("maintenance", 1.0);
+    sim.control("set H temp 30");
+    tmm.wait_log(&format!(
+        "maintenance reason cleared: too hot: {h} cpu0 44.5°C (> 35°C)"
+    ));
+
+    // The bot has run and called the hooks, the token one included.
+    tmm.wait_log("started the bot (pid");
+    wait_for(LONG, "the bot's hook calls", || {
+        let auth =
+            tmm.sample("hook_requests_total{route=\"get_authentication_headers\",code=\"200\"}")?;
+        let state = tmm.sample("hook_requests_total{route=\"get_state\",code=\"200\"}")?;
+        (auth >= 1.0 && state >= 2.0).then_some(())
+    });
+    // A hook error is one warn line.
+    let (code, _) = http_request(tmm.hook_port, "POST", "/get_state", b"{not json").unwrap();
+    assert_eq!(code, 400);
+    tmm.wait_log("WARN  hooks: hook POST /get_state: 400");
+
+    let token = server.state()["token"].as_str().unwrap().to_string();
+    assert!(token.len() > 16);
+    let log = tmm.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(
+        has(&format!("INFO  devices: device {a} appeared: ")),
+        "{log}"
+    );
+    assert!(
+        has(&format!("INFO  devices: device {h} appeared: ")),
+        "{log}"
+    );
+    assert!(has(&format!("INFO  devices: {too_hot}")), "{log}");
+    assert!(has("INFO  token_fetch: "), "{log}");
+    for line in &lines {
+        assert!(!line.contains(&token), "the token is in the log: {line}");
+        assert!(
+            !line.contains(" DEBUG "),
+            "debug line at the default level: {line}"
+        );
+        // A successful hook request is per-request chatter: debug, so absent here.
+        if line.contains("hooks: hook ") {
+            assert!(
+                line.contains("WARN  hooks: hook POST /get_state: 400"),
+                "{line}"
+            );
+        }
+    }
+    eprintln!("log kept in {}", tmm.home.display());
+}
