@@ -315,7 +315,6 @@ impl Watcher {
                     self.reboot_usable();
                 }
             }
-            DeviceCommand::InterrogateNow => self.want_round(),
         }
     }
 

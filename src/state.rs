@@ -23,8 +23,6 @@ pub enum DeviceCommand {
     TaskStarted,
     /// A task ended: reboot the phones (unless disabled), wait for them, interrogate.
     TaskEnded,
-    /// Interrogate now, outside the regular period.
-    InterrogateNow,
 }
 
 /// What the supervisor knows of the bot, for the state hook and metrics.
