@@ -126,7 +126,7 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool
             if let Some(t) = props.get("ro.product.device").filter(|t| !t.is_empty()) {
                 d.device_type = Some(t.clone());
             }
-            d.boot_completed = props.get("sys.boot_completed").map(|v| v.trim()) == Some("1");
+            d.booting = props.get("sys.boot_completed").map(|v| v.trim()) != Some("1");
             d.build = dimensions::android_build(props);
         }
         d.battery_percent = r.battery.as_ref().and_then(|b| b.percent);
@@ -149,7 +149,7 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool
                 "not answering: {}",
                 failure.as_deref().unwrap_or("no getprop")
             )),
-            Some(_) if !d.boot_completed => Some("booting".into()),
+            Some(_) if d.booting => Some("booting".into()),
             Some(_) => None,
         }
     };
@@ -870,7 +870,7 @@ mod tests {
     fn a_phone_that_answered_is_usable_with_its_dimensions() {
         let d = build_device(&listed("S1", "device"), Some(&answered(true)), false);
         assert_eq!(d.unusable, None);
-        assert!(d.boot_completed);
+        assert!(!d.booting);
         assert_eq!(d.build.as_deref(), Some("RQ3A.211001.001_7641976"));
         assert_eq!(d.device_type.as_deref(), Some("redfin"));
         assert_eq!(d.battery_percent, Some(80.0));

@@ -150,7 +150,7 @@ pub fn assess(
                     }
                 }
             }
-            "device" if !d.boot_completed && !being_rebooted => {
+            "device" if d.booting && !being_rebooted => {
                 maintenance.insert(format!("booting: {serial}"));
             }
             _ => {}
@@ -230,7 +230,6 @@ mod tests {
             sensor: "battery".into(),
             celsius: 28.0,
         }];
-        d.boot_completed = true;
         d
     }
 
@@ -339,7 +338,7 @@ mod tests {
     #[test]
     fn booting_sets_and_clears() {
         let mut booting = healthy("S1");
-        booting.boot_completed = false;
+        booting.booting = true;
         let a = assess(&Memory::default(), &[booting], &none(), &T);
         assert_eq!(maintenance(&a), vec!["booting: S1"]);
         let a = rounds(&[(vec![healthy("S1")], none())]);
@@ -347,9 +346,18 @@ mod tests {
     }
 
     #[test]
+    fn a_phone_not_yet_interrogated_is_not_booting() {
+        // Listed a moment ago: nothing known yet, so no reason that would flap.
+        let fresh = Device::listed(DeviceKind::Android, "S1", "device");
+        let a = assess(&Memory::default(), &[fresh], &none(), &T);
+        assert!(a.reasons.maintenance.is_empty(), "{:?}", a.reasons);
+        assert!(a.reasons.quarantined.is_empty(), "{:?}", a.reasons);
+    }
+
+    #[test]
     fn booting_is_not_reported_while_rebooting_after_a_task() {
         let mut booting = healthy("S1");
-        booting.boot_completed = false;
+        booting.booting = true;
         let a = assess(&Memory::default(), &[booting], &set(&["S1"]), &T);
         assert_eq!(maintenance(&a), vec!["rebooting S1 after task"]);
     }
@@ -600,7 +608,6 @@ mod tests {
     fn ios_devices_follow_the_same_rules_and_keep_their_kind_when_missing() {
         let mut phone = Device::listed(DeviceKind::Ios, "00008030-001A", "device");
         phone.device_type = Some("iPhone14,2".into());
-        phone.boot_completed = true;
         phone.battery_percent = Some(10.0);
         let first = assess(&Memory::default(), &[phone], &none(), &T);
         assert_eq!(

@@ -189,7 +189,7 @@ fn device_json(d: &Device) -> Value {
         "battery_percent": d.battery_percent,
         "temperatures": temperatures,
         "uptime_secs": d.uptime_secs,
-        "boot_completed": d.boot_completed,
+        "booting": d.booting,
         "build": d.build,
         "unusable": d.unusable,
     })
@@ -657,7 +657,6 @@ mod tests {
             celsius: 31.5,
         }];
         d.uptime_secs = Some(120.0);
-        d.boot_completed = true;
         d.build = Some("QQ1A_123".into());
         d
     }

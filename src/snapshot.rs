@@ -46,8 +46,10 @@ pub struct Device {
     pub battery_percent: Option<f64>,
     pub temperatures: Vec<Temperature>,
     pub uptime_secs: Option<f64>,
-    /// `sys.boot_completed` is `1` (always true for an iPhone that answers).
-    pub boot_completed: bool,
+    /// The phone answered and says it has not finished booting (`sys.boot_completed`
+    /// is not `1`). False when that is not known yet: a phone listed a moment ago and
+    /// not yet interrogated is not reported as booting.
+    pub booting: bool,
     /// A one-word build description (`<ro.build.id>_<incremental>`, or the iOS version).
     pub build: Option<String>,
     /// This phone's own contribution to the dimensions (empty when it is not usable).
@@ -67,7 +69,7 @@ impl Device {
             battery_percent: None,
             temperatures: Vec::new(),
             uptime_secs: None,
-            boot_completed: false,
+            booting: false,
             build: None,
             dimensions: Dimensions::new(),
             unusable: None,

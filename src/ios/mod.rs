@@ -300,8 +300,6 @@ fn build_device(
     battery: Option<u8>,
 ) -> Device {
     let mut d = Device::listed(DeviceKind::Ios, udid, "device");
-    // An iPhone that the tools can reach has finished booting; there is no other signal.
-    d.boot_completed = true;
     d.battery_percent = battery.map(f64::from);
     d.device_type = product_type.as_ref().ok().cloned();
     d.build = version.as_ref().ok().cloned();
@@ -529,7 +527,7 @@ mod tests {
                     battery_percent: Some(87.0),
                     temperatures: vec![],
                     uptime_secs: None,
-                    boot_completed: true,
+                    booting: false,
                     build: Some("17.1".into()),
                     dimensions: dims(&[
                         ("device_type", &["iPhone14,2"]),

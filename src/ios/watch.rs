@@ -126,7 +126,6 @@ mod tests {
 
     fn phone(udid: &str, version: &str, battery: f64) -> Device {
         let mut d = Device::listed(DeviceKind::Ios, udid, "device");
-        d.boot_completed = true;
         d.device_type = Some("iPhone14,2".into());
         d.build = Some(version.into());
         d.battery_percent = Some(battery);
