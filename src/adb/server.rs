@@ -64,12 +64,14 @@ async fn listening(addr: SocketAddr) -> bool {
 }
 
 /// Our level for one of the server's log lines (`adb I 11-26 17:40:33 ... auth.cpp:437] ...`):
-/// its own level letter, mapped; lines without one are info.
+/// its own level letter, mapped; lines without one are info. adb's own `I` lines narrate
+/// every transport's threads and keys: at our `info` they would bury the events an
+/// operator acts on, so they go to `debug` (`RUST_LOG=adb::server=debug` shows them).
 fn level_of(line: &str) -> log::Level {
     match line.split_whitespace().nth(1) {
         Some("E") | Some("F") => log::Level::Error,
         Some("W") => log::Level::Warn,
-        Some("D") | Some("V") => log::Level::Debug,
+        Some("I") | Some("D") | Some("V") => log::Level::Debug,
         _ => log::Level::Info,
     }
 }
@@ -213,7 +215,7 @@ mod tests {
         let line = "adb W 11-26 17:40:35 15575 15575 usb_linux.cpp:1] cannot open /dev/bus/usb";
         assert_eq!(level_of(line), log::Level::Warn);
         assert_eq!(level_of("adb E 11-26 x"), log::Level::Error);
-        assert_eq!(level_of("adb I 11-26 x"), log::Level::Info);
+        assert_eq!(level_of("adb I 11-26 x"), log::Level::Debug);
         assert_eq!(level_of("adb V 11-26 x"), log::Level::Debug);
         assert_eq!(level_of("* daemon started successfully"), log::Level::Info);
     }
