@@ -2,14 +2,13 @@
 //! stand-in bot (tests/support/fake_bot), the stand-in server (fake_swarming.py), and
 //! real signals. Timings are read from the log's own timestamps.
 
-#[path = "support/bot_lab.rs"]
-mod bot_lab;
+mod support;
 
 use std::fs;
 use std::time::{Duration, Instant};
 
-use bot_lab::{descendants, line_time, Lab, BOT_ID};
 use serde_json::json;
+use support::bot_lab::{self, descendants, line_time, Lab, BOT_ID};
 
 const LONG: Duration = Duration::from_secs(30);
 

@@ -13,11 +13,6 @@
 
 mod support;
 
-// This crate uses only the stand-in Swarming server of the bot lab.
-#[allow(dead_code)]
-#[path = "support/bot_lab.rs"]
-mod bot_lab;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::android::{free_port, temp_home, wait_for, Sim, ADB};
-use support::{http_get, http_request, wait_for_http, KillOnDrop};
+use support::{bot_lab, http_get, http_request, wait_for_http, KillOnDrop};
 
 const LONG: Duration = Duration::from_secs(40);
 const PREFIX: &str = "test_machine_monitor_";
@@ -380,15 +375,7 @@ fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
     let dir = support::TempDir::new("obs-log");
     let script = hook_script(dir.path());
     let server = bot_lab::FakeSwarming::start(&["--hook-script", script.to_str().unwrap()]);
-    let token_config = dir.path().join("token.json");
-    fs::write(
-        &token_config,
-        format!(
-            r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
-            server.url
-        ),
-    )
-    .unwrap();
+    let token_config = server.write_token_config(dir.path());
     let sim = Sim::start(&["modern:A", "modern:H"], &[]);
     let tmm = Tmm::start(
         "log",

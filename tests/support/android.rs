@@ -3,7 +3,7 @@
 //! `adb connect` does), the real binary with its stderr captured, and `/metrics`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -11,13 +11,7 @@ use std::time::{Duration, Instant};
 
 pub const ADB: &str = "/usr/bin/adb";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 /// A fresh directory under the target dir, used as `$HOME` (the adb key goes there).
 pub fn temp_home(name: &str) -> PathBuf {

@@ -2,26 +2,16 @@
 //! token config pointing at it, a bot directory, and the real binary running against
 //! them with its log captured to a file.
 //!
-//! Kept apart from `support/mod.rs` (the hook tests' helpers) so each test crate only
-//! compiles what it uses.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_test_machine_monitor");
-pub const BOT_ID: &str = "test-bot";
+pub use super::{free_port, TempDir, BIN};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub const BOT_ID: &str = "test-bot";
 
 fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
@@ -93,32 +83,26 @@ impl FakeSwarming {
     }
 }
 
+impl FakeSwarming {
+    /// Writes `<dir>/token.json`, a `--token-config` for this server's token endpoint.
+    pub fn write_token_config(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("token.json");
+        fs::write(
+            &path,
+            format!(
+                r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
+                self.url
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
 impl Drop for FakeSwarming {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A fresh directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("tmm-bot-{name}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -138,15 +122,7 @@ impl Lab {
     pub fn new(name: &str) -> Lab {
         let server = FakeSwarming::start(&[]);
         let dir = TempDir::new(name);
-        let token_config = dir.0.join("token.json");
-        fs::write(
-            &token_config,
-            format!(
-                r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
-                server.url
-            ),
-        )
-        .unwrap();
+        let token_config = server.write_token_config(&dir.0);
         Lab {
             server,
             bot_dir: dir.0.join("b").join("s"),

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses its own subset of these helpers
 
 pub mod android;
+pub mod bot_lab;
 pub mod ios;
 
 use std::io::{Read, Write};
