@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bot_lab::{descendants, FakeSwarming};
 use serde_json::{json, Value};
-use support::android::{connect_phone, wait_for, Sim, ADB};
+use support::android::{wait_for, Sim, ADB};
 use support::{free_port, KillOnDrop, TempDir, BIN};
 
 const BOT_ID: &str = "e2e-pi";
@@ -96,7 +96,11 @@ fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_on
             .then_some((dims, state))
     });
     // The phones' dimensions, through the hook script and our hook server...
-    assert_eq!(strings(&dims["device_type"]), ["hammerhead", "redfin"], "{dims}");
+    assert_eq!(
+        strings(&dims["device_type"]),
+        ["hammerhead", "redfin"],
+        "{dims}"
+    );
     assert_eq!(strings(&dims["os"]), ["Android"], "{dims}");
     assert_eq!(strings(&dims["id"]), [BOT_ID], "{dims}");
     // ...merged with the bot's own os_utilities ones.
@@ -110,7 +114,10 @@ fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_on
     assert!(state.get("maintenance").is_none(), "{state}");
 
     // Forced quarantine: reported by exactly one poll, then the file is gone.
-    let force = dir.path().join("b").join(format!("{BOT_ID}.force_quarantine"));
+    let force = dir
+        .path()
+        .join("b")
+        .join(format!("{BOT_ID}.force_quarantine"));
     std::fs::write(&force, "").unwrap();
     let polls_then = server.state()["polls"].as_u64().unwrap();
     wait_for(LONG, "the forced quarantine to reach the server", || {

@@ -20,12 +20,14 @@ the container's own adb is not started (one already listens). Checks, in order:
   5. the sudo shim kills the bot (the server sends host_reboot; the bot runs
      `sudo -n /sbin/shutdown -r now`), the bot is restarted (bot_restarts_total 1 on
      /metrics) and reports again;
-  6. no zombie is left among the container's processes;
+  6. the bot leaves two orphans, one exits at once: no zombie is left among the
+     container's processes;
   7. `runc kill <id> TERM` ends it within the grace period, exit code 0;
   8. nothing the script started on the host is left running.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,8 +63,12 @@ def runc(state, *args, check=True, **kw):
 def prepare(bundle, args, swarming_config):
     path = os.path.join(bundle, "config.json")
     config = json.load(open(path))
+    config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/etc/swarming_config"]
     config["mounts"].append({"destination": "/etc/swarming_config", "type": "bind",
                              "source": swarming_config, "options": ["rbind", "ro"]})
+    # The bot's directory is a fresh volume in a pod: a zip left by an earlier run of
+    # this bundle would point the stand-in bot at that run's server.
+    shutil.rmtree(os.path.join(bundle, "rootfs", "b", "s"), ignore_errors=True)
     ns = config["linux"]["namespaces"]
     config["linux"]["namespaces"] = [n for n in ns if n["type"] != "network"]
     if not any(n["type"] == "pid" for n in config["linux"]["namespaces"]):
@@ -285,6 +291,16 @@ def check_sudo_restart(state, cid, host, metrics, old_bot, proc):
           f"and it was restarted (pid {new_bot}, bot_restarts_total 1, handshook again)")
 
 
+def orphan_processes(state, cid, host, proc):
+    """Has the bot leave two orphans (one exits at once): PID 1 must reap the one that
+    exits, and the other is the container's to end."""
+    before = set(json.loads(runc(state, "ps", "--format", "json", cid).stdout) or [])
+    http_json("POST", host.server + "/_control", {"bot_cmds": [{"cmd": "orphan"}]})
+    new = wait_until("the bot's orphan", lambda: set(json.loads(runc(state, "ps", "--format", "json", cid).stdout) or []) - before, proc)
+    time.sleep(1.5)  # the short-lived orphan (0.2 s) has exited: a zombie unless reaped
+    print(f"ok: the bot left orphans (host pids {' '.join(map(str, sorted(new)))}), one of them exited")
+
+
 def main():
     bundle = os.path.abspath(sys.argv[1])
     rootfs = os.path.join(bundle, "rootfs")
@@ -320,6 +336,7 @@ def main():
         bot = check_bot(state, cid, pid, rootfs, proc)
         check_hooks(host, proc)
         check_sudo_restart(state, cid, host, metrics, bot, proc)
+        orphan_processes(state, cid, host, proc)
         check_no_zombies(state, cid)
         check_term(state, cid, proc)
     finally:
@@ -330,6 +347,7 @@ def main():
         log.close()
         print("container log:\n" + open(log.name).read().rstrip())
         host.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
