@@ -11,7 +11,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// One lab at a time: each runs ci/deps, whose apt-get and dpkg take a system-wide lock.
+static ONE_LAB: Mutex<()> = Mutex::new(());
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -133,6 +137,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 #[test]
 fn lab_once_sees_every_step_and_leaves_nothing_running() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("once");
     let (mut child, rx) = start_lab(&["--once", "--native", "--dir", dir.to_str().unwrap()]);
     // ci/build may have the binary to rebuild first.
@@ -182,6 +187,7 @@ fn lab_once_sees_every_step_and_leaves_nothing_running() {
 
 #[test]
 fn ctrl_c_in_the_middle_of_a_run_stops_everything_it_started() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("sigint");
     let (mut child, rx) = start_lab(&[
         "--binary",
