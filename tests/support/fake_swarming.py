@@ -23,7 +23,8 @@ Routes:
          "500-versioned", "truncated", "html", "stall" (at the versioned URL; "stall"
          sends half the zip, then nothing for a minute). "drop" closes the
          connection without an answer (what a refused or reset connection looks like).
-  GET  /_state    what was asked and sent: counts, headers, last dimensions and state.
+  GET  /_state    what was asked and sent: counts, headers, last dimensions and state,
+                  and every `quarantined` the bot's state carried (quarantined_seen).
 Standard library only.
 """
 
@@ -85,6 +86,9 @@ class State:
             "task_updates": 0,
             "last_dimensions": None,
             "last_state": None,
+            # Every `quarantined` a handshake or poll carried, with that request's number,
+            # so a reason reported only once can be counted.
+            "quarantined_seen": [],
             "bot_authorization": None,
         }
 
@@ -234,6 +238,12 @@ class Handler(BaseHTTPRequestHandler):
                 st.rec["last_dimensions"] = body.get("dimensions")
                 st.rec["last_state"] = body.get("state")
                 st.rec["bot_authorization"] = self.headers.get("Authorization")
+                quarantined = (body.get("state") or {}).get("quarantined")
+                if quarantined:
+                    st.rec["quarantined_seen"].append({
+                        "request": st.rec["handshakes"] + st.rec["polls"] + 1,
+                        "quarantined": quarantined,
+                    })
                 if path.endswith("handshake"):
                     st.rec["handshakes"] += 1
                     return self.reply(200, {

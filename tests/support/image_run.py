@@ -4,25 +4,43 @@ Usage: python3 image_run.py BUNDLE   (a bundle from `umoci unpack`; run as root)
 
 The container gets its own PID, mount, IPC and UTS namespaces but shares the host's
 network namespace (removed from config.json), so it reaches servers on the host's
-loopback and the host reaches its status port. Checks, in order:
+loopback and the host reaches its status port. On the host, the script starts the
+stand-in Swarming server (fake_swarming.py, serving the stand-in bot with the image's own
+hook script, `test_machine_monitor bot-config`, injected) and a real adb server on a
+private port with one simulated phone (adb_sim.py). The token config is bind-mounted at
+/etc/swarming_config/ in the container; --adb-server points at the host's adb server, so
+the container's own adb is not started (one already listens). Checks, in order:
   1. our binary is PID 1 (NSpid in the host's /proc, and /proc/1/cmdline seen from a
      `runc exec` of the image's own Python);
   2. /healthz answers 200 on the metrics port;
-  3. no zombie is left among the container's processes;
-  4. `runc kill <id> TERM` ends it within the grace period, exit code 0.
-The full run (bot zip from tests/support/fake_swarming.py, the bot on the image's
-Python, hooks, the sudo shim) slots in between checks 2 and 3 in main().
+  3. the bot zip was downloaded into the container's /b/s, and the bot runs on the
+     image's own Python (/proc/<bot>/exe is the rootfs's python3.11, by device and inode);
+  4. the hooks are answered with the phone's dimensions (what reached the stand-in
+     server: the phone's device_type, android_devices 1, the bot id);
+  5. the sudo shim kills the bot (the server sends host_reboot; the bot runs
+     `sudo -n /sbin/shutdown -r now`), the bot is restarted (bot_restarts_total 1 on
+     /metrics) and reports again;
+  6. the bot leaves two orphans, one exits at once: no zombie is left among the
+     container's processes;
+  7. `runc kill <id> TERM` ends it within the grace period, exit code 0;
+  8. nothing the script started on the host is left running.
 """
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 
 GRACE = 25
+BOT_ID = "runc-pi"
+HERE = os.path.dirname(os.path.abspath(__file__))
+ADB = "/usr/bin/adb"
 
 
 def fail(msg):
@@ -42,9 +60,15 @@ def runc(state, *args, check=True, **kw):
     return p
 
 
-def prepare(bundle, args):
+def prepare(bundle, args, swarming_config):
     path = os.path.join(bundle, "config.json")
     config = json.load(open(path))
+    config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/etc/swarming_config"]
+    config["mounts"].append({"destination": "/etc/swarming_config", "type": "bind",
+                             "source": swarming_config, "options": ["rbind", "ro"]})
+    # The bot's directory is a fresh volume in a pod: a zip left by an earlier run of
+    # this bundle would point the stand-in bot at that run's server.
+    shutil.rmtree(os.path.join(bundle, "rootfs", "b", "s"), ignore_errors=True)
     ns = config["linux"]["namespaces"]
     config["linux"]["namespaces"] = [n for n in ns if n["type"] != "network"]
     if not any(n["type"] == "pid" for n in config["linux"]["namespaces"]):
@@ -126,24 +150,182 @@ def check_term(state, cid, proc):
     print(f"ok: runc kill TERM ended it in {took:.1f}s (grace {GRACE}s), exit code 0")
 
 
+def http_json(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def metric(port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(f"test_machine_monitor_{name} "):
+                return float(line.split()[1])
+    return None
+
+
+def wait_until(what, f, proc, limit=60):
+    deadline = time.monotonic() + limit
+    while True:
+        got = f()
+        if got:
+            return got
+        if proc.poll() is not None:
+            fail(f"the container exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            fail(f"gave up after {limit}s waiting for {what}")
+        time.sleep(0.2)
+
+
+class Host:
+    """What runs on the host: the stand-in server, the adb server, the simulated phone."""
+
+    def __init__(self, tmp, rootfs):
+        self.tmp = tmp
+        self.procs = []
+        hook_script = os.path.join(tmp, "bot_config.py")
+        with open(hook_script, "wb") as f:
+            subprocess.run([os.path.join(rootfs, "usr/bin/test_machine_monitor"), "bot-config"], stdout=f, check=True)
+        p = self.spawn([sys.executable, os.path.join(HERE, "fake_swarming.py"), "--port", "0",
+                        "--hook-script", hook_script], "swarming.log")
+        self.server = f"http://127.0.0.1:{int(p.stdout.readline().split()[1])}"
+        http_json("POST", self.server + "/_control", {"poll_sleep": 1.0})
+        self.swarming_config = os.path.join(tmp, "swarming_config")
+        os.makedirs(self.swarming_config)
+        with open(os.path.join(self.swarming_config, "oauth2_access_token_config.json"), "w") as f:
+            json.dump({"url": self.server + "/token", "headers": {"Metadata-Flavor": "Google"}}, f)
+        self.adb_port = free_port()
+        home = os.path.join(tmp, "home")
+        os.makedirs(home)
+        self.spawn([ADB, "-P", str(self.adb_port), "nodaemon", "server"], "adb.log", env=dict(os.environ, HOME=home))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.adb_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    fail(f"the host's adb server never listened on {self.adb_port}")
+                time.sleep(0.1)
+        p = self.spawn([sys.executable, os.path.join(HERE, "adb_sim.py"), "--phone", "modern:phone"], "phone.log")
+        self.phone_port = int(p.stdout.readline().split()[1])
+        with socket.create_connection(("127.0.0.1", self.adb_port), timeout=15) as s:
+            req = f"host:connect:127.0.0.1:{self.phone_port}".encode()
+            s.sendall(b"%04x%s" % (len(req), req))
+            s.recv(4096)
+        print(f"host: stand-in Swarming server {self.server}, adb server 127.0.0.1:{self.adb_port} "
+              f"with a simulated phone 127.0.0.1:{self.phone_port}")
+
+    def spawn(self, argv, log, env=None):
+        logf = open(os.path.join(self.tmp, log), "wb")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
+                             env=env, text=True, start_new_session=True)
+        logf.close()
+        self.procs.append(p)
+        return p
+
+    def state(self):
+        return http_json("GET", self.server + "/_state")
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        left = [p.pid for p in self.procs if os.path.exists(f"/proc/{p.pid}")]
+        if left:
+            fail(f"left running on the host: {left}")
+        print(f"ok: the host's stand-in server, adb server and phone (pids {' '.join(str(p.pid) for p in self.procs)}) are stopped")
+
+
+def bot_pid(state, cid):
+    """The container's process running swarming_bot.zip, as a host pid, or None."""
+    p = runc(state, "ps", "--format", "json", cid, check=False)
+    for pid in json.loads(p.stdout or "[]") or []:
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"swarming_bot.zip") for a in argv):
+            return pid
+    return None
+
+
+def check_bot(state, cid, pid1, rootfs, proc):
+    zip_path = f"/proc/{pid1}/root/b/s/swarming_bot.zip"
+    wait_until("the bot zip in the container's /b/s", lambda: os.path.exists(zip_path), proc)
+    bot = wait_until("the bot process", lambda: bot_pid(state, cid), proc)
+    exe = os.stat(f"/proc/{bot}/exe")
+    python = os.stat(os.path.join(rootfs, "usr/bin/python3.11"))
+    if (exe.st_dev, exe.st_ino) != (python.st_dev, python.st_ino):
+        fail(f"the bot (host pid {bot}) runs {os.readlink(f'/proc/{bot}/exe')}, not the image's python3.11")
+    print(f"ok: the bot zip was downloaded into the container's /b/s ({os.path.getsize(zip_path)} bytes); "
+          f"the bot (host pid {bot}) runs {os.readlink(f'/proc/{bot}/exe')}, the image's own Python")
+    return bot
+
+
+def check_hooks(host, proc):
+    def reported():
+        dims = host.state().get("last_dimensions") or {}
+        ok = (dims.get("device_type") == ["redfin"] and "1" in dims.get("android_devices", [])
+              and dims.get("id") == [BOT_ID] and dims.get("os") == ["Android"])
+        return dims if ok else None
+    dims = wait_until("the phone's dimensions at the stand-in server", reported, proc)
+    print("ok: the hooks answer with the phone's dimensions: "
+          + " ".join(f"{k}={','.join(v)}" for k, v in sorted(dims.items()) if k in
+                     ("id", "os", "device_type", "android_devices", "device_os", "pool")))
+
+
+def check_sudo_restart(state, cid, host, metrics, old_bot, proc):
+    handshakes = host.state()["handshakes"]
+    http_json("POST", host.server + "/_control", {"bot_cmds": [{"cmd": "host_reboot"}]})
+    wait_until("bot_restarts_total 1", lambda: metric(metrics, "bot_restarts_total") == 1, proc)
+    new_bot = wait_until("a new bot process", lambda: (lambda b: b if b and b != old_bot else None)(bot_pid(state, cid)), proc)
+    wait_until("the restarted bot's handshake", lambda: host.state()["handshakes"] > handshakes, proc)
+    print(f"ok: on host_reboot the bot ran `sudo -n /sbin/shutdown -r now`, the shim killed it (pid {old_bot}), "
+          f"and it was restarted (pid {new_bot}, bot_restarts_total 1, handshook again)")
+
+
+def orphan_processes(state, cid, host, proc):
+    """Has the bot leave two orphans (one exits at once): PID 1 must reap the one that
+    exits, and the other is the container's to end."""
+    before = set(json.loads(runc(state, "ps", "--format", "json", cid).stdout) or [])
+    http_json("POST", host.server + "/_control", {"bot_cmds": [{"cmd": "orphan"}]})
+    new = wait_until("the bot's orphan", lambda: set(json.loads(runc(state, "ps", "--format", "json", cid).stdout) or []) - before, proc)
+    time.sleep(1.5)  # the short-lived orphan (0.2 s) has exited: a zombie unless reaped
+    print(f"ok: the bot left orphans (host pids {' '.join(map(str, sorted(new)))}), one of them exited")
+
+
 def main():
     bundle = os.path.abspath(sys.argv[1])
+    rootfs = os.path.join(bundle, "rootfs")
     state = os.path.join(os.path.dirname(bundle), "runc-state")
     cid = f"tmm-test-{os.getpid()}"
     metrics = free_port()
-    args = prepare(
-        bundle,
-        [
-            "--no-bot",
-            "--devices=none",
-            f"--grace={GRACE}",
-            f"--metrics-addr=127.0.0.1:{metrics}",
-            f"--hook-addr=127.0.0.1:{free_port()}",
-        ],
-    )
+    tmp = tempfile.mkdtemp(prefix="image-run-")
+    host = Host(tmp, rootfs)
+    proc = None
     log = open(os.path.join(os.path.dirname(bundle), "container.log"), "w")
-    proc = subprocess.Popen(["runc", "--root", state, "run", "--bundle", bundle, cid], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
+        args = prepare(
+            bundle,
+            [
+                f"--swarming-server={host.server}",
+                f"--bot-id={BOT_ID}",
+                f"--adb-server=127.0.0.1:{host.adb_port}",
+                "--interrogate-every=2",
+                f"--grace={GRACE}",
+                f"--metrics-addr=127.0.0.1:{metrics}",
+                f"--hook-addr=127.0.0.1:{free_port()}",
+            ],
+            host.swarming_config,
+        )
+        proc = subprocess.Popen(["runc", "--root", state, "run", "--bundle", bundle, cid], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         pid = host_pid(state, cid)
         print(f"container {cid} runs {' '.join(args)}")
         check_pid1(state, cid, pid)
@@ -151,15 +333,21 @@ def main():
         if code != 200:
             fail(f"/healthz answered {code}")
         print(f"ok: /healthz answers 200 from inside the container on 127.0.0.1:{metrics}")
+        bot = check_bot(state, cid, pid, rootfs, proc)
+        check_hooks(host, proc)
+        check_sudo_restart(state, cid, host, metrics, bot, proc)
+        orphan_processes(state, cid, host, proc)
         check_no_zombies(state, cid)
         check_term(state, cid, proc)
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             runc(state, "kill", cid, "KILL", check=False)
             proc.wait(timeout=10)
         runc(state, "delete", "--force", cid, check=False)
         log.close()
         print("container log:\n" + open(log.name).read().rstrip())
+        host.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,153 @@
+//! End to end, everything real but the Swarming server and the phones: the binary
+//! downloads the stand-in bot (tests/support/fake_bot) from the stand-in server, whose
+//! zip carries OUR hook script (`test_machine_monitor bot-config`) as
+//! config/bot_config.py; real Python runs the bot, whose hooks reach our hook server
+//! through that script; the binary runs the real adb server on a private port, with two
+//! simulated phones. What the test checks is only what reached the stand-in server.
+
+mod support;
+// Shared with tests/bot.rs, which uses the rest of it.
+#[allow(dead_code)]
+#[path = "support/bot_lab.rs"]
+mod bot_lab;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bot_lab::{descendants, FakeSwarming};
+use serde_json::{json, Value};
+use support::android::{wait_for, Sim, ADB};
+use support::{free_port, KillOnDrop, TempDir, BIN};
+
+const BOT_ID: &str = "e2e-pi";
+const LONG: Duration = Duration::from_secs(60);
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_once() {
+    let dir = TempDir::new("e2e");
+    let hook_script = dir.path().join("bot_config.py");
+    let printed = Command::new(BIN).arg("bot-config").output().unwrap();
+    assert!(printed.status.success());
+    std::fs::write(&hook_script, &printed.stdout).unwrap();
+    let server = FakeSwarming::start(&["--hook-script", hook_script.to_str().unwrap()]);
+    // A longer sleep between polls than the test's own polling, so that a state carried
+    // by one poll only is still the last one when the test looks.
+    server.control(json!({"poll_sleep": 1.0}));
+    let token_config = dir.path().join("token.json");
+    std::fs::write(
+        &token_config,
+        json!({"url": format!("{}/token", server.url), "headers": {"Metadata-Flavor": "Google"}})
+            .to_string(),
+    )
+    .unwrap();
+
+    let sim = Sim::start(&["modern:P", "android6:Q"], &[]);
+    let adb_port = free_port();
+    let bot_dir = dir.path().join("b").join("s");
+    let mut monitor = KillOnDrop(
+        Command::new(BIN)
+            .args(["--swarming-server", &server.url, "--bot-id", BOT_ID])
+            .arg("--bot-dir")
+            .arg(&bot_dir)
+            .args(["--python", "python3", "--adb", ADB])
+            .arg("--token-config")
+            .arg(&token_config)
+            .arg("--adb-server")
+            .arg(format!("127.0.0.1:{adb_port}"))
+            .args(["--interrogate-every", "2", "--grace", "10"])
+            .arg("--hook-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .env("HOME", dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The binary starts the adb server itself; the phones are plugged in once it listens.
+    wait_for(LONG, "the adb server to listen", || {
+        TcpStream::connect(("127.0.0.1", adb_port)).ok()
+    });
+    sim.connect_all(adb_port);
+    let (p, q) = (sim.serial("P"), sim.serial("Q"));
+
+    let (dims, state) = wait_for(LONG, "both phones in what the bot sent", || {
+        let got = server.state();
+        let dims = got["last_dimensions"].clone();
+        let state = got["last_state"].clone();
+        let up = |serial: &str| {
+            state["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["serial"] == serial && d["state"] == "device")
+        };
+        (up(&p) && up(&q) && strings(&dims["android_devices"]).contains(&"2"))
+            .then_some((dims, state))
+    });
+    // The phones' dimensions, through the hook script and our hook server...
+    assert_eq!(
+        strings(&dims["device_type"]),
+        ["hammerhead", "redfin"],
+        "{dims}"
+    );
+    assert_eq!(strings(&dims["os"]), ["Android"], "{dims}");
+    assert_eq!(strings(&dims["id"]), [BOT_ID], "{dims}");
+    // ...merged with the bot's own os_utilities ones.
+    assert_eq!(strings(&dims["pool"]), ["default"], "{dims}");
+    // The bot's own state is kept, ours added.
+    assert!(state["running_time"].is_u64(), "{state}");
+    assert!(state["disks"].is_object(), "{state}");
+    assert_eq!(state["devices"].as_array().unwrap().len(), 2, "{state}");
+    assert_eq!(state["monitor"]["bot_restarts"], 0, "{state}");
+    assert!(state.get("quarantined").is_none(), "{state}");
+    assert!(state.get("maintenance").is_none(), "{state}");
+
+    // Forced quarantine: reported by exactly one poll, then the file is gone.
+    let force = dir
+        .path()
+        .join("b")
+        .join(format!("{BOT_ID}.force_quarantine"));
+    std::fs::write(&force, "").unwrap();
+    let polls_then = server.state()["polls"].as_u64().unwrap();
+    wait_for(LONG, "the forced quarantine to reach the server", || {
+        (!server.state()["quarantined_seen"]
+            .as_array()
+            .unwrap()
+            .is_empty())
+        .then_some(())
+    });
+    wait_for(LONG, "three more polls", || {
+        (server.state()["polls"].as_u64().unwrap() >= polls_then + 3).then_some(())
+    });
+    let got = server.state();
+    let seen = got["quarantined_seen"].as_array().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let reason = seen[0]["quarantined"].as_str().unwrap();
+    assert!(reason.starts_with("forced quarantine ("), "{reason}");
+    assert!(!force.exists());
+    assert!(got["last_state"].get("quarantined").is_none(), "{got}");
+
+    // SIGTERM: the bot and the adb server are stopped, and the exit is clean.
+    let pid = monitor.0.id() as i32;
+    let children = descendants(pid);
+    assert!(children.len() >= 2, "the bot and adb: {children:?}");
+    let status = monitor.terminate_and_wait();
+    assert_eq!(status.code(), Some(0), "{status}");
+    let left: Vec<i32> = children
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
