@@ -6,18 +6,14 @@
 //! simulated phones. What the test checks is only what reached the stand-in server.
 
 mod support;
-// Shared with tests/bot.rs, which uses the rest of it.
-#[allow(dead_code)]
-#[path = "support/bot_lab.rs"]
-mod bot_lab;
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bot_lab::{descendants, FakeSwarming};
 use serde_json::{json, Value};
 use support::android::{wait_for, Sim, ADB};
+use support::bot_lab::{descendants, FakeSwarming};
 use support::{free_port, KillOnDrop, TempDir, BIN};
 
 const BOT_ID: &str = "e2e-pi";
@@ -40,13 +36,7 @@ fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_on
     // A longer sleep between polls than the test's own polling, so that a state carried
     // by one poll only is still the last one when the test looks.
     server.control(json!({"poll_sleep": 1.0}));
-    let token_config = dir.path().join("token.json");
-    std::fs::write(
-        &token_config,
-        json!({"url": format!("{}/token", server.url), "headers": {"Metadata-Flavor": "Google"}})
-            .to_string(),
-    )
-    .unwrap();
+    let token_config = server.write_token_config(dir.path());
 
     let sim = Sim::start(&["modern:P", "android6:Q"], &[]);
     let adb_port = free_port();
