@@ -14,13 +14,31 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_test_machine_monitor");
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, for a server the test starts next.
+///
+/// Ports come from 20000-31999, below Linux's ephemeral range (32768 and up), so no
+/// outgoing connection of a stand-in can take one between this check and the server's
+/// bind; each call in a test binary gets a different port, so parallel tests never get
+/// the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Test binaries run one after another; start each at a place of its own.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() * 97 % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -58,8 +76,21 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts the monitor and waits until its hook server answers.
+    /// Starts the monitor and waits until its hook server answers. A port picked by
+    /// [`free_port`] can be taken by someone else before the monitor binds it; that one
+    /// failure is retried with new ports.
     pub fn start(name: &str, extra: &[&str]) -> Monitor {
+        for _ in 0..3 {
+            match Monitor::try_start(name, extra) {
+                Ok(m) => return m,
+                Err(log) if log.contains("cannot listen on") => continue,
+                Err(log) => panic!("monitor exited early:\n{log}"),
+            }
+        }
+        panic!("monitor could not bind free ports three times")
+    }
+
+    fn try_start(name: &str, extra: &[&str]) -> Result<Monitor, String> {
         let dir = TempDir::new(name);
         let hook_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -91,11 +122,15 @@ impl Monitor {
         loop {
             if let Ok(r) = try_request(hook_addr, "GET", "/get_settings", &[], b"") {
                 if r.status == 200 {
-                    return m;
+                    return Ok(m);
                 }
             }
             if let Ok(Some(status)) = m.child.try_wait() {
-                panic!("monitor exited early: {status}");
+                let mut log = format!("{status}\n");
+                if let Some(mut e) = m.child.stderr.take() {
+                    let _ = e.read_to_string(&mut log);
+                }
+                return Err(log);
             }
             assert!(Instant::now() < deadline, "hook server never answered");
             std::thread::sleep(Duration::from_millis(50));
