@@ -120,6 +120,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     if !watch_devices {
         // No phones to watch: the empty picture is already complete.
         shared.publish_snapshot(Snapshot::default());
+        shared.mark_first_round_done();
     }
 
     let bot = if shared.config.no_bot {

@@ -363,7 +363,19 @@ pub async fn ensure(
                     ZipFileError::Bad(p) => p.to_string(),
                     ZipFileError::Io(_, k) => io::Error::from(*k).to_string(),
                 };
-                match set_aside(dir, &zip) {
+                // Off the runtime: across file systems this is a copy of the whole zip.
+                let moved = {
+                    let (dir, path) = (dir.to_path_buf(), zip.clone());
+                    match run_detached("zip-set-aside", move || set_aside(&dir, &path)) {
+                        Ok(rx) => rx.await.unwrap_or_else(|_| {
+                            Err(io::Error::other(
+                                "the set-aside thread ended without an answer",
+                            ))
+                        }),
+                        Err(e) => Err(e),
+                    }
+                };
+                match moved {
                     Ok(aside) => log::warn!(
                         "{} is unusable ({why}): moved aside to {}; downloading it again",
                         zip.display(),

@@ -393,10 +393,19 @@ impl Watcher {
                     match action {
                         Action::ReconnectOffline => {
                             log::info!("asking the adb server to reconnect offline phones");
-                            if let Err(e) = self.client.reconnect_offline().await {
-                                self.count_error(&e);
-                                log::warn!("{e}");
-                            }
+                            // Off the event loop: a wedged server must not hold up
+                            // plug/unplug events and task commands for its timeouts.
+                            let client = self.client.clone();
+                            let shared = self.shared.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = client.reconnect_offline().await {
+                                    shared
+                                        .metrics
+                                        .interrogation_errors_total
+                                        .inc(&[e.metric_kind()]);
+                                    log::warn!("{e}");
+                                }
+                            });
                         }
                     }
                 }
@@ -415,13 +424,6 @@ impl Watcher {
                 self.want_round();
             }
         }
-    }
-
-    fn count_error(&self, e: &client::Error) {
-        self.shared
-            .metrics
-            .interrogation_errors_total
-            .inc(&[e.metric_kind()]);
     }
 
     /// Starts a round unless one runs (then one more follows it). Nothing happens
@@ -554,6 +556,7 @@ impl Watcher {
         log_changes(&self.shared.snapshot(), &snapshot);
         self.shared.publish_snapshot(snapshot);
         if round_done {
+            self.shared.mark_first_round_done();
             self.memory = assessment.memory;
             assessment.actions
         } else {
@@ -622,32 +625,55 @@ impl Watcher {
     }
 }
 
-/// `reboot:`, retried once after `host-serial:<s>:reconnect`, then polls
-/// `sys.boot_completed` until it is 1 (the caller owns the deadline).
+/// `reboot:`, retried once after `host-serial:<s>:reconnect`, then waits until the phone
+/// has gone down and come back with `sys.boot_completed` 1 (the caller owns the
+/// deadline). A phone keeps answering for seconds after it accepted `reboot:`, with the
+/// property still 1 from before: it only counts as back once a query has failed or
+/// shown it booting, or its uptime has restarted.
 async fn reboot_and_wait(
     client: &Client,
     serial: &str,
     protocol: ShellProtocol,
 ) -> Result<(), String> {
+    let uptime_before = uptime(client, serial, protocol).await;
     if let Err(first) = client.reboot(serial).await {
         log::warn!("{first}; reconnecting {serial} and trying once more");
         let _ = client.reconnect(serial).await;
         tokio::time::sleep(BOOT_POLL).await;
         client.reboot(serial).await.map_err(|e| e.to_string())?;
     }
-    // The phone keeps answering for a moment after it accepted `reboot:`.
-    tokio::time::sleep(BOOT_POLL).await;
+    let mut went_down = false;
     loop {
-        if let Ok(out) = client
+        tokio::time::sleep(BOOT_POLL).await;
+        let booted = match client
             .shell(serial, "getprop sys.boot_completed", protocol)
             .await
         {
-            if out.stdout.trim() == "1" {
+            Ok(out) => out.stdout.trim() == "1",
+            Err(_) => false,
+        };
+        if !booted {
+            went_down = true;
+            continue;
+        }
+        if went_down {
+            return Ok(());
+        }
+        if let (Some(before), Some(now)) = (uptime_before, uptime(client, serial, protocol).await) {
+            if now < before {
                 return Ok(());
             }
         }
-        tokio::time::sleep(BOOT_POLL).await;
     }
+}
+
+/// Seconds since the phone booted, if it answers.
+async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Option<f64> {
+    let out = client
+        .shell(serial, "cat /proc/uptime", protocol)
+        .await
+        .ok()?;
+    crate::parse::uptime::parse(&out.stdout).ok()
 }
 
 /// One phone's round: getprop, dumpsys battery, temperatures and uptime, concurrently.
@@ -991,6 +1017,8 @@ mod tests {
         let mut sim = Guard(
             std::process::Command::new("python3")
                 .args([sim_path, "--phone", "reboots:R", "--reboot-secs", "1"])
+                // Like a real phone, it goes on answering for a while after `reboot:`.
+                .args(["--shutdown-secs", "4"])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap(),
@@ -1071,10 +1099,18 @@ mod tests {
             .await;
             // While it reboots, the dimensions keep their last values.
             assert_eq!(shared.snapshot().dimensions, dims);
+            // It still answers, boot completed, but has not gone down yet: still rebooting.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(
+                shared.snapshot().reasons.maintenance.contains(&rebooting),
+                "a phone that has not gone down yet counted as back: {:?}",
+                shared.snapshot().reasons
+            );
             wait(&shared, "the phone to come back", |s: &Snapshot| {
                 usable(s) && !s.reasons.maintenance.contains(&rebooting)
             })
             .await;
+            assert!(shared.snapshot().reasons.quarantined.is_empty());
             assert_eq!(shared.snapshot().dimensions, dims);
             trigger.fire();
             watcher.await.unwrap();

@@ -77,9 +77,14 @@ impl Shared {
             .clone()
     }
 
-    /// Swaps in a new snapshot and marks the first round as done.
+    /// Swaps in a new snapshot.
     pub fn publish_snapshot(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// Marks the first complete device round as published (for `/readyz`). A snapshot
+    /// of a mere device list, before any phone was interrogated, does not count.
+    pub fn mark_first_round_done(&self) {
         self.first_round_done.store(true, Ordering::Release);
     }
 

@@ -241,7 +241,10 @@ mod tests {
         assert!(r.body.contains("hook server"));
         s.set_hooks_serving();
         assert!(route(&s, "GET", "/readyz").body.contains("interrogation"));
+        // A snapshot of a bare device list is not a finished round.
         s.publish_snapshot(Snapshot::default());
+        assert_eq!(route(&s, "GET", "/readyz").status, 503);
+        s.mark_first_round_done();
         assert_eq!(route(&s, "GET", "/readyz").status, 200);
     }
 

@@ -261,18 +261,12 @@ pub fn fetch_token(config: &TokenConfig) -> Result<AccessToken, TokenError> {
             problem: format!("reading the answer: {}", network_problem(&e).1),
         })?;
     if status != 200 {
-        // The body of an error answer is not the token; its first line helps the operator.
-        let first = body
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(120)
-            .collect::<String>();
+        // Never quote the body: a 2xx other than 200 may carry the token itself, and an
+        // error page may echo the request's (secret) headers back.
         return Err(TokenError {
             kind: TokenErrorKind::Http(status),
             source: url,
-            problem: format!("answer {first:?}"),
+            problem: format!("answer of {} bytes, not shown", body.len()),
         });
     }
     parse_token_answer(&config.url, &body, SystemTime::now())

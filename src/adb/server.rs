@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::reaper::{Exit, Reaper};
@@ -76,10 +76,33 @@ fn level_of(line: &str) -> log::Level {
     }
 }
 
-/// Logs every line of one of the child's pipes until it closes.
+/// Longest line kept whole; a longer one is logged in pieces.
+const MAX_LINE: u64 = 16 * 1024;
+
+/// Logs every line of one of the child's pipes until it closes. Bytes, not `str`: adb
+/// prints USB descriptor strings as the phone gives them, and one line of invalid UTF-8
+/// must not end the draining (the server would then block on a full pipe).
 async fn forward_lines(pipe: impl AsyncRead + Unpin) {
-    let mut lines = BufReader::new(pipe).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("reading the adb server's output: {e}");
+                return;
+            }
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        let line = String::from_utf8_lossy(&buf);
         log::log!(level_of(&line), "adb: {line}");
     }
 }

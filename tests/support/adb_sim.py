@@ -64,13 +64,15 @@ class Stream:
 
 
 class Phone:
-    def __init__(self, profile, name, port=0, reboot_secs=3.0, boot_secs=1.0):
+    def __init__(self, profile, name, port=0, reboot_secs=3.0, boot_secs=1.0, shutdown_secs=0.05):
         if profile not in PROFILES:
             raise SystemExit(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
         self.profile = profile
         self.name = name
         self.port = port
         self.reboot_secs = reboot_secs
+        # A real phone keeps answering (boot completed) for seconds after `reboot:`.
+        self.shutdown_secs = shutdown_secs
         self.boot_secs = boot_secs
         self.server = None
         self.writers = set()
@@ -239,7 +241,7 @@ class Phone:
     async def serve(self, writer, stream, service, maxdata, streams):
         try:
             if service.startswith("reboot:"):
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(self.shutdown_secs)
                 asyncio.ensure_future(self.reboot())
                 return
             head, _, cmd = service.partition(":")
@@ -317,6 +319,8 @@ async def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--control-port", type=int, default=0)
     ap.add_argument("--reboot-secs", type=float, default=3.0)
+    ap.add_argument("--shutdown-secs", type=float, default=0.05,
+                    help="how long a phone keeps answering after accepting reboot:")
     ap.add_argument("--boot-secs", type=float, default=1.0)
     a = ap.parse_args()
     specs = list(a.phone)
@@ -329,7 +333,7 @@ async def main():
         parts = spec.split(":")
         profile, name = parts[0], parts[1] if len(parts) > 1 else parts[0]
         port = int(parts[2]) if len(parts) > 2 else 0
-        phone = Phone(profile, name, port, a.reboot_secs, a.boot_secs)
+        phone = Phone(profile, name, port, a.reboot_secs, a.boot_secs, a.shutdown_secs)
         await phone.listen()
         phones.append(phone)
         print(f"PORT {phone.port} {phone.name}", flush=True)
