@@ -134,6 +134,37 @@ def get(url):
         return e.code
 
 
+def check_pod_shape(kinds, ds, pod, container):
+    """What issue 10 asks of the DaemonSet that --check-config cannot see."""
+    for kind in ("Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"):
+        if not kinds.get(kind):
+            fail(f"no {kind} in the rendered manifests")
+    (sa,) = kinds["ServiceAccount"]
+    if sa.get("automountServiceAccountToken") is not False or pod.get("automountServiceAccountToken") is not False:
+        fail("the ServiceAccount token must not be mounted")
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    for term in terms:  # every term must both require the label and exclude control planes
+        exprs = {(e["key"], e["operator"]): e.get("values") for e in term["matchExpressions"]}
+        if exprs.get(("test-machine-monitor/device-host", "In")) != ["true"]:
+            fail(f"a node selector term does not require test-machine-monitor/device-host=true: {term}")
+        for key in ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"):
+            if (key, "DoesNotExist") not in exprs:
+                fail(f"a node selector term does not exclude {key}: {term}")
+    sc = container.get("securityContext", {})
+    if sc.get("privileged") is not True or sc.get("runAsUser") != 0:
+        fail(f"the container must be privileged and run as root: {sc}")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host_paths = {v["hostPath"]["path"]: v["hostPath"].get("type") for v in volumes.values() if "hostPath" in v}
+    if host_paths.get("/dev/bus/usb") != "Directory":
+        fail(f"/dev/bus/usb must be a hostPath Directory (the whole bus), got {host_paths}")
+    others = {p: t for p, t in host_paths.items() if p != "/dev/bus/usb"}
+    if len(others) != 1 or list(others.values()) != ["DirectoryOrCreate"]:
+        fail(f"the only other host access must be the bot's DirectoryOrCreate hostPath, got {others}")
+    if container.get("imagePullPolicy") != "IfNotPresent":
+        fail("imagePullPolicy must be IfNotPresent")
+    print("ok: affinity, privileges, host paths, service account and pull policy as required")
+
+
 def main():
     rendered, binary, workdir = sys.argv[1:4]
     kinds = load(rendered)
@@ -142,6 +173,7 @@ def main():
     template = ds["spec"]["template"]
     pod = template["spec"]
     (container,) = pod["containers"]
+    check_pod_shape(kinds, ds, pod, container)
     os.makedirs(workdir, exist_ok=True)
     mounts = fixtures(pod, configmaps, workdir)
     env = container_env(container, configmaps)
