@@ -74,6 +74,10 @@ pub fn run(config: Config) -> Result<(), AppError> {
 async fn main_loop(config: Config) -> Result<(), AppError> {
     // Read first: a bad --settings file stops the program before anything starts.
     let bot_settings = settings::load(config.settings.as_deref()).map_err(AppError::Settings)?;
+    // Before anything else: a SIGTERM that arrives while we start must count. As PID 1
+    // without a handler the kernel would drop it, and elsewhere it would kill us outright.
+    let (trigger, mut shutdown) = shutdown::channel();
+    listen_for_signals(trigger);
     reaper::become_subreaper();
     let (shared, device_commands) = Shared::new(config);
     shared.tick();
@@ -102,7 +106,6 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
 
-    let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(tick_loop(shared.clone(), shutdown.clone()));
 
     // The phones outlive the bot at shutdown: a task still running during the bot's
@@ -140,7 +143,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         )))
     };
 
-    wait_for_signals(trigger, shutdown.clone()).await;
+    shutdown.requested().await;
 
     // The bot drains first (SIGTERM, --grace, SIGKILL); then whatever it left behind,
     // such as task process groups, is killed, so that nothing outlives us.
@@ -179,9 +182,10 @@ async fn tick_loop(shared: Arc<Shared>, mut shutdown: Shutdown) {
     }
 }
 
-/// Turns SIGTERM and SIGINT into shutdown requests; returns after the first. Later
-/// signals keep counting (the second hurries the bot's drain) from a background task.
-async fn wait_for_signals(trigger: shutdown::Trigger, mut shutdown: Shutdown) {
+/// Turns every SIGTERM and SIGINT into a shutdown request, from a background task: the
+/// first starts the drain, the second hurries it. The handlers are installed before this
+/// returns.
+fn listen_for_signals(trigger: shutdown::Trigger) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -190,7 +194,8 @@ async fn wait_for_signals(trigger: shutdown::Trigger, mut shutdown: Shutdown) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
             log::error!("cannot listen for SIGTERM/SIGINT ({e}); running until killed");
-            std::future::pending::<()>().await;
+            // Keep the trigger alive: dropping it would read as a shutdown request.
+            std::mem::forget(trigger);
             return;
         }
     };
@@ -204,5 +209,4 @@ async fn wait_for_signals(trigger: shutdown::Trigger, mut shutdown: Shutdown) {
             log::info!("received {name}: shutting down");
         }
     });
-    shutdown.requested().await;
 }

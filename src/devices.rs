@@ -1024,24 +1024,13 @@ mod tests {
                 .unwrap(),
         );
         let mut lines = std::io::BufReader::new(sim.0.stdout.take().unwrap()).lines();
-        let port: u16 = lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let control: u16 = lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        // `PORT <port> <name>`, then `CONTROL <port>`.
+        let mut next_port = || -> u16 {
+            let line = lines.next().unwrap().unwrap();
+            line.split(' ').nth(1).unwrap().parse().unwrap()
+        };
+        let port = next_port();
+        let control = next_port();
         let serial = format!("127.0.0.1:{port}");
 
         let args: Vec<String> = [

@@ -180,7 +180,7 @@ fn serves_healthz_and_metrics_at_once_and_stops_on_sigterm() {
         ])
         .args(["--hook-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--bot-dir", &dir.path().join("b/s").display().to_string()])
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
