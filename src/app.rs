@@ -16,7 +16,7 @@ use crate::hooks::{self, Hooks};
 use crate::procs;
 use crate::reaper::{self, Reaper};
 use crate::settings::{self, SettingsError};
-use crate::shutdown::{self, Shutdown};
+use crate::shutdown;
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::status_server;
@@ -106,8 +106,6 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
 
-    tokio::spawn(tick_loop(shared.clone(), shutdown.clone()));
-
     // The phones outlive the bot at shutdown: a task still running during the bot's
     // --grace may need adb. The watcher (and the adb server) stop once the bot is gone.
     let (devices_trigger, devices_shutdown) = shutdown::channel();
@@ -124,6 +122,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         // No phones to watch: the empty picture is already complete.
         shared.publish_snapshot(Snapshot::default());
         shared.mark_first_round_done();
+        tokio::spawn(tick_loop(shared.clone()));
     }
 
     let bot = if shared.config.no_bot {
@@ -158,6 +157,9 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         if let Err(e) = watcher.await {
             log::error!("the device watcher failed: {e}");
         }
+        // The watcher ticked for the watchdog; the rest of the shutdown still may not
+        // look stalled to it.
+        tokio::spawn(tick_loop(shared.clone()));
     }
     let killed = procs::kill_descendants(Duration::from_secs(5)).await;
     if killed > 0 {
@@ -171,14 +173,15 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Proves to the watchdog behind `/healthz` that the runtime is not stuck.
-async fn tick_loop(shared: Arc<Shared>, mut shutdown: Shutdown) {
+/// Proves to the watchdog behind `/healthz` that the runtime is not stuck, while the
+/// device watcher, which ticks on its own timer, does not run. One timer per
+/// `--interrogate-every` rather than one per component: on a Pi every wake-up costs.
+/// Runs until the runtime is dropped.
+async fn tick_loop(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(shared.config.interrogate_every);
     loop {
+        every.tick().await;
         shared.tick();
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.requested() => return,
-        }
     }
 }
 

@@ -192,7 +192,11 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.requested() => break,
-            _ = tick.tick() => w.want_round(),
+            _ = tick.tick() => {
+                // This timer doubles as the runtime's proof of life for `/healthz`.
+                w.shared.tick();
+                w.want_round();
+            }
             Some(cmd) = commands.recv() => w.command(cmd),
             Some(event) = events.recv() => w.event(event).await,
         }

@@ -145,9 +145,10 @@ impl Reaper {
     }
 
     /// Reaps on every SIGCHLD, for as long as the runtime runs: the reaper must outlive
-    /// every other task, so it stops only when `app` drops the runtime. A slow periodic
-    /// sweep backs up the signal, which the kernel coalesces and which may arrive before
-    /// we listen.
+    /// every other task, so it stops only when `app` drops the runtime. No periodic
+    /// sweep: the kernel coalesces SIGCHLDs but `reap_now` collects every exited child
+    /// per signal, and one that exited before we listened is collected by the first
+    /// sweep below. Only without the signal does a timer stand in for it.
     pub async fn run(self) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigchld = match signal(SignalKind::child()) {
@@ -159,9 +160,14 @@ impl Reaper {
         };
         loop {
             self.reap_now();
-            tokio::select! {
-                _ = async { match sigchld.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            match sigchld.as_mut() {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        log::error!("SIGCHLD is no longer delivered; reaping every second");
+                        sigchld = None;
+                    }
+                }
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     }

@@ -54,8 +54,10 @@ fn healthz(shared: &Shared) -> Reply {
 pub const STALL_PERIODS: u32 = 3;
 
 /// Liveness: alive while the main loop has ticked within [`STALL_PERIODS`] periods of
-/// `--interrogate-every`. The loop ticks every second, so only a stuck runtime (a
-/// blocking call on its thread, a deadlock) gets this far; the kubelet then restarts us.
+/// `--interrogate-every`. The device watcher ticks once per period (a timer of the app's
+/// does when no watcher runs), and its event handling never awaits the network, so only
+/// a stuck runtime (a blocking call on its thread, a deadlock) gets this far; the kubelet
+/// then restarts us.
 pub fn health(since_last_tick: Duration, interval: Duration) -> Reply {
     let limit = interval * STALL_PERIODS;
     if since_last_tick <= limit {
