@@ -21,6 +21,8 @@ pub enum Command {
     Run(Box<Config>),
     /// Parse everything, print the effective configuration and exit.
     CheckConfig(Box<Config>),
+    /// Print what the adb server at `adb_server` lists, with a verdict per phone, and exit.
+    Devices(Box<Config>),
     Help,
     Version,
     /// Print the hook script that the Swarming server hands to the bot.
@@ -291,6 +293,8 @@ pub fn help_text() -> String {
         "test_machine_monitor: runs a LUCI Swarming bot and answers its hooks from the attached phones\n\n\
          Usage: test_machine_monitor [FLAGS]\n       \
          test_machine_monitor bot-config      print the hook script for the Swarming server\n       \
+         test_machine_monitor devices [FLAGS] list the phones the adb server at --adb-server sees,\n       \
+         \x20                                    with the monitor's verdict on each, and exit\n       \
          sudo ...                             (as a link named sudo) kill the calling bot\n\nFlags:\n",
     );
     for f in FLAGS {
@@ -336,6 +340,10 @@ pub fn parse(
         }
         return Ok(Command::BotConfig);
     }
+
+    // `devices` takes the flags of a normal run, so the pod's environment applies.
+    let devices = args.first().map(String::as_str) == Some("devices");
+    let args = if devices { &args[1..] } else { args };
 
     let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
     let mut i = 0;
@@ -447,7 +455,12 @@ pub fn parse(
         min_battery_percent,
         max_temperature_celsius,
     };
-    if switch("--check-config") {
+    if devices {
+        if switch("--check-config") {
+            return Err(usage("--check-config", "cannot be combined with devices"));
+        }
+        Ok(Command::Devices(Box::new(config)))
+    } else if switch("--check-config") {
         Ok(Command::CheckConfig(Box::new(config)))
     } else {
         Ok(Command::Run(Box::new(config)))
@@ -802,6 +815,24 @@ mod tests {
             run(&["--no-bot", "--check-config"], &[]),
             Ok(Command::CheckConfig(_))
         ));
+        match run(
+            &["devices", "--no-bot", "--adb-server", "127.0.0.1:6037"],
+            &[],
+        ) {
+            Ok(Command::Devices(c)) => assert_eq!(c.adb_server.to_string(), "127.0.0.1:6037"),
+            other => panic!("expected Devices, got {other:?}"),
+        }
+        // The pod's environment is enough, as for a normal run.
+        assert!(matches!(
+            run(
+                &["devices"],
+                &[("SWARMING_SERVER", "https://s.example.com")]
+            ),
+            Ok(Command::Devices(_))
+        ));
+        let e = run(&["devices", "--no-bot", "--check-config"], &[]).unwrap_err();
+        assert_eq!(e.flag, "--check-config");
+        assert!(run(&["--no-bot", "devices"], &[]).is_err());
     }
 
     #[test]

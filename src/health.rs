@@ -124,27 +124,18 @@ pub fn assess(
 
         match d.state.as_str() {
             "unauthorized" => {
-                quarantined.insert(format!(
-                    "device {serial} is unauthorized: accept this host's adb key on the phone, \
-                     or give the pod the adb key pair it was authorized with \
-                     (Secret mounted at /root/.android)"
-                ));
+                quarantined.insert(unauthorized_reason(serial));
             }
             "no permissions" => {
-                quarantined.insert(format!(
-                    "device {serial} has no USB permissions: run the pod privileged with \
-                     /dev/bus/usb mounted, or fix the host's udev rules"
-                ));
+                quarantined.insert(no_permissions_reason(serial));
             }
             "offline" if !being_rebooted => {
                 let rounds = memory.offline_rounds.get(serial).copied().unwrap_or(0) + 1;
                 next.offline_rounds.insert(serial.clone(), rounds);
                 if rounds >= OFFLINE_ROUNDS_TO_QUARANTINE {
-                    quarantined.insert(format!(
-                        "device {serial} has been offline for {OFFLINE_ROUNDS_TO_QUARANTINE} rounds"
-                    ));
+                    quarantined.insert(offline_too_long_reason(serial));
                 } else {
-                    maintenance.insert(format!("device {serial} offline, reconnecting"));
+                    maintenance.insert(offline_reconnecting_reason(serial));
                     if !actions.contains(&Action::ReconnectOffline) {
                         actions.push(Action::ReconnectOffline);
                     }
@@ -203,6 +194,34 @@ pub fn assess(
         actions,
         missing,
     }
+}
+
+/// The quarantine reason of a phone adb lists as `unauthorized`, with its remedy.
+pub fn unauthorized_reason(serial: &str) -> String {
+    format!(
+        "device {serial} is unauthorized: accept this host's adb key on the phone, \
+         or give the pod the adb key pair it was authorized with \
+         (Secret mounted at /root/.android)"
+    )
+}
+
+/// The quarantine reason of a phone adb lists as `no permissions`, with its remedy.
+pub fn no_permissions_reason(serial: &str) -> String {
+    format!(
+        "device {serial} has no USB permissions: run the pod privileged with \
+         /dev/bus/usb mounted, or fix the host's udev rules"
+    )
+}
+
+/// The maintenance reason of a phone's first `offline` round, while the watcher asks
+/// the adb server to reconnect it.
+pub fn offline_reconnecting_reason(serial: &str) -> String {
+    format!("device {serial} offline, reconnecting")
+}
+
+/// The quarantine reason of a phone still `offline` after reconnecting was tried.
+pub fn offline_too_long_reason(serial: &str) -> String {
+    format!("device {serial} has been offline for {OFFLINE_ROUNDS_TO_QUARANTINE} rounds")
 }
 
 /// A number for a reason text: at most one decimal, none when it is whole (`12`,

@@ -11,6 +11,7 @@ mod backoff;
 mod bot_zip;
 mod config;
 mod devices;
+mod devices_cmd;
 mod dimension_rules;
 mod dimensions;
 mod health;
@@ -96,6 +97,16 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("test_machine_monitor: {e}");
                 ExitCode::from(2)
+            }
+        },
+        Command::Devices(config) => match devices_cmd::run(config.adb_server) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("test_machine_monitor: {e}");
+                ExitCode::from(1)
             }
         },
         Command::Run(config) => {

@@ -268,3 +268,51 @@ fn a_server_already_listening_is_used_not_replaced() {
     let _ = foreign.kill();
     let _ = foreign.wait();
 }
+
+#[test]
+fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
+    let sim = Sim::start(&["modern:M", "unauthorized:U"], &[]);
+    let tmm = Monitor::start("devices-cmd", &[]);
+    sim.connect_all(tmm.adb_port);
+    let (m, u) = (sim.serial("M"), sim.serial("U"));
+    // The monitor has seen both: the server lists them in their settled states.
+    tmm.wait_sample(&state(&m, "device"), 1.0, LONG);
+    tmm.wait_sample(&state(&u, "unauthorized"), 1.0, LONG);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
+        .args([
+            "devices",
+            "--no-bot",
+            "--adb-server",
+            &format!("127.0.0.1:{}", tmm.adb_port),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = |serial: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{serial} ")))
+            .unwrap_or_else(|| panic!("no line for {serial} in {text}"))
+            .to_string()
+    };
+    let (lm, lu) = (line(&m), line(&u));
+    assert!(lm.contains("  device  "), "{lm}");
+    assert!(lm.contains("product:redfin"), "{lm}");
+    assert!(lm.contains("transport_id:"), "{lm}");
+    assert!(lm.ends_with("-> online"), "{lm}");
+    assert!(lu.contains("  unauthorized  "), "{lu}");
+    assert!(
+        lu.contains(&format!(
+            "-> quarantined: device {u} is unauthorized: accept this host's adb key on the phone"
+        )),
+        "{lu}"
+    );
+    assert!(
+        text.starts_with(&format!(
+            "2 phones listed by the adb server at 127.0.0.1:{}:\n",
+            tmm.adb_port
+        )),
+        "{text}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The command-line interface of the real binary: flags, exit codes, the sudo shim,
-//! `--check-config`, and serving `/healthz` right after start.
+//! `--check-config`, `devices` without an adb server, and serving `/healthz` right
+//! after start.
 
 mod support;
 
@@ -217,4 +218,22 @@ fn a_taken_port_is_a_clear_fatal_error() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn devices_without_an_adb_server_exits_1_naming_the_address() {
+    let port = free_port();
+    let out = Command::new(bin())
+        .args(["devices", "--no-bot", "--adb-server"])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("owns the adb server"), "{err}");
+    // It never starts a server of its own.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }

@@ -337,6 +337,15 @@ impl Client {
         })
     }
 
+    /// `host:devices-l`: the device list once, for a one-shot look (the watcher follows
+    /// `host:track-devices-l` instead). A list that does not parse is a protocol error.
+    pub async fn devices(&self) -> Result<Vec<crate::parse::devices_l::Listed>, Error> {
+        let request = "host:devices-l";
+        let text = self.host_query(None, request).await?;
+        crate::parse::devices_l::parse(&text)
+            .map_err(|e| Error::new(ErrorKind::Protocol, request, None, e.to_string()))
+    }
+
     /// `host:track-devices-l`: the full list now and again on every change.
     pub async fn track_devices(&self) -> Result<Tracker<'_>, Error> {
         let request = "host:track-devices-l";
