@@ -8,8 +8,10 @@
 //! loop: rounds and reboots are spawned tasks that report back as events, so a plug or an
 //! unplug reaches the snapshot as soon as the server lists it, even while a round waits on
 //! a hung phone. Inside a round every phone runs in parallel (tasks on the current-thread
-//! runtime, not threads), each under a deadline shorter than the interval; the iPhones'
-//! round runs beside them. Without Android, no adb server is started or contacted.
+//! runtime, not threads), each under a deadline shorter than the interval, and each
+//! phone's commands run as one shell script on one connection (`parse::batch`): a Pi
+//! pays per wake-up, and four requests cost four connections, transport switches and
+//! phone-side shells where one does. The iPhones' round runs beside them. Without Android, no adb server is started or contacted.
 //!
 //! Must not: parse output (that is `parse`), decide health (that is `health`), compute
 //! dimensions (that is `dimensions`), or block the runtime.
@@ -35,6 +37,16 @@ type Props = BTreeMap<String, String>;
 
 /// Deadline of one socket connect or read to the adb server.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A round's commands (name, command), least likely to hang first: the kernel answers
+/// `/proc/uptime`, init answers `getprop`, and the dumpsys calls need system_server and
+/// then the thermal HAL. Thermal's stderr is kept: `Can't find service` goes there.
+const ROUND_COMMANDS: [(&str, &str); 4] = [
+    ("uptime", "cat /proc/uptime"),
+    ("getprop", "getprop"),
+    ("battery", "dumpsys battery"),
+    ("thermal", "dumpsys thermalservice 2>&1"),
+];
+
 /// The longest a phone's round may take, whatever the interval.
 const MAX_PHONE_DEADLINE: Duration = Duration::from_secs(20);
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
@@ -680,7 +692,8 @@ async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Optio
     crate::parse::uptime::parse(&out.stdout).ok()
 }
 
-/// One phone's round: getprop, dumpsys battery, temperatures and uptime, concurrently.
+/// One phone's round: uptime, getprop, dumpsys battery and temperatures, as one script;
+/// whatever finished before `until` counts.
 async fn interrogate(
     client: &Client,
     shared: &Shared,
@@ -712,63 +725,90 @@ async fn interrogate(
             }
         },
     };
-    // Each command stops a little before the phone's deadline, so that one hung command
-    // costs only its own answer and the others still count.
-    let sh = |cmd: &'static str| async move {
-        match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
-            Ok(r) => r,
-            Err(_) => Err(client::Error::timed_out(cmd, serial)),
+    // One script for the whole round (see `parse::batch`), read until a little before
+    // the phone's deadline: a hung command costs only its own output and those after
+    // it, so the commands go from least to most likely to hang.
+    let script = parse::batch::script(&ROUND_COMMANDS);
+    let ran = client.shell_until(serial, &script, protocol, until).await;
+    let (sections, finished) = match ran {
+        Ok(p) => (parse::batch::split(&p.output.stdout), p.finished),
+        Err(e) => {
+            count(&e);
+            return PhoneRound {
+                protocol: Some(protocol),
+                failure: Some(e.to_string()),
+                ..PhoneRound::default()
+            };
         }
     };
-    let thermal = async {
-        let out = sh("dumpsys thermalservice").await?;
-        let text = format!("{}{}", out.stdout, out.stderr);
-        Ok::<_, client::Error>(match parse::thermal::parse_thermalservice(&text) {
-            Ok(Thermal::Readings(t)) => Ok(t),
-            Ok(Thermal::NoService) => {
-                let out = sh(parse::thermal::SYSFS_COMMAND).await?;
-                parse::thermal::parse_sysfs(&out.stdout)
+    if !finished {
+        // One timeout per round, whichever command hung.
+        count(&client::Error::timed_out("the round's script", serial));
+    }
+    let section = |name: &str| -> Result<String, String> {
+        match sections.iter().find(|s| s.name == name) {
+            Some(s) => Ok(s.text.clone()),
+            None if !finished => Err(format!(
+                "{serial}: {name}: no answer before the round's deadline"
+            )),
+            None => {
+                // The script ran to its end: the phone's shell mangled it.
+                shared.metrics.interrogation_errors_total.inc(&["parse"]);
+                Err(format!(
+                    "{serial}: {name}: the round's script ended without this output"
+                ))
             }
-            Err(e) => Err(e),
-        })
+        }
     };
-    let (props, battery, thermal, uptime) = tokio::join!(
-        sh("getprop"),
-        sh("dumpsys battery"),
-        thermal,
-        sh("cat /proc/uptime")
-    );
+    let thermal = match section("thermal") {
+        Err(why) => Err(why),
+        Ok(text) => match parse::thermal::parse_thermalservice(&text) {
+            Ok(Thermal::Readings(t)) => Ok(Ok(t)),
+            // Old phones: the zones in sysfs, one more request, only for them.
+            Ok(Thermal::NoService) => {
+                let cmd = parse::thermal::SYSFS_COMMAND;
+                match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
+                    Ok(Ok(out)) => Ok(parse::thermal::parse_sysfs(&out.stdout)),
+                    Ok(Err(e)) => {
+                        count(&e);
+                        Err(e.to_string())
+                    }
+                    Err(_) => {
+                        let e = client::Error::timed_out(cmd, serial);
+                        count(&e);
+                        Err(e.to_string())
+                    }
+                }
+            }
+            Err(e) => Ok(Err(e)),
+        },
+    };
     let mut round = PhoneRound {
         protocol: Some(protocol),
         ..PhoneRound::default()
     };
-    match props {
-        Ok(out) => match parse::getprop::parse(&out.stdout) {
-            Ok(p) => round.props = Some(p),
-            Err(e) => {
-                parse_failed("getprop", &e);
-                round.failure = Some(e.to_string());
-            }
-        },
-        Err(e) => {
-            count(&e);
+    match section("getprop").map(|t| parse::getprop::parse(&t)) {
+        Ok(Ok(p)) => round.props = Some(p),
+        Ok(Err(e)) => {
+            parse_failed("getprop", &e);
             round.failure = Some(e.to_string());
         }
+        Err(why) => round.failure = Some(why),
     }
-    match battery.map(|o| parse::battery::parse(&o.stdout)) {
+    match section("battery").map(|t| parse::battery::parse(&t)) {
         Ok(Ok(b)) => round.battery = Some(b),
         Ok(Err(e)) => parse_failed("dumpsys battery", &e),
-        Err(e) => count(&e),
+        Err(why) => log::debug!("{why}"),
     }
     match thermal {
         Ok(Ok(t)) => round.thermal = t,
         Ok(Err(e)) => parse_failed("temperatures", &e),
-        Err(e) => count(&e),
+        Err(why) => log::debug!("{why}"),
     }
-    match uptime.map(|o| parse::uptime::parse(&o.stdout)) {
+    match section("uptime").map(|t| parse::uptime::parse(&t)) {
         Ok(Ok(u)) => round.uptime = Some(u),
         Ok(Err(e)) => parse_failed("uptime", &e),
-        Err(e) => count(&e),
+        Err(why) => log::debug!("{why}"),
     }
     round
 }

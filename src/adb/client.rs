@@ -160,6 +160,17 @@ pub struct Client {
     io_timeout: Duration,
 }
 
+/// How long a read may wait.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// Each read, this long (the client's I/O deadline).
+    Each(Duration),
+    /// Until this instant, however many reads that takes (a caller's deadline).
+    Until(tokio::time::Instant),
+    /// As long as it takes: the device list only speaks when something changes.
+    Forever,
+}
+
 /// One request's connection, with the bytes read but not yet used.
 struct Conn<'a> {
     stream: TcpStream,
@@ -187,7 +198,7 @@ impl Conn<'_> {
     }
 
     /// Reads more bytes; false at end of stream.
-    async fn fill(&mut self, wait: Option<Duration>) -> Result<bool, Error> {
+    async fn fill(&mut self, wait: Wait) -> Result<bool, Error> {
         if self.buf.len() > MAX_OUTPUT + 64 {
             return Err(self.err(
                 ErrorKind::Protocol,
@@ -197,7 +208,7 @@ impl Conn<'_> {
         let mut chunk = [0u8; 16 * 1024];
         let read = self.stream.read(&mut chunk);
         let n = match wait {
-            Some(d) => match timeout(d, read).await {
+            Wait::Each(d) => match timeout(d, read).await {
                 Err(_) => {
                     return Err(self.err(
                         ErrorKind::Timeout,
@@ -206,7 +217,11 @@ impl Conn<'_> {
                 }
                 Ok(r) => r,
             },
-            None => read.await,
+            Wait::Until(t) => match tokio::time::timeout_at(t, read).await {
+                Err(_) => return Err(self.err(ErrorKind::Timeout, "(the caller's deadline)")),
+                Ok(r) => r,
+            },
+            Wait::Forever => read.await,
         }
         .map_err(|e| self.err(ErrorKind::Io, format!("reading the reply: {e}")))?;
         self.buf.extend_from_slice(&chunk[..n]);
@@ -215,7 +230,7 @@ impl Conn<'_> {
 
     async fn decode<T>(
         &mut self,
-        wait: Option<Duration>,
+        wait: Wait,
         what: &str,
         f: impl Fn(&[u8]) -> Result<Decode<T>, proto::ProtoError>,
     ) -> Result<T, Error> {
@@ -242,7 +257,7 @@ impl Conn<'_> {
     async fn expect_okay(&mut self) -> Result<(), Error> {
         match self
             .decode(
-                Some(self.client.io_timeout),
+                Wait::Each(self.client.io_timeout),
                 "the status",
                 proto::decode_status,
             )
@@ -253,7 +268,7 @@ impl Conn<'_> {
         }
     }
 
-    async fn read_length_prefixed(&mut self, wait: Option<Duration>) -> Result<String, Error> {
+    async fn read_length_prefixed(&mut self, wait: Wait) -> Result<String, Error> {
         let data = self
             .decode(wait, "a length-prefixed reply", |b| {
                 proto::decode_length_prefixed(b).map(|d| match d {
@@ -265,9 +280,10 @@ impl Conn<'_> {
         Ok(String::from_utf8_lossy(&data).into_owned())
     }
 
-    /// Everything until the other side closes, bounded by [`MAX_OUTPUT`].
-    async fn read_to_end(&mut self) -> Result<Vec<u8>, Error> {
-        while self.fill(Some(self.client.io_timeout)).await? {}
+    /// Everything until the other side closes, bounded by [`MAX_OUTPUT`]. On an error
+    /// what arrived stays in `buf`.
+    async fn read_to_end(&mut self, wait: Wait) -> Result<Vec<u8>, Error> {
+        while self.fill(wait).await? {}
         Ok(std::mem::take(&mut self.buf))
     }
 }
@@ -313,7 +329,7 @@ impl Client {
         let mut conn = self.connect(serial, request).await?;
         conn.send(request).await?;
         conn.expect_okay().await?;
-        conn.read_length_prefixed(Some(self.io_timeout)).await
+        conn.read_length_prefixed(Wait::Each(self.io_timeout)).await
     }
 
     /// A host request whose `OKAY` may be followed by a message we do not need.
@@ -321,7 +337,9 @@ impl Client {
         let mut conn = self.connect(serial, request).await?;
         conn.send(request).await?;
         conn.expect_okay().await?;
-        conn.read_to_end().await.map(drop)
+        conn.read_to_end(Wait::Each(self.io_timeout))
+            .await
+            .map(drop)
     }
 
     /// `host:version`: the server's protocol version (41 for adb 29).
@@ -395,36 +413,112 @@ impl Client {
         cmd: &str,
         protocol: ShellProtocol,
     ) -> Result<ShellOutput, Error> {
+        let mut conn = self.start_shell(serial, cmd, protocol).await?;
+        let mut got = Collected::default();
+        collect(&mut conn, protocol, Wait::Each(self.io_timeout), &mut got).await?;
+        Ok(got.output(protocol))
+    }
+
+    /// Like [`Client::shell`], but reads only until `until` and then returns what the
+    /// command printed so far, with `finished` false. For a script whose output is
+    /// useful in part (see `parse::batch`).
+    pub async fn shell_until(
+        &self,
+        serial: &str,
+        cmd: &str,
+        protocol: ShellProtocol,
+        until: tokio::time::Instant,
+    ) -> Result<Partial, Error> {
+        let mut conn = self.start_shell(serial, cmd, protocol).await?;
+        let mut got = Collected::default();
+        let finished = match collect(&mut conn, protocol, Wait::Until(until), &mut got).await {
+            Ok(()) => true,
+            Err(e) if e.kind == ErrorKind::Timeout => false,
+            Err(e) => return Err(e),
+        };
+        Ok(Partial {
+            output: got.output(protocol),
+            finished,
+        })
+    }
+
+    /// Opens the shell service for `cmd`; for V2, also closes its stdin (no command of
+    /// ours reads input, and some wait for it).
+    async fn start_shell(
+        &self,
+        serial: &str,
+        cmd: &str,
+        protocol: ShellProtocol,
+    ) -> Result<Conn<'_>, Error> {
         match protocol {
             ShellProtocol::V2 => {
                 let mut conn = self.open(serial, &format!("shell,v2,raw:{cmd}")).await?;
                 let sent =
                     timeout(self.io_timeout, conn.stream.write_all(&proto::CLOSE_STDIN)).await;
                 match sent {
-                    Err(_) => return Err(conn.err(ErrorKind::Timeout, "closing stdin")),
-                    Ok(Err(e)) => {
-                        return Err(conn.err(ErrorKind::Io, format!("closing stdin: {e}")))
-                    }
-                    Ok(Ok(())) => {}
+                    Err(_) => Err(conn.err(ErrorKind::Timeout, "closing stdin")),
+                    Ok(Err(e)) => Err(conn.err(ErrorKind::Io, format!("closing stdin: {e}"))),
+                    Ok(Ok(())) => Ok(conn),
                 }
-                read_v2(&mut conn).await
             }
-            ShellProtocol::V1 => {
-                let mut conn = self.open(serial, &format!("shell:{cmd}")).await?;
-                let bytes = conn.read_to_end().await?;
-                Ok(ShellOutput {
-                    stdout: proto::normalise_crlf(&String::from_utf8_lossy(&bytes)),
-                    stderr: String::new(),
-                    exit_code: None,
-                })
-            }
+            ShellProtocol::V1 => self.open(serial, &format!("shell:{cmd}")).await,
         }
     }
 }
 
-async fn read_v2(conn: &mut Conn<'_>) -> Result<ShellOutput, Error> {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let wait = Some(conn.client.io_timeout);
+/// A shell command's output up to a deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub output: ShellOutput,
+    /// The command ended (V2: its exit code came; V1: the phone closed the stream).
+    pub finished: bool,
+}
+
+/// A shell command's bytes so far.
+#[derive(Default)]
+struct Collected {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit_code: Option<u8>,
+}
+
+impl Collected {
+    fn output(self, protocol: ShellProtocol) -> ShellOutput {
+        let stdout = String::from_utf8_lossy(&self.stdout);
+        ShellOutput {
+            stdout: match protocol {
+                ShellProtocol::V2 => stdout.into_owned(),
+                ShellProtocol::V1 => proto::normalise_crlf(&stdout),
+            },
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+            exit_code: self.exit_code,
+        }
+    }
+}
+
+/// Reads a shell stream into `got` until it ends; on an error, `got` keeps what arrived.
+async fn collect(
+    conn: &mut Conn<'_>,
+    protocol: ShellProtocol,
+    wait: Wait,
+    got: &mut Collected,
+) -> Result<(), Error> {
+    match protocol {
+        ShellProtocol::V2 => read_v2(conn, wait, got).await,
+        ShellProtocol::V1 => match conn.read_to_end(wait).await {
+            Ok(bytes) => {
+                got.stdout = bytes;
+                Ok(())
+            }
+            Err(e) => {
+                got.stdout = std::mem::take(&mut conn.buf);
+                Err(e)
+            }
+        },
+    }
+}
+
+async fn read_v2(conn: &mut Conn<'_>, wait: Wait, got: &mut Collected) -> Result<(), Error> {
     loop {
         if conn.buf.is_empty() && !conn.fill(wait).await? {
             // Closed without an exit packet: the phone went away mid-command.
@@ -439,18 +533,15 @@ async fn read_v2(conn: &mut Conn<'_>) -> Result<ShellOutput, Error> {
             })
             .await?;
         match id {
-            PacketId::Stdout => stdout.extend_from_slice(&data),
-            PacketId::Stderr => stderr.extend_from_slice(&data),
+            PacketId::Stdout => got.stdout.extend_from_slice(&data),
+            PacketId::Stderr => got.stderr.extend_from_slice(&data),
             PacketId::Exit => {
-                return Ok(ShellOutput {
-                    stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
-                    exit_code: Some(data.first().copied().unwrap_or(0)),
-                })
+                got.exit_code = Some(data.first().copied().unwrap_or(0));
+                return Ok(());
             }
             PacketId::Stdin | PacketId::CloseStdin | PacketId::WindowSize => {}
         }
-        if stdout.len() + stderr.len() > MAX_OUTPUT {
+        if got.stdout.len() + got.stderr.len() > MAX_OUTPUT {
             return Err(conn.err(
                 ErrorKind::Protocol,
                 format!("output larger than {MAX_OUTPUT} bytes"),
@@ -468,7 +559,7 @@ impl Tracker<'_> {
     /// The next full device list. Waits as long as nothing changes; an error means the
     /// server went away (or spoke nonsense) and the caller should track again.
     pub async fn next(&mut self) -> Result<String, Error> {
-        self.conn.read_length_prefixed(None).await
+        self.conn.read_length_prefixed(Wait::Forever).await
     }
 }
 
@@ -552,6 +643,77 @@ mod tests {
     async fn truncated_reply_is_an_io_error() {
         let addr = fake(b"000chost:version", b"OKAY0004002", false).await;
         let e = client(addr).version().await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Io);
+    }
+
+    /// A fake phone behind a fake server: answers the transport switch and the shell
+    /// service with OKAY, swallows the rest of the request, writes `reply` and then
+    /// keeps the socket open (`hang`) or closes it.
+    async fn fake_shell(reply: &'static [u8], hang: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).await.unwrap();
+                let n = usize::from_str_radix(std::str::from_utf8(&len).unwrap(), 16).unwrap();
+                let mut request = vec![0u8; n];
+                s.read_exact(&mut request).await.unwrap();
+                s.write_all(b"OKAY").await.unwrap();
+            }
+            s.write_all(reply).await.unwrap();
+            if hang {
+                let mut rest = [0u8; 64];
+                while s.read(&mut rest).await.unwrap_or(0) > 0 {}
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shell_until_keeps_what_came_before_the_deadline() {
+        let addr = fake_shell(b"\x01\x06\x00\x00\x00early\n\x01\x02\x00", true).await;
+        let until = tokio::time::Instant::now() + Duration::from_millis(200);
+        let got = Client::new(addr, Duration::from_secs(5))
+            .shell_until("S1", "script", ShellProtocol::V2, until)
+            .await
+            .unwrap();
+        assert!(!got.finished);
+        assert_eq!(got.output.stdout, "early\n");
+        assert_eq!(got.output.exit_code, None);
+        assert!(tokio::time::Instant::now() < until + Duration::from_secs(1));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shell_until_v1_normalises_a_partial_output() {
+        let addr = fake_shell(b"a\r\nb\r\npart", true).await;
+        let until = tokio::time::Instant::now() + Duration::from_millis(200);
+        let got = Client::new(addr, Duration::from_secs(5))
+            .shell_until("S1", "script", ShellProtocol::V1, until)
+            .await
+            .unwrap();
+        assert!(!got.finished);
+        assert_eq!(got.output.stdout, "a\nb\npart");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shell_until_a_finished_command_is_finished() {
+        let addr = fake_shell(b"\x01\x03\x00\x00\x00hi\n\x03\x01\x00\x00\x00\x00", false).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        let got = client(addr)
+            .shell_until("S1", "script", ShellProtocol::V2, until)
+            .await
+            .unwrap();
+        assert!(got.finished);
+        assert_eq!(got.output.stdout, "hi\n");
+        assert_eq!(got.output.exit_code, Some(0));
+        // A stream that breaks before the exit code is an error, not a partial output.
+        let addr = fake_shell(b"\x01\x03\x00\x00\x00hi\n", false).await;
+        let e = client(addr)
+            .shell_until("S1", "script", ShellProtocol::V2, until)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Io);
     }
 

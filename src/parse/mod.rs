@@ -1,6 +1,7 @@
 //! Pure parsers for what adb and the phones print: the device list, `getprop`,
 //! `dumpsys battery`, `dumpsys thermalservice` (or the sysfs thermal zones) and
-//! `/proc/uptime`.
+//! `/proc/uptime`; and `batch`, the one script a round runs on a phone and the split of
+//! its output into those commands' outputs.
 //!
 //! Each parser is a function of text to a value or a [`ParseError`]; none of them does
 //! I/O, logs, or knows which phone the text came from (the caller adds the serial when it
@@ -9,6 +10,7 @@
 
 use std::fmt;
 
+pub mod batch;
 pub mod battery;
 pub mod devices_l;
 pub mod getprop;

@@ -17,6 +17,11 @@ unauthorized (never completes AUTH), offline (accepts and never answers), reboot
 modern phone; every phone reboots on `reboot:`), hangs (`dumpsys thermalservice` never
 answers).
 
+A shell service runs one known command (getprop, dumpsys battery|thermalservice, cat
+/proc/uptime, the sysfs thermal loop, echo) from the simulator's state; anything else,
+such as a script of several commands, runs in a real `sh` in which those commands are
+shell functions over the same state, with its output streamed as it comes.
+
 Control port, one command per line, answered `OK` or `ERR <why>`:
     set <name> battery <percent> | set <name> temp <celsius> | set <name> booting 0|1
     unplug <name>   close the phone's connections and refuse new ones
@@ -29,6 +34,8 @@ Standard library only.
 import argparse
 import asyncio
 import os
+import shlex
+import signal
 import struct
 import sys
 import time
@@ -61,6 +68,9 @@ class Stream:
         self.remote = remote
         self.acked = asyncio.Event()
         self.closed = False
+        # Set when the host closes the stream or the connection ends.
+        self.gone = asyncio.Event()
+        self.sending = asyncio.Lock()
 
 
 class Phone:
@@ -160,6 +170,27 @@ class Phone:
             return cmd[5:] + "\n", 0
         return f"/system/bin/sh: {cmd.split(' ')[0]}: not found\n", 127
 
+    def shell_functions(self):
+        """The phone's commands as POSIX shell functions over the current state."""
+
+        def body(cmd):
+            result = self.run(cmd)
+            if result is None:
+                return "sleep 3600"
+            out, code = result
+            return f"printf '%s' {shlex.quote(out)}; return {code}"
+
+        return (
+            f"getprop() {{ {body('getprop')}; }}\n"
+            "dumpsys() { case \"$1\" in "
+            f"battery) {body('dumpsys battery')};; "
+            f"thermalservice) {body('dumpsys thermalservice')};; "
+            "*) echo \"Can't find service: $1\";; esac; }\n"
+            "cat() { case \"$1\" in "
+            f"/proc/uptime) {body('cat /proc/uptime')};; "
+            "*) command cat \"$@\";; esac; }\n"
+        )
+
     # --- listening ---------------------------------------------------------------
     async def listen(self):
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
@@ -199,44 +230,64 @@ class Phone:
         streams = {}
         next_id = 1
         maxdata = MAX_DATA
-        while True:
-            header = await reader.readexactly(24)
-            cmd, arg0, arg1, length, _check, _magic = struct.unpack("<6I", header)
-            data = await reader.readexactly(length) if length else b""
-            if cmd == A_CNXN:
-                maxdata = min(MAX_DATA, arg1 or MAX_DATA)
-                if self.profile == "unauthorized":
-                    writer.write(message(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
-                else:
-                    writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
-            elif cmd == A_AUTH:
-                if self.profile == "unauthorized":
-                    # Reject every signature; after the public key, wait for a person
-                    # who never comes.
-                    if arg0 == AUTH_SIGNATURE:
+        try:
+            while True:
+                header = await reader.readexactly(24)
+                cmd, arg0, arg1, length, _check, _magic = struct.unpack("<6I", header)
+                data = await reader.readexactly(length) if length else b""
+                if cmd == A_CNXN:
+                    maxdata = min(MAX_DATA, arg1 or MAX_DATA)
+                    if self.profile == "unauthorized":
                         writer.write(message(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
-                else:
-                    writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
-            elif cmd == A_OPEN:
-                stream = Stream(next_id, arg0)
-                next_id += 1
-                streams[stream.local] = stream
-                writer.write(message(A_OKAY, stream.local, stream.remote))
-                service = data.rstrip(b"\0").decode("utf-8", "replace")
-                asyncio.ensure_future(self.serve(writer, stream, service, maxdata, streams))
-            elif cmd == A_OKAY:
-                stream = streams.get(arg1)
-                if stream is not None:
-                    stream.acked.set()
-            elif cmd == A_WRTE:
-                # Stdin from the host (shell v2's close-stdin packet): acknowledge it.
-                writer.write(message(A_OKAY, arg1, arg0))
-            elif cmd == A_CLSE:
-                stream = streams.pop(arg1, None)
-                if stream is not None:
-                    stream.closed = True
-                    stream.acked.set()
-            await writer.drain()
+                    else:
+                        writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
+                elif cmd == A_AUTH:
+                    if self.profile == "unauthorized":
+                        # Reject every signature; after the public key, wait for a person
+                        # who never comes.
+                        if arg0 == AUTH_SIGNATURE:
+                            writer.write(message(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
+                    else:
+                        writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
+                elif cmd == A_OPEN:
+                    stream = Stream(next_id, arg0)
+                    next_id += 1
+                    streams[stream.local] = stream
+                    writer.write(message(A_OKAY, stream.local, stream.remote))
+                    service = data.rstrip(b"\0").decode("utf-8", "replace")
+                    asyncio.ensure_future(self.serve(writer, stream, service, maxdata, streams))
+                elif cmd == A_OKAY:
+                    stream = streams.get(arg1)
+                    if stream is not None:
+                        stream.acked.set()
+                elif cmd == A_WRTE:
+                    # Stdin from the host (shell v2's close-stdin packet): acknowledge it.
+                    writer.write(message(A_OKAY, arg1, arg0))
+                elif cmd == A_CLSE:
+                    stream = streams.pop(arg1, None)
+                    if stream is not None:
+                        stream.closed = True
+                        stream.acked.set()
+                        stream.gone.set()
+                await writer.drain()
+        finally:
+            # The connection ended (unplug, reboot, the server let go): stop every
+            # command still running for it.
+            for stream in streams.values():
+                stream.closed = True
+                stream.acked.set()
+                stream.gone.set()
+
+    async def send(self, writer, stream, payload, maxdata):
+        """WRTE `payload` in acknowledged pieces; False once the host closed the stream."""
+        async with stream.sending:
+            for i in range(0, len(payload), maxdata):
+                stream.acked.clear()
+                writer.write(message(A_WRTE, stream.local, stream.remote, payload[i : i + maxdata]))
+                await stream.acked.wait()
+                if stream.closed:
+                    return False
+        return True
 
     async def serve(self, writer, stream, service, maxdata, streams):
         try:
@@ -249,24 +300,70 @@ class Phone:
             if args[0] != "shell":
                 writer.write(message(A_CLSE, stream.local, stream.remote))
                 return
-            result = self.run(cmd)
-            if result is None:
-                return
-            out, code = result
-            if "v2" in args:
-                payload = v2_packet(1, out.encode()) + v2_packet(3, bytes([code]))
-            else:
-                payload = out.replace("\n", "\r\n").encode()
-            for i in range(0, len(payload), maxdata):
-                stream.acked.clear()
-                writer.write(message(A_WRTE, stream.local, stream.remote, payload[i : i + maxdata]))
-                await stream.acked.wait()
-                if stream.closed:
+            v2 = "v2" in args
+            if self.known(cmd):
+                result = self.run(cmd)
+                if result is None:
                     return
+                out, code = result
+                if v2:
+                    payload = v2_packet(1, out.encode()) + v2_packet(3, bytes([code]))
+                else:
+                    payload = out.replace("\n", "\r\n").encode()
+                if not await self.send(writer, stream, payload, maxdata):
+                    return
+            elif not await self.run_script(writer, stream, cmd, v2, maxdata):
+                return
             streams.pop(stream.local, None)
             writer.write(message(A_CLSE, stream.local, stream.remote))
         except (ConnectionError, OSError):
             pass
+
+    @staticmethod
+    def known(cmd):
+        cmd = cmd.strip()
+        return cmd in ("getprop", "dumpsys battery", "dumpsys thermalservice", "cat /proc/uptime") or (
+            cmd.startswith(("getprop ", "echo ")) or "thermal_zone" in cmd
+        )
+
+    async def run_script(self, writer, stream, script, v2, maxdata):
+        """Runs `script` in sh, streaming its output; False if the host went away first."""
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", self.shell_functions() + script,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE if v2 else asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        async def pump(pipe, packet_id):
+            while True:
+                data = await pipe.read(maxdata - 5)
+                if not data:
+                    return True
+                payload = v2_packet(packet_id, data) if v2 else data.replace(b"\n", b"\r\n")
+                if not await self.send(writer, stream, payload, maxdata):
+                    return False
+
+        pumps = asyncio.gather(pump(proc.stdout, 1), pump(proc.stderr, 2) if v2 else asyncio.sleep(0, True))
+        gone = asyncio.ensure_future(stream.gone.wait())
+        try:
+            await asyncio.wait([pumps, gone], return_when=asyncio.FIRST_COMPLETED)
+            if not pumps.done() or not all(pumps.result()):
+                return False
+            code = await proc.wait()
+            if v2:
+                return await self.send(writer, stream, v2_packet(3, bytes([code & 0xFF])), maxdata)
+            return True
+        finally:
+            gone.cancel()
+            if proc.returncode is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+            if not pumps.done():
+                pumps.cancel()
 
 
 async def control(phones, reader, writer):
