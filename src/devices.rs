@@ -11,7 +11,8 @@
 //! runtime, not threads), each under a deadline shorter than the interval, and each
 //! phone's commands run as one shell script on one connection (`parse::batch`): a Pi
 //! pays per wake-up, and four requests cost four connections, transport switches and
-//! phone-side shells where one does. The iPhones' round runs beside them. Without Android, no adb server is started or contacted.
+//! phone-side shells where one does. The iPhones' round runs beside them. Without
+//! Android, no adb server is started or contacted.
 //!
 //! Must not: parse output (that is `parse`), decide health (that is `health`), compute
 //! dimensions (that is `dimensions`), or block the runtime.
@@ -744,6 +745,10 @@ async fn interrogate(
     if !finished {
         // One timeout per round, whichever command hung.
         count(&client::Error::timed_out("the round's script", serial));
+    }
+    for s in sections.iter().filter(|s| s.exit_code != Some(0)) {
+        // The output still counts if it parses: `dumpsys` exits non-zero on some OEMs.
+        log::debug!("{serial}: {} exited with {:?}", s.name, s.exit_code);
     }
     let section = |name: &str| -> Result<String, String> {
         match sections.iter().find(|s| s.name == name) {
