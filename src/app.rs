@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Ticker;
 use crate::config::Config;
 use crate::devices;
 use crate::hooks::{self, Hooks};
@@ -110,14 +111,18 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     // --grace may need adb. The watcher (and the adb server) stop once the bot is gone.
     let (devices_trigger, devices_shutdown) = shutdown::channel();
     let watch_devices = shared.config.devices.android || shared.config.devices.ios;
-    let watcher = watch_devices.then(|| {
-        tokio::spawn(devices::run(
+    let watcher = if watch_devices {
+        let ticker = Ticker::new(shared.config.interrogate_every).map_err(AppError::Start)?;
+        Some(tokio::spawn(devices::run(
             shared.clone(),
             device_commands,
             reaper.clone(),
+            ticker,
             devices_shutdown,
-        ))
-    });
+        )))
+    } else {
+        None
+    };
     if !watch_devices {
         // No phones to watch: the empty picture is already complete.
         shared.publish_snapshot(Snapshot::default());

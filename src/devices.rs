@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::adb::client::{self, Client, ShellProtocol};
+use crate::clock::Ticker;
 use crate::dimensions;
 use crate::health::{self, Action, Memory, Thresholds};
 use crate::ios;
@@ -180,6 +181,7 @@ pub async fn run(
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<DeviceCommand>,
     reaper: Reaper,
+    mut ticker: Ticker,
     mut shutdown: Shutdown,
 ) {
     let android = shared.config.devices.android;
@@ -200,12 +202,10 @@ pub async fn run(
         tokio::spawn(track(client.clone(), events_tx.clone(), shutdown.clone()));
     }
     let mut w = Watcher::new(shared, client, reaper, events_tx);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.requested() => break,
-            _ = tick.tick() => {
+            _ = ticker.tick() => {
                 // This timer doubles as the runtime's proof of life for `/healthz`.
                 w.shared.tick();
                 w.want_round();
@@ -1116,7 +1116,14 @@ mod tests {
         let usable = |s: &Snapshot| s.devices.iter().any(|d| d.unusable.is_none());
         let rebooting = format!("rebooting {serial} after task");
         runtime.block_on(async {
-            let watcher = tokio::spawn(run(shared.clone(), commands, Reaper::new(), shutdown));
+            let ticker = Ticker::new(shared.config.interrogate_every).unwrap();
+            let watcher = tokio::spawn(run(
+                shared.clone(),
+                commands,
+                Reaper::new(),
+                ticker,
+                shutdown,
+            ));
             tokio::task::spawn_blocking(move || {
                 let mut s = std::net::TcpStream::connect(("127.0.0.1", adb_port)).unwrap();
                 let req = format!("host:connect:127.0.0.1:{port}");

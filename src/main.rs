@@ -9,6 +9,7 @@ mod adb;
 mod app;
 mod backoff;
 mod bot_zip;
+mod clock;
 mod config;
 mod devices;
 mod devices_cmd;
