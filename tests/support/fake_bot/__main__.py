@@ -105,6 +105,11 @@ def main():
         log("usage: swarming_bot.zip start_bot")
         return 2
     signal.signal(signal.SIGTERM, on_sigterm)
+    if os.environ.get("SWARMING_EXTERNAL_BOT_SETUP") != "1":
+        # The real bot would install its own auto-start (systemd, cron) and fight the
+        # supervisor: refuse, so that a supervisor that forgets the variable fails tests.
+        log("SWARMING_EXTERNAL_BOT_SETUP is not 1: the real bot would set up its own auto-start")
+        return 3
     log("starting in %s" % os.getcwd())
     # Invalid UTF-8 on purpose: the monitor must replace it, not drop the line.
     sys.stdout.buffer.write(b"fake bot bytes \xff\xfe end\n")
