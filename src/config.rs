@@ -59,6 +59,8 @@ pub struct Config {
     /// Where a forced quarantine is requested; defaults to `<bot dir>/../<bot id>.force_quarantine`.
     pub force_quarantine_file: PathBuf,
     pub idevice_dir: PathBuf,
+    /// The usbmuxd to run for the iPhones.
+    pub usbmuxd: PathBuf,
     /// Battery below this percentage puts the bot in maintenance.
     pub min_battery_percent: f64,
     /// Any real temperature above this (°C) puts the bot in maintenance.
@@ -244,6 +246,14 @@ const FLAGS: &[Flag] = &[
         env: None,
         default: "/usr/bin",
         help: "where idevice_id, ideviceinfo and idevicediagnostics live",
+    },
+    Flag {
+        name: "--usbmuxd",
+        arity: Arity::Value,
+        metavar: "PATH",
+        env: None,
+        default: "/usr/sbin/usbmuxd",
+        help: "run with --devices ios unless /var/run/usbmuxd already answers",
     },
     Flag {
         name: "--min-battery",
@@ -452,6 +462,7 @@ pub fn parse(
         no_reboot_after_task: switch("--no-reboot-after-task"),
         force_quarantine_file,
         idevice_dir: path_flag("--idevice-dir", get("--idevice-dir"), "/usr/bin")?,
+        usbmuxd: path_flag("--usbmuxd", get("--usbmuxd"), "/usr/sbin/usbmuxd")?,
         min_battery_percent,
         max_temperature_celsius,
     };
@@ -660,6 +671,7 @@ impl Config {
                 self.force_quarantine_file.display().to_string(),
             ),
             ("idevice_dir", self.idevice_dir.display().to_string()),
+            ("usbmuxd", self.usbmuxd.display().to_string()),
             ("min_battery", format!("{}%", self.min_battery_percent)),
             (
                 "max_temperature",

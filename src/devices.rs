@@ -192,6 +192,13 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    let usbmuxd = shared.config.devices.ios.then(|| {
+        tokio::spawn(ios::usbmuxd::run(
+            shared.clone(),
+            reaper.clone(),
+            shutdown.clone(),
+        ))
+    });
     let interval = shared.config.interrogate_every;
     let client = Client::new(
         shared.config.adb_server,
@@ -214,9 +221,9 @@ pub async fn run(
             Some(event) = events.recv() => w.event(event).await,
         }
     }
-    // The adb server is ours to stop: wait until it has.
-    if let Some(server) = server {
-        let _ = server.await;
+    // The adb server and usbmuxd are ours to stop: wait until they have.
+    for daemon in [server, usbmuxd].into_iter().flatten() {
+        let _ = daemon.await;
     }
 }
 

@@ -11,6 +11,7 @@ mod backoff;
 mod bot_zip;
 mod clock;
 mod config;
+mod daemon;
 mod devices;
 mod devices_cmd;
 mod dimension_rules;

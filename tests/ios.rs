@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::android::{connect_phone, wait_for, Monitor, Sim};
+use support::android::{connect_phone, send_signal, wait_for, Monitor, Sim};
 use support::ios::{dead, Lab};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -26,7 +26,13 @@ fn up(udid: &str, device_type: &str) -> String {
 
 fn ios_only(name: &str, lab: &Lab) -> Monitor {
     let dir = lab.dir.to_str().unwrap();
-    Monitor::start_without_adb(name, INTERVAL, &["--devices", "ios", "--idevice-dir", dir])
+    let usbmuxd = lab.dir.join("usbmuxd");
+    let extra = ["--devices", "ios", "--idevice-dir", dir];
+    Monitor::start_without_adb(
+        name,
+        INTERVAL,
+        &[&extra[..], &["--usbmuxd", usbmuxd.to_str().unwrap()]].concat(),
+    )
 }
 
 /// `/get_state`'s entry for `serial`, if listed.
@@ -309,7 +315,14 @@ fn android_and_iphones_share_one_health_pass_and_the_dimensions() {
     let dir = lab.dir.to_str().unwrap();
     let tmm = Monitor::start(
         "android-ios",
-        &["--devices", "android,ios", "--idevice-dir", dir],
+        &[
+            "--devices",
+            "android,ios",
+            "--idevice-dir",
+            dir,
+            "--usbmuxd",
+            lab.dir.join("usbmuxd").to_str().unwrap(),
+        ],
     );
     connect_phone(tmm.adb_port, sim.port("P"));
     let p = sim.serial("P");
@@ -341,4 +354,89 @@ fn android_and_iphones_share_one_health_pass_and_the_dimensions() {
     let dims = tmm.hook("/get_dimensions");
     assert_eq!(strings(&dims["os"]), ["Android"]);
     assert!(dims.get("ios_devices").is_none(), "{dims}");
+}
+
+#[test]
+fn usbmuxd_is_started_its_lines_forwarded_restarted_when_it_dies_and_stopped() {
+    let lab = Lab::new("usbmuxd");
+    let tmm = ios_only("usbmuxd", &lab);
+    tmm.wait_log("started usbmuxd: ", LONG);
+    tmm.wait_log(
+        "usbmuxd: [00:00:00.000][3] usbmuxd stand-in starting up --foreground",
+        LONG,
+    );
+    let first = tmm.children();
+    assert_eq!(first.len(), 1, "usbmuxd is our only child: {first:?}");
+    send_signal(first[0], libc::SIGKILL);
+    tmm.wait_log("usbmuxd exited with signal 9 (SIGKILL)", LONG);
+    wait_for(LONG, "usbmuxd started again", || {
+        (tmm.log_count("started usbmuxd: ") == 2).then_some(())
+    });
+    send_signal(tmm.pid() as i32, libc::SIGTERM);
+    tmm.wait_log("usbmuxd stopped", LONG);
+}
+
+/// The monitor in a mount namespace of its own with a private `/run`, so that the real
+/// usbmuxd's fixed socket and lock file are the test's alone. Needs root and Debian's
+/// usbmuxd (ci/deps installs it).
+const PRIVATE_RUN: [&str; 5] = [
+    "unshare",
+    "--mount",
+    "sh",
+    "-c",
+    "mount -t tmpfs tmpfs /run && exec \"$0\" \"$@\"",
+];
+
+#[test]
+fn the_real_usbmuxd_runs_under_us_and_stops_with_us() {
+    assert!(
+        std::path::Path::new("/usr/sbin/usbmuxd").exists(),
+        "/usr/sbin/usbmuxd is missing: run ci/deps (Debian's usbmuxd package)"
+    );
+    let lab = Lab::new("real-usbmuxd");
+    let dir = lab.dir.to_str().unwrap();
+    let tmm = Monitor::start_without_adb_under(
+        "real-usbmuxd",
+        INTERVAL,
+        &PRIVATE_RUN,
+        &["--devices", "ios", "--idevice-dir", dir],
+    );
+    tmm.wait_log("started usbmuxd: /usr/sbin/usbmuxd --foreground", LONG);
+    // Its own notice-level lines reach our log at info, prefixed.
+    tmm.wait_log("usbmuxd: [", LONG);
+    tmm.wait_log("] Initialization complete", LONG);
+    send_signal(tmm.pid() as i32, libc::SIGTERM);
+    tmm.wait_log("] Shutdown complete", LONG);
+    tmm.wait_log("usbmuxd stopped (exit code 0)", LONG);
+}
+
+#[test]
+fn a_usbmuxd_that_already_answers_is_used_and_none_is_started() {
+    let lab = Lab::new("foreign-usbmuxd");
+    let dir = lab.dir.to_str().unwrap();
+    // Someone else's usbmuxd (the host's, mounted into the pod): a listener on the socket.
+    let script = "mount -t tmpfs tmpfs /run && \
+        python3 -c 'import socket,time; s=socket.socket(socket.AF_UNIX); \
+        s.bind(\"/run/usbmuxd\"); s.listen(); time.sleep(120)' & \
+        while [ ! -S /run/usbmuxd ]; do sleep 0.05; done; exec \"$0\" \"$@\"";
+    let usbmuxd = lab.dir.join("usbmuxd");
+    let tmm = Monitor::start_without_adb_under(
+        "foreign-usbmuxd",
+        INTERVAL,
+        &["unshare", "--mount", "sh", "-c", script],
+        &[
+            "--devices",
+            "ios",
+            "--idevice-dir",
+            dir,
+            "--usbmuxd",
+            usbmuxd.to_str().unwrap(),
+        ],
+    );
+    tmm.wait_log(
+        "usbmuxd already listens on /var/run/usbmuxd: using it, not starting ours",
+        LONG,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!tmm.log_has("started usbmuxd"));
 }

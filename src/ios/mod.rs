@@ -25,6 +25,7 @@
 
 mod parse;
 mod run;
+pub mod usbmuxd;
 mod watch;
 
 /// The stand-in tools, shared with the integration tests.

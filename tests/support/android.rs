@@ -160,7 +160,7 @@ impl Monitor {
 
     /// As [`Monitor::start`], with the adb server on `adb_port`.
     pub fn start_on(name: &str, adb_port: u16, extra: &[&str]) -> Monitor {
-        let m = Monitor::spawn(name, adb_port, 2, extra);
+        let m = Monitor::spawn(name, adb_port, 2, &[], extra);
         wait_for(Duration::from_secs(20), "the adb server to listen", || {
             TcpStream::connect(("127.0.0.1", adb_port)).ok()
         });
@@ -170,17 +170,43 @@ impl Monitor {
     /// Without Android (`extra` has `--devices ios`): there is no adb server to wait
     /// for, only the metrics server.
     pub fn start_without_adb(name: &str, interval_secs: u32, extra: &[&str]) -> Monitor {
-        let m = Monitor::spawn(name, free_port(), interval_secs, extra);
+        Monitor::start_without_adb_under(name, interval_secs, &[], extra)
+    }
+
+    /// As [`Monitor::start_without_adb`], run through `wrapper` (a command that ends by
+    /// exec'ing its arguments, so that the pid is the monitor's).
+    pub fn start_without_adb_under(
+        name: &str,
+        interval_secs: u32,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> Monitor {
+        let m = Monitor::spawn(name, free_port(), interval_secs, wrapper, extra);
         wait_for(Duration::from_secs(20), "the metrics server", || {
             (!m.metrics().is_empty()).then_some(())
         });
         m
     }
 
-    fn spawn(name: &str, adb_port: u16, interval_secs: u32, extra: &[&str]) -> Monitor {
+    fn spawn(
+        name: &str,
+        adb_port: u16,
+        interval_secs: u32,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> Monitor {
         let home = temp_home(name);
         let (metrics_port, hook_port) = (free_port(), free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
+        let bin = env!("CARGO_BIN_EXE_test_machine_monitor");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args([
                 "--no-bot",
                 "--adb",

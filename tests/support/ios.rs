@@ -80,6 +80,13 @@ fi
 echo "Restarting device."
 "#;
 
+/// Stand-in for `usbmuxd --foreground`: says it started, as the real one does, and runs
+/// until signalled. The tools above do not need its socket.
+pub const USBMUXD: &str = r#"#!/bin/sh
+echo "[00:00:00.000][3] usbmuxd stand-in starting up $*" >&2
+exec sleep 100000
+"#;
+
 /// A directory of stand-in tools and their state, used as `--idevice-dir`.
 pub struct Lab {
     pub dir: PathBuf,
@@ -97,6 +104,7 @@ impl Lab {
             ("idevice_id", IDEVICE_ID),
             ("ideviceinfo", IDEVICEINFO),
             ("idevicediagnostics", IDEVICEDIAGNOSTICS),
+            ("usbmuxd", USBMUXD),
         ] {
             lab.write(tool, text);
             std::fs::set_permissions(lab.dir.join(tool), std::fs::Permissions::from_mode(0o755))
