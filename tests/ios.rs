@@ -365,9 +365,14 @@ fn usbmuxd_is_started_its_lines_forwarded_restarted_when_it_dies_and_stopped() {
         "usbmuxd: [00:00:00.000][3] usbmuxd stand-in starting up --foreground",
         LONG,
     );
-    let first = tmm.children();
-    assert_eq!(first.len(), 1, "usbmuxd is our only child: {first:?}");
-    send_signal(first[0], libc::SIGKILL);
+    // Its pid from our log line, not from our children: a round's tools are children too.
+    let started = tmm.log_line("started usbmuxd: ").unwrap();
+    let pid: i32 = started
+        .rsplit_once("(pid ")
+        .and_then(|(_, p)| p.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {started:?}"));
+    assert!(tmm.children().contains(&pid), "usbmuxd {pid} is our child");
+    send_signal(pid, libc::SIGKILL);
     tmm.wait_log("usbmuxd exited with signal 9 (SIGKILL)", LONG);
     wait_for(LONG, "usbmuxd started again", || {
         (tmm.log_count("started usbmuxd: ") == 2).then_some(())

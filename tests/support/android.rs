@@ -291,6 +291,16 @@ impl Monitor {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// The first log line containing `needle`.
+    pub fn log_line(&self, needle: &str) -> Option<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+    }
+
     pub fn log_count(&self, needle: &str) -> usize {
         self.log
             .lock()
