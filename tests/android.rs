@@ -316,3 +316,27 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
         "{text}"
     );
 }
+
+#[test]
+fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
+    let sim = Sim::start(&["reboots:R"], &[]);
+    let tmm = Monitor::start("no-reboot", &["--no-reboot-after-task"]);
+    sim.connect_all(tmm.adb_port);
+    let r = sim.serial("R");
+    tmm.wait_sample(&up(&r, "redfin"), 1.0, LONG);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], tmm.hook_port));
+    let reply = support::request(addr, "GET", "/on_after_task", "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Rounds go on (the phone is read again after the task); none reboots it.
+    let rounds = |t: &Monitor| {
+        t.sample("interrogation_duration_seconds_count")
+            .unwrap_or(0.0)
+    };
+    let before = rounds(&tmm);
+    wait_for(LONG, "three more rounds", || {
+        (rounds(&tmm) >= before + 3.0).then_some(())
+    });
+    assert_eq!(sim.control("reboots R"), "OK 0");
+    assert!(!tmm.log_has("rebooting"), "a reboot was started");
+    assert_eq!(tmm.sample(&up(&r, "redfin")), Some(1.0));
+}
