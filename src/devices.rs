@@ -736,8 +736,9 @@ async fn interrogate(
     // One script for the whole round (see `parse::batch`), read until a little before
     // the phone's deadline: a hung command costs only its own output and those after
     // it, so the commands go from least to most likely to hang.
-    let script = parse::batch::script(&ROUND_COMMANDS);
-    let ran = client.shell_until(serial, &script, protocol, until).await;
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
+    let ran = client.shell_until(serial, script, protocol, until).await;
     let (sections, finished) = match ran {
         Ok(p) => (parse::batch::split(&p.output.stdout), p.finished),
         Err(e) => {

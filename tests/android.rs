@@ -18,6 +18,18 @@ fn up(serial: &str, device_type: &str) -> String {
     format!("device_up{{serial=\"{serial}\",kind=\"android\",device_type=\"{device_type}\"}}")
 }
 
+/// Waits until `n` more device rounds have finished.
+fn wait_rounds(tmm: &Monitor, n: u32) {
+    let rounds = || {
+        tmm.sample("interrogation_duration_seconds_count")
+            .unwrap_or(0.0)
+    };
+    let before = rounds();
+    wait_for(LONG, &format!("{n} more rounds"), || {
+        (rounds() >= before + f64::from(n)).then_some(())
+    });
+}
+
 fn state(serial: &str, state: &str) -> String {
     format!("device_state{{serial=\"{serial}\",state=\"{state}\"}}")
 }
@@ -99,14 +111,7 @@ fn health_rows_set_and_clear() {
     tmm.wait_sample("maintenance", 0.0, LONG);
 
     // Rounds keep coming while one phone hangs on every round.
-    let rounds = |t: &Monitor| {
-        t.sample("interrogation_duration_seconds_count")
-            .unwrap_or(0.0)
-    };
-    let before = rounds(&tmm);
-    wait_for(LONG, "three more rounds", || {
-        (rounds(&tmm) >= before + 3.0).then_some(())
-    });
+    wait_rounds(&tmm, 3);
     assert!(
         tmm.sample("interrogation_errors_total{kind=\"timeout\"}")
             .unwrap_or(0.0)
@@ -229,10 +234,7 @@ fn sixteen_phones_at_once() {
     for (name, _) in &sim.phones {
         tmm.wait_sample(&up(&sim.serial(name), "redfin"), 1.0, LONG);
     }
-    let rounds = tmm.sample("interrogation_duration_seconds_count").unwrap();
-    wait_for(LONG, "two more rounds with all 16", || {
-        (tmm.sample("interrogation_duration_seconds_count").unwrap() >= rounds + 2.0).then_some(())
-    });
+    wait_rounds(&tmm, 2);
     let metrics = tmm.metrics();
     let usable = metrics
         .lines()
@@ -328,14 +330,7 @@ fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
     let reply = support::request(addr, "GET", "/on_after_task", "");
     assert_eq!(reply.status, 200, "{}", reply.body);
     // Rounds go on (the phone is read again after the task); none reboots it.
-    let rounds = |t: &Monitor| {
-        t.sample("interrogation_duration_seconds_count")
-            .unwrap_or(0.0)
-    };
-    let before = rounds(&tmm);
-    wait_for(LONG, "three more rounds", || {
-        (rounds(&tmm) >= before + 3.0).then_some(())
-    });
+    wait_rounds(&tmm, 3);
     assert_eq!(sim.control("reboots R"), "OK 0");
     assert!(!tmm.log_has("rebooting"), "a reboot was started");
     assert_eq!(tmm.sample(&up(&r, "redfin")), Some(1.0));

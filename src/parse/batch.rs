@@ -69,6 +69,13 @@ pub fn split(output: &str) -> Vec<Section> {
 mod tests {
     use super::*;
 
+    fn fields(sections: &[Section]) -> Vec<(&str, &str, Option<i32>)> {
+        sections
+            .iter()
+            .map(|s| (s.name.as_str(), s.text.as_str(), s.exit_code))
+            .collect()
+    }
+
     #[test]
     fn script_runs_each_command_then_its_marker() {
         assert_eq!(
@@ -83,12 +90,8 @@ mod tests {
         let out = "1.5 2.5\n\n@@tmm-end uptime 0\n[a]: [b]\n\n@@tmm-end getprop 0\n\
                    no newline\n@@tmm-end battery 0\n\n@@tmm-end thermal 127\n";
         let s = split(out);
-        let got: Vec<(&str, &str, Option<i32>)> = s
-            .iter()
-            .map(|s| (s.name.as_str(), s.text.as_str(), s.exit_code))
-            .collect();
         assert_eq!(
-            got,
+            fields(&s),
             vec![
                 ("uptime", "1.5 2.5\n", Some(0)),
                 ("getprop", "[a]: [b]\n", Some(0)),
@@ -131,12 +134,8 @@ mod tests {
             .output()
             .unwrap();
         let s = split(&String::from_utf8(out.stdout).unwrap());
-        let got: Vec<(&str, &str, Option<i32>)> = s
-            .iter()
-            .map(|s| (s.name.as_str(), s.text.as_str(), s.exit_code))
-            .collect();
         assert_eq!(
-            got,
+            fields(&s),
             vec![
                 ("one", "no newline", Some(0)),
                 ("two", "out\n", Some(0)),
