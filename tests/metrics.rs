@@ -331,7 +331,16 @@ fn readyz_waits_for_the_first_round_while_healthz_is_alive() {
     let adb_port = free_port();
     let tmm = Tmm::start("readyz", "/bin/false", adb_port, None);
     wait_for_http(tmm.metrics_port, "/healthz", 200);
-    let (code, body) = http_get(tmm.metrics_port, "/readyz");
+    // The status server is bound before the hook server, so the first reason may still
+    // be the hooks' for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, body) = loop {
+        let (code, body) = http_get(tmm.metrics_port, "/readyz");
+        if body != "not ready: hook server not serving yet\n" || Instant::now() > deadline {
+            break (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(code, 503, "{body}");
     assert_eq!(body, "not ready: first device interrogation not finished\n");
     // Not a timer: still not ready more than one interrogation period later.
