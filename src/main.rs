@@ -1,7 +1,8 @@
 //! test_machine_monitor: keeps a LUCI Swarming bot running on a Raspberry Pi and answers
 //! its hooks from what it knows of the attached phones.
 //!
-//! `main` only dispatches: the sudo shim, then the command line, then [`app::run`].
+//! `main` only dispatches: the applets (`sudo`, `df`), then the command line, then
+//! [`app::run`].
 //! Exit codes: 0 clean shutdown, 1 fatal error, 2 bad command line or configuration.
 //! ARCHITECTURE.md maps the modules.
 
@@ -14,6 +15,7 @@ mod config;
 mod daemon;
 mod devices;
 mod devices_cmd;
+mod df;
 mod dimension_rules;
 mod dimensions;
 mod health;
@@ -57,6 +59,9 @@ fn main() -> ExitCode {
 
     if shim::invoked_as_sudo(&argv0) {
         return ExitCode::from(shim::run(&args) as u8);
+    }
+    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("df")) {
+        return ExitCode::from(df::run(&args) as u8);
     }
 
     let hostname = hostname();

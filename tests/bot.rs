@@ -43,8 +43,12 @@ fn bootstrap_sends_auth_headers_never_logs_the_token_and_drains_gracefully() {
     // SWARMING_BOT_ID reached the bot.
     assert_eq!(st["last_dimensions"]["id"], json!([BOT_ID]));
 
-    // Our files stay out of the bot directory; the shim sits next to it.
-    assert_eq!(dir_names(&lab.bot_dir), ["swarming_bot.zip"]);
+    // Our files stay out of the bot directory (the bot's copy, swarming_bot.1.zip, is the
+    // one it re-executed itself on); the shim sits next to it.
+    assert_eq!(
+        dir_names(&lab.bot_dir),
+        ["swarming_bot.1.zip", "swarming_bot.zip"]
+    );
     let shim = lab.dir.0.join("b/.test_machine_monitor/bin/sudo");
     assert_eq!(
         fs::read_link(&shim).unwrap(),
@@ -117,7 +121,10 @@ fn forbidden_and_truncated_downloads_never_leave_a_partial_zip() {
         2,
         "{log}"
     );
-    assert_eq!(dir_names(&lab.bot_dir), ["swarming_bot.zip"]);
+    assert_eq!(
+        dir_names(&lab.bot_dir),
+        ["swarming_bot.1.zip", "swarming_bot.zip"]
+    );
     assert_eq!(
         fs::read(lab.bot_dir.join("swarming_bot.zip")).unwrap(),
         lab.server.zip_bytes()

@@ -167,6 +167,79 @@ fn sudo_shim_kills_its_parent_and_reports_its_arguments() {
     assert!(err.contains("sudo shim: -n /sbin/shutdown -r now"), "{err}");
 }
 
+/// The `df` applet against Debian's coreutils `df -k -P -l`, in a private mount
+/// namespace that adds what a pod has: a tmpfs whose mount point has a space, and a bind
+/// mount of the root file system (one device mounted twice). The rows, their order, the
+/// sources, sizes and mount points must be the same; used and available may move between
+/// the two calls on a busy disk, so only their form is compared.
+#[test]
+fn df_applet_lists_what_coreutils_df_lists() {
+    let dir = support::TempDir::new("df");
+    let link = dir.path().join("df");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    let spaced = dir.path().join("with space");
+    let bound = dir.path().join("bound");
+    std::fs::create_dir_all(&spaced).unwrap();
+    std::fs::create_dir_all(&bound).unwrap();
+    let script = format!(
+        "set -e; mount -t tmpfs -o size=3m tmm-df-test '{spaced}'; mount --bind / '{bound}'; \
+         /bin/df -k -P -l; echo ====; '{link}' -k -P -l",
+        spaced = spaced.display(),
+        bound = bound.display(),
+        link = link.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("LANG", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "unshare (needs root): {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (theirs, ours) = text.split_once("====\n").expect("both listings");
+    // The mount point starts under "Mounted on" and runs to the end of the line.
+    let key = |listing: &str| -> Vec<(String, String, String)> {
+        let header = listing.lines().next().expect("a header");
+        let at = header.find("Mounted on").expect("a Mounted on column");
+        listing
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                assert!(cols.len() >= 6, "short row {l:?}");
+                (
+                    cols[0].to_string(),
+                    cols[1].to_string(),
+                    l[at..].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(ours.lines().next(), theirs.lines().next(), "header");
+    assert_eq!(
+        key(ours),
+        key(theirs),
+        "ours:\n{ours}\ncoreutils:\n{theirs}"
+    );
+    let tmpfs = ours
+        .lines()
+        .find(|l| l.starts_with("tmm-df-test "))
+        .unwrap_or_else(|| panic!("no row for the tmpfs:\n{ours}"));
+    assert!(
+        tmpfs.ends_with(&format!(" {}", spaced.display())),
+        "{tmpfs}"
+    );
+    assert_eq!(tmpfs.split_whitespace().nth(1), Some("3072"), "{tmpfs}");
+    assert!(!ours.contains(&bound.display().to_string()), "{ours}");
+    for l in ours.lines().skip(1) {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        assert!(
+            cols[2].parse::<u64>().is_ok() && cols[3].parse::<u64>().is_ok(),
+            "{l}"
+        );
+        assert!(cols[4] == "-" || cols[4].ends_with('%'), "{l}");
+    }
+}
+
 #[test]
 fn serves_healthz_and_metrics_at_once_and_stops_on_sigterm() {
     let port = free_port();

@@ -1,6 +1,14 @@
-"""Runs the amd64 image as a real container with runc and checks how it behaves.
+"""Runs one platform's image as a real container with runc and checks how it behaves.
 
-Usage: python3 image_run.py BUNDLE   (a bundle from `umoci unpack`; run as root)
+Usage: python3 image_run.py BUNDLE [--without-df]   (a bundle from `umoci unpack`; as root)
+
+The amd64 image runs natively; an arm image runs through binfmt_misc (qemu-arm-static
+registered with the F flag, see ci/deps), so its Python re-executes itself inside the
+container as on a Pi. The stand-in bot needs from the image what the real bot needs
+(`/bin/df -k -P -l` every cycle, /proc/meminfo, re-exec of its interpreter).
+--without-df removes /usr/bin/df from the bundle first and checks the opposite: the
+stand-in bot dies on its first cycle with the real bot's FileNotFoundError, so the
+positive run cannot pass on an image without df.
 
 The container gets its own PID, mount, IPC and UTS namespaces but shares the host's
 network namespace (removed from config.json), so it reaches servers on the host's
@@ -14,9 +22,14 @@ the container's own adb is not started (one already listens). Checks, in order:
      `runc exec` of the image's own Python);
   2. /healthz answers 200 on the metrics port;
   3. the bot zip was downloaded into the container's /b/s, and the bot runs on the
-     image's own Python (/proc/<bot>/exe is the rootfs's python3.11, by device and inode);
+     image's own Python (its memory maps the rootfs's python3.11, by device and inode),
+     from the swarming_bot.1.zip it copied and re-executed itself on;
   4. the hooks are answered with the phone's dimensions (what reached the stand-in
-     server: the phone's device_type, android_devices 1, the bot id);
+     server: the phone's device_type, android_devices 1, the bot id), and the bot's own
+     state has its disks from the image's df, its RAM from /proc/meminfo, and none of
+     the optional host tools (lspci, dpkg, lsblk, pip: absent, tolerated);
+  4b. an `update` re-executes the bot in place (same PID) on the new copy, and it
+     handshakes again;
   5. the sudo shim kills the bot (the server sends host_reboot; the bot runs
      `sudo -n /sbin/shutdown -r now`), the bot is restarted (bot_restarts_total 1 on
      /metrics) and reports again;
@@ -27,6 +40,7 @@ the container's own adb is not started (one already listens). Checks, in order:
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,17 +119,48 @@ def wait_http(url, proc):
             time.sleep(0.1)
 
 
+def guest_argv(pid):
+    """A process's argv as the program sees it. Under binfmt_misc with the P flag the
+    kernel runs `<interpreter> <path> <argv...>`: drop the first two."""
+    argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
+    if argv and argv[0].endswith(b"-binfmt-P"):
+        argv = argv[2:]
+    return argv
+
+
+def arm_rootfs(rootfs):
+    """True when the image's binaries are 32-bit ARM (ELF e_machine 0x28)."""
+    with open(os.path.join(rootfs, "usr/bin/python3.11"), "rb") as f:
+        head = f.read(20)
+    return head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 0x28
+
+
+def check_binfmt():
+    entry = "/proc/sys/fs/binfmt_misc/qemu-arm"
+    try:
+        text = open(entry).read()
+    except OSError as e:
+        fail(f"an arm image needs qemu-arm registered in binfmt_misc ({entry}: {e}); ci/deps registers it")
+    flags = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("flags:")]
+    if not text.startswith("enabled") or not flags or "F" not in flags[0]:
+        fail(f"{entry} must be enabled with the F flag (the interpreter opened at registration, "
+             f"so it works inside the container's root): {text.strip()}")
+    print(f"ok: binfmt_misc runs arm programs through qemu (flags {flags[0]})")
+
+
 def check_pid1(state, cid, pid):
     status = open(f"/proc/{pid}/status").read()
     nspid = [l.split()[1:] for l in status.splitlines() if l.startswith("NSpid:")][0]
     if nspid[-1] != "1":
         fail(f"the container's init has NSpid {nspid}, expected it to be 1 inside")
-    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode()
+    cmd = guest_argv(pid)[0].decode()
     if cmd != "/usr/bin/test_machine_monitor":
         fail(f"PID 1 is {cmd!r}")
-    p = runc(state, "exec", cid, "/usr/bin/python3", "-c", "print(open('/proc/1/cmdline').read().split(chr(0))[0])")
+    p = runc(state, "exec", cid, "/usr/bin/python3", "-c",
+             "a = open('/proc/1/cmdline').read().split(chr(0)); "
+             "print(a[2] if a[0].endswith('-binfmt-P') else a[0])")
     if p.stdout.strip() != "/usr/bin/test_machine_monitor":
-        fail(f"inside, /proc/1/cmdline is {p.stdout.strip()!r}")
+        fail(f"inside, /proc/1/cmdline is {p.stdout.strip()!r} ({p.stderr.strip()})")
     print(f"ok: test_machine_monitor is PID 1 (host PID {pid}, NSpid {' '.join(nspid)}); runc exec of the image's python3 sees it")
 
 
@@ -243,29 +288,49 @@ class Host:
         print(f"ok: the host's stand-in server, adb server and phone (pids {' '.join(str(p.pid) for p in self.procs)}) are stopped")
 
 
+BOT_ZIP = re.compile(rb"(^|/)swarming_bot(\.\d)?\.zip$")
+
+
 def bot_pid(state, cid):
-    """The container's process running swarming_bot.zip, as a host pid, or None."""
+    """The container's process running swarming_bot[.N].zip, as a host pid, or None."""
     p = runc(state, "ps", "--format", "json", cid, check=False)
     for pid in json.loads(p.stdout or "[]") or []:
         try:
-            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            argv = guest_argv(pid)
         except OSError:
             continue
-        if any(a.endswith(b"swarming_bot.zip") for a in argv):
+        if any(BOT_ZIP.search(a) for a in argv):
             return pid
     return None
+
+
+def maps_file(pid, path):
+    """True when the process has the file at `path` (by device and inode) mapped: its
+    program, even when qemu is the process's executable."""
+    st = os.stat(path)
+    for line in open(f"/proc/{pid}/maps"):
+        f = line.split()
+        if len(f) >= 6:
+            major, minor = (int(x, 16) for x in f[3].split(":"))
+            if int(f[4]) == st.st_ino and os.makedev(major, minor) == st.st_dev:
+                return True
+    return False
 
 
 def check_bot(state, cid, pid1, rootfs, proc):
     zip_path = f"/proc/{pid1}/root/b/s/swarming_bot.zip"
     wait_until("the bot zip in the container's /b/s", lambda: os.path.exists(zip_path), proc)
-    bot = wait_until("the bot process", lambda: bot_pid(state, cid), proc)
-    exe = os.stat(f"/proc/{bot}/exe")
-    python = os.stat(os.path.join(rootfs, "usr/bin/python3.11"))
-    if (exe.st_dev, exe.st_ino) != (python.st_dev, python.st_ino):
-        fail(f"the bot (host pid {bot}) runs {os.readlink(f'/proc/{bot}/exe')}, not the image's python3.11")
+    # The stand-in re-executes itself on its copy at once, as the real bot does.
+    def on_copy():
+        b = bot_pid(state, cid)
+        return b if b and any(a.endswith(b"swarming_bot.1.zip") for a in guest_argv(b)) else None
+    bot = wait_until("the bot running from swarming_bot.1.zip", on_copy, proc)
+    python = os.path.join(rootfs, "usr/bin/python3.11")
+    if not maps_file(bot, python):
+        fail(f"the bot (host pid {bot}, exe {os.readlink(f'/proc/{bot}/exe')}) does not run the image's python3.11")
     print(f"ok: the bot zip was downloaded into the container's /b/s ({os.path.getsize(zip_path)} bytes); "
-          f"the bot (host pid {bot}) runs {os.readlink(f'/proc/{bot}/exe')}, the image's own Python")
+          f"the bot (host pid {bot}) re-executed the image's own Python on swarming_bot.1.zip "
+          f"(exe {os.readlink(f'/proc/{bot}/exe')})")
     return bot
 
 
@@ -279,6 +344,23 @@ def check_hooks(host, proc):
     print("ok: the hooks answer with the phone's dimensions: "
           + " ".join(f"{k}={','.join(v)}" for k, v in sorted(dims.items()) if k in
                      ("id", "os", "device_type", "android_devices", "device_os", "pool")))
+    st = host.state().get("last_state") or {}
+    disks, ram, tools = st.get("disks"), st.get("ram"), st.get("host_tools")
+    if not disks or "/" not in disks or not isinstance(ram, int) or ram <= 0 or tools != []:
+        fail(f"the bot's own state lacks what the image's df and /proc give: disks={disks} ram={ram} "
+             f"host_tools={tools}")
+    print(f"ok: the bot's state has its disks from the image's df ({', '.join(sorted(disks))}), "
+          f"ram {ram} MB from /proc/meminfo, and no optional host tool (tolerated)")
+
+
+def check_update(state, cid, host, bot, proc):
+    handshakes = host.state()["handshakes"]
+    http_json("POST", host.server + "/_control", {"bot_cmds": [{"cmd": "update", "version": host.state()["digest"]}]})
+    def on_new_copy():
+        return any(a.endswith(b"swarming_bot.2.zip") for a in guest_argv(bot))
+    wait_until("the bot re-executed on swarming_bot.2.zip", on_new_copy, proc)
+    wait_until("the updated bot's handshake", lambda: host.state()["handshakes"] > handshakes, proc)
+    print(f"ok: on update the bot re-executed itself in place (pid {bot}) on swarming_bot.2.zip and handshook again")
 
 
 def check_sudo_restart(state, cid, host, metrics, old_bot, proc):
@@ -301,9 +383,28 @@ def orphan_processes(state, cid, host, proc):
     print(f"ok: the bot left orphans (host pids {' '.join(map(str, sorted(new)))}), one of them exited")
 
 
+def check_without_df(proc, log_path):
+    """The container's log must show the stand-in bot dying on the missing /bin/df."""
+    def died():
+        text = open(log_path).read()
+        return "FileNotFoundError" in text and "/bin/df" in text
+    wait_until("the bot's FileNotFoundError for /bin/df", died, proc)
+    print("ok: without /bin/df the stand-in bot dies on its first cycle with FileNotFoundError, "
+          "as the real bot does")
+
+
 def main():
-    bundle = os.path.abspath(sys.argv[1])
+    args = sys.argv[1:]
+    without_df = "--without-df" in args
+    args = [a for a in args if a != "--without-df"]
+    if len(args) != 1:
+        sys.exit(__doc__.split("\n\n")[1])
+    bundle = os.path.abspath(args[0])
     rootfs = os.path.join(bundle, "rootfs")
+    if arm_rootfs(rootfs):
+        check_binfmt()
+    if without_df:
+        os.unlink(os.path.join(rootfs, "usr/bin/df"))
     state = os.path.join(os.path.dirname(bundle), "runc-state")
     cid = f"tmm-test-{os.getpid()}"
     metrics = free_port()
@@ -333,8 +434,14 @@ def main():
         if code != 200:
             fail(f"/healthz answered {code}")
         print(f"ok: /healthz answers 200 from inside the container on 127.0.0.1:{metrics}")
+        if without_df:
+            log.flush()
+            check_without_df(proc, log.name)
+            check_term(state, cid, proc)
+            return
         bot = check_bot(state, cid, pid, rootfs, proc)
         check_hooks(host, proc)
+        check_update(state, cid, host, bot, proc)
         check_sudo_restart(state, cid, host, metrics, bot, proc)
         orphan_processes(state, cid, host, proc)
         check_no_zombies(state, cid)

@@ -1,9 +1,13 @@
 """A stand-in Swarming bot, run as `python3 swarming_bot.zip start_bot`.
 
-It behaves like the real bot where the monitor can tell: it reads config/config.json for
-its server, handshakes, then each cycle calls the hooks of config/bot_config.py (when the
-server injected one) and polls. On SIGTERM it calls on_bot_shutdown and exits 0. Server
-commands (poll answers): sleep, bot_restart (re-exec, same PID), host_reboot (runs
+It behaves like the real bot where the monitor can tell, and needs from its host what the
+real bot needs (api/os_utilities.py: `/bin/df`, /proc, the optional tools). On start it
+copies swarming_bot.zip to swarming_bot.1.zip and re-executes its interpreter on that copy
+(same PID), as the real bot does. It reads config/config.json for its server, handshakes,
+then each cycle calls the hooks of config/bot_config.py (when the server injected one) and
+polls. On SIGTERM it calls on_bot_shutdown and exits 0. Server commands (poll answers):
+sleep, bot_restart (re-exec, same PID), update (fetches the version the server names,
+replaces swarming_bot.zip with it and re-executes), host_reboot (runs
 `sudo -n /sbin/shutdown -r now`, then waits like the real bot), and test-only ones:
 crash, ignore_sigterm, orphan. Environment switches for start-up: FAKE_BOT_CRASH=<code>
 exits at once, FAKE_BOT_IGNORE_SIGTERM=1, FAKE_BOT_ORPHAN=1.
@@ -11,6 +15,7 @@ exits at once, FAKE_BOT_IGNORE_SIGTERM=1, FAKE_BOT_ORPHAN=1.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,9 +59,37 @@ def load_hooks():
         return None
 
 
-def restart():
-    log("re-executing")
-    os.execv(sys.executable, [sys.executable, ZIP, "start_bot"])
+def restart(zip_path=ZIP):
+    log("re-executing %s" % os.path.basename(zip_path))
+    os.execv(sys.executable, [sys.executable, zip_path, "start_bot"])
+
+
+def start_from_copy():
+    """The real bot never runs from swarming_bot.zip itself, which an update replaces:
+    it copies it and re-executes its interpreter on the copy."""
+    if os.path.basename(ZIP) == "swarming_bot.zip":
+        copy = os.path.join(os.path.dirname(ZIP), "swarming_bot.1.zip")
+        shutil.copyfile(ZIP, copy)
+        restart(copy)
+
+
+def update(server, version):
+    """Fetches the named version into the other copy, makes it swarming_bot.zip (as the
+    real bot does after a good update) and re-executes on it."""
+    url = "%s/swarming/api/v1/bot/bot_code/%s" % (server, version)
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        data = resp.read()
+    here = os.path.dirname(ZIP)
+    other = "swarming_bot.2.zip" if os.path.basename(ZIP) != "swarming_bot.2.zip" else "swarming_bot.1.zip"
+    new = os.path.join(here, other)
+    with open(new, "wb") as f:
+        f.write(data)
+    zipfile.ZipFile(new).testzip()
+    tmp = os.path.join(here, "swarming_bot.zip.tmp")
+    shutil.copyfile(new, tmp)
+    os.replace(tmp, os.path.join(here, "swarming_bot.zip"))
+    log("updated to %s" % version)
+    restart(new)
 
 
 def host_reboot():
@@ -110,6 +143,7 @@ def main():
         # supervisor: refuse, so that a supervisor that forgets the variable fails tests.
         log("SWARMING_EXTERNAL_BOT_SETUP is not 1: the real bot would set up its own auto-start")
         return 3
+    start_from_copy()
     log("starting in %s" % os.getcwd())
     # Invalid UTF-8 on purpose: the monitor must replace it, not drop the line.
     sys.stdout.buffer.write(b"fake bot bytes \xff\xfe end\n")
@@ -159,6 +193,8 @@ def main():
                 time.sleep(float(cmd.get("duration", 1)))
             elif kind == "bot_restart":
                 restart()
+            elif kind == "update":
+                update(server, cmd["version"])
             elif kind == "host_reboot":
                 host_reboot()
             elif kind == "crash":
