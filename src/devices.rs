@@ -14,7 +14,7 @@
 //! phone-side shells where one does. The iPhones' round runs beside them. Without
 //! Android, no adb server is started or contacted.
 //!
-//! Must not: parse output (that is `parse`), decide health (that is `health`), compute
+//! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`), compute
 //! dimensions (that is `dimensions`), or block the runtime.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,13 +26,13 @@ use tokio::sync::mpsc;
 use crate::adb::client::{self, Client, ShellProtocol};
 use crate::clock::Ticker;
 use crate::dimensions;
-use crate::health::{self, Action, Memory, Thresholds};
 use crate::ios;
 use crate::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
 use crate::reaper::Reaper;
 use crate::shutdown::Shutdown;
-use crate::snapshot::{Device, DeviceKind, Snapshot, Temperature};
+use crate::snapshot::{Device, DeviceKind, Fault, Link, Reasons, Snapshot, State, Temperature};
 use crate::state::{DeviceCommand, Shared};
+use crate::verdict::{self, Action, Memory, Thresholds};
 
 /// Props of one phone, as `getprop` printed them.
 type Props = BTreeMap<String, String>;
@@ -40,12 +40,14 @@ type Props = BTreeMap<String, String>;
 /// Deadline of one socket connect or read to the adb server.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A round's commands (name, command), least likely to hang first: the kernel answers
-/// `/proc/uptime`, init answers `getprop`, and the dumpsys calls need system_server and
-/// then the thermal HAL. Thermal's stderr is kept: `Can't find service` goes there.
-const ROUND_COMMANDS: [(&str, &str); 4] = [
+/// `/proc/uptime`, init answers `getprop`, and the dumpsys calls need system_server
+/// (battery, then the package manager) and then the thermal HAL. Thermal's stderr is
+/// kept: `Can't find service` goes there.
+const ROUND_COMMANDS: [(&str, &str); 5] = [
     ("uptime", "cat /proc/uptime"),
     ("getprop", "getprop"),
     ("battery", "dumpsys battery"),
+    ("packages", parse::packages::COMMAND),
     ("thermal", "dumpsys thermalservice 2>&1"),
 ];
 
@@ -91,11 +93,18 @@ struct RoundDone {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PhoneRound {
     pub props: Option<Props>,
+    /// The packages the dimensions name, to their versions.
+    pub packages: dimensions::Packages,
     pub battery: Option<Battery>,
     pub thermal: Vec<Temperature>,
     pub uptime: Option<f64>,
     /// Why `props` is missing.
     pub failure: Option<String>,
+    /// The adb server answered the transport with `device offline`: the link is gone
+    /// although the device list may still say `device`.
+    pub offline: bool,
+    /// Values every phone has that this round could not read, with why.
+    pub missing_values: Vec<String>,
     /// The shell protocol the phone's features called for, once they were read.
     pub protocol: Option<ShellProtocol>,
 }
@@ -122,8 +131,8 @@ pub const OFFLINE_SETTLE: Duration = Duration::from_secs(1);
 /// `listed`, with a fresh `offline` shown as `connecting` (see [`OFFLINE_SETTLE`]).
 pub fn settled_state(listed: &Listed, offline_since: Option<&Instant>) -> Listed {
     let mut l = listed.clone();
-    if l.state == "offline" && offline_since.is_some_and(|t| t.elapsed() < OFFLINE_SETTLE) {
-        l.state = "connecting".into();
+    if l.state == Link::Offline && offline_since.is_some_and(|t| t.elapsed() < OFFLINE_SETTLE) {
+        l.state = Link::Connecting;
     }
     l
 }
@@ -131,14 +140,14 @@ pub fn settled_state(listed: &Listed, offline_since: Option<&Instant>) -> Listed
 /// One phone as the snapshot shows it, from its listing, its last round (if any) and
 /// whether we are rebooting it.
 pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool) -> Device {
-    let mut d = Device::listed(DeviceKind::Android, &listed.serial, &listed.state);
+    let mut d = Device::listed(DeviceKind::Android, &listed.serial, listed.state.clone());
     if let Some(device_type) = &listed.device {
         d.device_type = Some(device_type.clone());
     }
     if let Some(r) = round {
         if let Some(props) = &r.props {
-            if let Some(t) = props.get("ro.product.device").filter(|t| !t.is_empty()) {
-                d.device_type = Some(t.clone());
+            if let Some(name) = dimensions::device_name(props) {
+                d.device_type = Some(name);
             }
             d.booting = props.get("sys.boot_completed").map(|v| v.trim()) != Some("1");
             d.build = dimensions::android_build(props);
@@ -146,30 +155,33 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool
         d.battery_percent = r.battery.as_ref().and_then(|b| b.percent);
         d.temperatures = temperatures(&r.thermal, r.battery.as_ref());
         d.uptime_secs = r.uptime;
+        d.missing_values.clone_from(&r.missing_values);
     }
-    d.unusable = if rebooting {
-        d.state = "rebooting".into();
-        Some("rebooting after task".into())
-    } else if listed.state != "device" {
-        Some(format!("adb state {}", listed.state))
+    d.fault = if rebooting {
+        d.state = State::Rebooting;
+        Some(Fault::Rebooting)
+    } else if listed.state != Link::Device {
+        Some(Fault::LinkNotReady)
     } else {
         match round {
-            None => Some("not interrogated yet".into()),
+            None => Some(Fault::NotInterrogated),
             Some(PhoneRound {
                 props: None,
                 failure,
+                offline,
                 ..
-            }) => Some(format!(
-                "not answering: {}",
-                failure.as_deref().unwrap_or("no getprop")
-            )),
-            Some(_) if d.booting => Some("booting".into()),
+            }) => Some(Fault::NotAnswering {
+                why: failure.clone().unwrap_or_else(|| "no getprop".into()),
+                offline: *offline,
+            }),
+            Some(_) if d.booting => Some(Fault::Booting),
             Some(_) => None,
         }
     };
-    if d.unusable.is_none() {
+    if d.fault.is_none() {
         if let Some(props) = round.and_then(|r| r.props.as_ref()) {
-            d.dimensions = dimensions::android_device(props);
+            let packages = &round.map(|r| r.packages.clone()).unwrap_or_default();
+            d.dimensions = dimensions::android_device(props, packages);
         }
     }
     d
@@ -298,6 +310,9 @@ struct Watcher {
     round_running: bool,
     /// Something asked for a round while one was running: start another after it.
     round_wanted: bool,
+    /// (serial, value) for the values a phone's rounds could not read that were logged
+    /// already: one warning per phone until the value is read again.
+    warned_missing: BTreeSet<(String, String)>,
 }
 
 impl Watcher {
@@ -324,6 +339,7 @@ impl Watcher {
             offline_since: BTreeMap::new(),
             round_running: false,
             round_wanted: false,
+            warned_missing: BTreeSet::new(),
         }
     }
 
@@ -354,12 +370,12 @@ impl Watcher {
                         .listing
                         .iter()
                         .flatten()
-                        .filter(|l| l.state == "device")
+                        .filter(|l| l.state == Link::Device)
                         .map(|l| l.serial.as_str())
                         .collect();
-                    let newly_online = listing
-                        .iter()
-                        .any(|l| l.state == "device" && !was_device.contains(l.serial.as_str()));
+                    let newly_online = listing.iter().any(|l| {
+                        l.state == Link::Device && !was_device.contains(l.serial.as_str())
+                    });
                     let rebooting = &self.rebooting;
                     self.rounds
                         .retain(|s, _| present.contains(s.as_str()) || rebooting.contains(s));
@@ -367,7 +383,7 @@ impl Watcher {
                         .retain(|(s, _), _| present.contains(s.as_str()));
                     let now = Instant::now();
                     let mut offline_since = BTreeMap::new();
-                    for l in listing.iter().filter(|l| l.state == "offline") {
+                    for l in listing.iter().filter(|l| l.state == Link::Offline) {
                         let since = self.offline_since.get(&l.serial).copied().unwrap_or(now);
                         offline_since.insert(l.serial.clone(), since);
                     }
@@ -408,6 +424,7 @@ impl Watcher {
                     if let Some(p) = round.protocol {
                         self.protocols.insert((serial.clone(), *transport), p);
                     }
+                    self.warn_missing_values(&serial, &round);
                     self.rounds.insert(serial, round);
                 }
                 if let Some(outcome) = ios {
@@ -415,6 +432,20 @@ impl Watcher {
                 }
                 for action in self.publish(true) {
                     match action {
+                        Action::Reconnect(serial) => {
+                            log::info!("asking the adb server to reconnect {serial}, which does not answer");
+                            let client = self.client.clone();
+                            let shared = self.shared.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = client.reconnect(&serial).await {
+                                    shared
+                                        .metrics
+                                        .interrogation_errors_total
+                                        .inc(&[e.metric_kind()]);
+                                    log::warn!("{e}");
+                                }
+                            });
+                        }
                         Action::ReconnectOffline => {
                             log::info!("asking the adb server to reconnect offline phones");
                             // Off the event loop: a wedged server must not hold up
@@ -450,6 +481,29 @@ impl Watcher {
         }
     }
 
+    /// Logs, once per phone, each value its rounds could not read; a value read again
+    /// is forgotten, so that losing it later warns again.
+    fn warn_missing_values(&mut self, serial: &str, round: &PhoneRound) {
+        let names: BTreeSet<String> = round
+            .missing_values
+            .iter()
+            .map(|v| v.split(" (").next().unwrap_or(v).to_string())
+            .collect();
+        self.warned_missing
+            .retain(|(s, name)| s != serial || names.contains(name));
+        for (value, name) in round.missing_values.iter().zip(&names) {
+            if self
+                .warned_missing
+                .insert((serial.to_string(), name.clone()))
+            {
+                log::warn!(
+                    "{serial}: cannot read its {value}; the rules that need it cannot run \
+                     until it is read again"
+                );
+            }
+        }
+    }
+
     /// Starts a round unless one runs (then one more follows it). Nothing happens
     /// before the first device list: a snapshot without the Android phones would be
     /// wrong about them.
@@ -461,7 +515,7 @@ impl Watcher {
         }
         let online: Vec<Listed> = listing
             .iter()
-            .filter(|l| l.state == "device" && !self.rebooting.contains(&l.serial))
+            .filter(|l| l.state == Link::Device && !self.rebooting.contains(&l.serial))
             .cloned()
             .collect();
         self.round_running = true;
@@ -541,7 +595,7 @@ impl Watcher {
             if !devices.iter().any(|d| &d.serial == serial) {
                 let gone = Listed {
                     serial: serial.clone(),
-                    state: "offline".into(),
+                    state: Link::Offline,
                     state_detail: None,
                     devpath: None,
                     product: None,
@@ -552,37 +606,44 @@ impl Watcher {
                 devices.push(build_device(&gone, self.rounds.get(serial), true));
             }
         }
-        let assessment = health::assess(&self.memory, &devices, &self.rebooting, &self.thresholds);
-        // Dimensions: the usable phones, plus the phones being rebooted with their last
-        // values, so the bot's dimensions do not flap after every task.
-        let fleet: Vec<&Props> = devices
+        let mut fleet = Reasons::default();
+        self.iphones.add_reasons(&mut fleet);
+        let outcome = verdict::decide(
+            &self.memory,
+            &devices,
+            &self.rebooting,
+            &fleet,
+            &self.thresholds,
+        );
+        // Dimensions: the reachable phones, plus the phones being rebooted with their
+        // last values, so the bot's dimensions do not flap after every task.
+        let counted: Vec<(&Props, &dimensions::Packages)> = devices
             .iter()
-            .filter(|d| d.unusable.is_none() || self.rebooting.contains(&d.serial))
-            .filter_map(|d| self.rounds.get(&d.serial)?.props.as_ref())
+            .filter(|d| d.reachable() || self.rebooting.contains(&d.serial))
+            .filter_map(|d| {
+                let r = self.rounds.get(&d.serial)?;
+                Some((r.props.as_ref()?, &r.packages))
+            })
             .collect();
         let dims = dimensions::merge(&[
-            &dimensions::android_fleet(&fleet),
+            &dimensions::android_fleet(&counted),
             &self.iphones.fleet(&self.rebooting),
         ]);
-        let mut reasons = assessment.reasons;
-        self.iphones.add_reasons(&mut reasons);
-        devices.extend(assessment.missing.iter().cloned());
-        devices.sort_by(|a, b| (a.kind, &a.serial).cmp(&(b.kind, &b.serial)));
         let snapshot = Snapshot {
             taken_at_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs_f64(),
-            devices,
+            devices: outcome.devices,
             dimensions: dims,
-            reasons,
+            reasons: outcome.reasons,
         };
         log_changes(&self.shared.snapshot(), &snapshot);
         self.shared.publish_snapshot(snapshot);
         if round_done {
             self.shared.mark_first_round_done();
-            self.memory = assessment.memory;
-            assessment.actions
+            self.memory = outcome.memory;
+            outcome.actions
         } else {
             Vec::new()
         }
@@ -592,11 +653,7 @@ impl Watcher {
     /// restart`), each on its own deadline.
     fn reboot_usable(&mut self) {
         let snapshot = self.shared.snapshot();
-        let usable: Vec<&Device> = snapshot
-            .devices
-            .iter()
-            .filter(|d| d.unusable.is_none())
-            .collect();
+        let usable: Vec<&Device> = snapshot.devices.iter().filter(|d| d.reachable()).collect();
         if usable.is_empty() {
             self.want_round();
             return;
@@ -728,6 +785,7 @@ async fn interrogate(
                 count(&e);
                 return PhoneRound {
                     failure: Some(e.to_string()),
+                    offline: says_offline(&e),
                     ..PhoneRound::default()
                 };
             }
@@ -746,6 +804,7 @@ async fn interrogate(
             return PhoneRound {
                 protocol: Some(protocol),
                 failure: Some(e.to_string()),
+                offline: says_offline(&e),
                 ..PhoneRound::default()
             };
         }
@@ -810,7 +869,16 @@ async fn interrogate(
     }
     match section("battery").map(|t| parse::battery::parse(&t)) {
         Ok(Ok(b)) => round.battery = Some(b),
-        Ok(Err(e)) => parse_failed("dumpsys battery", &e),
+        Ok(Err(e)) => {
+            // Every phone has a battery level: without it the battery rule cannot run.
+            parse_failed("dumpsys battery", &e);
+            round.missing_values.push(format!("battery level ({e})"));
+        }
+        Err(why) => log::debug!("{why}"),
+    }
+    match section("packages").map(|t| parse::packages::parse(&t)) {
+        Ok(Ok(p)) => round.packages = p,
+        Ok(Err(e)) => parse_failed("package versions", &e),
         Err(why) => log::debug!("{why}"),
     }
     match thermal {
@@ -826,13 +894,19 @@ async fn interrogate(
     round
 }
 
+/// Whether the adb server answered that the phone's transport is gone (`FAIL: device
+/// offline`), which its device list may not show yet.
+fn says_offline(e: &client::Error) -> bool {
+    matches!(&e.kind, client::ErrorKind::Fail { message } if message.contains("device offline"))
+}
+
 /// One log line per device that appeared, disappeared or changed state, and per reason
 /// set or cleared.
 fn log_changes(old: &Snapshot, new: &Snapshot) {
     let states = |s: &Snapshot| -> BTreeMap<String, (String, Option<String>)> {
         s.devices
             .iter()
-            .map(|d| (d.serial.clone(), (d.state.clone(), d.unusable.clone())))
+            .map(|d| (d.serial.clone(), (d.state_word().to_string(), d.unusable())))
             .collect()
     };
     let (before, after) = (states(old), states(new));
@@ -879,7 +953,7 @@ mod tests {
     fn listed(serial: &str, state: &str) -> Listed {
         Listed {
             serial: serial.into(),
-            state: state.into(),
+            state: Link::from_adb(state),
             state_detail: None,
             devpath: Some("usb:1-1".into()),
             product: Some("redfin".into()),
@@ -930,8 +1004,8 @@ mod tests {
             battery: Some(battery(80.0, 28.0)),
             thermal: vec![temp("cpu0", 31.5)],
             uptime: Some(100.0),
-            failure: None,
             protocol: Some(ShellProtocol::V2),
+            ..PhoneRound::default()
         }
     }
 
@@ -952,7 +1026,7 @@ mod tests {
     #[test]
     fn a_phone_that_answered_is_usable_with_its_dimensions() {
         let d = build_device(&listed("S1", "device"), Some(&answered(true)), false);
-        assert_eq!(d.unusable, None);
+        assert_eq!(d.unusable(), None);
         assert!(!d.booting);
         assert_eq!(d.build.as_deref(), Some("RQ3A.211001.001_7641976"));
         assert_eq!(d.device_type.as_deref(), Some("redfin"));
@@ -964,15 +1038,15 @@ mod tests {
     #[test]
     fn a_booting_phone_is_not_usable() {
         let d = build_device(&listed("S1", "device"), Some(&answered(false)), false);
-        assert_eq!(d.unusable.as_deref(), Some("booting"));
+        assert_eq!(d.unusable().as_deref(), Some("booting"));
         assert!(d.dimensions.is_empty());
     }
 
     #[test]
     fn a_phone_not_in_device_state_is_not_usable() {
         let d = build_device(&listed("S1", "unauthorized"), None, false);
-        assert_eq!(d.state, "unauthorized");
-        assert_eq!(d.unusable.as_deref(), Some("adb state unauthorized"));
+        assert_eq!(d.state_word(), "unauthorized");
+        assert_eq!(d.unusable().as_deref(), Some("adb state unauthorized"));
     }
 
     #[test]
@@ -982,16 +1056,16 @@ mod tests {
             ..PhoneRound::default()
         };
         let d = build_device(&listed("S1", "device"), Some(&round), false);
-        assert_eq!(d.unusable.as_deref(), Some("not answering: timed out"));
+        assert_eq!(d.unusable().as_deref(), Some("not answering: timed out"));
         let d = build_device(&listed("S1", "device"), None, false);
-        assert_eq!(d.unusable.as_deref(), Some("not interrogated yet"));
+        assert_eq!(d.unusable().as_deref(), Some("not interrogated yet"));
     }
 
     #[test]
     fn a_rebooting_phone_keeps_its_last_facts() {
         let d = build_device(&listed("S1", "offline"), Some(&answered(true)), true);
-        assert_eq!(d.state, "rebooting");
-        assert_eq!(d.unusable.as_deref(), Some("rebooting after task"));
+        assert_eq!(d.state_word(), "rebooting");
+        assert_eq!(d.unusable().as_deref(), Some("rebooting after task"));
         assert_eq!(d.battery_percent, Some(80.0));
     }
 
@@ -999,12 +1073,12 @@ mod tests {
     fn a_fresh_offline_is_shown_as_connecting() {
         let l = listed("S1", "offline");
         let now = Instant::now();
-        assert_eq!(settled_state(&l, Some(&now)).state, "connecting");
+        assert_eq!(settled_state(&l, Some(&now)).state, Link::Connecting);
         let long_ago = now - OFFLINE_SETTLE;
-        assert_eq!(settled_state(&l, Some(&long_ago)).state, "offline");
+        assert_eq!(settled_state(&l, Some(&long_ago)).state, Link::Offline);
         assert_eq!(
             settled_state(&listed("S1", "device"), Some(&now)).state,
-            "device"
+            Link::Device
         );
     }
 
@@ -1013,12 +1087,18 @@ mod tests {
         let text = "1-1.4                  no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html] usb:1-1.4 transport_id:2\n";
         let listing = parse::devices_l::parse(text).unwrap();
         let d = build_device(&listing[0], None, false);
-        assert_eq!(d.state, "no permissions");
+        assert_eq!(d.state_word(), "no permissions");
         let t = Thresholds {
             min_battery_percent: 30.0,
             max_temperature_celsius: 35.0,
         };
-        let a = health::assess(&Memory::default(), &[d], &BTreeSet::new(), &t);
+        let a = verdict::decide(
+            &Memory::default(),
+            &[d],
+            &BTreeSet::new(),
+            &Reasons::default(),
+            &t,
+        );
         assert_eq!(a.reasons.quarantined.len(), 1);
         assert!(
             a.reasons.quarantined[0].contains("/dev/bus/usb"),
@@ -1121,7 +1201,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let usable = |s: &Snapshot| s.devices.iter().any(|d| d.unusable.is_none());
+        let usable = |s: &Snapshot| s.devices.iter().any(|d| d.unusable().is_none());
         let rebooting = format!("rebooting {serial} after task");
         runtime.block_on(async {
             let ticker = Ticker::new(shared.config.interrogate_every).unwrap();

@@ -1,11 +1,17 @@
 //! Derives Swarming dimensions from what the phones report, the way luci's own Android
 //! support and Skia's farm name them, so existing task specs keep matching.
 //!
-//! Per phone ([`android_device`], from `getprop`):
+//! Per phone ([`android_device`], from `getprop` and the round's package query):
 //! - `device_type`: distinct `ro.product.device`, `ro.build.product`, `ro.product.board`;
 //! - `device_os`: `ro.build.id`, its first letter when that is an upper-case letter
 //!   (`N` for `NRD90M`), and Skia's `<ro.build.id>_<ro.build.version.incremental>`
-//!   ([`android_build`]);
+//!   ([`android_build`]). A trunk build (`ro.build.id` `main` or `master`, any case)
+//!   gets `ro.build.version.codename` and `ro.build.version.incremental` instead of the
+//!   first letter, as luci does: `M` would claim Marshmallow;
+//! - `device_os_incremental_version`: `ro.build.version.incremental`;
+//! - `device_gms_core_version`, `device_playstore_version`: the `versionName` of
+//!   `com.google.android.gms` and `com.android.vending`, `unknown` when absent;
+//! - `android_hwasan_build: ["1"]` when `ro.product.name` ends with `_hwasan` (Skia);
 //! - `device_os_flavor`: `ro.product.brand` and `ro.product.system.brand`, lower-cased,
 //!   with `aosp` mapped to `android`. This is Skia's mapping, not luci's (which maps the
 //!   other way): the program re-creates Skia's monitor and Skia's task specs ask for
@@ -32,8 +38,30 @@ use crate::snapshot::Dimensions;
 /// At most this many values in `android_devices`, as luci lists them.
 const DEVICE_COUNT_VALUES: usize = 4;
 
+/// A phone's installed packages that dimensions name, to their `versionName`.
+pub type Packages = BTreeMap<String, String>;
+
+/// The packages the round asks the phone for, with the dimension each gives.
+pub const PACKAGE_DIMENSIONS: [(&str, &str); 2] = [
+    ("com.google.android.gms", "device_gms_core_version"),
+    ("com.android.vending", "device_playstore_version"),
+];
+
+/// The props that name a phone, best first.
+const NAME_PROPS: [&str; 3] = ["ro.product.device", "ro.build.product", "ro.product.board"];
+
+/// The phone's name: the first of `ro.product.device`, `ro.build.product` and
+/// `ro.product.board` it reports (what a phone that has gone missing is called).
+pub fn device_name(props: &BTreeMap<String, String>) -> Option<String> {
+    NAME_PROPS
+        .iter()
+        .filter_map(|k| props.get(*k).map(|v| v.trim()))
+        .find(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
 /// One phone's contribution to the dimensions.
-pub fn android_device(props: &BTreeMap<String, String>) -> Dimensions {
+pub fn android_device(props: &BTreeMap<String, String>, packages: &Packages) -> Dimensions {
     let get = |key: &str| props.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
     let mut d = Dimensions::new();
     let mut put = |key: &str, values: Vec<String>| {
@@ -42,7 +70,7 @@ pub fn android_device(props: &BTreeMap<String, String>) -> Dimensions {
 
     put(
         "device_type",
-        ["ro.product.device", "ro.build.product", "ro.product.board"]
+        NAME_PROPS
             .into_iter()
             .filter_map(get)
             .map(str::to_string)
@@ -51,13 +79,34 @@ pub fn android_device(props: &BTreeMap<String, String>) -> Dimensions {
 
     let mut os = Vec::new();
     if let Some(id) = get("ro.build.id") {
-        if let Some(first) = id.chars().next().filter(char::is_ascii_uppercase) {
+        if id.eq_ignore_ascii_case("main") || id.eq_ignore_ascii_case("master") {
+            os.extend(get("ro.build.version.codename").map(str::to_string));
+            os.extend(get("ro.build.version.incremental").map(str::to_string));
+        } else if let Some(first) = id.chars().next().filter(char::is_ascii_uppercase) {
             os.push(first.to_string());
         }
         os.push(id.to_string());
     }
     os.extend(android_build(props));
     put("device_os", os);
+    put(
+        "device_os_incremental_version",
+        get("ro.build.version.incremental")
+            .map(str::to_string)
+            .into_iter()
+            .collect(),
+    );
+    for (package, key) in PACKAGE_DIMENSIONS {
+        let version = packages
+            .get(package)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .unwrap_or("unknown");
+        put(key, vec![version.to_string()]);
+    }
+    if get("ro.product.name").is_some_and(|n| n.ends_with("_hwasan")) {
+        put("android_hwasan_build", vec!["1".to_string()]);
+    }
 
     put(
         "device_os_flavor",
@@ -136,13 +185,14 @@ pub fn merge(parts: &[&Dimensions]) -> Dimensions {
         .collect()
 }
 
-/// The bot's Android dimensions from the `getprop` maps of its usable phones; an empty
-/// map when there are none (the bot then offers no Android dimension at all).
-pub fn android_fleet(usable: &[&BTreeMap<String, String>]) -> Dimensions {
+/// The bot's Android dimensions from the `getprop` maps and packages of its usable
+/// phones; an empty map when there are none (the bot then offers no Android dimension
+/// at all).
+pub fn android_fleet(usable: &[(&BTreeMap<String, String>, &Packages)]) -> Dimensions {
     if usable.is_empty() {
         return Dimensions::new();
     }
-    let phones: Vec<Dimensions> = usable.iter().map(|p| android_device(p)).collect();
+    let phones: Vec<Dimensions> = usable.iter().map(|(p, k)| android_device(p, k)).collect();
     let mut fleet = merge(&phones.iter().collect::<Vec<_>>());
     let count = usable.len();
     let smallest = count.saturating_sub(DEVICE_COUNT_VALUES - 1).max(1);
@@ -175,6 +225,16 @@ mod tests {
             .collect()
     }
 
+    fn no_packages() -> Packages {
+        Packages::new()
+    }
+
+    /// What every phone without the two packages adds.
+    const UNKNOWN_PACKAGES: [(&str, &[&str]); 2] = [
+        ("device_gms_core_version", &["unknown"]),
+        ("device_playstore_version", &["unknown"]),
+    ];
+
     fn dims(pairs: &[(&str, &[&str])]) -> Dimensions {
         pairs
             .iter()
@@ -185,16 +245,19 @@ mod tests {
     #[test]
     fn modern_pixel_on_android_14() {
         assert_eq!(
-            android_device(&pixel()),
+            android_device(&pixel(), &no_packages()),
             dims(&[
                 ("device_abi", &["arm64-v8a"]),
+                ("device_gms_core_version", &["unknown"]),
                 (
                     "device_os",
                     &["U", "UQ1A.240205.004", "UQ1A.240205.004_11269751"]
                 ),
                 ("device_os_flavor", &["google"]),
+                ("device_os_incremental_version", &["11269751"]),
                 ("device_os_type", &["user"]),
                 ("device_os_version", &["14"]),
+                ("device_playstore_version", &["unknown"]),
                 ("device_type", &["husky"]),
             ])
         );
@@ -203,13 +266,16 @@ mod tests {
     #[test]
     fn samsung_on_android_6() {
         assert_eq!(
-            android_device(&samsung6()),
+            android_device(&samsung6(), &no_packages()),
             dims(&[
                 ("device_abi", &["arm64-v8a"]),
+                ("device_gms_core_version", &["unknown"]),
                 ("device_os", &["M", "MMB29K", "MMB29K_G930FXXU1APB4"]),
                 ("device_os_flavor", &["samsung"]),
+                ("device_os_incremental_version", &["G930FXXU1APB4"]),
                 ("device_os_type", &["user"]),
                 ("device_os_version", &["6", "6.0", "6.0.1"]),
+                ("device_playstore_version", &["unknown"]),
                 ("device_type", &["herolte", "universal8890"]),
             ])
         );
@@ -217,16 +283,19 @@ mod tests {
 
     #[test]
     fn aosp_brand_is_android_and_brands_are_lower_cased() {
-        let d = android_device(&props(&[
-            ("ro.product.brand", "AOSP"),
-            ("ro.product.system.brand", "Android"),
-        ]));
+        let d = android_device(
+            &props(&[
+                ("ro.product.brand", "AOSP"),
+                ("ro.product.system.brand", "Android"),
+            ]),
+            &no_packages(),
+        );
         assert_eq!(d["device_os_flavor"], vec!["android"]);
     }
 
     #[test]
     fn lower_case_build_id_has_no_letter_value() {
-        let d = android_device(&props(&[("ro.build.id", "eng.ci")]));
+        let d = android_device(&props(&[("ro.build.id", "eng.ci")]), &no_packages());
         assert_eq!(d["device_os"], vec!["eng.ci"]);
     }
 
@@ -248,15 +317,85 @@ mod tests {
 
     #[test]
     fn empty_and_blank_values_never_appear() {
-        let d = android_device(&props(&[
-            ("ro.product.device", "  "),
-            ("ro.build.product", " sailfish "),
-            ("ro.product.board", ""),
-            ("ro.build.type", ""),
-            ("ro.product.cpu.abi", "\n"),
-        ]));
-        assert_eq!(d, dims(&[("device_type", &["sailfish"])]));
-        assert!(android_device(&BTreeMap::new()).is_empty());
+        let d = android_device(
+            &props(&[
+                ("ro.product.device", "  "),
+                ("ro.build.product", " sailfish "),
+                ("ro.product.board", ""),
+                ("ro.build.type", ""),
+                ("ro.product.cpu.abi", "\n"),
+            ]),
+            &no_packages(),
+        );
+        let mut expected = dims(&[("device_type", &["sailfish"])]);
+        expected.extend(dims(&UNKNOWN_PACKAGES));
+        assert_eq!(d, expected);
+        assert_eq!(
+            android_device(&BTreeMap::new(), &no_packages()),
+            dims(&UNKNOWN_PACKAGES)
+        );
+    }
+
+    #[test]
+    fn a_trunk_build_gets_codename_and_incremental_not_a_letter() {
+        for id in ["MASTER", "main", "Master"] {
+            let d = android_device(
+                &props(&[
+                    ("ro.build.id", id),
+                    ("ro.build.version.codename", "VanillaIceCream"),
+                    ("ro.build.version.incremental", "12345"),
+                ]),
+                &no_packages(),
+            );
+            let mut want = vec![
+                "12345".to_string(),
+                format!("{id}_12345"),
+                "VanillaIceCream".to_string(),
+                id.to_string(),
+            ];
+            want.sort();
+            assert_eq!(d["device_os"], want, "{id}");
+            assert!(!d["device_os"].contains(&"M".to_string()), "{id}");
+        }
+    }
+
+    #[test]
+    fn the_name_comes_from_the_first_prop_a_phone_has() {
+        assert_eq!(
+            device_name(&props(&[
+                ("ro.build.product", "sailfish"),
+                ("ro.product.board", "msm")
+            ]))
+            .as_deref(),
+            Some("sailfish")
+        );
+        assert_eq!(
+            device_name(&props(&[
+                ("ro.product.device", " "),
+                ("ro.product.board", "msm")
+            ]))
+            .as_deref(),
+            Some("msm")
+        );
+        assert_eq!(device_name(&props(&[])), None);
+    }
+
+    #[test]
+    fn package_versions_and_hwasan() {
+        let packages: Packages = [
+            (
+                "com.google.android.gms".to_string(),
+                "24.08.12 (190400-1)".to_string(),
+            ),
+            ("com.android.vending".to_string(), "39.9.20-21".to_string()),
+        ]
+        .into();
+        let d = android_device(&props(&[("ro.product.name", "husky_hwasan")]), &packages);
+        assert_eq!(d["device_gms_core_version"], vec!["24.08.12 (190400-1)"]);
+        assert_eq!(d["device_playstore_version"], vec!["39.9.20-21"]);
+        assert_eq!(d["android_hwasan_build"], vec!["1"]);
+        let d = android_device(&props(&[("ro.product.name", "husky")]), &no_packages());
+        assert!(!d.contains_key("android_hwasan_build"));
     }
 
     #[test]
@@ -285,7 +424,7 @@ mod tests {
     #[test]
     fn fleet_of_one() {
         let p = pixel();
-        let d = android_fleet(&[&p]);
+        let d = android_fleet(&[(&p, &no_packages())]);
         assert_eq!(d["android_devices"], vec!["1"]);
         assert_eq!(d["os"], vec!["Android"]);
         assert_eq!(d["device_type"], vec!["husky"]);
@@ -294,7 +433,7 @@ mod tests {
     #[test]
     fn fleet_of_two_different_phones_merges_them() {
         let (p, s) = (pixel(), samsung6());
-        let d = android_fleet(&[&p, &s]);
+        let d = android_fleet(&[(&p, &no_packages()), (&s, &no_packages())]);
         assert_eq!(d["android_devices"], vec!["1", "2"]);
         assert_eq!(d["device_type"], vec!["herolte", "husky", "universal8890"]);
         assert_eq!(d["device_os_version"], vec!["14", "6", "6.0", "6.0.1"]);
@@ -316,12 +455,13 @@ mod tests {
     #[test]
     fn fleet_counts_list_at_most_four_values() {
         let p = pixel();
-        let six = vec![&p; 6];
+        let k = no_packages();
+        let six = vec![(&p, &k); 6];
         assert_eq!(
             android_fleet(&six)["android_devices"],
             vec!["3", "4", "5", "6"]
         );
-        let sixteen = vec![&p; 16];
+        let sixteen = vec![(&p, &k); 16];
         assert_eq!(
             android_fleet(&sixteen)["android_devices"],
             vec!["13", "14", "15", "16"]
@@ -331,7 +471,7 @@ mod tests {
     #[test]
     fn fleet_values_are_never_empty() {
         let (p, s) = (pixel(), samsung6());
-        let d = android_fleet(&[&p, &s]);
+        let d = android_fleet(&[(&p, &no_packages()), (&s, &no_packages())]);
         for (k, vs) in &d {
             assert!(!vs.is_empty(), "{k}");
             for v in vs {

@@ -175,7 +175,7 @@ fn parse_dimensions(body: &[u8]) -> Result<Dimensions, String> {
 }
 
 /// The facts the state hook reports for one phone.
-fn device_json(d: &Device) -> Value {
+pub fn device_json(d: &Device) -> Value {
     let temperatures: Map<String, Value> = d
         .temperatures
         .iter()
@@ -184,14 +184,17 @@ fn device_json(d: &Device) -> Value {
     json!({
         "kind": d.kind.as_str(),
         "serial": d.serial,
-        "state": d.state,
+        "state": d.state_word(),
         "device_type": d.device_type,
         "battery_percent": d.battery_percent,
         "temperatures": temperatures,
         "uptime_secs": d.uptime_secs,
         "booting": d.booting,
         "build": d.build,
-        "unusable": d.unusable,
+        "unusable": d.unusable(),
+        "verdict": d.verdict_word(),
+        "reasons": {"quarantined": d.reasons.quarantined, "maintenance": d.reasons.maintenance},
+        "missing_values": d.missing_values,
     })
 }
 
@@ -289,18 +292,14 @@ fn get_state(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
     let mut state = parse_object(body, "a JSON object of the bot's state")?;
     let snapshot = shared.snapshot();
     add_our_state(shared, &snapshot, &mut state);
-    let mut quarantined = snapshot.reasons.quarantined.clone();
-    if let Some(reason) = take_forced_quarantine(shared) {
-        quarantined.push(reason);
-    }
+    shared.set_forced_quarantine(take_forced_quarantine(shared));
+    let reasons = shared.bot_reasons(&snapshot);
+    let quarantined = &reasons.quarantined;
     if !quarantined.is_empty() {
         state.insert("quarantined".into(), json!(quarantined.join("; ")));
     }
-    if !snapshot.reasons.maintenance.is_empty() {
-        state.insert(
-            "maintenance".into(),
-            json!(snapshot.reasons.maintenance.join("; ")),
-        );
+    if !reasons.maintenance.is_empty() {
+        state.insert("maintenance".into(), json!(reasons.maintenance.join("; ")));
     }
     Ok(json_reply(200, &Value::Object(state)))
 }
@@ -613,7 +612,7 @@ pub fn start(
 mod tests {
     use super::*;
     use crate::config::{parse, Command};
-    use crate::snapshot::{DeviceKind, Reasons, Temperature};
+    use crate::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
     use crate::token::AccessToken;
 
     fn shared_with(args: &[&str]) -> Arc<Shared> {
@@ -650,7 +649,7 @@ mod tests {
     }
 
     fn android(serial: &str) -> Device {
-        let mut d = Device::listed(DeviceKind::Android, serial, "device");
+        let mut d = usable_device(DeviceKind::Android, serial);
         d.battery_percent = Some(88.0);
         d.temperatures = vec![Temperature {
             sensor: "battery".into(),

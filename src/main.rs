@@ -18,7 +18,6 @@ mod devices_cmd;
 mod df;
 mod dimension_rules;
 mod dimensions;
-mod health;
 mod hooks;
 mod ios;
 mod logging;
@@ -35,6 +34,7 @@ mod status_server;
 mod supervisor;
 mod token;
 mod token_fetch;
+mod verdict;
 
 use std::process::ExitCode;
 
@@ -106,16 +106,17 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Devices(config) => match devices_cmd::run(config.adb_server) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
+        Command::Devices(config) => {
+            let out = devices_cmd::run(config.adb_server, config.metrics_addr);
+            print!("{}", out.text);
+            match out.error {
+                None => ExitCode::SUCCESS,
+                Some(e) => {
+                    eprintln!("test_machine_monitor: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("test_machine_monitor: {e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Run(config) => {
             logging::init();
             log::info!("{} starting", version_line());

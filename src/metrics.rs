@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::snapshot::Link;
+
 /// A monotonically increasing count.
 #[derive(Default, Debug)]
 pub struct Counter(AtomicU64);
@@ -387,7 +389,7 @@ impl Exposition<'_> {
              maintenance, such as too hot, is test_machine_monitor_maintenance), else 0.",
         );
         for d in devices {
-            let up = d.unusable.is_none() && d.state == "device";
+            let up = d.reachable() && d.link() == Some(&Link::Device);
             sample(
                 o,
                 "device_up",
@@ -408,7 +410,7 @@ impl Exposition<'_> {
         );
         for d in devices {
             for state in DEVICE_STATES {
-                let v = flag(d.state == *state);
+                let v = flag(d.state_word() == *state);
                 sample(
                     o,
                     "device_state",
@@ -417,12 +419,12 @@ impl Exposition<'_> {
                     v,
                 );
             }
-            if !DEVICE_STATES.contains(&d.state.as_str()) {
+            if !DEVICE_STATES.contains(&d.state_word()) {
                 sample(
                     o,
                     "device_state",
                     &["serial", "state"],
-                    &[&d.serial, &d.state],
+                    &[&d.serial, d.state_word()],
                     1.0,
                 );
             }
@@ -528,7 +530,7 @@ pub fn parse_statm_resident(statm: &str, page_size: u64) -> Option<u64> {
 mod tests {
     use super::*;
 
-    use crate::snapshot::{Device, DeviceKind, Snapshot, Temperature};
+    use crate::snapshot::{usable_device, Device, DeviceKind, Link, Snapshot, State, Temperature};
     use std::collections::BTreeSet;
 
     /// The families of issue 8's table, with their kinds.
@@ -556,7 +558,7 @@ mod tests {
     ];
 
     fn phone(serial: &str, sensor: &str) -> Device {
-        let mut d = Device::listed(DeviceKind::Android, serial, "device");
+        let mut d = usable_device(DeviceKind::Android, serial);
         d.device_type = Some("redfin".into());
         d.battery_percent = Some(85.0);
         d.temperatures = vec![Temperature {
@@ -723,7 +725,7 @@ mod tests {
     #[test]
     fn one_series_per_state_and_unknown_states_are_kept() {
         let mut odd = phone("ODD", "cpu0");
-        odd.state = "sideload-auto-reboot".into();
+        odd.state = State::Listed(Link::from_adb("sideload-auto-reboot"));
         let text = render(&Metrics::default(), vec![phone("A1", "cpu0"), odd]);
         assert_well_formed(&text);
         let states = |serial: &str, v: &str| {

@@ -32,16 +32,106 @@ pub struct Temperature {
     pub celsius: f64,
 }
 
+/// What adb (or, for an iPhone, usbmuxd) says of a phone's link. `parse::devices_l`
+/// turns adb's word into this once; nothing else compares state strings.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Link {
+    Device,
+    Offline,
+    /// A transport in its handshake, or an `offline` younger than the settling time.
+    Connecting,
+    Authorizing,
+    Unauthorized,
+    NoPermissions,
+    Bootloader,
+    Recovery,
+    Sideload,
+    Rescue,
+    Host,
+    Detached,
+    /// A word this program does not know (a newer adb's), kept as adb printed it.
+    Other(String),
+}
+
+impl Link {
+    /// adb's word (`device`, `no permissions`, ...) as a [`Link`].
+    pub fn from_adb(word: &str) -> Link {
+        match word {
+            "device" => Link::Device,
+            "offline" => Link::Offline,
+            "connecting" => Link::Connecting,
+            "authorizing" => Link::Authorizing,
+            "unauthorized" => Link::Unauthorized,
+            "no permissions" => Link::NoPermissions,
+            "bootloader" => Link::Bootloader,
+            "recovery" => Link::Recovery,
+            "sideload" => Link::Sideload,
+            "rescue" => Link::Rescue,
+            "host" => Link::Host,
+            "detached" => Link::Detached,
+            other => Link::Other(other.to_string()),
+        }
+    }
+
+    /// adb's word for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Link::Device => "device",
+            Link::Offline => "offline",
+            Link::Connecting => "connecting",
+            Link::Authorizing => "authorizing",
+            Link::Unauthorized => "unauthorized",
+            Link::NoPermissions => "no permissions",
+            Link::Bootloader => "bootloader",
+            Link::Recovery => "recovery",
+            Link::Sideload => "sideload",
+            Link::Rescue => "rescue",
+            Link::Host => "host",
+            Link::Detached => "detached",
+            Link::Other(word) => word,
+        }
+    }
+}
+
+/// Where a phone is, as the snapshot shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Listed now, with its link state.
+    Listed(Link),
+    /// Rebooted after a task and not back yet (it may be unlisted meanwhile).
+    Rebooting,
+    /// Seen before and not listed now.
+    Missing,
+}
+
+/// Why a listed phone cannot take tasks, as the watcher found it. The verdict turns
+/// each into a reason; this is only the fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Listed a moment ago; its first round has not finished.
+    NotInterrogated,
+    /// Its link is not `device` (see [`Device::state`]).
+    LinkNotReady,
+    /// It answered and has not finished booting.
+    Booting,
+    /// Rebooted after a task, not back yet.
+    Rebooting,
+    /// Its round could not read it. `offline` when the adb server answered the
+    /// transport with `device offline`: the link is gone although the list says `device`.
+    NotAnswering { why: String, offline: bool },
+    /// The iPhones could not be listed; this one is kept from the last listing.
+    /// `needs_person` unless the listing only timed out.
+    Unlisted { why: String, needs_person: bool },
+}
+
 /// What we know of one phone after its latest round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Device {
     pub kind: DeviceKind,
     pub serial: String,
-    /// The transport state: adb's word (`device`, `offline`, `unauthorized`,
-    /// `no permissions`, ...), `missing` for a phone that was seen and is gone, or for
-    /// iOS `device` when the tools answered.
-    pub state: String,
-    /// `ro.product.device` or the iOS `ProductType`, once known.
+    pub state: State,
+    /// The phone's name: `ro.product.device` (else `ro.build.product`, else
+    /// `ro.product.board`), or the iOS `ProductType`, once known.
     pub device_type: Option<String>,
     pub battery_percent: Option<f64>,
     pub temperatures: Vec<Temperature>,
@@ -55,16 +145,22 @@ pub struct Device {
     /// This phone's own contribution to the dimensions (empty when it is not usable).
     pub dimensions: Dimensions,
     /// Why the phone cannot run tasks, when it cannot.
-    pub unusable: Option<String>,
+    pub fault: Option<Fault>,
+    /// Values every phone has that its last round could not read (`dumpsys battery: no
+    /// level`): counted, logged and shown, so that a rule never passes for want of data.
+    pub missing_values: Vec<String>,
+    /// The verdict's reasons for this phone alone (see `verdict::decide`); empty lists
+    /// mean it is usable.
+    pub reasons: Reasons,
 }
 
 impl Device {
     /// A phone that is listed but not (yet) interrogated.
-    pub fn listed(kind: DeviceKind, serial: &str, state: &str) -> Device {
+    pub fn listed(kind: DeviceKind, serial: &str, link: Link) -> Device {
         Device {
             kind,
             serial: serial.to_string(),
-            state: state.to_string(),
+            state: State::Listed(link),
             device_type: None,
             battery_percent: None,
             temperatures: Vec::new(),
@@ -72,13 +168,63 @@ impl Device {
             booting: false,
             build: None,
             dimensions: Dimensions::new(),
-            unusable: None,
+            fault: Some(Fault::NotInterrogated),
+            missing_values: Vec::new(),
+            reasons: Reasons::default(),
+        }
+    }
+
+    /// The link state, when the phone is listed.
+    pub fn link(&self) -> Option<&Link> {
+        match &self.state {
+            State::Listed(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// One word for the state, as `/metrics`, the hooks and the logs show it: `missing`,
+    /// `rebooting`, `booting` (online, boot not completed), or the link's word.
+    pub fn state_word(&self) -> &str {
+        match &self.state {
+            State::Missing => "missing",
+            State::Rebooting => "rebooting",
+            State::Listed(Link::Device) if self.booting => "booting",
+            State::Listed(l) => l.as_str(),
+        }
+    }
+
+    /// Whether the phone can be given tasks as far as its link and round go (the
+    /// dimensions count it); heat or a low battery may still hold the bot back.
+    pub fn reachable(&self) -> bool {
+        self.fault.is_none()
+    }
+
+    /// Why it cannot run tasks, in words, when it cannot.
+    pub fn unusable(&self) -> Option<String> {
+        Some(match self.fault.as_ref()? {
+            Fault::NotInterrogated => "not interrogated yet".to_string(),
+            Fault::LinkNotReady => format!("adb state {}", self.state_word()),
+            Fault::Booting => "booting".to_string(),
+            Fault::Rebooting => "rebooting after task".to_string(),
+            Fault::NotAnswering { why, .. } => format!("not answering: {why}"),
+            Fault::Unlisted { why, .. } => why.clone(),
+        })
+    }
+
+    /// usable, maintenance or quarantined, from its reasons.
+    pub fn verdict_word(&self) -> &'static str {
+        if !self.reasons.quarantined.is_empty() {
+            "quarantined"
+        } else if !self.reasons.maintenance.is_empty() {
+            "maintenance"
+        } else {
+            "usable"
         }
     }
 }
 
-/// Reasons that reach Swarming in the state. Both lists are sorted and free of
-/// duplicates; an empty list means "not set".
+/// Reasons that reach Swarming in the state, for the bot or for one phone. Both lists
+/// are sorted and free of duplicates; an empty list means "not set".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reasons {
     /// Faults that need a person: unauthorized, gone missing, forced.
@@ -96,5 +242,15 @@ pub struct Snapshot {
     pub devices: Vec<Device>,
     /// The merged device dimensions (without `id`; the hook server adds it).
     pub dimensions: Dimensions,
+    /// The bot's reasons: every phone's, and the fleet's own (an iPhone listing that
+    /// failed). The forced quarantine is added by `verdict::with_forced`.
     pub reasons: Reasons,
+}
+
+/// A phone listed online whose round read it: the starting point of most tests.
+#[cfg(test)]
+pub fn usable_device(kind: DeviceKind, serial: &str) -> Device {
+    let mut d = Device::listed(kind, serial, Link::Device);
+    d.fault = None;
+    d
 }

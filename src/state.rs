@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Reasons, Snapshot};
 use crate::token::TokenCache;
+use crate::verdict;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
 /// at once and the watcher does the work on its own deadlines.
@@ -49,6 +50,10 @@ pub struct Shared {
     /// Set once the hook server is accepting requests.
     hooks_serving: AtomicBool,
     device_commands: mpsc::UnboundedSender<DeviceCommand>,
+    /// The forced quarantine the last `get_state` answer carried, if any: the bot stays
+    /// quarantined on the server until its next `get_state`, so `/metrics` and
+    /// `/status.json` show it until then.
+    forced_quarantine: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -66,6 +71,7 @@ impl Shared {
             first_round_done: AtomicBool::new(false),
             hooks_serving: AtomicBool::new(false),
             device_commands: tx,
+            forced_quarantine: Mutex::new(None),
         };
         (Arc::new(shared), rx)
     }
@@ -90,6 +96,24 @@ impl Shared {
 
     pub fn first_round_done(&self) -> bool {
         self.first_round_done.load(Ordering::Acquire)
+    }
+
+    /// Records what the latest `get_state` answered of the forced quarantine.
+    pub fn set_forced_quarantine(&self, reason: Option<String>) {
+        *self
+            .forced_quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    /// The bot's reasons as the latest `get_state` reported them: the snapshot's, with
+    /// the forced quarantine in force (see `verdict::with_forced`).
+    pub fn bot_reasons(&self, snapshot: &Snapshot) -> Reasons {
+        let forced = self
+            .forced_quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        verdict::with_forced(&snapshot.reasons, forced.as_deref())
     }
 
     pub fn bot_status(&self) -> BotStatus {

@@ -1,5 +1,7 @@
 //! The status server on `--metrics-addr`: `/metrics` for Prometheus, `/healthz` for the
-//! kubelet's liveness probe and `/readyz` for its readiness probe.
+//! kubelet's liveness probe, `/readyz` for its readiness probe, and `/status.json`, the
+//! phones with their verdicts and the bot's reasons, for scripts and the `devices`
+//! subcommand.
 //!
 //! tiny_http blocks, so it runs on its own thread and never inside the runtime. The
 //! routing is a pure function of the request line and [`Shared`], tested without sockets.
@@ -33,15 +35,18 @@ impl Reply {
 pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
     match path {
-        "/healthz" | "/readyz" | "/metrics" if method != "GET" && method != "HEAD" => {
+        "/healthz" | "/readyz" | "/metrics" | "/status.json"
+            if method != "GET" && method != "HEAD" =>
+        {
             Reply::text(405, format!("{method} not allowed on {path}; use GET\n"))
         }
         "/healthz" => healthz(shared),
         "/readyz" => readyz(shared),
         "/metrics" => metrics(shared),
+        "/status.json" => status_json(shared),
         _ => Reply::text(
             404,
-            format!("no route {path}; try /metrics, /healthz or /readyz\n"),
+            format!("no route {path}; try /metrics, /healthz, /readyz or /status.json\n"),
         ),
     }
 }
@@ -88,8 +93,27 @@ pub fn readiness(hooks_serving: bool, first_round_done: bool) -> Reply {
     }
 }
 
+/// The phones as the last round left them, each with its verdict and reasons, and the
+/// bot's reasons as `get_state` reports them.
+fn status_json(shared: &Shared) -> Reply {
+    let snapshot = shared.snapshot();
+    let reasons = shared.bot_reasons(&snapshot);
+    let body = serde_json::json!({
+        "bot_id": shared.config.bot_id,
+        "taken_at_unix": snapshot.taken_at_unix,
+        "devices": snapshot.devices.iter().map(crate::hooks::device_json).collect::<Vec<_>>(),
+        "reasons": {"quarantined": reasons.quarantined, "maintenance": reasons.maintenance},
+    });
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        body: body.to_string(),
+    }
+}
+
 fn metrics(shared: &Shared) -> Reply {
     let snapshot = shared.snapshot();
+    let reasons = shared.bot_reasons(&snapshot);
     let statm = std::fs::read_to_string("/proc/self/statm").ok();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
@@ -99,8 +123,8 @@ fn metrics(shared: &Shared) -> Reply {
         commit: env!("TMM_COMMIT"),
         bot_restarts: shared.bot_status().restarts,
         snapshot: &snapshot,
-        quarantined: !snapshot.reasons.quarantined.is_empty(),
-        maintenance: !snapshot.reasons.maintenance.is_empty(),
+        quarantined: !reasons.quarantined.is_empty(),
+        maintenance: !reasons.maintenance.is_empty(),
         resident_bytes: statm.and_then(|s| parse_statm_resident(&s, page)),
     }
     .render();

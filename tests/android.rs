@@ -287,6 +287,8 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
             "--no-bot",
             "--adb-server",
             &format!("127.0.0.1:{}", tmm.adb_port),
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", tmm.metrics_port),
         ])
         .output()
         .unwrap();
@@ -302,7 +304,7 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
     assert!(lm.contains("  device  "), "{lm}");
     assert!(lm.contains("product:redfin"), "{lm}");
     assert!(lm.contains("transport_id:"), "{lm}");
-    assert!(lm.ends_with("-> online"), "{lm}");
+    assert!(lm.ends_with("-> usable"), "{lm}");
     assert!(lu.contains("  unauthorized  "), "{lu}");
     assert!(
         lu.contains(&format!(
@@ -312,8 +314,8 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
     );
     assert!(
         text.starts_with(&format!(
-            "2 phones listed by the adb server at 127.0.0.1:{}:\n",
-            tmm.adb_port
+            "2 phones listed by the adb server at 127.0.0.1:{}, with the verdicts of the monitor at 127.0.0.1:{}:\n",
+            tmm.adb_port, tmm.metrics_port
         )),
         "{text}"
     );

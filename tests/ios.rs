@@ -168,7 +168,16 @@ fn a_hung_tool_costs_only_its_phone_and_a_hung_listing_keeps_the_phones() {
         a["unusable"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("iPhone {A}: ideviceinfo -k ")),
+            .starts_with(&format!("not answering: iPhone {A}: ideviceinfo -k ")),
+        "{a}"
+    );
+    // A phone that does not answer is never silently unusable: it has its own reason.
+    let why = a["reasons"]["maintenance"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.starts_with(&format!("device {A} not answering (")),
         "{a}"
     );
     lab.phone(B, "iPhone13,1", "16.6.1", "10");
@@ -184,7 +193,11 @@ fn a_hung_tool_costs_only_its_phone_and_a_hung_listing_keeps_the_phones() {
         .sample("interrogation_errors_total{kind=\"timeout\"}")
         .unwrap_or(0.0);
     assert!(timeouts >= 3.0, "{timeouts}");
-    assert_eq!(tmm.sample("quarantined"), Some(0.0));
+    // Still not answering after the rounds the rules allow: quarantined, with A's name.
+    let state = wait_state(&tmm, "A quarantined", |s| {
+        reasons(s, "quarantined").contains(&format!("device {A} has not answered for 2 rounds"))
+    });
+    assert!(!reasons(&state, "quarantined").contains(B), "{state}");
 
     // The listing itself hangs: a maintenance reason, and the phones stay (unusable),
     // not gone missing.

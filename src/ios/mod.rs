@@ -2,7 +2,7 @@
 //!
 //! A self-contained source of iOS [`Device`]s that the device watcher calls once per
 //! round ([`interrogate`]) and after a task ([`reboot`]); the watcher owns the health
-//! memory and the snapshot, and feeds these devices to `health::assess` together with
+//! memory and the snapshot, and feeds these devices to `verdict::decide` together with
 //! the Android ones, so the battery and gone-missing rules are the same for both kinds.
 //!
 //! A round: `idevice_id -l` lists the UDIDs; then, for every phone at once,
@@ -45,7 +45,7 @@ use crate::dimensions;
 use crate::metrics::Metrics;
 use crate::parse::ParseError;
 use crate::reaper::{Exit, Reaper};
-use crate::snapshot::{Device, DeviceKind, Dimensions};
+use crate::snapshot::{Device, DeviceKind, Dimensions, Fault, Link};
 use run::RunError;
 pub use watch::Iphones;
 
@@ -242,7 +242,7 @@ async fn info(
 }
 
 /// Lists the iPhones and reads each of them, all phones at once. Every phone listed is
-/// returned, usable or with its `unusable` reason; each failure is counted in
+/// returned, usable or with its [`Fault`]; each failure is counted in
 /// `interrogation_errors_total`. An `Err` means the list itself could not be had (the
 /// tool is missing, usbmuxd is not running...): the caller should report it rather
 /// than take it for "no phone".
@@ -300,13 +300,21 @@ fn build_device(
     version: Result<String, IosError>,
     battery: Option<u8>,
 ) -> Device {
-    let mut d = Device::listed(DeviceKind::Ios, udid, "device");
+    let mut d = Device::listed(DeviceKind::Ios, udid, Link::Device);
     d.battery_percent = battery.map(f64::from);
     d.device_type = product_type.as_ref().ok().cloned();
     d.build = version.as_ref().ok().cloned();
     match (product_type, version) {
-        (Ok(product_type), Ok(version)) => d.dimensions = ios_device(&product_type, &version),
-        (Err(e), _) | (_, Err(e)) => d.unusable = Some(e.to_string()),
+        (Ok(product_type), Ok(version)) => {
+            d.dimensions = ios_device(&product_type, &version);
+            d.fault = None;
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            d.fault = Some(Fault::NotAnswering {
+                why: e.to_string(),
+                offline: false,
+            })
+        }
     }
     d
 }
@@ -420,7 +428,8 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{self, Memory, Thresholds};
+    use crate::snapshot::{usable_device, Reasons, State};
+    use crate::verdict::{self, Memory, Thresholds};
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 
@@ -523,7 +532,7 @@ mod tests {
                 &Device {
                     kind: DeviceKind::Ios,
                     serial: A.into(),
-                    state: "device".into(),
+                    state: State::Listed(Link::Device),
                     device_type: Some("iPhone14,2".into()),
                     battery_percent: Some(87.0),
                     temperatures: vec![],
@@ -534,10 +543,12 @@ mod tests {
                         ("device_type", &["iPhone14,2"]),
                         ("os", &["iOS", "iOS-17.1"])
                     ]),
-                    unusable: None,
+                    fault: None,
+                    missing_values: vec![],
+                    reasons: Reasons::default(),
                 }
             );
-            assert!(devices.iter().all(|d| d.unusable.is_none()));
+            assert!(devices.iter().all(|d| d.unusable().is_none()));
             assert!(errors(&metrics).is_empty());
 
             let usable: Vec<&Device> = devices.iter().collect();
@@ -549,7 +560,13 @@ mod tests {
                     ("os", &["iOS", "iOS-15.7", "iOS-16.6.1", "iOS-17.1"]),
                 ])
             );
-            let assessment = health::assess(&Memory::default(), &devices, &BTreeSet::new(), &T);
+            let assessment = verdict::decide(
+                &Memory::default(),
+                &devices,
+                &BTreeSet::new(),
+                &Reasons::default(),
+                &T,
+            );
             assert_eq!(assessment.reasons, Default::default());
         });
     }
@@ -566,7 +583,7 @@ mod tests {
             let first = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
-            let first = health::assess(&Memory::default(), &first, &none, &T);
+            let first = verdict::decide(&Memory::default(), &first, &none, &Reasons::default(), &T);
             assert!(first.reasons.quarantined.is_empty());
 
             lab.phones(&[A]);
@@ -574,14 +591,19 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(second.len(), 1);
-            let second = health::assess(&first.memory, &second, &none, &T);
+            let second = verdict::decide(&first.memory, &second, &none, &Reasons::default(), &T);
             assert_eq!(
                 second.reasons.quarantined,
                 vec![format!("device {B} (iPhone13,1) has gone missing")]
             );
-            assert_eq!(second.missing.len(), 1);
-            assert_eq!(second.missing[0].kind, DeviceKind::Ios);
-            assert_eq!(second.missing[0].serial, B);
+            let missing: Vec<&Device> = second
+                .devices
+                .iter()
+                .filter(|d| d.state == State::Missing)
+                .collect();
+            assert_eq!(missing.len(), 1);
+            assert_eq!(missing[0].kind, DeviceKind::Ios);
+            assert_eq!(missing[0].serial, B);
         });
     }
 
@@ -598,9 +620,15 @@ mod tests {
                 .unwrap();
             let b = by_serial(&devices, B);
             assert_eq!(b.battery_percent, None);
-            assert_eq!(b.unusable, None, "the battery is best effort");
+            assert_eq!(b.unusable(), None, "the battery is best effort");
             assert_eq!(errors(&metrics), vec![(vec!["parse".to_string()], 1)]);
-            let a = health::assess(&Memory::default(), &devices, &BTreeSet::new(), &T);
+            let a = verdict::decide(
+                &Memory::default(),
+                &devices,
+                &BTreeSet::new(),
+                &Reasons::default(),
+                &T,
+            );
             assert_eq!(
                 a.reasons.maintenance,
                 vec![format!("battery low: {A} 12% (< 30%)")]
@@ -626,16 +654,16 @@ mod tests {
 
             let a = by_serial(&devices, A);
             assert_eq!(
-                a.unusable.as_deref(),
+                a.unusable().as_deref(),
                 Some(format!(
-                    "iPhone {A}: ideviceinfo -k ProductType: no answer within 3s; killed it with its process group"
+                    "not answering: iPhone {A}: ideviceinfo -k ProductType: no answer within 3s; killed it with its process group"
                 ))
                 .as_deref()
             );
-            assert_eq!(a.state, "device");
+            assert_eq!(a.state_word(), "device");
             assert!(a.dimensions.is_empty());
             let b = by_serial(&devices, B);
-            assert_eq!(b.unusable, None);
+            assert_eq!(b.unusable(), None);
             assert_eq!(b.battery_percent, Some(90.0));
             assert_eq!(errors(&metrics), vec![(vec!["timeout".to_string()], 3)]);
 
@@ -685,16 +713,16 @@ mod tests {
                 .unwrap();
             assert_eq!(devices.len(), 2);
             assert_eq!(
-                by_serial(&devices, A).unusable.as_deref(),
+                by_serial(&devices, A).unusable().as_deref(),
                 Some(format!(
-                    "iPhone {A}: ideviceinfo -k ProductType: failed with exit code 255: ERROR: Could not connect to lockdownd: Password protected (-17)"
+                    "not answering: iPhone {A}: ideviceinfo -k ProductType: failed with exit code 255: ERROR: Could not connect to lockdownd: Password protected (-17)"
                 ))
                 .as_deref()
             );
             assert_eq!(
-                by_serial(&devices, B).unusable.as_deref(),
+                by_serial(&devices, B).unusable().as_deref(),
                 Some(format!(
-                    "iPhone {B}: ideviceinfo -k ProductType: failed with exit code 255: ERROR: Device {B} not found!"
+                    "not answering: iPhone {B}: ideviceinfo -k ProductType: failed with exit code 255: ERROR: Device {B} not found!"
                 ))
                 .as_deref()
             );
@@ -759,7 +787,7 @@ mod tests {
             let devices = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
-            let reason = devices[0].unusable.as_deref().unwrap();
+            let reason = devices[0].unusable().unwrap();
             assert!(reason.contains("ideviceinfo not found at"), "{reason}");
             assert!(reason.contains("--idevice-dir"), "{reason}");
         });
@@ -782,7 +810,7 @@ mod tests {
             let devices = interrogate(&config, &reaper, &Metrics::default())
                 .await
                 .unwrap();
-            assert_eq!(by_serial(&devices, A).unusable, None);
+            assert_eq!(by_serial(&devices, A).unusable(), None);
         });
     }
 
@@ -849,9 +877,9 @@ mod tests {
     #[test]
     fn fleet_of_none_is_empty_and_counts_phones() {
         assert_eq!(ios_fleet(&[]), Dimensions::new());
-        let mut one = Device::listed(DeviceKind::Ios, A, "device");
+        let mut one = usable_device(DeviceKind::Ios, A);
         one.dimensions = ios_device("iPhone14,2", "17.1");
-        let mut two = Device::listed(DeviceKind::Ios, B, "device");
+        let mut two = usable_device(DeviceKind::Ios, B);
         two.dimensions = ios_device("iPhone14,2", "17.1");
         assert_eq!(
             ios_fleet(&[&one, &two]),
@@ -872,8 +900,8 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let android = dimensions::android_fleet(&[&props]);
-        let mut phone = Device::listed(DeviceKind::Ios, A, "device");
+        let android = dimensions::android_fleet(&[(&props, &crate::dimensions::Packages::new())]);
+        let mut phone = usable_device(DeviceKind::Ios, A);
         phone.dimensions = ios_device("iPhone14,2", "17.1");
         let ios = ios_fleet(&[&phone]);
         let both = dimensions::merge(&[&android, &ios]);
@@ -898,8 +926,8 @@ mod tests {
         assert!(d.dimensions.is_empty());
         assert_eq!(d.battery_percent, Some(50.0));
         assert_eq!(
-            d.unusable.as_deref(),
-            Some(format!("iPhone {A}: ideviceinfo -k ProductVersion: no answer within 2.5s; killed it with its process group").as_str())
+            d.unusable().as_deref(),
+            Some(format!("not answering: iPhone {A}: ideviceinfo -k ProductVersion: no answer within 2.5s; killed it with its process group").as_str())
         );
     }
 

@@ -10,13 +10,13 @@
 //! nonsense needs a person (quarantined); one that timed out may recover by itself
 //! (maintenance).
 //!
-//! Must not: run tools, log, or decide the other health rules (`health` does, for both
-//! kinds at once).
+//! Must not: run tools, log, or decide a phone's fate (`verdict` does, for both kinds at
+//! once).
 
 use std::collections::BTreeSet;
 
 use super::{ios_fleet, IosError, IosErrorKind};
-use crate::snapshot::{Device, Dimensions, Reasons};
+use crate::snapshot::{Device, Dimensions, Fault, Reasons, State};
 
 /// The iPhones as of the last round.
 #[derive(Debug, Default)]
@@ -54,21 +54,25 @@ impl Iphones {
         }
     }
 
-    /// The iPhones for the snapshot: being rebooted (state `rebooting`), unusable because
-    /// they cannot be listed, or as their last round found them.
+    /// The iPhones for the snapshot: being rebooted, unusable because they cannot be
+    /// listed (the verdict gives each the listing's reason), or as their last round
+    /// found them.
     pub fn devices(&self, rebooting: &BTreeSet<String>) -> Vec<Device> {
         self.known
             .iter()
             .map(|d| {
                 let mut d = d.clone();
-                let unusable = if rebooting.contains(&d.serial) {
-                    d.state = "rebooting".into();
-                    Some("rebooting after task".to_string())
+                let fault = if rebooting.contains(&d.serial) {
+                    d.state = State::Rebooting;
+                    Some(Fault::Rebooting)
                 } else {
-                    self.list_error.as_ref().map(listing_failed)
+                    self.list_error.as_ref().map(|e| Fault::Unlisted {
+                        why: listing_failed(e),
+                        needs_person: needs_a_person(e),
+                    })
                 };
-                if unusable.is_some() {
-                    d.unusable = unusable;
+                if fault.is_some() {
+                    d.fault = fault;
                     d.dimensions.clear();
                 }
                 d
@@ -83,7 +87,7 @@ impl Iphones {
             .known
             .iter()
             .filter(|d| {
-                rebooting.contains(&d.serial) || (d.unusable.is_none() && self.list_error.is_none())
+                rebooting.contains(&d.serial) || (d.reachable() && self.list_error.is_none())
             })
             .collect();
         ios_fleet(&counted)
@@ -118,14 +122,14 @@ fn needs_a_person(e: &IosError) -> bool {
 mod tests {
     use super::super::{ios_device, Step};
     use super::*;
-    use crate::snapshot::DeviceKind;
+    use crate::snapshot::{usable_device, DeviceKind};
     use std::time::Duration;
 
     const A: &str = "00008030-001A2D3E0E38802E";
     const B: &str = "00008101-000C19A82E10001E";
 
     fn phone(udid: &str, version: &str, battery: f64) -> Device {
-        let mut d = Device::listed(DeviceKind::Ios, udid, "device");
+        let mut d = usable_device(DeviceKind::Ios, udid);
         d.device_type = Some("iPhone14,2".into());
         d.build = Some(version.into());
         d.battery_percent = Some(battery);
@@ -151,7 +155,7 @@ mod tests {
         let shown = p.devices(&none());
         assert_eq!(shown.len(), 2);
         assert_eq!(shown[0].serial, A);
-        assert!(shown.iter().all(|d| d.unusable.is_none()));
+        assert!(shown.iter().all(|d| d.unusable().is_none()));
         assert_eq!(p.fleet(&none())["ios_devices"], vec!["2"]);
         assert_eq!(p.fleet(&none())["os"], vec!["iOS", "iOS-16.6", "iOS-17.1"]);
 
@@ -173,7 +177,7 @@ mod tests {
         p.round_done(Err(e), &none());
         let shown = p.devices(&none());
         assert_eq!(shown.len(), 1, "the phone must not read as gone");
-        assert_eq!(shown[0].unusable.as_deref(), Some(why.as_str()));
+        assert_eq!(shown[0].unusable().as_deref(), Some(why.as_str()));
         assert!(shown[0].dimensions.is_empty());
         assert_eq!(shown[0].battery_percent, Some(80.0));
         assert_eq!(p.fleet(&none()), Dimensions::new());
@@ -190,7 +194,7 @@ mod tests {
 
         // The next listing that works clears it all.
         p.round_done(Ok(vec![phone(A, "17.1", 80.0)]), &none());
-        assert_eq!(p.devices(&none())[0].unusable, None);
+        assert_eq!(p.devices(&none())[0].unusable(), None);
         let mut reasons = Reasons::default();
         p.add_reasons(&mut reasons);
         assert_eq!(reasons, Reasons::default());
@@ -229,8 +233,8 @@ mod tests {
         let shown = p.devices(&rebooting);
         assert_eq!(shown.len(), 2);
         assert_eq!(shown[0].serial, A);
-        assert_eq!(shown[0].state, "rebooting");
-        assert_eq!(shown[0].unusable.as_deref(), Some("rebooting after task"));
+        assert_eq!(shown[0].state_word(), "rebooting");
+        assert_eq!(shown[0].unusable().as_deref(), Some("rebooting after task"));
         assert_eq!(shown[0].battery_percent, Some(80.0));
         assert_eq!(p.fleet(&rebooting)["ios_devices"], vec!["2"]);
         assert_eq!(
@@ -244,16 +248,19 @@ mod tests {
             &none(),
         );
         let shown = p.devices(&none());
-        assert_eq!(shown[0].state, "device");
+        assert_eq!(shown[0].state_word(), "device");
         assert_eq!(shown[0].battery_percent, Some(75.0));
-        assert_eq!(shown[0].unusable, None);
+        assert_eq!(shown[0].unusable(), None);
     }
 
     #[test]
     fn an_unusable_phone_is_not_counted() {
         let mut p = Iphones::default();
         let mut locked = phone(B, "16.6", 90.0);
-        locked.unusable = Some("locked".into());
+        locked.fault = Some(Fault::NotAnswering {
+            why: "locked".into(),
+            offline: false,
+        });
         locked.dimensions.clear();
         p.round_done(Ok(vec![phone(A, "17.1", 80.0), locked]), &none());
         assert_eq!(p.fleet(&none())["ios_devices"], vec!["1"]);

@@ -1,8 +1,11 @@
 //! Parses `dumpsys battery`.
 //!
-//! The useful part is the `Current Battery Service state:` header and the indented
-//! `key: value` lines under it. OEMs append sections of their own, sometimes with the
-//! same keys, so reading stops at the first non-indented line after the header. Keys are
+//! The useful part is the `Current Battery Service state:` header and the `key: value`
+//! lines under it, which phones indent by two spaces and some dumps kept by other labs
+//! have at column 0. OEMs append sections of their own, sometimes with the same keys, so
+//! reading stops where the block ends: in the indented layout at the first line that is
+//! not indented, in the flush layout at the first line that is not `key: value` (a
+//! section header such as `Battery History:`, or text without a colon). Keys are
 //! matched whole (`level`, not `Capacity level`), and the value is whatever follows the
 //! first `:` (Android 4.1 printed `voltage:4123` without a space).
 //!
@@ -52,14 +55,26 @@ pub fn parse(text: &str) -> Result<Battery, ParseError> {
         health: None,
         updates_stopped: false,
     };
+    // The first line of the block decides its layout.
+    let mut indented: Option<bool> = None;
     for line in lines {
         if line.trim().is_empty() {
             continue;
         }
-        if !line.starts_with(char::is_whitespace) {
+        let this_indented = line.starts_with(char::is_whitespace);
+        let layout = *indented.get_or_insert(this_indented);
+        if layout && !this_indented {
             break;
         }
         let line = line.trim();
+        if !layout && !line.starts_with("(UPDATES STOPPED") {
+            let is_pair = line
+                .split_once(':')
+                .is_some_and(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty());
+            if !is_pair {
+                break;
+            }
+        }
         if line.starts_with("(UPDATES STOPPED") {
             battery.updates_stopped = true;
             continue;
@@ -107,6 +122,27 @@ fn small_int<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ParseErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_at_column_0_is_read_up_to_the_next_section() {
+        let b = parse(include_str!(
+            "../../tests/fixtures/adb/battery_flush_left.txt"
+        ))
+        .unwrap();
+        assert_eq!(b.percent, Some(75.0));
+        assert_eq!(b.temperature_celsius, Some(29.5));
+        assert_eq!(b.voltage_mv, Some(4012));
+        assert_eq!(b.status, Some(2));
+        assert_eq!(b.health, Some(2));
+    }
+
+    #[test]
+    fn the_indented_layout_still_stops_at_the_first_flush_line() {
+        let text = "Current Battery Service state:\n  level: 40\nOEM:\n  level: 99\n";
+        assert_eq!(parse(text).unwrap().percent, Some(40.0));
+        let flush = "Current Battery Service state:\nlevel: 41\nOEM section:\nlevel: 99\n";
+        assert_eq!(parse(flush).unwrap().percent, Some(41.0));
+    }
 
     #[test]
     fn modern_phone() {

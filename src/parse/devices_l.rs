@@ -11,11 +11,12 @@
 //! then `no permissions` and the full phrase, which says what adb thinks is wrong with
 //! the USB permissions, goes to [`Listed::state_detail`] so the watcher can show it to
 //! the operator (the health rule gives its own fixed remedy). States are not checked
-//! against a list: a newer adb's new state passes through unchanged.
+//! against a list: a newer adb's new state passes through unchanged, as `Link::Other`.
 //!
 //! Pure: no sockets, no knowledge of which server the text came from.
 
 use super::{excerpt, ParseError};
+use crate::snapshot::Link;
 
 const WHAT: &str = "devices-l";
 
@@ -24,7 +25,7 @@ const WHAT: &str = "devices-l";
 pub struct Listed {
     pub serial: String,
     /// adb's word for the state (`device`, `offline`, `unauthorized`, `no permissions`...).
-    pub state: String,
+    pub state: Link,
     /// The whole multi-word state as adb printed it, for `no permissions (...); see [...]`;
     /// `None` for one-word states.
     pub state_detail: Option<String>,
@@ -61,10 +62,10 @@ fn parse_line(line: &str) -> Result<Listed, ParseError> {
         let end = NO_PERMISSIONS.len() + no_permissions_tail_len(after);
         let phrase = &rest[..end];
         let detail = (phrase != NO_PERMISSIONS).then(|| phrase.to_string());
-        (NO_PERMISSIONS.to_string(), detail, &rest[end..])
+        (Link::NoPermissions, detail, &rest[end..])
     } else {
         let (state, fields) = split_token(rest);
-        (state.to_string(), None, fields)
+        (Link::from_adb(state), None, fields)
     };
 
     let mut remaining = fields.trim();
@@ -153,7 +154,7 @@ mod tests {
             l,
             Listed {
                 serial: "0A1B2C3D4E5F".into(),
-                state: "device".into(),
+                state: Link::Device,
                 state_detail: None,
                 devpath: Some("usb:1-1.4".into()),
                 product: Some("husky".into()),
@@ -173,7 +174,7 @@ mod tests {
     #[test]
     fn bare_devpath() {
         let l = one("HT4A1JT00123           offline 1-5 transport_id:5");
-        assert_eq!(l.state, "offline");
+        assert_eq!(l.state.as_str(), "offline");
         assert_eq!(l.devpath.as_deref(), Some("1-5"));
         assert_eq!(l.product, None);
         assert_eq!(l.transport_id, Some(5));
@@ -206,7 +207,7 @@ mod tests {
     #[test]
     fn no_permissions_phrase_with_url() {
         let l = one("ZY2233445566           no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html] usb:1-1.2 transport_id:6");
-        assert_eq!(l.state, "no permissions");
+        assert_eq!(l.state.as_str(), "no permissions");
         assert_eq!(
             l.state_detail.as_deref(),
             Some("no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html]")
@@ -218,7 +219,7 @@ mod tests {
     #[test]
     fn no_permissions_without_url() {
         let l = one("ZY1 no permissions (missing udev rules? user is in the plugdev group) usb:1-2 transport_id:2");
-        assert_eq!(l.state, "no permissions");
+        assert_eq!(l.state.as_str(), "no permissions");
         assert_eq!(
             l.state_detail.as_deref(),
             Some("no permissions (missing udev rules? user is in the plugdev group)")
@@ -229,7 +230,7 @@ mod tests {
     #[test]
     fn no_permissions_bare_as_very_old_adb_printed_it() {
         let l = one("ZY1 no permissions usb:1-2 transport_id:2");
-        assert_eq!(l.state, "no permissions");
+        assert_eq!(l.state.as_str(), "no permissions");
         assert_eq!(l.state_detail, None);
         assert_eq!(l.devpath.as_deref(), Some("usb:1-2"));
     }
@@ -237,26 +238,29 @@ mod tests {
     #[test]
     fn unauthorized_has_no_product_fields() {
         let l = one("R58M12ABCDE            unauthorized usb:1-1.3 transport_id:4");
-        assert_eq!(l.state, "unauthorized");
+        assert_eq!(l.state.as_str(), "unauthorized");
         assert_eq!((l.product, l.model, l.device), (None, None, None));
     }
 
     #[test]
     fn state_only_from_an_old_server() {
         let l = one("0123456789 offline");
-        assert_eq!(l.state, "offline");
+        assert_eq!(l.state.as_str(), "offline");
         assert_eq!(l.transport_id, None);
         assert_eq!(l.devpath, None);
     }
 
     #[test]
     fn state_that_only_starts_like_no_permissions() {
-        assert_eq!(one("S1 no permissionsx transport_id:9").state, "no");
+        assert_eq!(
+            one("S1 no permissionsx transport_id:9").state.as_str(),
+            "no"
+        );
     }
 
     #[test]
     fn unknown_new_state_passes_through() {
-        assert_eq!(one("S1 detached transport_id:9").state, "detached");
+        assert_eq!(one("S1 detached transport_id:9").state.as_str(), "detached");
     }
 
     #[test]
@@ -264,7 +268,7 @@ mod tests {
         let all = parse("A device transport_id:1\r\nB offline transport_id:2\r\n").unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].transport_id, Some(1));
-        assert_eq!(all[1].state, "offline");
+        assert_eq!(all[1].state.as_str(), "offline");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Pure parsers for what adb and the phones print: the device list, `getprop`,
-//! `dumpsys battery`, `dumpsys thermalservice` (or the sysfs thermal zones) and
-//! `/proc/uptime`; and `batch`, the one script a round runs on a phone and the split of
+//! `dumpsys battery`, `dumpsys thermalservice` (or the sysfs thermal zones),
+//! `/proc/uptime` and the package versions (`packages`); and `batch`, the one script a round runs on a phone and the split of
 //! its output into those commands' outputs.
 //!
 //! Each parser is a function of text to a value or a [`ParseError`]; none of them does
@@ -14,6 +14,7 @@ pub mod batch;
 pub mod battery;
 pub mod devices_l;
 pub mod getprop;
+pub mod packages;
 pub mod thermal;
 pub mod uptime;
 
@@ -101,6 +102,8 @@ pub(crate) mod tests_support {
             "Current Battery Service state:",
             "Current temperatures from HAL:",
             "(UPDATES STOPPED",
+            "package ",
+            "versionName=",
         ];
         let mut out: Vec<String> = HOSTILE.iter().map(|s| s.to_string()).collect();
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;

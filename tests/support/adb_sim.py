@@ -24,9 +24,19 @@ shell functions over the same state, with its output streamed as it comes.
 
 Control port, one command per line, answered `OK` or `ERR <why>`:
     set <name> battery <percent> | set <name> temp <celsius> | set <name> booting 0|1
+    set <name> battery_dump indented|flush|nolevel   the layout of `dumpsys battery`
+                    (flush: the block at column 0, as some dumps have it; nolevel: no
+                    `level:` line at all)
+    prop <name> <key> [<value>]   set a getprop value, or remove it without a value
     unplug <name>   close the phone's connections and refuse new ones
     replug <name>   listen again (same port)
+    wedge <name>    a wedged adbd: the connection stays (the server keeps listing the
+                    phone as `device`) but no new stream is ever answered
+    unwedge <name>  answer again
     reboots <name>  how many times the phone was rebooted (answers `OK <n>`)
+
+Installed packages: modern phones have Google Play services and the Play Store
+(`dumpsys package <name>` prints their `versionName=`), android6 phones neither.
 
 Standard library only.
 """
@@ -109,6 +119,12 @@ class Phone:
             "persist.sys.boot.reason.history": "reboot,userrequested,1700000000\nreboot,shell,1699990000",
         }
         self.features = "" if old else "shell_v2,cmd,stat_v2"
+        self.battery_dump = "indented"
+        self.wedged = False
+        self.packages = {} if old else {
+            "com.google.android.gms": "24.08.12 (190400-1)",
+            "com.android.vending": "39.9.20-21 [0] [PR] 612345678",
+        }
 
     # --- state -------------------------------------------------------------------
     def boot_completed(self):
@@ -134,12 +150,26 @@ class Phone:
                 return props.get(cmd.split()[1], "") + "\n", 0
             return "".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())), 0
         if cmd == "dumpsys battery":
-            return (
-                "Current Battery Service state:\n  AC powered: false\n  USB powered: true\n"
+            level = "" if self.battery_dump == "nolevel" else f"  level: {self.battery}\n"
+            text = (
+                "  AC powered: false\n  USB powered: true\n"
                 "  Wireless powered: false\n  Max charging current: 500000\n  status: 2\n"
-                f"  health: 2\n  present: true\n  level: {self.battery}\n  scale: 100\n"
+                f"  health: 2\n  present: true\n{level}  scale: 100\n"
                 f"  voltage: 4123\n  temperature: {int(round(self.temp * 10))}\n"
-                "  technology: Li-ion\nOEM battery extras:\n  cycle: 42\n"
+                "  technology: Li-ion\n"
+            )
+            if self.battery_dump == "flush":
+                text = "".join(l.strip() + "\n" for l in text.splitlines())
+            return "Current Battery Service state:\n" + text + "OEM battery extras:\n  cycle: 42\n  level: 3\n", 0
+        if cmd.startswith("dumpsys package "):
+            name = cmd.split()[2]
+            if name not in self.packages:
+                return f"Unable to find package: {name}\n", 0
+            return (
+                f"Packages:\n  Package [{name}] (5e3c1a2):\n    userId=10123\n"
+                f"    pkg=Package{{9f1 {name}}}\n    versionCode=240812044 minSdk=30 targetSdk=34\n"
+                f"    versionName={self.packages[name]}\n    splits=[base]\n"
+                "    timeStamp=2024-03-01 10:00:00\n"
             ), 0
         if cmd == "dumpsys thermalservice":
             if self.profile == "android6":
@@ -185,6 +215,9 @@ class Phone:
             "dumpsys() { case \"$1\" in "
             f"battery) {body('dumpsys battery')};; "
             f"thermalservice) {body('dumpsys thermalservice')};; "
+            "package) case \"$2\" in "
+            + "".join(f"{shlex.quote(n)}) {body('dumpsys package ' + n)};; " for n in self.packages)
+            + "*) echo \"Unable to find package: $2\";; esac;; "
             "*) echo \"Can't find service: $1\";; esac; }\n"
             "cat() { case \"$1\" in "
             f"/proc/uptime) {body('cat /proc/uptime')};; "
@@ -249,6 +282,9 @@ class Phone:
                             writer.write(message(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
                     else:
                         writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
+                elif cmd == A_OPEN and self.wedged:
+                    # A wedged adbd: the link is up, nothing answers.
+                    pass
                 elif cmd == A_OPEN:
                     stream = Stream(next_id, arg0)
                     next_id += 1
@@ -387,8 +423,22 @@ async def control(phones, reader, writer):
                     phone.temp = float(value)
                 elif key == "booting":
                     phone.force_booting = value == "1"
+                elif key == "battery_dump":
+                    if value not in ("indented", "flush", "nolevel"):
+                        raise ValueError(f"battery_dump {value!r}: indented, flush or nolevel")
+                    phone.battery_dump = value
                 else:
                     raise ValueError(f"unknown key {key!r}")
+                reply = "OK"
+            elif words[0] == "prop" and len(words) >= 3:
+                phone, key = by_name[words[1]], words[2]
+                if len(words) > 3:
+                    phone.props[key] = " ".join(words[3:])
+                else:
+                    phone.props.pop(key, None)
+                reply = "OK"
+            elif words[0] in ("wedge", "unwedge"):
+                by_name[words[1]].wedged = words[0] == "wedge"
                 reply = "OK"
             elif words[0] == "unplug":
                 by_name[words[1]].unplug()

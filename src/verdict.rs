@@ -1,0 +1,987 @@
+//! The verdict: the one place where each phone's fate is decided. From the phones of one
+//! round (Android and iPhone alike), the memory of earlier rounds, the phones being
+//! rebooted after a task and the thresholds, [`decide`] gives every phone its own
+//! reasons (quarantined, maintenance, or none: usable), the bot's reasons (theirs plus
+//! the fleet's own), and the few actions that may fix a phone by itself. `get_state`,
+//! `/metrics` and the `devices` subcommand all read this one result, through the
+//! snapshot; the forced quarantine joins it in [`with_forced`]. Rules (texts exact,
+//! thresholds from flags, N = 2):
+//!
+//! | condition | reason |
+//! |---|---|
+//! | battery below the minimum | maintenance `battery low: <serial> 12% (< 30%)` |
+//! | any temperature above the maximum | maintenance `too hot: <serial> <sensor> 44.5°C (> 35°C)` |
+//! | online, `sys.boot_completed` not 1, not being rebooted | maintenance `booting: <serial>` |
+//! | being rebooted after a task | maintenance `rebooting <serial> after task` |
+//! | seen before, absent now, not being rebooted | quarantined `device <serial> (<type>) has gone missing` |
+//! | `unauthorized` | quarantined, with the adb key remedy |
+//! | `no permissions` | quarantined, with the USB remedy |
+//! | `offline` (listed so, or the transport answered `device offline`), rounds 1 to N-1 | maintenance `device <serial> offline, reconnecting` and [`Action::ReconnectOffline`] |
+//! | `offline` for N consecutive rounds | quarantined, with the cable remedy |
+//! | listed `device` but its round failed (a wedged adbd, a hung transport), rounds 1 to N-1 | maintenance `device <serial> not answering (<why>), reconnecting` and [`Action::Reconnect`] (an iPhone: no action) |
+//! | not answering for N consecutive rounds | quarantined, with the remedy |
+//! | `connecting` or `authorizing` for N consecutive rounds | maintenance `device <serial> has been <state> for N rounds` |
+//! | bootloader, recovery, sideload, rescue, host, detached, or a state we do not know | quarantined `device <serial> is in adb state <state>, not Android: ...` |
+//! | the iPhones cannot be listed | each known iPhone, and the bot: the listing's reason |
+//!
+//! A phone listed a moment ago and not interrogated yet, or in a handshake
+//! (`connecting`, `authorizing`) for less than N rounds, gets no reason: the round that
+//! reads it starts at once, and a reason set and cleared for every new phone would only
+//! be noise. Every other phone that cannot take tasks has a reason. Every reason is
+//! recomputed each round, so it clears as soon as its condition does; a phone that has
+//! gone missing stays reported until it comes back (the memory lives as long as the
+//! process). A phone being rebooted is expected to vanish or show `offline` for a while,
+//! so neither counts against it.
+//!
+//! Must not: do I/O, log, or read the clock; the rules are tested as plain data.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Config;
+use crate::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
+
+/// Consecutive failed rounds (offline, not answering) after which reconnecting is given
+/// up and a person is needed; also how long a handshake may last before it is reported.
+pub const FAILED_ROUNDS_TO_QUARANTINE: u32 = 2;
+
+/// The limits from `--min-battery` and `--max-temperature`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// A battery strictly below this percentage puts the bot in maintenance.
+    pub min_battery_percent: f64,
+    /// A temperature strictly above this (°C) puts the bot in maintenance.
+    pub max_temperature_celsius: f64,
+}
+
+impl Thresholds {
+    pub fn from_config(config: &Config) -> Thresholds {
+        Thresholds {
+            min_battery_percent: config.min_battery_percent,
+            max_temperature_celsius: config.max_temperature_celsius,
+        }
+    }
+}
+
+/// What one round remembers for the next.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Memory {
+    /// Every phone seen since the program started, with what it last said it was; the
+    /// source of "gone missing".
+    seen: BTreeMap<String, Seen>,
+    /// Consecutive rounds each serial has failed (offline or not answering), or been in
+    /// a handshake; absent when it is not.
+    failed_rounds: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    kind: DeviceKind,
+    device_type: Option<String>,
+}
+
+/// Something the watcher should do for the phones to recover by themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `host:reconnect-offline`: once per round at most, it resets every offline
+    /// transport of the server.
+    ReconnectOffline,
+    /// `host-serial:<serial>:reconnect`: kicks the transport of a phone that is listed
+    /// online but does not answer.
+    Reconnect(String),
+}
+
+/// The outcome of one round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Every phone given, each with its own reasons, plus the phones seen before and
+    /// absent now (state [`State::Missing`], with their last known kind and type),
+    /// sorted by kind, then serial.
+    pub devices: Vec<Device>,
+    /// The bot's reasons: every phone's and the fleet's, sorted and distinct.
+    pub reasons: Reasons,
+    /// To pass to the next round's [`decide`].
+    pub memory: Memory,
+    pub actions: Vec<Action>,
+}
+
+/// Sorted, distinct reasons while they are being collected.
+#[derive(Default)]
+struct Collect {
+    quarantined: BTreeSet<String>,
+    maintenance: BTreeSet<String>,
+}
+
+impl Collect {
+    fn into_reasons(self) -> Reasons {
+        Reasons {
+            quarantined: self.quarantined.into_iter().collect(),
+            maintenance: self.maintenance.into_iter().collect(),
+        }
+    }
+}
+
+/// Applies the rules to this round's `devices` (the phones listed now, and the phones
+/// being rebooted; a device in [`State::Missing`] is treated as absent). `rebooting`
+/// holds the serials the watcher rebooted after a task and has not yet seen come back;
+/// `fleet` the reasons that belong to no single phone (an iPhone listing that failed).
+pub fn decide(
+    memory: &Memory,
+    devices: &[Device],
+    rebooting: &BTreeSet<String>,
+    fleet: &Reasons,
+    t: &Thresholds,
+) -> Outcome {
+    let mut actions = Vec::new();
+    let mut next = Memory {
+        seen: memory.seen.clone(),
+        failed_rounds: BTreeMap::new(),
+    };
+    let mut out: Vec<Device> = Vec::new();
+
+    for d in devices.iter().filter(|d| d.state != State::Missing) {
+        let serial = &d.serial;
+        let seen = next.seen.entry(serial.clone()).or_insert(Seen {
+            kind: d.kind,
+            device_type: None,
+        });
+        seen.kind = d.kind;
+        if d.device_type.is_some() {
+            seen.device_type.clone_from(&d.device_type);
+        }
+        let mut r = Collect::default();
+        let being_rebooted = rebooting.contains(serial) || d.state == State::Rebooting;
+        let failed = |next: &mut Memory| -> u32 {
+            let rounds = memory.failed_rounds.get(serial).copied().unwrap_or(0) + 1;
+            next.failed_rounds.insert(serial.clone(), rounds);
+            rounds
+        };
+
+        if being_rebooted {
+            r.maintenance
+                .insert(format!("rebooting {serial} after task"));
+        } else {
+            let link = d.link().cloned().unwrap_or(Link::Device);
+            let not_answering = match &d.fault {
+                Some(Fault::NotAnswering { why, offline }) => Some((why.as_str(), *offline)),
+                _ => None,
+            };
+            match (&link, not_answering) {
+                (Link::Unauthorized, _) => {
+                    r.quarantined.insert(unauthorized_reason(serial));
+                }
+                (Link::NoPermissions, _) => {
+                    r.quarantined.insert(no_permissions_reason(serial));
+                }
+                (Link::Offline, _) | (Link::Device, Some((_, true))) => {
+                    if failed(&mut next) >= FAILED_ROUNDS_TO_QUARANTINE {
+                        r.quarantined.insert(offline_too_long_reason(serial));
+                    } else {
+                        r.maintenance.insert(offline_reconnecting_reason(serial));
+                        if !actions.contains(&Action::ReconnectOffline) {
+                            actions.push(Action::ReconnectOffline);
+                        }
+                    }
+                }
+                (Link::Device, Some((why, false))) => {
+                    if failed(&mut next) >= FAILED_ROUNDS_TO_QUARANTINE {
+                        r.quarantined
+                            .insert(not_answering_too_long_reason(d.kind, serial, why));
+                    } else if d.kind == DeviceKind::Android {
+                        r.maintenance.insert(format!(
+                            "device {serial} not answering ({why}), reconnecting"
+                        ));
+                        actions.push(Action::Reconnect(serial.clone()));
+                    } else {
+                        r.maintenance
+                            .insert(format!("device {serial} not answering ({why})"));
+                    }
+                }
+                (Link::Device, None) => {
+                    if d.booting {
+                        r.maintenance.insert(format!("booting: {serial}"));
+                    }
+                    if let Some(Fault::Unlisted { why, needs_person }) = &d.fault {
+                        let list = if *needs_person {
+                            &mut r.quarantined
+                        } else {
+                            &mut r.maintenance
+                        };
+                        list.insert(why.clone());
+                    }
+                }
+                (Link::Connecting | Link::Authorizing, _) => {
+                    let rounds = failed(&mut next);
+                    if rounds >= FAILED_ROUNDS_TO_QUARANTINE {
+                        r.maintenance.insert(format!(
+                            "device {serial} has been {} for {rounds} rounds",
+                            link.as_str()
+                        ));
+                    }
+                }
+                (other, _) => {
+                    r.quarantined.insert(format!(
+                        "device {serial} is in adb state {}, not Android: reboot it \
+                         (adb -s {serial} reboot) or replug it",
+                        other.as_str()
+                    ));
+                }
+            }
+        }
+
+        if let Some(percent) = d.battery_percent {
+            if percent < t.min_battery_percent {
+                r.maintenance.insert(format!(
+                    "battery low: {serial} {}% (< {}%)",
+                    short(percent),
+                    short(t.min_battery_percent)
+                ));
+            }
+        }
+        for temp in &d.temperatures {
+            if temp.celsius > t.max_temperature_celsius {
+                r.maintenance.insert(format!(
+                    "too hot: {serial} {} {:.1}°C (> {}°C)",
+                    temp.sensor,
+                    temp.celsius,
+                    short(t.max_temperature_celsius)
+                ));
+            }
+        }
+        let mut d = d.clone();
+        d.reasons = r.into_reasons();
+        out.push(d);
+    }
+
+    let present: BTreeSet<String> = out.iter().map(|d| d.serial.clone()).collect();
+    for (serial, seen) in &next.seen {
+        if present.contains(serial) || rebooting.contains(serial) {
+            continue;
+        }
+        let type_name = seen.device_type.as_deref().unwrap_or("unknown type");
+        let mut device = Device::listed(seen.kind, serial, Link::Offline);
+        device.state = State::Missing;
+        device.fault = None;
+        device.device_type.clone_from(&seen.device_type);
+        device.reasons.quarantined =
+            vec![format!("device {serial} ({type_name}) has gone missing")];
+        out.push(device);
+    }
+    out.sort_by(|a, b| (a.kind, &a.serial).cmp(&(b.kind, &b.serial)));
+    // One device per serial: a listing that names a serial twice is shown once.
+    out.dedup_by(|a, b| a.kind == b.kind && a.serial == b.serial);
+
+    let mut bot = Collect::default();
+    for d in &out {
+        bot.quarantined
+            .extend(d.reasons.quarantined.iter().cloned());
+        bot.maintenance
+            .extend(d.reasons.maintenance.iter().cloned());
+    }
+    // A phone being rebooted that the caller did not pass still holds the bot back.
+    for serial in rebooting {
+        bot.maintenance
+            .insert(format!("rebooting {serial} after task"));
+    }
+    bot.quarantined.extend(fleet.quarantined.iter().cloned());
+    bot.maintenance.extend(fleet.maintenance.iter().cloned());
+
+    Outcome {
+        devices: out,
+        reasons: bot.into_reasons(),
+        memory: next,
+        actions,
+    }
+}
+
+/// The bot's reasons with the forced quarantine, when one is in force (see the
+/// `get_state` hook): what `get_state` answers and `/metrics` exports.
+pub fn with_forced(reasons: &Reasons, forced: Option<&str>) -> Reasons {
+    let mut r = reasons.clone();
+    if let Some(f) = forced {
+        if let Err(at) = r.quarantined.binary_search_by(|q| q.as_str().cmp(f)) {
+            r.quarantined.insert(at, f.to_string());
+        }
+    }
+    r
+}
+
+/// The quarantine reason of a phone adb lists as `unauthorized`, with its remedy.
+pub fn unauthorized_reason(serial: &str) -> String {
+    format!(
+        "device {serial} is unauthorized: accept this host's adb key on the phone, \
+         or give the pod the adb key pair it was authorized with \
+         (Secret mounted at /root/.android)"
+    )
+}
+
+/// The quarantine reason of a phone adb lists as `no permissions`, with its remedy.
+pub fn no_permissions_reason(serial: &str) -> String {
+    format!(
+        "device {serial} has no USB permissions: run the pod privileged with \
+         /dev/bus/usb mounted, or fix the host's udev rules"
+    )
+}
+
+/// The maintenance reason of a phone's first `offline` round, while the watcher asks
+/// the adb server to reconnect it.
+pub fn offline_reconnecting_reason(serial: &str) -> String {
+    format!("device {serial} offline, reconnecting")
+}
+
+/// The quarantine reason of a phone still `offline` after reconnecting was tried.
+pub fn offline_too_long_reason(serial: &str) -> String {
+    format!(
+        "device {serial} has been offline for {FAILED_ROUNDS_TO_QUARANTINE} rounds: \
+         reconnecting did not help; check its USB cable and hub port, or replug it"
+    )
+}
+
+/// The quarantine reason of a phone listed online whose rounds keep failing.
+fn not_answering_too_long_reason(kind: DeviceKind, serial: &str, why: &str) -> String {
+    let remedy = match kind {
+        DeviceKind::Android => format!(
+            "reconnecting did not help; its adbd may be wedged: replug it, or reboot it \
+             (adb -s {serial} reboot)"
+        ),
+        DeviceKind::Ios => "check that it is unlocked and paired, or replug it".to_string(),
+    };
+    format!(
+        "device {serial} has not answered for {FAILED_ROUNDS_TO_QUARANTINE} rounds \
+         (last: {why}): {remedy}"
+    )
+}
+
+/// A number for a reason text: at most one decimal, none when it is whole (`12`,
+/// `12.5`), so that `100·1/3` does not print sixteen digits.
+fn short(x: f64) -> String {
+    let rounded = (x * 10.0).round() / 10.0;
+    format!("{rounded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Temperature;
+
+    const T: Thresholds = Thresholds {
+        min_battery_percent: 30.0,
+        max_temperature_celsius: 35.0,
+    };
+
+    fn healthy(serial: &str) -> Device {
+        let mut d = Device::listed(DeviceKind::Android, serial, Link::Device);
+        d.fault = None;
+        d.device_type = Some("husky".into());
+        d.battery_percent = Some(80.0);
+        d.temperatures = vec![Temperature {
+            sensor: "battery".into(),
+            celsius: 28.0,
+        }];
+        d
+    }
+
+    fn in_state(serial: &str, state: &str) -> Device {
+        let mut d = Device::listed(DeviceKind::Android, serial, Link::from_adb(state));
+        d.fault = Some(Fault::LinkNotReady);
+        d
+    }
+
+    fn not_answering(serial: &str, offline: bool) -> Device {
+        let mut d = healthy(serial);
+        d.fault = Some(Fault::NotAnswering {
+            why: "timed out".into(),
+            offline,
+        });
+        d
+    }
+
+    /// The rules with no fleet reasons, as most tests want them.
+    fn assess(
+        memory: &Memory,
+        devices: &[Device],
+        rebooting: &BTreeSet<String>,
+        t: &Thresholds,
+    ) -> Outcome {
+        decide(memory, devices, rebooting, &Reasons::default(), t)
+    }
+
+    fn missing(a: &Outcome) -> Vec<&Device> {
+        a.devices
+            .iter()
+            .filter(|d| d.state == State::Missing)
+            .collect()
+    }
+
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
+    fn set(serials: &[&str]) -> BTreeSet<String> {
+        serials.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Runs rounds in sequence, each from the previous memory, and returns the last.
+    fn rounds(rounds: &[(Vec<Device>, BTreeSet<String>)]) -> Outcome {
+        let mut memory = Memory::default();
+        let mut last = None;
+        for (devices, rebooting) in rounds {
+            let a = assess(&memory, devices, rebooting, &T);
+            memory = a.memory.clone();
+            last = Some(a);
+        }
+        last.unwrap()
+    }
+
+    fn quarantined(a: &Outcome) -> Vec<&str> {
+        a.reasons.quarantined.iter().map(String::as_str).collect()
+    }
+
+    fn maintenance(a: &Outcome) -> Vec<&str> {
+        a.reasons.maintenance.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn healthy_phones_give_no_reasons() {
+        let a = assess(
+            &Memory::default(),
+            &[healthy("A"), healthy("B")],
+            &none(),
+            &T,
+        );
+        assert_eq!(a.reasons, Reasons::default());
+        assert!(a.actions.is_empty());
+        assert!(missing(&a).is_empty());
+    }
+
+    #[test]
+    fn battery_low_sets_and_clears() {
+        let mut low = healthy("S1");
+        low.battery_percent = Some(12.0);
+        let a = rounds(&[(vec![low], none())]);
+        assert_eq!(maintenance(&a), vec!["battery low: S1 12% (< 30%)"]);
+        let a = rounds(&[(vec![healthy("S1")], none()), (vec![healthy("S1")], none())]);
+        assert!(a.reasons.maintenance.is_empty());
+    }
+
+    #[test]
+    fn battery_at_the_threshold_is_fine_and_fractions_are_short() {
+        let mut at = healthy("S1");
+        at.battery_percent = Some(30.0);
+        assert!(assess(&Memory::default(), &[at], &none(), &T)
+            .reasons
+            .maintenance
+            .is_empty());
+        let mut third = healthy("S1");
+        third.battery_percent = Some(100.0 / 3.0);
+        let t = Thresholds {
+            min_battery_percent: 40.5,
+            ..T
+        };
+        let a = assess(&Memory::default(), &[third], &none(), &t);
+        assert_eq!(maintenance(&a), vec!["battery low: S1 33.3% (< 40.5%)"]);
+    }
+
+    #[test]
+    fn too_hot_names_every_hot_sensor_and_clears() {
+        let mut hot = healthy("S1");
+        hot.temperatures = vec![
+            Temperature {
+                sensor: "battery".into(),
+                celsius: 44.5,
+            },
+            Temperature {
+                sensor: "cpu0".into(),
+                celsius: 35.0,
+            },
+            Temperature {
+                sensor: "skin".into(),
+                celsius: 36.04,
+            },
+        ];
+        let a = assess(&Memory::default(), &[hot.clone()], &none(), &T);
+        assert_eq!(
+            maintenance(&a),
+            vec![
+                "too hot: S1 battery 44.5°C (> 35°C)",
+                "too hot: S1 skin 36.0°C (> 35°C)",
+            ]
+        );
+        let a = rounds(&[(vec![hot], none()), (vec![healthy("S1")], none())]);
+        assert!(a.reasons.maintenance.is_empty());
+    }
+
+    #[test]
+    fn booting_sets_and_clears() {
+        let mut booting = healthy("S1");
+        booting.booting = true;
+        let a = assess(&Memory::default(), &[booting], &none(), &T);
+        assert_eq!(maintenance(&a), vec!["booting: S1"]);
+        let a = rounds(&[(vec![healthy("S1")], none())]);
+        assert!(a.reasons.maintenance.is_empty());
+    }
+
+    #[test]
+    fn a_phone_not_yet_interrogated_is_not_booting() {
+        // Listed a moment ago: nothing known yet, so no reason that would flap.
+        let fresh = Device::listed(DeviceKind::Android, "S1", Link::Device);
+        let a = assess(&Memory::default(), &[fresh], &none(), &T);
+        assert!(a.reasons.maintenance.is_empty(), "{:?}", a.reasons);
+        assert!(a.reasons.quarantined.is_empty(), "{:?}", a.reasons);
+    }
+
+    #[test]
+    fn booting_is_not_reported_while_rebooting_after_a_task() {
+        let mut booting = healthy("S1");
+        booting.booting = true;
+        let a = assess(&Memory::default(), &[booting], &set(&["S1"]), &T);
+        assert_eq!(maintenance(&a), vec!["rebooting S1 after task"]);
+    }
+
+    #[test]
+    fn rebooting_phone_that_vanished_is_not_missing() {
+        let a = rounds(&[(vec![healthy("S1")], none()), (vec![], set(&["S1"]))]);
+        assert_eq!(maintenance(&a), vec!["rebooting S1 after task"]);
+        assert!(a.reasons.quarantined.is_empty());
+        assert!(missing(&a).is_empty());
+    }
+
+    #[test]
+    fn rebooting_phone_shown_offline_is_not_reconnected() {
+        let a = rounds(&[
+            (vec![healthy("S1")], none()),
+            (vec![in_state("S1", "offline")], set(&["S1"])),
+            (vec![in_state("S1", "offline")], set(&["S1"])),
+        ]);
+        assert_eq!(maintenance(&a), vec!["rebooting S1 after task"]);
+        assert!(a.reasons.quarantined.is_empty());
+        assert!(a.actions.is_empty());
+    }
+
+    #[test]
+    fn rebooting_clears_when_the_watcher_drops_the_serial() {
+        let a = rounds(&[
+            (vec![healthy("S1")], set(&["S1"])),
+            (vec![healthy("S1")], none()),
+        ]);
+        assert_eq!(a.reasons, Reasons::default());
+    }
+
+    #[test]
+    fn gone_missing_is_reported_until_the_phone_returns() {
+        let gone = rounds(&[
+            (vec![healthy("S1"), healthy("S2")], none()),
+            (vec![healthy("S2")], none()),
+        ]);
+        assert_eq!(
+            quarantined(&gone),
+            vec!["device S1 (husky) has gone missing"]
+        );
+        let shown = missing(&gone);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].serial, "S1");
+        assert_eq!(shown[0].state_word(), "missing");
+        assert_eq!(shown[0].device_type.as_deref(), Some("husky"));
+        assert_eq!(
+            shown[0].reasons.quarantined,
+            vec!["device S1 (husky) has gone missing"]
+        );
+
+        let still = assess(&gone.memory, &[healthy("S2")], &none(), &T);
+        assert_eq!(
+            quarantined(&still),
+            vec!["device S1 (husky) has gone missing"]
+        );
+
+        let back = assess(&still.memory, &[healthy("S1"), healthy("S2")], &none(), &T);
+        assert_eq!(back.reasons, Reasons::default());
+        assert!(missing(&back).is_empty());
+    }
+
+    #[test]
+    fn missing_phone_of_unknown_type() {
+        let a = rounds(&[
+            (vec![in_state("R5", "unauthorized")], none()),
+            (vec![], none()),
+        ]);
+        assert_eq!(
+            quarantined(&a),
+            vec!["device R5 (unknown type) has gone missing"]
+        );
+    }
+
+    #[test]
+    fn known_type_is_kept_when_a_later_round_does_not_know_it() {
+        let a = rounds(&[
+            (vec![healthy("S1")], none()),
+            (vec![in_state("S1", "offline")], none()),
+            (vec![], none()),
+        ]);
+        assert_eq!(quarantined(&a), vec!["device S1 (husky) has gone missing"]);
+    }
+
+    #[test]
+    fn devices_given_as_missing_count_as_absent() {
+        let a = rounds(&[
+            (vec![healthy("S1")], none()),
+            (
+                vec![{
+                    let mut d = healthy("S1");
+                    d.state = State::Missing;
+                    d
+                }],
+                none(),
+            ),
+        ]);
+        assert_eq!(quarantined(&a), vec!["device S1 (husky) has gone missing"]);
+        assert_eq!(missing(&a).len(), 1);
+    }
+
+    #[test]
+    fn unauthorized_sets_and_clears() {
+        let a = assess(
+            &Memory::default(),
+            &[in_state("R5", "unauthorized")],
+            &none(),
+            &T,
+        );
+        assert_eq!(
+            quarantined(&a),
+            vec!["device R5 is unauthorized: accept this host's adb key on the phone, or give the pod the adb key pair it was authorized with (Secret mounted at /root/.android)"]
+        );
+        let a = assess(&a.memory, &[healthy("R5")], &none(), &T);
+        assert_eq!(a.reasons, Reasons::default());
+    }
+
+    #[test]
+    fn no_permissions_sets_and_clears() {
+        let a = assess(
+            &Memory::default(),
+            &[in_state("Z1", "no permissions")],
+            &none(),
+            &T,
+        );
+        assert_eq!(
+            quarantined(&a),
+            vec!["device Z1 has no USB permissions: run the pod privileged with /dev/bus/usb mounted, or fix the host's udev rules"]
+        );
+        let a = assess(&a.memory, &[healthy("Z1")], &none(), &T);
+        assert_eq!(a.reasons, Reasons::default());
+    }
+
+    #[test]
+    fn offline_first_reconnects_then_quarantines() {
+        let offline = || vec![in_state("H1", "offline")];
+        let first = assess(&Memory::default(), &offline(), &none(), &T);
+        assert_eq!(maintenance(&first), vec!["device H1 offline, reconnecting"]);
+        assert!(first.reasons.quarantined.is_empty());
+        assert_eq!(first.actions, vec![Action::ReconnectOffline]);
+
+        let second = assess(&first.memory, &offline(), &none(), &T);
+        assert_eq!(quarantined(&second), vec![offline_too_long_reason("H1")]);
+        assert!(quarantined(&second)[0].contains("check its USB cable"));
+        assert!(second.reasons.maintenance.is_empty());
+        assert!(second.actions.is_empty());
+
+        let third = assess(&second.memory, &offline(), &none(), &T);
+        assert_eq!(quarantined(&third), vec![offline_too_long_reason("H1")]);
+    }
+
+    #[test]
+    fn offline_clears_and_counts_again_from_one() {
+        let a = rounds(&[
+            (vec![in_state("H1", "offline")], none()),
+            (vec![in_state("H1", "offline")], none()),
+            (vec![healthy("H1")], none()),
+        ]);
+        assert_eq!(a.reasons, Reasons::default());
+        let again = assess(&a.memory, &[in_state("H1", "offline")], &none(), &T);
+        assert_eq!(maintenance(&again), vec!["device H1 offline, reconnecting"]);
+        assert_eq!(again.actions, vec![Action::ReconnectOffline]);
+    }
+
+    #[test]
+    fn offline_rounds_must_be_consecutive() {
+        let a = rounds(&[
+            (vec![in_state("H1", "offline")], none()),
+            (vec![healthy("H1")], none()),
+            (vec![in_state("H1", "offline")], none()),
+        ]);
+        assert!(a.reasons.quarantined.is_empty());
+        assert_eq!(maintenance(&a), vec!["device H1 offline, reconnecting"]);
+    }
+
+    #[test]
+    fn several_offline_phones_share_one_reconnect() {
+        let a = assess(
+            &Memory::default(),
+            &[in_state("H1", "offline"), in_state("H2", "offline")],
+            &none(),
+            &T,
+        );
+        assert_eq!(a.actions, vec![Action::ReconnectOffline]);
+        assert_eq!(
+            maintenance(&a),
+            vec![
+                "device H1 offline, reconnecting",
+                "device H2 offline, reconnecting"
+            ]
+        );
+    }
+
+    #[test]
+    fn several_phones_with_mixed_faults_give_sorted_reasons() {
+        let mut hot_low = healthy("B2");
+        hot_low.battery_percent = Some(12.0);
+        hot_low.temperatures = vec![Temperature {
+            sensor: "battery".into(),
+            celsius: 44.5,
+        }];
+        let a = rounds(&[
+            (vec![healthy("A1"), healthy("Z9")], none()),
+            (
+                vec![
+                    healthy("A1"),
+                    hot_low,
+                    in_state("C3", "unauthorized"),
+                    in_state("D4", "no permissions"),
+                ],
+                set(&["E5"]),
+            ),
+        ]);
+        assert_eq!(
+            quarantined(&a),
+            vec![
+                "device C3 is unauthorized: accept this host's adb key on the phone, or give the pod the adb key pair it was authorized with (Secret mounted at /root/.android)",
+                "device D4 has no USB permissions: run the pod privileged with /dev/bus/usb mounted, or fix the host's udev rules",
+                "device Z9 (husky) has gone missing",
+            ]
+        );
+        assert_eq!(
+            maintenance(&a),
+            vec![
+                "battery low: B2 12% (< 30%)",
+                "rebooting E5 after task",
+                "too hot: B2 battery 44.5°C (> 35°C)",
+            ]
+        );
+        assert_eq!(
+            missing(&a)
+                .iter()
+                .map(|d| d.serial.as_str())
+                .collect::<Vec<_>>(),
+            vec!["Z9"]
+        );
+    }
+
+    #[test]
+    fn same_reason_twice_is_listed_once() {
+        let a = assess(
+            &Memory::default(),
+            &[
+                in_state("R5", "unauthorized"),
+                in_state("R5", "unauthorized"),
+            ],
+            &none(),
+            &T,
+        );
+        assert_eq!(a.reasons.quarantined.len(), 1);
+    }
+
+    #[test]
+    fn ios_devices_follow_the_same_rules_and_keep_their_kind_when_missing() {
+        let mut phone = Device::listed(DeviceKind::Ios, "00008030-001A", Link::Device);
+        phone.fault = None;
+        phone.device_type = Some("iPhone14,2".into());
+        phone.battery_percent = Some(10.0);
+        let first = assess(&Memory::default(), &[phone], &none(), &T);
+        assert_eq!(
+            maintenance(&first),
+            vec!["battery low: 00008030-001A 10% (< 30%)"]
+        );
+        let gone = assess(&first.memory, &[], &none(), &T);
+        assert_eq!(
+            quarantined(&gone),
+            vec!["device 00008030-001A (iPhone14,2) has gone missing"]
+        );
+        assert_eq!(missing(&gone)[0].kind, DeviceKind::Ios);
+    }
+
+    #[test]
+    fn a_phone_listed_online_that_stops_answering_reconnects_then_quarantines() {
+        // The adb server keeps listing a wedged phone as `device`: its rounds fail.
+        let first = rounds(&[
+            (vec![healthy("W1")], none()),
+            (vec![not_answering("W1", false)], none()),
+        ]);
+        assert_eq!(
+            maintenance(&first),
+            vec!["device W1 not answering (timed out), reconnecting"]
+        );
+        assert_eq!(first.actions, vec![Action::Reconnect("W1".into())]);
+        assert_eq!(first.devices[0].verdict_word(), "maintenance");
+        let second = assess(&first.memory, &[not_answering("W1", false)], &none(), &T);
+        assert_eq!(quarantined(&second).len(), 1);
+        let q = quarantined(&second)[0];
+        assert!(
+            q.starts_with("device W1 has not answered for 2 rounds (last: timed out): ")
+                && q.contains("adb -s W1 reboot"),
+            "{q}"
+        );
+        assert!(second.actions.is_empty());
+        assert_eq!(second.devices[0].verdict_word(), "quarantined");
+        // It answers again: usable, and the count starts over.
+        let back = assess(&second.memory, &[healthy("W1")], &none(), &T);
+        assert_eq!(back.reasons, Reasons::default());
+        let again = assess(&back.memory, &[not_answering("W1", false)], &none(), &T);
+        assert!(again.reasons.quarantined.is_empty());
+    }
+
+    #[test]
+    fn a_transport_that_answers_device_offline_takes_the_offline_path() {
+        let first = assess(
+            &Memory::default(),
+            &[not_answering("H1", true)],
+            &none(),
+            &T,
+        );
+        assert_eq!(maintenance(&first), vec!["device H1 offline, reconnecting"]);
+        assert_eq!(first.actions, vec![Action::ReconnectOffline]);
+        // Listed offline the next round: the same count goes on.
+        let second = assess(&first.memory, &[in_state("H1", "offline")], &none(), &T);
+        assert_eq!(quarantined(&second), vec![offline_too_long_reason("H1")]);
+    }
+
+    #[test]
+    fn an_iphone_that_stops_answering_is_reported_without_an_adb_action() {
+        let mut phone = Device::listed(DeviceKind::Ios, "00008030-001A", Link::Device);
+        phone.fault = Some(Fault::NotAnswering {
+            why: "ideviceinfo exited 255".into(),
+            offline: false,
+        });
+        let first = assess(&Memory::default(), &[phone.clone()], &none(), &T);
+        assert_eq!(
+            maintenance(&first),
+            vec!["device 00008030-001A not answering (ideviceinfo exited 255)"]
+        );
+        assert!(first.actions.is_empty());
+        let second = assess(&first.memory, &[phone], &none(), &T);
+        assert!(quarantined(&second)[0].contains("unlocked and paired"));
+    }
+
+    #[test]
+    fn every_present_phone_that_cannot_take_tasks_has_a_reason() {
+        let mut booting = healthy("B");
+        booting.booting = true;
+        booting.fault = Some(Fault::Booting);
+        let mut unlisted = healthy("I");
+        unlisted.kind = DeviceKind::Ios;
+        unlisted.fault = Some(Fault::Unlisted {
+            why: "cannot list the iPhones: idevice_id timed out".into(),
+            needs_person: false,
+        });
+        let phones = vec![
+            booting,
+            unlisted,
+            in_state("C", "connecting"),
+            in_state("D", "bootloader"),
+            in_state("E", "sideload-auto-reboot"),
+            in_state("O", "offline"),
+            in_state("U", "unauthorized"),
+            not_answering("W", false),
+        ];
+        // Twice: a handshake is only reported once it has lasted N rounds.
+        let first = assess(&Memory::default(), &phones, &none(), &T);
+        let a = assess(&first.memory, &phones, &none(), &T);
+        for d in &a.devices {
+            assert!(d.fault.is_none() || d.verdict_word() != "usable", "{d:?}");
+        }
+        assert!(first
+            .devices
+            .iter()
+            .any(|d| d.serial == "C" && d.verdict_word() == "usable"));
+        let d = quarantined(&a);
+        assert!(d.contains(&"device D is in adb state bootloader, not Android: reboot it (adb -s D reboot) or replug it"), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|r| r.contains("adb state sideload-auto-reboot")),
+            "{d:?}"
+        );
+        assert!(maintenance(&a).contains(&"device C has been connecting for 2 rounds"));
+        assert!(maintenance(&a).contains(&"cannot list the iPhones: idevice_id timed out"));
+    }
+
+    #[test]
+    fn each_phone_carries_only_its_own_reasons_and_the_bot_all_of_them() {
+        let mut hot = healthy("H");
+        hot.temperatures[0].celsius = 40.0;
+        let fleet = Reasons {
+            quarantined: vec!["cannot list the iPhones: no idevice_id".into()],
+            maintenance: vec![],
+        };
+        let a = decide(
+            &Memory::default(),
+            &[hot, healthy("K"), in_state("U", "unauthorized")],
+            &none(),
+            &fleet,
+            &T,
+        );
+        let by = |s: &str| a.devices.iter().find(|d| d.serial == s).unwrap();
+        assert_eq!(
+            by("H").reasons.maintenance,
+            vec!["too hot: H battery 40.0°C (> 35°C)"]
+        );
+        assert!(by("H").reasons.quarantined.is_empty());
+        assert_eq!(by("K").reasons, Reasons::default());
+        assert_eq!(by("K").verdict_word(), "usable");
+        assert_eq!(by("U").reasons.quarantined, vec![unauthorized_reason("U")]);
+        assert_eq!(
+            quarantined(&a),
+            vec![
+                "cannot list the iPhones: no idevice_id".to_string(),
+                unauthorized_reason("U")
+            ]
+        );
+        assert_eq!(maintenance(&a), vec!["too hot: H battery 40.0°C (> 35°C)"]);
+    }
+
+    #[test]
+    fn the_forced_quarantine_joins_the_bots_reasons_in_order() {
+        let r = Reasons {
+            quarantined: vec!["a".into(), "z".into()],
+            maintenance: vec!["m".into()],
+        };
+        let f = with_forced(&r, Some("forced quarantine (x was present)"));
+        assert_eq!(
+            f.quarantined,
+            vec!["a", "forced quarantine (x was present)", "z"]
+        );
+        assert_eq!(f.maintenance, r.maintenance);
+        assert_eq!(with_forced(&r, None), r);
+        assert_eq!(with_forced(&f, Some("z")), f);
+    }
+
+    #[test]
+    fn thresholds_come_from_the_flags() {
+        let args: Vec<String> = [
+            "--no-bot",
+            "--min-battery",
+            "45",
+            "--max-temperature",
+            "40.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let config = match crate::config::parse(&args, &|_| None, "pi") {
+            Ok(crate::config::Command::Run(c)) => c,
+            other => panic!("expected Run, got {other:?}"),
+        };
+        assert_eq!(
+            Thresholds::from_config(&config),
+            Thresholds {
+                min_battery_percent: 45.0,
+                max_temperature_celsius: 40.5
+            }
+        );
+    }
+}
