@@ -784,7 +784,7 @@ async fn interrogate(
             Err(e) => {
                 count(&e);
                 return PhoneRound {
-                    failure: Some(e.to_string()),
+                    failure: Some(format!("reading its features: {}", e.what_happened())),
                     offline: says_offline(&e),
                     ..PhoneRound::default()
                 };
@@ -803,7 +803,7 @@ async fn interrogate(
             count(&e);
             return PhoneRound {
                 protocol: Some(protocol),
-                failure: Some(e.to_string()),
+                failure: Some(format!("the round's script: {}", e.what_happened())),
                 offline: says_offline(&e),
                 ..PhoneRound::default()
             };
@@ -1059,6 +1059,51 @@ mod tests {
         assert_eq!(d.unusable().as_deref(), Some("not answering: timed out"));
         let d = build_device(&listed("S1", "device"), None, false);
         assert_eq!(d.unusable().as_deref(), Some("not interrogated yet"));
+    }
+
+    #[test]
+    fn a_transport_that_answers_device_offline_is_marked_so() {
+        let round = PhoneRound {
+            failure: Some("the round's script: the server said FAIL: device offline".into()),
+            offline: true,
+            ..PhoneRound::default()
+        };
+        let d = build_device(&listed("S1", "device"), Some(&round), false);
+        assert!(matches!(
+            d.fault,
+            Some(Fault::NotAnswering { offline: true, .. })
+        ));
+        let fail = |message: &str| client::Error {
+            kind: client::ErrorKind::Fail {
+                message: message.into(),
+            },
+            request: "host:transport:S1".into(),
+            serial: Some("S1".into()),
+            detail: String::new(),
+        };
+        assert!(says_offline(&fail("device offline")));
+        assert!(!says_offline(&fail("device 'S1' not found")));
+        assert!(!says_offline(&client::Error::timed_out("x", "S1")));
+    }
+
+    #[test]
+    fn the_name_falls_back_to_ro_build_product_then_ro_product_board() {
+        let mut round = answered(true);
+        let props = round.props.as_mut().unwrap();
+        props.remove("ro.product.device");
+        props.insert("ro.product.board".into(), "msm8998".into());
+        let mut l = listed("S1", "device");
+        l.device = None;
+        assert_eq!(
+            build_device(&l, Some(&round), false).device_type.as_deref(),
+            Some("msm8998")
+        );
+        let props = round.props.as_mut().unwrap();
+        props.insert("ro.build.product".into(), "sailfish".into());
+        assert_eq!(
+            build_device(&l, Some(&round), false).device_type.as_deref(),
+            Some("sailfish")
+        );
     }
 
     #[test]

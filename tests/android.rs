@@ -337,3 +337,247 @@ fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
     assert!(!tmm.log_has("rebooting"), "a reboot was started");
     assert_eq!(tmm.sample(&up(&r, "redfin")), Some(1.0));
 }
+
+/// The get_state answer's reasons of one kind, as one string.
+fn reasons(tmm: &Monitor, kind: &str) -> String {
+    tmm.hook("/get_state")[kind]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_reason(tmm: &Monitor, kind: &str, needle: &str) -> String {
+    wait_for(LONG, &format!("{kind} reason {needle:?}"), || {
+        let r = reasons(tmm, kind);
+        r.contains(needle).then_some(r)
+    })
+}
+
+#[test]
+fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
+    let sim = Sim::start(&["modern:W", "modern:K"], &[]);
+    let tmm = Monitor::start("wedge", &[]);
+    sim.connect_all(tmm.adb_port);
+    let (w, k) = (sim.serial("W"), sim.serial("K"));
+    tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
+    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+    let started = Instant::now();
+
+    // The link stays up (adb keeps listing it as `device`); nothing answers. The first
+    // failed round sets the reason and kicks the transport (the reason is short: the
+    // round's script is not in it).
+    assert_eq!(sim.control("wedge W"), "OK");
+    let set =
+        format!("maintenance reason set: device {w} not answering (the round's script: timed out");
+    tmm.wait_log(&set, LONG);
+    assert!(tmm.log_line(&set).unwrap().ends_with("), reconnecting"));
+    tmm.wait_log(&format!("asking the adb server to reconnect {w}"), LONG);
+    // A TCP transport that is kicked leaves the list (a USB one comes back and fails
+    // its next round): either way the phone is quarantined with its name and remedy.
+    let q = wait_reason(&tmm, "quarantined", &format!("device {w} "));
+    assert!(
+        q.contains(&format!("device {w} has not answered for 2 rounds"))
+            || q.contains(&format!("device {w} (redfin) has gone missing")),
+        "{q}"
+    );
+    // Long before the adb server would drop a dead USB link (about 60 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!q.contains(&k), "the other phone is not quarantined: {q}");
+    assert_eq!(tmm.sample("quarantined"), Some(1.0));
+
+    // adbd answers again and the phone is plugged back: usable, no reason left.
+    assert_eq!(sim.control("unwedge W"), "OK");
+    connect_phone(tmm.adb_port, sim.port("W"));
+    tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
+    tmm.wait_sample("quarantined", 0.0, LONG);
+}
+
+#[test]
+fn a_battery_block_at_column_0_is_read_and_a_missing_level_is_never_silent() {
+    let sim = Sim::start(&["modern:B"], &[]);
+    let tmm = Monitor::start("battery-layouts", &[]);
+    sim.connect_all(tmm.adb_port);
+    let b = sim.serial("B");
+    tmm.wait_sample(&up(&b, "redfin"), 1.0, LONG);
+    let battery = format!("device_battery_percent{{serial=\"{b}\"}}");
+
+    // Flush left, at 12 %: read, and the low-battery rule applies.
+    assert_eq!(sim.control("set B battery_dump flush"), "OK");
+    assert_eq!(sim.control("set B battery 12"), "OK");
+    tmm.wait_sample(&battery, 12.0, LONG);
+    wait_reason(
+        &tmm,
+        "maintenance",
+        &format!("battery low: {b} 12% (< 30%)"),
+    );
+
+    // No level at all: counted as a parse error, one warning, shown by `devices`.
+    let parse_errors = || {
+        tmm.sample("interrogation_errors_total{kind=\"parse\"}")
+            .unwrap_or(0.0)
+    };
+    let before = parse_errors();
+    assert_eq!(sim.control("set B battery_dump nolevel"), "OK");
+    tmm.wait_log(&format!("{b}: cannot read its battery level"), LONG);
+    wait_rounds(&tmm, 3);
+    assert_eq!(
+        tmm.log_count(&format!("{b}: cannot read its battery level")),
+        1
+    );
+    assert!(
+        parse_errors() >= before + 3.0,
+        "{} -> {}",
+        before,
+        parse_errors()
+    );
+    assert_eq!(tmm.sample(&battery), None, "no battery figure is made up");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
+        .args([
+            "devices",
+            "--no-bot",
+            "--adb-server",
+            &format!("127.0.0.1:{}", tmm.adb_port),
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", tmm.metrics_port),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("could not read: battery level (dumpsys battery: no level line)"),
+        "{text}"
+    );
+
+    // Read again: the warning may come back the next time it is lost.
+    assert_eq!(sim.control("set B battery_dump indented"), "OK");
+    assert_eq!(sim.control("set B battery 80"), "OK");
+    tmm.wait_sample(&battery, 80.0, LONG);
+}
+
+#[test]
+fn dimensions_from_the_phones_packages_and_props_and_a_trunk_build() {
+    let sim = Sim::start(&["modern:P", "android6:O"], &[]);
+    let tmm = Monitor::start("dims", &[]);
+    sim.connect_all(tmm.adb_port);
+    let (p, o) = (sim.serial("P"), sim.serial("O"));
+    tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
+    tmm.wait_sample(&up(&o, "hammerhead"), 1.0, LONG);
+    let dims = tmm.hook("/get_dimensions");
+    let values = |key: &str| -> Vec<String> {
+        dims[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in {dims}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    // The Android 6 phone has neither package: `unknown`, as luci reports it.
+    assert_eq!(
+        values("device_gms_core_version"),
+        ["24.08.12 (190400-1)", "unknown"]
+    );
+    assert_eq!(
+        values("device_playstore_version"),
+        ["39.9.20-21 [0] [PR] 612345678", "unknown"]
+    );
+    assert_eq!(
+        values("device_os_incremental_version"),
+        ["2671473", "7641976"]
+    );
+    assert!(dims.get("android_hwasan_build").is_none(), "{dims}");
+
+    // A trunk build with a hwasan product: codename and incremental, not `M`.
+    for cmd in [
+        "prop O ro.build.id NRD90M",
+        "prop P ro.build.id MASTER",
+        "prop P ro.build.version.codename VanillaIceCream",
+        "prop P ro.product.name redfin_hwasan",
+    ] {
+        assert_eq!(sim.control(cmd), "OK", "{cmd}");
+    }
+    let dims = wait_for(LONG, "the trunk build's dimensions", || {
+        let d = tmm.hook("/get_dimensions");
+        d["android_hwasan_build"].is_array().then_some(d)
+    });
+    let os: Vec<&str> = dims["device_os"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        os.contains(&"VanillaIceCream") && os.contains(&"MASTER"),
+        "{os:?}"
+    );
+    // The other phone now says N (NRD90M): an `M` could only come from MASTER.
+    let dims = wait_for(LONG, "the other phone's new build", || {
+        let d = tmm.hook("/get_dimensions");
+        d["device_os"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x == "NRD90M"))
+            .then_some(d)
+    });
+    let os: Vec<&str> = dims["device_os"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(!os.contains(&"M"), "{os:?}");
+    assert!(os.contains(&"N") && os.contains(&"7641976"), "{os:?}");
+}
+
+#[test]
+fn a_phone_without_ro_product_device_is_named_by_ro_build_product_when_it_goes_missing() {
+    let sim = Sim::start(&["modern:N"], &[]);
+    let tmm = Monitor::start("name", &[]);
+    sim.connect_all(tmm.adb_port);
+    let n = sim.serial("N");
+    tmm.wait_sample(&up(&n, "redfin"), 1.0, LONG);
+    for cmd in [
+        "prop N ro.product.device",
+        "prop N ro.build.product sailfish",
+    ] {
+        assert_eq!(sim.control(cmd), "OK", "{cmd}");
+    }
+    tmm.wait_sample(&up(&n, "sailfish"), 1.0, LONG);
+    disconnect_phone(tmm.adb_port, sim.port("N"));
+    let q = wait_reason(&tmm, "quarantined", &format!("device {n} ("));
+    assert!(
+        q.contains(&format!("device {n} (sailfish) has gone missing")),
+        "{q}"
+    );
+}
+
+#[test]
+fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
+    let sim = Sim::start(&["modern:F"], &[]);
+    let home = support::TempDir::new("forced");
+    let force = home.path().join("force");
+    let tmm = Monitor::start(
+        "forced",
+        &["--force-quarantine-file", force.to_str().unwrap()],
+    );
+    sim.connect_all(tmm.adb_port);
+    let f = sim.serial("F");
+    tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
+
+    std::fs::write(&force, "").unwrap();
+    let q = reasons(&tmm, "quarantined");
+    assert!(q.starts_with("forced quarantine ("), "{q}");
+    // Until the bot's next get_state, the server sees it quarantined: so does /metrics.
+    assert_eq!(tmm.sample("quarantined"), Some(1.0));
+    assert_eq!(reasons(&tmm, "quarantined"), "");
+    assert_eq!(tmm.sample("quarantined"), Some(0.0));
+
+    assert_eq!(sim.control("set F booting 1"), "OK");
+    tmm.wait_sample(&state(&f, "booting"), 1.0, LONG);
+    assert_eq!(tmm.sample(&state(&f, "device")), Some(0.0));
+    wait_reason(&tmm, "maintenance", &format!("booting: {f}"));
+    assert_eq!(sim.control("set F booting 0"), "OK");
+    tmm.wait_sample(&state(&f, "device"), 1.0, LONG);
+}

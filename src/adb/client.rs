@@ -84,6 +84,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What went wrong, without the request and the serial: short enough for a reason
+    /// that Swarming shows (a round's request is its whole script).
+    pub fn what_happened(&self) -> String {
+        match &self.kind {
+            ErrorKind::Connect => format!("cannot reach the adb server: {}", self.detail),
+            ErrorKind::Timeout => format!("timed out {}", self.detail),
+            ErrorKind::Fail { message } => format!("the server said FAIL: {message}"),
+            ErrorKind::Protocol => format!("bad reply: {}", self.detail),
+            ErrorKind::Io => self.detail.clone(),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let serial = self

@@ -134,7 +134,7 @@ class Phone:
         p = self.props
         return (
             f"device::ro.product.name={p['ro.product.name']};ro.product.model={p['ro.product.model']};"
-            f"ro.product.device={p['ro.product.device']};features={self.features}"
+            f"ro.product.device={p.get('ro.product.device', '')};features={self.features}"
         ).encode()
 
     def run(self, cmd):
