@@ -34,7 +34,6 @@ mod status_server;
 mod supervisor;
 mod token;
 mod token_fetch;
-mod verdict;
 
 use std::process::ExitCode;
 

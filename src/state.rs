@@ -11,10 +11,10 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::devices::verdict;
 use crate::metrics::Metrics;
 use crate::snapshot::{Reasons, Snapshot};
 use crate::token::TokenCache;
-use crate::verdict;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
 /// at once and the watcher does the work on its own deadlines.

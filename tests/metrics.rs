@@ -430,14 +430,14 @@ fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
     let lines: Vec<&str> = log.lines().collect();
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
     assert!(
-        has(&format!("INFO  devices: device {a} appeared: ")),
+        has(&format!("INFO  devices::watcher: device {a} appeared: ")),
         "{log}"
     );
     assert!(
-        has(&format!("INFO  devices: device {h} appeared: ")),
+        has(&format!("INFO  devices::watcher: device {h} appeared: ")),
         "{log}"
     );
-    assert!(has(&format!("INFO  devices: {too_hot}")), "{log}");
+    assert!(has(&format!("INFO  devices::watcher: {too_hot}")), "{log}");
     assert!(has("INFO  token_fetch: "), "{log}");
     for line in &lines {
         assert!(!line.contains(&token), "the token is in the log: {line}");

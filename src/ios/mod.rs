@@ -8,7 +8,7 @@
 //! A round: `idevice_id -l` lists the UDIDs; then, for every phone at once,
 //! `ideviceinfo -u <udid> -k ProductType`, `-k ProductVersion` and
 //! `-q com.apple.mobile.battery -k BatteryCurrentCapacity`, each under a deadline
-//! ([`tool_deadline`]) and killed with its process group when it passes. The tools live
+//! (`devices::budget`) and killed with its process group when it passes. The tools live
 //! in `--idevice-dir`. Partial success is the policy: the type and the version decide
 //! the dimensions, so a phone that cannot give them is listed as unusable with the
 //! reason; the battery is best effort (unknown rather than unusable).
@@ -41,6 +41,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::devices::budget::Budget;
 use crate::dimensions;
 use crate::metrics::Metrics;
 use crate::parse::ParseError;
@@ -49,8 +50,6 @@ use crate::snapshot::{Device, DeviceKind, Dimensions, Fault, Link};
 use run::RunError;
 pub use watch::Iphones;
 
-/// The longest any one tool may take, whatever the interval.
-const MAX_TOOL_DEADLINE: Duration = Duration::from_secs(5);
 /// How often a restarting phone's return is checked.
 const REBOOT_POLL: Duration = Duration::from_secs(1);
 
@@ -58,10 +57,9 @@ const IDEVICE_ID: &str = "idevice_id";
 const IDEVICEINFO: &str = "ideviceinfo";
 const IDEVICEDIAGNOSTICS: &str = "idevicediagnostics";
 
-/// The deadline of one tool run. A round is the listing then the phones' queries in
-/// parallel, two deadlines in a row, which must end well within `--interrogate-every`.
-pub fn tool_deadline(interval: Duration) -> Duration {
-    interval.mul_f64(0.375).min(MAX_TOOL_DEADLINE)
+/// The deadline of one tool run (see `devices::budget`).
+fn tool_deadline(interval: Duration) -> Duration {
+    Budget::of(interval).ios_tool
 }
 
 /// Which step of the work failed.
@@ -428,8 +426,8 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::verdict::{self, Memory, Thresholds};
     use crate::snapshot::{usable_device, Reasons, State};
-    use crate::verdict::{self, Memory, Thresholds};
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 
@@ -929,22 +927,6 @@ mod tests {
             d.unusable().as_deref(),
             Some(format!("not answering: iPhone {A}: ideviceinfo -k ProductVersion: no answer within 2.5s; killed it with its process group").as_str())
         );
-    }
-
-    #[test]
-    fn tool_deadline_fits_two_in_the_interval_and_is_capped() {
-        assert_eq!(
-            tool_deadline(Duration::from_secs(30)),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            tool_deadline(Duration::from_secs(8)),
-            Duration::from_secs(3)
-        );
-        for secs in 1..=120 {
-            let interval = Duration::from_secs(secs);
-            assert!(tool_deadline(interval) * 2 < interval, "{secs}");
-        }
     }
 
     #[test]

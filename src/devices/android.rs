@@ -1,0 +1,666 @@
+//! The Android side of the watcher, for real: the adb server's device list, one round
+//! per phone as one shell script on one connection, reboots after a task, and the
+//! reconnects the verdict asks for; and the pure step from a listing and a round to a
+//! [`Device`].
+//!
+//! Each phone's commands run as one script (`parse::batch`): a Pi pays per wake-up, and
+//! five requests cost five connections, transport switches and phone-side shells where
+//! one does. Every failure is counted in `interrogation_errors_total` here, at the edge;
+//! the watcher only sees what each phone said.
+//!
+//! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`),
+//! or compute dimensions (that is `dimensions`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::watcher::{AndroidPhones, BoxFuture};
+use crate::adb::client::{self, Client, ShellProtocol};
+use crate::dimensions;
+use crate::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Device, DeviceKind, Fault, Link, State, Temperature};
+use crate::state::Shared;
+
+/// Props of one phone, as `getprop` printed them.
+pub type Props = BTreeMap<String, String>;
+
+/// A round's commands (name, command), least likely to hang first: the kernel answers
+/// `/proc/uptime`, init answers `getprop`, and the dumpsys calls need system_server
+/// (battery, then the package manager) and then the thermal HAL. Thermal's stderr is
+/// kept: `Can't find service` goes there.
+const ROUND_COMMANDS: [(&str, &str); 5] = [
+    ("uptime", "cat /proc/uptime"),
+    ("getprop", "getprop"),
+    ("battery", "dumpsys battery"),
+    ("packages", parse::packages::COMMAND),
+    ("thermal", "dumpsys thermalservice 2>&1"),
+];
+
+/// How often to ask a rebooting phone whether it has finished booting.
+const BOOT_POLL: Duration = Duration::from_secs(2);
+/// Delays between attempts to follow the device list while the server is away.
+const TRACK_RETRY_MIN: Duration = Duration::from_millis(200);
+const TRACK_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What one phone's round found. Only `props` is required for the phone to be usable;
+/// the others are best effort (a phone without a thermal HAL is still a phone).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PhoneRound {
+    pub props: Option<Props>,
+    /// The packages the dimensions name, to their versions.
+    pub packages: dimensions::Packages,
+    pub battery: Option<Battery>,
+    pub thermal: Vec<Temperature>,
+    pub uptime: Option<f64>,
+    /// Why `props` is missing.
+    pub failure: Option<String>,
+    /// The adb server answered the transport with `device offline`: the link is gone
+    /// although the device list may still say `device`.
+    pub offline: bool,
+    /// Values every phone has that this round could not read, with why.
+    pub missing_values: Vec<String>,
+    /// The shell protocol the phone's features called for, once they were read.
+    pub protocol: Option<ShellProtocol>,
+}
+
+/// The HAL's temperatures, plus the battery's own reading as `battery` when the HAL
+/// named no sensor so (older phones have only the battery's).
+pub fn temperatures(thermal: &[Temperature], battery: Option<&Battery>) -> Vec<Temperature> {
+    let mut all = thermal.to_vec();
+    let has_battery = all.iter().any(|t| t.sensor.eq_ignore_ascii_case("battery"));
+    if let (false, Some(celsius)) = (has_battery, battery.and_then(|b| b.temperature_celsius)) {
+        all.push(Temperature {
+            sensor: "battery".into(),
+            celsius,
+        });
+    }
+    all
+}
+
+/// Every new transport is `offline` until its handshake ends, usually for milliseconds:
+/// before this long it is shown as `connecting`, so that the offline rule (and its
+/// `reconnect-offline`, which would break the handshake) only sees phones that stay.
+pub const OFFLINE_SETTLE: Duration = Duration::from_secs(1);
+
+/// `listed`, with a fresh `offline` shown as `connecting` (see [`OFFLINE_SETTLE`]).
+pub fn settled_state(listed: &Listed, offline_since: Option<&tokio::time::Instant>) -> Listed {
+    let mut l = listed.clone();
+    if l.state == Link::Offline && offline_since.is_some_and(|t| t.elapsed() < OFFLINE_SETTLE) {
+        l.state = Link::Connecting;
+    }
+    l
+}
+
+/// One phone as the snapshot shows it, from its listing, its last round (if any) and
+/// whether we are rebooting it.
+pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool) -> Device {
+    let mut d = Device::listed(DeviceKind::Android, &listed.serial, listed.state.clone());
+    if let Some(device_type) = &listed.device {
+        d.device_type = Some(device_type.clone());
+    }
+    if let Some(r) = round {
+        if let Some(props) = &r.props {
+            if let Some(name) = dimensions::device_name(props) {
+                d.device_type = Some(name);
+            }
+            d.booting = props.get("sys.boot_completed").map(|v| v.trim()) != Some("1");
+            d.build = dimensions::android_build(props);
+        }
+        d.battery_percent = r.battery.as_ref().and_then(|b| b.percent);
+        d.temperatures = temperatures(&r.thermal, r.battery.as_ref());
+        d.uptime_secs = r.uptime;
+        d.missing_values.clone_from(&r.missing_values);
+    }
+    d.fault = if rebooting {
+        d.state = State::Rebooting;
+        Some(Fault::Rebooting)
+    } else if listed.state != Link::Device {
+        Some(Fault::LinkNotReady)
+    } else {
+        match round {
+            None => Some(Fault::NotInterrogated),
+            Some(PhoneRound {
+                props: None,
+                failure,
+                offline,
+                ..
+            }) => Some(Fault::NotAnswering {
+                why: failure.clone().unwrap_or_else(|| "no getprop".into()),
+                offline: *offline,
+            }),
+            Some(_) if d.booting => Some(Fault::Booting),
+            Some(_) => None,
+        }
+    };
+    if d.fault.is_none() {
+        if let Some(props) = round.and_then(|r| r.props.as_ref()) {
+            let packages = &round.map(|r| r.packages.clone()).unwrap_or_default();
+            d.dimensions = dimensions::android_device(props, packages);
+        }
+    }
+    d
+}
+
+/// Follows `host:track-devices-l`, again and again: the server may be starting, or be
+/// killed and restarted under us (an adb client of another version does that).
+async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdown: Shutdown) {
+    let mut retry = TRACK_RETRY_MIN;
+    let mut waiting_logged = false;
+    loop {
+        match client.track_devices().await {
+            Ok(mut tracker) => {
+                match client.version().await {
+                    Ok(v) => log::info!("following the device list of adb server protocol {v}"),
+                    Err(e) => log::info!("following the adb server's device list ({e})"),
+                }
+                retry = TRACK_RETRY_MIN;
+                waiting_logged = false;
+                loop {
+                    tokio::select! {
+                        frame = tracker.next() => match frame {
+                            Ok(text) => {
+                                if lists.send(text).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                log::warn!("lost the device list ({e}); following it again");
+                                break;
+                            }
+                        },
+                        _ = shutdown.requested() => return,
+                    }
+                }
+            }
+            Err(e) => {
+                if !waiting_logged {
+                    log::info!("waiting for the adb server: {e}");
+                    waiting_logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = shutdown.requested() => return,
+        }
+        retry = (retry * 2).min(TRACK_RETRY_MAX);
+    }
+}
+
+/// `reboot:`, retried once after `host-serial:<s>:reconnect`, then waits until the phone
+/// has gone down and come back with `sys.boot_completed` 1 (the caller owns the
+/// deadline). A phone keeps answering for seconds after it accepted `reboot:`, with the
+/// property still 1 from before: it only counts as back once a query has failed or
+/// shown it booting, or its uptime has restarted.
+async fn reboot_and_wait(
+    client: &Client,
+    serial: &str,
+    protocol: ShellProtocol,
+) -> Result<(), String> {
+    let uptime_before = uptime(client, serial, protocol).await;
+    if let Err(first) = client.reboot(serial).await {
+        log::warn!("{first}; reconnecting {serial} and trying once more");
+        let _ = client.reconnect(serial).await;
+        tokio::time::sleep(BOOT_POLL).await;
+        client.reboot(serial).await.map_err(|e| e.to_string())?;
+    }
+    let mut went_down = false;
+    loop {
+        tokio::time::sleep(BOOT_POLL).await;
+        let booted = match client
+            .shell(serial, "getprop sys.boot_completed", protocol)
+            .await
+        {
+            Ok(out) => out.stdout.trim() == "1",
+            Err(_) => false,
+        };
+        if !booted {
+            went_down = true;
+            continue;
+        }
+        if went_down {
+            return Ok(());
+        }
+        if let (Some(before), Some(now)) = (uptime_before, uptime(client, serial, protocol).await) {
+            if now < before {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Seconds since the phone booted, if it answers.
+async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Option<f64> {
+    let out = client
+        .shell(serial, "cat /proc/uptime", protocol)
+        .await
+        .ok()?;
+    crate::parse::uptime::parse(&out.stdout).ok()
+}
+
+/// One phone's round: uptime, getprop, dumpsys battery and temperatures, as one script;
+/// whatever finished before `until` counts.
+async fn interrogate(
+    client: &Client,
+    shared: &Shared,
+    serial: &str,
+    known: Option<ShellProtocol>,
+    until: tokio::time::Instant,
+) -> PhoneRound {
+    let count = |e: &client::Error| {
+        shared
+            .metrics
+            .interrogation_errors_total
+            .inc(&[e.metric_kind()]);
+        log::debug!("{e}");
+    };
+    let parse_failed = |what: &str, e: &dyn std::fmt::Display| {
+        shared.metrics.interrogation_errors_total.inc(&["parse"]);
+        log::debug!("{serial}: {what}: {e}");
+    };
+    let protocol = match known {
+        Some(p) => p,
+        None => match client.features(serial).await {
+            Ok(f) => ShellProtocol::from_features(&f),
+            Err(e) => {
+                count(&e);
+                return PhoneRound {
+                    failure: Some(format!("reading its features: {}", e.what_happened())),
+                    offline: says_offline(&e),
+                    ..PhoneRound::default()
+                };
+            }
+        },
+    };
+    // One script for the whole round (see `parse::batch`), read until a little before
+    // the phone's deadline: a hung command costs only its own output and those after
+    // it, so the commands go from least to most likely to hang.
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
+    let ran = client.shell_until(serial, script, protocol, until).await;
+    let (sections, finished) = match ran {
+        Ok(p) => (parse::batch::split(&p.output.stdout), p.finished),
+        Err(e) => {
+            count(&e);
+            return PhoneRound {
+                protocol: Some(protocol),
+                failure: Some(format!("the round's script: {}", e.what_happened())),
+                offline: says_offline(&e),
+                ..PhoneRound::default()
+            };
+        }
+    };
+    if !finished {
+        // One timeout per round, whichever command hung.
+        count(&client::Error::timed_out("the round's script", serial));
+    }
+    for s in sections.iter().filter(|s| s.exit_code != Some(0)) {
+        // The output still counts if it parses: `dumpsys` exits non-zero on some OEMs.
+        log::debug!("{serial}: {} exited with {:?}", s.name, s.exit_code);
+    }
+    let section = |name: &str| -> Result<String, String> {
+        match sections.iter().find(|s| s.name == name) {
+            Some(s) => Ok(s.text.clone()),
+            None if !finished => Err(format!(
+                "{serial}: {name}: no answer before the round's deadline"
+            )),
+            None => {
+                // The script ran to its end: the phone's shell mangled it.
+                shared.metrics.interrogation_errors_total.inc(&["parse"]);
+                Err(format!(
+                    "{serial}: {name}: the round's script ended without this output"
+                ))
+            }
+        }
+    };
+    let thermal = match section("thermal") {
+        Err(why) => Err(why),
+        Ok(text) => match parse::thermal::parse_thermalservice(&text) {
+            Ok(Thermal::Readings(t)) => Ok(Ok(t)),
+            // Old phones: the zones in sysfs, one more request, only for them.
+            Ok(Thermal::NoService) => {
+                let cmd = parse::thermal::SYSFS_COMMAND;
+                match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
+                    Ok(Ok(out)) => Ok(parse::thermal::parse_sysfs(&out.stdout)),
+                    Ok(Err(e)) => {
+                        count(&e);
+                        Err(e.to_string())
+                    }
+                    Err(_) => {
+                        let e = client::Error::timed_out(cmd, serial);
+                        count(&e);
+                        Err(e.to_string())
+                    }
+                }
+            }
+            Err(e) => Ok(Err(e)),
+        },
+    };
+    let mut round = PhoneRound {
+        protocol: Some(protocol),
+        ..PhoneRound::default()
+    };
+    match section("getprop").map(|t| parse::getprop::parse(&t)) {
+        Ok(Ok(p)) => round.props = Some(p),
+        Ok(Err(e)) => {
+            parse_failed("getprop", &e);
+            round.failure = Some(e.to_string());
+        }
+        Err(why) => round.failure = Some(why),
+    }
+    match section("battery").map(|t| parse::battery::parse(&t)) {
+        Ok(Ok(b)) => round.battery = Some(b),
+        Ok(Err(e)) => {
+            // Every phone has a battery level: without it the battery rule cannot run.
+            parse_failed("dumpsys battery", &e);
+            round.missing_values.push(format!("battery level ({e})"));
+        }
+        Err(why) => log::debug!("{why}"),
+    }
+    match section("packages").map(|t| parse::packages::parse(&t)) {
+        Ok(Ok(p)) => round.packages = p,
+        Ok(Err(e)) => parse_failed("package versions", &e),
+        Err(why) => log::debug!("{why}"),
+    }
+    match thermal {
+        Ok(Ok(t)) => round.thermal = t,
+        Ok(Err(e)) => parse_failed("temperatures", &e),
+        Err(why) => log::debug!("{why}"),
+    }
+    match section("uptime").map(|t| parse::uptime::parse(&t)) {
+        Ok(Ok(u)) => round.uptime = Some(u),
+        Ok(Err(e)) => parse_failed("uptime", &e),
+        Err(why) => log::debug!("{why}"),
+    }
+    round
+}
+
+/// Whether the adb server answered that the phone's transport is gone (`FAIL: device
+/// offline`), which its device list may not show yet.
+fn says_offline(e: &client::Error) -> bool {
+    matches!(&e.kind, client::ErrorKind::Fail { message } if message.contains("device offline"))
+}
+
+/// The adb server and its phones, as the watcher uses them.
+pub struct Adb {
+    client: Client,
+    shared: Arc<Shared>,
+}
+
+impl Adb {
+    /// The adb server at `--adb-server`, each connect and read under `io`.
+    pub fn connect(shared: Arc<Shared>, io: Duration) -> Adb {
+        Adb {
+            client: Client::new(shared.config.adb_server, io),
+            shared,
+        }
+    }
+
+    fn new(client: Client, shared: Arc<Shared>) -> Adb {
+        Adb { client, shared }
+    }
+
+    fn count(&self, e: &client::Error) {
+        self.shared
+            .metrics
+            .interrogation_errors_total
+            .inc(&[e.metric_kind()]);
+    }
+}
+
+impl AndroidPhones for Adb {
+    fn track(&self, lists: mpsc::UnboundedSender<String>, shutdown: Shutdown) -> BoxFuture<()> {
+        Box::pin(track(self.client.clone(), lists, shutdown))
+    }
+
+    fn interrogate(
+        &self,
+        serial: &str,
+        known: Option<ShellProtocol>,
+        until: tokio::time::Instant,
+    ) -> BoxFuture<PhoneRound> {
+        let (client, shared, serial) =
+            (self.client.clone(), self.shared.clone(), serial.to_string());
+        Box::pin(async move { interrogate(&client, &shared, &serial, known, until).await })
+    }
+
+    fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>> {
+        let (client, serial) = (self.client.clone(), serial.to_string());
+        Box::pin(async move { reboot_and_wait(&client, &serial, protocol).await })
+    }
+
+    fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>> {
+        let (client, serial) = (self.client.clone(), serial.to_string());
+        let this = Adb::new(self.client.clone(), self.shared.clone());
+        Box::pin(async move {
+            client.reconnect(&serial).await.map_err(|e| {
+                this.count(&e);
+                e.to_string()
+            })
+        })
+    }
+
+    fn reconnect_offline(&self) -> BoxFuture<Result<(), String>> {
+        let this = Adb::new(self.client.clone(), self.shared.clone());
+        Box::pin(async move {
+            this.client.reconnect_offline().await.map_err(|e| {
+                this.count(&e);
+                e.to_string()
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::verdict::{Memory, Thresholds};
+    use crate::snapshot::Reasons;
+    use std::collections::BTreeSet;
+
+    fn listed(serial: &str, state: &str) -> Listed {
+        Listed {
+            serial: serial.into(),
+            state: Link::from_adb(state),
+            state_detail: None,
+            devpath: Some("usb:1-1".into()),
+            product: Some("redfin".into()),
+            model: Some("Pixel_5".into()),
+            device: Some("redfin".into()),
+            transport_id: Some(3),
+        }
+    }
+
+    fn props(boot_completed: bool) -> Props {
+        let mut p: Props = [
+            ("ro.product.device", "redfin"),
+            ("ro.build.id", "RQ3A.211001.001"),
+            ("ro.build.version.incremental", "7641976"),
+            ("ro.build.version.release", "11"),
+            ("ro.product.cpu.abi", "arm64-v8a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if boot_completed {
+            p.insert("sys.boot_completed".into(), "1".into());
+        }
+        p
+    }
+
+    fn battery(percent: f64, celsius: f64) -> Battery {
+        Battery {
+            percent: Some(percent),
+            temperature_celsius: Some(celsius),
+            voltage_mv: None,
+            status: None,
+            health: None,
+            updates_stopped: false,
+        }
+    }
+
+    fn temp(sensor: &str, celsius: f64) -> Temperature {
+        Temperature {
+            sensor: sensor.into(),
+            celsius,
+        }
+    }
+
+    fn answered(boot_completed: bool) -> PhoneRound {
+        PhoneRound {
+            props: Some(props(boot_completed)),
+            battery: Some(battery(80.0, 28.0)),
+            thermal: vec![temp("cpu0", 31.5)],
+            uptime: Some(100.0),
+            protocol: Some(ShellProtocol::V2),
+            ..PhoneRound::default()
+        }
+    }
+
+    #[test]
+    fn battery_temperature_is_added_when_the_hal_has_none() {
+        let b = battery(50.0, 28.0);
+        assert_eq!(
+            temperatures(&[temp("cpu0", 31.5)], Some(&b)),
+            vec![temp("cpu0", 31.5), temp("battery", 28.0)]
+        );
+        assert_eq!(
+            temperatures(&[temp("Battery", 27.0)], Some(&b)),
+            vec![temp("Battery", 27.0)]
+        );
+        assert_eq!(temperatures(&[], None), vec![]);
+    }
+
+    #[test]
+    fn a_phone_that_answered_is_usable_with_its_dimensions() {
+        let d = build_device(&listed("S1", "device"), Some(&answered(true)), false);
+        assert_eq!(d.unusable(), None);
+        assert!(!d.booting);
+        assert_eq!(d.build.as_deref(), Some("RQ3A.211001.001_7641976"));
+        assert_eq!(d.device_type.as_deref(), Some("redfin"));
+        assert_eq!(d.battery_percent, Some(80.0));
+        assert_eq!(d.temperatures.len(), 2);
+        assert_eq!(d.dimensions["device_type"], vec!["redfin".to_string()]);
+    }
+
+    #[test]
+    fn a_booting_phone_is_not_usable() {
+        let d = build_device(&listed("S1", "device"), Some(&answered(false)), false);
+        assert_eq!(d.unusable().as_deref(), Some("booting"));
+        assert!(d.dimensions.is_empty());
+    }
+
+    #[test]
+    fn a_phone_not_in_device_state_is_not_usable() {
+        let d = build_device(&listed("S1", "unauthorized"), None, false);
+        assert_eq!(d.state_word(), "unauthorized");
+        assert_eq!(d.unusable().as_deref(), Some("adb state unauthorized"));
+    }
+
+    #[test]
+    fn a_phone_without_getprop_says_why() {
+        let round = PhoneRound {
+            failure: Some("timed out".into()),
+            ..PhoneRound::default()
+        };
+        let d = build_device(&listed("S1", "device"), Some(&round), false);
+        assert_eq!(d.unusable().as_deref(), Some("not answering: timed out"));
+        let d = build_device(&listed("S1", "device"), None, false);
+        assert_eq!(d.unusable().as_deref(), Some("not interrogated yet"));
+    }
+
+    #[test]
+    fn a_transport_that_answers_device_offline_is_marked_so() {
+        let round = PhoneRound {
+            failure: Some("the round's script: the server said FAIL: device offline".into()),
+            offline: true,
+            ..PhoneRound::default()
+        };
+        let d = build_device(&listed("S1", "device"), Some(&round), false);
+        assert!(matches!(
+            d.fault,
+            Some(Fault::NotAnswering { offline: true, .. })
+        ));
+        let fail = |message: &str| client::Error {
+            kind: client::ErrorKind::Fail {
+                message: message.into(),
+            },
+            request: "host:transport:S1".into(),
+            serial: Some("S1".into()),
+            detail: String::new(),
+        };
+        assert!(says_offline(&fail("device offline")));
+        assert!(!says_offline(&fail("device 'S1' not found")));
+        assert!(!says_offline(&client::Error::timed_out("x", "S1")));
+    }
+
+    #[test]
+    fn the_name_falls_back_to_ro_build_product_then_ro_product_board() {
+        let mut round = answered(true);
+        let props = round.props.as_mut().unwrap();
+        props.remove("ro.product.device");
+        props.insert("ro.product.board".into(), "msm8998".into());
+        let mut l = listed("S1", "device");
+        l.device = None;
+        assert_eq!(
+            build_device(&l, Some(&round), false).device_type.as_deref(),
+            Some("msm8998")
+        );
+        let props = round.props.as_mut().unwrap();
+        props.insert("ro.build.product".into(), "sailfish".into());
+        assert_eq!(
+            build_device(&l, Some(&round), false).device_type.as_deref(),
+            Some("sailfish")
+        );
+    }
+
+    #[test]
+    fn a_rebooting_phone_keeps_its_last_facts() {
+        let d = build_device(&listed("S1", "offline"), Some(&answered(true)), true);
+        assert_eq!(d.state_word(), "rebooting");
+        assert_eq!(d.unusable().as_deref(), Some("rebooting after task"));
+        assert_eq!(d.battery_percent, Some(80.0));
+    }
+
+    #[test]
+    fn a_fresh_offline_is_shown_as_connecting() {
+        let l = listed("S1", "offline");
+        let now = tokio::time::Instant::now();
+        assert_eq!(settled_state(&l, Some(&now)).state, Link::Connecting);
+        let long_ago = now - OFFLINE_SETTLE;
+        assert_eq!(settled_state(&l, Some(&long_ago)).state, Link::Offline);
+        assert_eq!(
+            settled_state(&listed("S1", "device"), Some(&now)).state,
+            Link::Device
+        );
+    }
+
+    #[test]
+    fn no_permissions_is_quarantined_with_the_usb_remedy() {
+        let text = "1-1.4                  no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html] usb:1-1.4 transport_id:2\n";
+        let listing = parse::devices_l::parse(text).unwrap();
+        let d = build_device(&listing[0], None, false);
+        assert_eq!(d.state_word(), "no permissions");
+        let t = Thresholds {
+            min_battery_percent: 30.0,
+            max_temperature_celsius: 35.0,
+        };
+        let a = crate::devices::verdict::decide(
+            &Memory::default(),
+            &[d],
+            &BTreeSet::new(),
+            &Reasons::default(),
+            &t,
+        );
+        assert_eq!(a.reasons.quarantined.len(), 1);
+        assert!(
+            a.reasons.quarantined[0].contains("/dev/bus/usb"),
+            "{:?}",
+            a.reasons
+        );
+    }
+}

@@ -1,0 +1,1149 @@
+//! The device watcher: follows the adb server's device list (`--devices android`), reads
+//! the iPhones each round (`--devices ios`), has the verdict decide both kinds at once and
+//! publishes an immutable [`Snapshot`].
+//!
+//! One task owns all the watcher's state and reacts to one event at a time: a new device
+//! list, the round clock's tick, a finished round, a finished reboot, or a
+//! [`DeviceCommand`] from the hooks. Slow work never runs in that loop: rounds and
+//! reboots are spawned tasks that report back as events, so a plug or an unplug reaches
+//! the snapshot as soon as the server lists it, even while a round waits on a hung phone.
+//! Inside a round every phone runs in parallel (tasks on the current-thread runtime, not
+//! threads), each under the round budget (`budget`); the iPhones' round runs beside them.
+//! Without Android, no adb server is started or contacted.
+//!
+//! The loop talks to the phones through [`AndroidPhones`] and [`IosPhones`] and waits on
+//! a [`Clock`]: `run` plugs in the real ones (the adb server, libimobiledevice's tools,
+//! the timerfd round clock); the tests plug in fakes and run under tokio's paused time.
+//!
+//! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`),
+//! compute dimensions (that is `dimensions`), or block the runtime.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::android::{build_device, settled_state, Adb, PhoneRound, Props};
+use super::budget::Budget;
+use super::verdict::{self, Action, Memory, Thresholds};
+use crate::adb::client::ShellProtocol;
+use crate::clock::Ticker;
+use crate::dimensions;
+use crate::ios;
+use crate::parse::{self, devices_l::Listed};
+use crate::reaper::Reaper;
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Device, DeviceKind, Link, Reasons, Snapshot};
+use crate::state::{DeviceCommand, Shared};
+
+/// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
+/// the iPhone listed again. Phones take one to two minutes.
+const REBOOT_DEADLINE: Duration = Duration::from_secs(240);
+
+/// A boxed future the loop can spawn.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the watcher needs of the Android phones (the adb server, for real).
+pub trait AndroidPhones: Send + Sync {
+    /// Follows the device list until shutdown, sending every full list as it comes.
+    fn track(&self, lists: mpsc::UnboundedSender<String>, shutdown: Shutdown) -> BoxFuture<()>;
+    /// One phone's round; whatever finished before `until` counts.
+    fn interrogate(
+        &self,
+        serial: &str,
+        known: Option<ShellProtocol>,
+        until: tokio::time::Instant,
+    ) -> BoxFuture<PhoneRound>;
+    /// Reboots the phone and waits until it is back (the caller owns the deadline).
+    fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>>;
+    /// Kicks one phone's transport.
+    fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>>;
+    /// Resets every offline transport.
+    fn reconnect_offline(&self) -> BoxFuture<Result<(), String>>;
+}
+
+/// What the watcher needs of the iPhones (libimobiledevice's tools, for real).
+pub trait IosPhones: Send + Sync {
+    /// Lists the iPhones and reads each one.
+    fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>>;
+    /// Restarts one and waits until it is listed again, within `deadline`.
+    fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>>;
+}
+
+/// When rounds start.
+pub trait Clock: Send {
+    fn tick(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl Clock for Ticker {
+    async fn tick(&mut self) {
+        Ticker::tick(self).await
+    }
+}
+
+/// libimobiledevice's tools, run under the reaper.
+struct IosTools {
+    shared: Arc<Shared>,
+    reaper: Reaper,
+}
+
+impl IosPhones for IosTools {
+    fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>> {
+        let (shared, reaper) = (self.shared.clone(), self.reaper.clone());
+        Box::pin(async move { ios::interrogate(&shared.config, &reaper, &shared.metrics).await })
+    }
+
+    fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>> {
+        let (shared, reaper, udid) = (self.shared.clone(), self.reaper.clone(), udid.to_string());
+        Box::pin(async move {
+            ios::reboot(&shared.config, &reaper, &udid, deadline)
+                .await
+                .map_err(|e| {
+                    shared
+                        .metrics
+                        .interrogation_errors_total
+                        .inc(&[e.metric_kind()]);
+                    e.to_string()
+                })
+        })
+    }
+}
+
+/// Everything that wakes the watcher besides the tick and the hooks' commands.
+enum Event {
+    /// A full device list from the tracker.
+    Listing(String),
+    /// A round finished.
+    RoundDone(RoundDone),
+    /// A reboot after a task ended, well or not.
+    RebootDone {
+        serial: String,
+        outcome: Result<(), String>,
+    },
+}
+
+/// A finished round: what each phone said, and what the round started from.
+struct RoundDone {
+    results: BTreeMap<String, PhoneRound>,
+    /// The iPhones' round, when they are watched.
+    ios: Option<Result<Vec<Device>, ios::IosError>>,
+    took: Duration,
+}
+
+/// Runs until shutdown: with Android, starts the adb server and follows its device list;
+/// interrogates the phones of every kind watched.
+pub async fn run(
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<DeviceCommand>,
+    reaper: Reaper,
+    ticker: Ticker,
+    shutdown: Shutdown,
+) {
+    let server = shared.config.devices.android.then(|| {
+        tokio::spawn(crate::adb::server::run(
+            shared.clone(),
+            reaper.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let usbmuxd = shared.config.devices.ios.then(|| {
+        tokio::spawn(ios::usbmuxd::run(
+            shared.clone(),
+            reaper.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let budget = Budget::of(shared.config.interrogate_every);
+    let android = Arc::new(Adb::connect(shared.clone(), budget.io));
+    let iphones = Arc::new(IosTools {
+        shared: shared.clone(),
+        reaper,
+    });
+    watch(shared, commands, android, iphones, ticker, shutdown).await;
+    // The adb server and usbmuxd are ours to stop: wait until they have.
+    for daemon in [server, usbmuxd].into_iter().flatten() {
+        let _ = daemon.await;
+    }
+}
+
+/// The event loop, over whatever phones and clock it is given.
+async fn watch(
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<DeviceCommand>,
+    android: Arc<dyn AndroidPhones>,
+    iphones: Arc<dyn IosPhones>,
+    mut clock: impl Clock,
+    mut shutdown: Shutdown,
+) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (lists_tx, mut lists) = mpsc::unbounded_channel();
+    if shared.config.devices.android {
+        tokio::spawn(android.track(lists_tx, shutdown.clone()));
+    }
+    let mut w = Watcher::new(shared, android, iphones, events_tx);
+    loop {
+        tokio::select! {
+            _ = shutdown.requested() => break,
+            _ = clock.tick() => {
+                // This timer doubles as the runtime's proof of life for `/healthz`.
+                w.shared.tick();
+                w.want_round();
+            }
+            Some(cmd) = commands.recv() => w.command(cmd),
+            Some(text) = lists.recv() => w.event(Event::Listing(text)),
+            Some(event) = events.recv() => w.event(event),
+        }
+    }
+}
+
+struct Watcher {
+    shared: Arc<Shared>,
+    android: Arc<dyn AndroidPhones>,
+    ios: Arc<dyn IosPhones>,
+    budget: Budget,
+    events: mpsc::UnboundedSender<Event>,
+    thresholds: Thresholds,
+    /// The server's latest list; `None` until the tracker's first frame. Without
+    /// Android it is empty from the start.
+    listing: Option<Vec<Listed>>,
+    /// Each present phone's latest round.
+    rounds: BTreeMap<String, PhoneRound>,
+    /// Shell protocol per (serial, transport id): features only change when the
+    /// transport does.
+    protocols: BTreeMap<(String, Option<u64>), ShellProtocol>,
+    /// The iPhones as of the last finished round.
+    iphones: ios::Iphones,
+    /// Health memory as of the last finished round.
+    memory: Memory,
+    /// Phones (serials and UDIDs) rebooted after a task that have not come back yet.
+    rebooting: BTreeSet<String>,
+    /// Since when each phone listed `offline` has been so.
+    offline_since: BTreeMap<String, tokio::time::Instant>,
+    round_running: bool,
+    /// Something asked for a round while one was running: start another after it.
+    round_wanted: bool,
+    /// (serial, value) for the values a phone's rounds could not read that were logged
+    /// already: one warning per phone until the value is read again.
+    warned_missing: BTreeSet<(String, String)>,
+}
+
+impl Watcher {
+    fn new(
+        shared: Arc<Shared>,
+        android: Arc<dyn AndroidPhones>,
+        ios: Arc<dyn IosPhones>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let thresholds = Thresholds::from_config(&shared.config);
+        let listing = (!shared.config.devices.android).then(Vec::new);
+        Watcher {
+            budget: Budget::of(shared.config.interrogate_every),
+            shared,
+            android,
+            ios,
+            events,
+            thresholds,
+            listing,
+            rounds: BTreeMap::new(),
+            protocols: BTreeMap::new(),
+            iphones: ios::Iphones::default(),
+            memory: Memory::default(),
+            rebooting: BTreeSet::new(),
+            offline_since: BTreeMap::new(),
+            round_running: false,
+            round_wanted: false,
+            warned_missing: BTreeSet::new(),
+        }
+    }
+
+    fn command(&mut self, cmd: DeviceCommand) {
+        match cmd {
+            // Phones are only ever rebooted when a task ends, so a running task is
+            // never interrupted; nothing to do until then.
+            DeviceCommand::TaskStarted => log::debug!("task started"),
+            DeviceCommand::TaskEnded => {
+                if self.shared.config.no_reboot_after_task {
+                    self.want_round();
+                } else {
+                    self.reboot_usable();
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Listing(text) => match parse::devices_l::parse(&text) {
+                Ok(listing) => {
+                    let present: BTreeSet<&str> =
+                        listing.iter().map(|l| l.serial.as_str()).collect();
+                    // Interrogate at once the phones that just became reachable;
+                    // other changes (a phone going offline or away) need no round.
+                    let was_device: BTreeSet<&str> = self
+                        .listing
+                        .iter()
+                        .flatten()
+                        .filter(|l| l.state == Link::Device)
+                        .map(|l| l.serial.as_str())
+                        .collect();
+                    let newly_online = listing.iter().any(|l| {
+                        l.state == Link::Device && !was_device.contains(l.serial.as_str())
+                    });
+                    let rebooting = &self.rebooting;
+                    self.rounds
+                        .retain(|s, _| present.contains(s.as_str()) || rebooting.contains(s));
+                    self.protocols
+                        .retain(|(s, _), _| present.contains(s.as_str()));
+                    let now = tokio::time::Instant::now();
+                    let mut offline_since = BTreeMap::new();
+                    for l in listing.iter().filter(|l| l.state == Link::Offline) {
+                        let since = self.offline_since.get(&l.serial).copied().unwrap_or(now);
+                        offline_since.insert(l.serial.clone(), since);
+                    }
+                    self.offline_since = offline_since;
+                    self.listing = Some(listing);
+                    self.publish(false);
+                    if newly_online {
+                        self.want_round();
+                    }
+                }
+                Err(e) => {
+                    self.shared
+                        .metrics
+                        .interrogation_errors_total
+                        .inc(&["parse"]);
+                    log::warn!("cannot read the adb server's device list: {e}");
+                }
+            },
+            Event::RoundDone(RoundDone { results, ios, took }) => {
+                self.round_running = false;
+                self.shared
+                    .metrics
+                    .interrogation_duration_seconds
+                    .observe(&[], took);
+                let transports: BTreeMap<String, Option<u64>> = self
+                    .listing
+                    .iter()
+                    .flatten()
+                    .map(|l| (l.serial.clone(), l.transport_id))
+                    .collect();
+                for (serial, round) in results {
+                    let Some(transport) = transports.get(&serial) else {
+                        continue;
+                    };
+                    if self.rebooting.contains(&serial) {
+                        continue;
+                    }
+                    if let Some(p) = round.protocol {
+                        self.protocols.insert((serial.clone(), *transport), p);
+                    }
+                    self.warn_missing_values(&serial, &round);
+                    self.rounds.insert(serial, round);
+                }
+                if let Some(outcome) = ios {
+                    self.iphones.round_done(outcome, &self.rebooting);
+                }
+                for action in self.publish(true) {
+                    match action {
+                        // Off the event loop: a wedged server must not hold up
+                        // plug/unplug events and task commands for its timeouts.
+                        Action::Reconnect(serial) => {
+                            log::info!(
+                                "asking the adb server to reconnect {serial}, which does not answer"
+                            );
+                            let done = self.android.reconnect(&serial);
+                            tokio::spawn(async move {
+                                if let Err(e) = done.await {
+                                    log::warn!("{e}");
+                                }
+                            });
+                        }
+                        Action::ReconnectOffline => {
+                            log::info!("asking the adb server to reconnect offline phones");
+                            let done = self.android.reconnect_offline();
+                            tokio::spawn(async move {
+                                if let Err(e) = done.await {
+                                    log::warn!("{e}");
+                                }
+                            });
+                        }
+                    }
+                }
+                if std::mem::take(&mut self.round_wanted) {
+                    self.want_round();
+                }
+            }
+            Event::RebootDone { serial, outcome } => {
+                match outcome {
+                    Ok(()) => log::info!("{serial} is back after its reboot"),
+                    Err(why) => log::warn!("{serial} did not come back from its reboot: {why}"),
+                }
+                // Its last round stays until the next one replaces it, so the
+                // dimensions do not flap.
+                self.rebooting.remove(&serial);
+                self.want_round();
+            }
+        }
+    }
+
+    /// Logs, once per phone, each value its rounds could not read; a value read again
+    /// is forgotten, so that losing it later warns again.
+    fn warn_missing_values(&mut self, serial: &str, round: &PhoneRound) {
+        let names: BTreeSet<String> = round
+            .missing_values
+            .iter()
+            .map(|v| v.split(" (").next().unwrap_or(v).to_string())
+            .collect();
+        self.warned_missing
+            .retain(|(s, name)| s != serial || names.contains(name));
+        for (value, name) in round.missing_values.iter().zip(&names) {
+            if self
+                .warned_missing
+                .insert((serial.to_string(), name.clone()))
+            {
+                log::warn!(
+                    "{serial}: cannot read its {value}; the rules that need it cannot run \
+                     until it is read again"
+                );
+            }
+        }
+    }
+
+    /// Starts a round unless one runs (then one more follows it). Nothing happens
+    /// before the first device list: a snapshot without the Android phones would be
+    /// wrong about them.
+    fn want_round(&mut self) {
+        let Some(listing) = &self.listing else { return };
+        if self.round_running {
+            self.round_wanted = true;
+            return;
+        }
+        let online: Vec<Listed> = listing
+            .iter()
+            .filter(|l| l.state == Link::Device && !self.rebooting.contains(&l.serial))
+            .cloned()
+            .collect();
+        self.round_running = true;
+        let deadline = self.budget.phone;
+        let script = self.budget.script;
+        let shared = self.shared.clone();
+        let events = self.events.clone();
+        let iphones = self
+            .shared
+            .config
+            .devices
+            .ios
+            .then(|| self.ios.interrogate());
+        let began = tokio::time::Instant::now();
+        let phones: Vec<_> = online
+            .into_iter()
+            .map(|l| {
+                let known = self
+                    .protocols
+                    .get(&(l.serial.clone(), l.transport_id))
+                    .copied();
+                let round = self.android.interrogate(&l.serial, known, began + script);
+                (l.serial, round)
+            })
+            .collect();
+        tokio::spawn(async move {
+            let iphones = iphones.map(tokio::spawn);
+            let phones = phones.into_iter().map(|(serial, round)| {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let round = match tokio::time::timeout(deadline, round).await {
+                        Ok(round) => round,
+                        Err(_) => {
+                            shared.metrics.interrogation_errors_total.inc(&["timeout"]);
+                            PhoneRound {
+                                failure: Some(format!("round took longer than {deadline:?}")),
+                                ..PhoneRound::default()
+                            }
+                        }
+                    };
+                    (serial, round)
+                })
+            });
+            let handles: Vec<_> = phones.collect();
+            let mut results = BTreeMap::new();
+            for h in handles {
+                if let Ok((serial, round)) = h.await {
+                    results.insert(serial, round);
+                }
+            }
+            let ios = match iphones {
+                Some(round) => round.await.ok(),
+                None => None,
+            };
+            let _ = events.send(Event::RoundDone(RoundDone {
+                results,
+                ios,
+                took: began.elapsed(),
+            }));
+        });
+    }
+
+    /// Builds and swaps in a snapshot. After a finished round (`round_done`), and only
+    /// then, the health memory advances and the actions are returned to be run.
+    fn publish(&mut self, round_done: bool) -> Vec<Action> {
+        let listing = self.listing.clone().unwrap_or_default();
+        let mut devices: Vec<Device> = listing
+            .iter()
+            .map(|l| {
+                let settled = settled_state(l, self.offline_since.get(&l.serial));
+                build_device(
+                    &settled,
+                    self.rounds.get(&l.serial),
+                    self.rebooting.contains(&l.serial),
+                )
+            })
+            .collect();
+        devices.extend(self.iphones.devices(&self.rebooting));
+        // A phone being rebooted may vanish from the list for a while; it still counts.
+        for serial in &self.rebooting {
+            if !devices.iter().any(|d| &d.serial == serial) {
+                let gone = Listed {
+                    serial: serial.clone(),
+                    state: Link::Offline,
+                    state_detail: None,
+                    devpath: None,
+                    product: None,
+                    model: None,
+                    device: None,
+                    transport_id: None,
+                };
+                devices.push(build_device(&gone, self.rounds.get(serial), true));
+            }
+        }
+        let mut fleet = Reasons::default();
+        self.iphones.add_reasons(&mut fleet);
+        let outcome = verdict::decide(
+            &self.memory,
+            &devices,
+            &self.rebooting,
+            &fleet,
+            &self.thresholds,
+        );
+        // Dimensions: the reachable phones, plus the phones being rebooted with their
+        // last values, so the bot's dimensions do not flap after every task.
+        let counted: Vec<(&Props, &dimensions::Packages)> = devices
+            .iter()
+            .filter(|d| d.reachable() || self.rebooting.contains(&d.serial))
+            .filter_map(|d| {
+                let r = self.rounds.get(&d.serial)?;
+                Some((r.props.as_ref()?, &r.packages))
+            })
+            .collect();
+        let dims = dimensions::merge(&[
+            &dimensions::android_fleet(&counted),
+            &self.iphones.fleet(&self.rebooting),
+        ]);
+        let snapshot = Snapshot {
+            taken_at_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            devices: outcome.devices,
+            dimensions: dims,
+            reasons: outcome.reasons,
+        };
+        log_changes(&self.shared.snapshot(), &snapshot);
+        self.shared.publish_snapshot(snapshot);
+        if round_done {
+            self.shared.mark_first_round_done();
+            self.memory = outcome.memory;
+            outcome.actions
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Reboots every usable phone (Android `reboot:`, iPhone `idevicediagnostics
+    /// restart`), each on its own deadline.
+    fn reboot_usable(&mut self) {
+        let snapshot = self.shared.snapshot();
+        let usable: Vec<&Device> = snapshot.devices.iter().filter(|d| d.reachable()).collect();
+        if usable.is_empty() {
+            self.want_round();
+            return;
+        }
+        for d in usable {
+            let serial = d.serial.clone();
+            log::info!("rebooting {serial} after the task");
+            self.rebooting.insert(serial.clone());
+            let events = self.events.clone();
+            if d.kind == DeviceKind::Ios {
+                let done = self.ios.reboot(&serial, REBOOT_DEADLINE);
+                tokio::spawn(async move {
+                    let outcome = done.await;
+                    let _ = events.send(Event::RebootDone { serial, outcome });
+                });
+                continue;
+            }
+            let protocol = self
+                .listing
+                .iter()
+                .flatten()
+                .find(|l| l.serial == serial)
+                .and_then(|l| self.protocols.get(&(serial.clone(), l.transport_id)))
+                .copied()
+                .unwrap_or(ShellProtocol::V1);
+            let done = self.android.reboot(&serial, protocol);
+            tokio::spawn(async move {
+                let outcome = match tokio::time::timeout(REBOOT_DEADLINE, done).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("not booted after {}s", REBOOT_DEADLINE.as_secs())),
+                };
+                let _ = events.send(Event::RebootDone { serial, outcome });
+            });
+        }
+        // Show the rebooting state now, not at the next round.
+        self.publish(false);
+    }
+}
+
+/// One log line per device that appeared, disappeared or changed state, and per reason
+/// set or cleared.
+fn log_changes(old: &Snapshot, new: &Snapshot) {
+    let states = |s: &Snapshot| -> BTreeMap<String, (String, Option<String>)> {
+        s.devices
+            .iter()
+            .map(|d| (d.serial.clone(), (d.state_word().to_string(), d.unusable())))
+            .collect()
+    };
+    let (before, after) = (states(old), states(new));
+    for (serial, (state, unusable)) in &after {
+        match before.get(serial) {
+            None => log::info!("device {serial} appeared: {state}"),
+            Some((was, _)) if was != state => {
+                log::info!("device {serial} changed state: {was} -> {state}")
+            }
+            Some((_, was)) if was != unusable => match unusable {
+                Some(why) => log::info!("device {serial} is not usable: {why}"),
+                None => log::info!("device {serial} is usable"),
+            },
+            Some(_) => {}
+        }
+    }
+    for serial in before.keys().filter(|s| !after.contains_key(*s)) {
+        log::info!("device {serial} disappeared");
+    }
+    let diff = |kind: &str, was: &[String], now: &[String]| {
+        for r in now.iter().filter(|r| !was.contains(r)) {
+            log::info!("{kind} reason set: {r}");
+        }
+        for r in was.iter().filter(|r| !now.contains(r)) {
+            log::info!("{kind} reason cleared: {r}");
+        }
+    };
+    diff(
+        "quarantine",
+        &old.reasons.quarantined,
+        &new.reasons.quarantined,
+    );
+    diff(
+        "maintenance",
+        &old.reasons.maintenance,
+        &new.reasons.maintenance,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use crate::snapshot::Fault;
+
+    /// How a fake phone answers its rounds.
+    #[derive(Clone)]
+    enum Answer {
+        Reads(PhoneRound),
+        /// Never answers: the round's deadline must end it.
+        Hangs,
+        /// The round fails with this reason, as when adbd is wedged.
+        Fails(String),
+        /// The transport answers `device offline`.
+        Offline,
+    }
+
+    /// The Android side, scripted: the lists it sends, what each phone answers, and a
+    /// record of every call.
+    #[derive(Default)]
+    struct FakeAndroid {
+        lists: Mutex<Option<mpsc::UnboundedSender<String>>>,
+        answers: Mutex<BTreeMap<String, Answer>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeAndroid {
+        fn answer(&self, serial: &str, a: Answer) {
+            self.answers.lock().unwrap().insert(serial.into(), a);
+        }
+
+        fn list(&self, text: &str) {
+            let lists = self.lists.lock().unwrap();
+            lists
+                .as_ref()
+                .expect("the watcher follows the list")
+                .send(text.into())
+                .unwrap();
+        }
+
+        fn calls(&self, prefix: &str) -> usize {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with(prefix))
+                .count()
+        }
+
+        fn record(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    fn pixel(boot_completed: bool) -> PhoneRound {
+        let mut props: Props = [
+            ("ro.product.device", "redfin"),
+            ("ro.build.id", "RQ3A.211001.001"),
+            ("ro.build.version.incremental", "7641976"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if boot_completed {
+            props.insert("sys.boot_completed".into(), "1".into());
+        }
+        PhoneRound {
+            props: Some(props),
+            protocol: Some(ShellProtocol::V2),
+            ..PhoneRound::default()
+        }
+    }
+
+    impl AndroidPhones for Arc<FakeAndroid> {
+        fn track(&self, lists: mpsc::UnboundedSender<String>, _: Shutdown) -> BoxFuture<()> {
+            *self.lists.lock().unwrap() = Some(lists);
+            Box::pin(async {})
+        }
+
+        fn interrogate(
+            &self,
+            serial: &str,
+            _: Option<ShellProtocol>,
+            _: tokio::time::Instant,
+        ) -> BoxFuture<PhoneRound> {
+            self.record(format!("interrogate {serial}"));
+            let answer = self.answers.lock().unwrap().get(serial).cloned();
+            Box::pin(async move {
+                match answer.unwrap_or(Answer::Reads(pixel(true))) {
+                    Answer::Reads(r) => r,
+                    Answer::Hangs => std::future::pending().await,
+                    Answer::Fails(why) => PhoneRound {
+                        failure: Some(why),
+                        ..PhoneRound::default()
+                    },
+                    Answer::Offline => PhoneRound {
+                        failure: Some("the server said FAIL: device offline".into()),
+                        offline: true,
+                        ..PhoneRound::default()
+                    },
+                }
+            })
+        }
+
+        fn reboot(&self, serial: &str, _: ShellProtocol) -> BoxFuture<Result<(), String>> {
+            self.record(format!("reboot {serial}"));
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            })
+        }
+
+        fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>> {
+            self.record(format!("reconnect {serial}"));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn reconnect_offline(&self) -> BoxFuture<Result<(), String>> {
+            self.record("reconnect-offline".into());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Without `--devices ios` the watcher must never touch the iPhones.
+    struct NoIphones;
+
+    impl IosPhones for NoIphones {
+        fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>> {
+            panic!("the iPhones were read without --devices ios")
+        }
+
+        fn reboot(&self, udid: &str, _: Duration) -> BoxFuture<Result<(), String>> {
+            panic!("{udid} rebooted as an iPhone without --devices ios")
+        }
+    }
+
+    /// Rounds every `period`, on tokio's clock (which the tests pause).
+    struct Every(tokio::time::Interval);
+
+    impl Clock for Every {
+        async fn tick(&mut self) {
+            self.0.tick().await;
+        }
+    }
+
+    struct Rig {
+        shared: Arc<Shared>,
+        fake: Arc<FakeAndroid>,
+        trigger: crate::shutdown::Trigger,
+        watcher: tokio::task::JoinHandle<()>,
+    }
+
+    /// The watcher with fake phones, rounds every 30 s and reboots after tasks.
+    async fn rig() -> Rig {
+        let args: Vec<String> = ["--no-bot", "--interrogate-every", "30"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let crate::config::Command::Run(config) =
+            crate::config::parse(&args, &|_| None, "host").unwrap()
+        else {
+            panic!("expected a run configuration")
+        };
+        let (shared, commands) = Shared::new(*config);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let fake = Arc::new(FakeAndroid::default());
+        let clock = Every(tokio::time::interval(Duration::from_secs(30)));
+        let watcher = tokio::spawn(watch(
+            shared.clone(),
+            commands,
+            Arc::new(fake.clone()),
+            Arc::new(NoIphones),
+            clock,
+            shutdown,
+        ));
+        while fake.lists.lock().unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+        Rig {
+            shared,
+            fake,
+            trigger,
+            watcher,
+        }
+    }
+
+    impl Rig {
+        /// Waits (on the paused clock) until the snapshot satisfies `f`; at most 10
+        /// minutes of virtual time.
+        async fn until(&self, what: &str, f: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
+            let start = tokio::time::Instant::now();
+            loop {
+                let s = self.shared.snapshot();
+                if f(&s) {
+                    return s;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(600),
+                    "gave up waiting for {what}: {s:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        async fn stop(self) {
+            self.trigger.fire();
+            self.watcher.await.unwrap();
+        }
+    }
+
+    fn device<'a>(s: &'a Snapshot, serial: &str) -> Option<&'a Device> {
+        s.devices.iter().find(|d| d.serial == serial)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listed_phone_is_read_at_once_then_every_tick() {
+        let rig = rig().await;
+        let t0 = tokio::time::Instant::now();
+        rig.fake.list("S1 device transport_id:1\n");
+        let s = rig
+            .until("S1 usable", |s| {
+                device(s, "S1").is_some_and(Device::reachable)
+            })
+            .await;
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert_eq!(s.dimensions["device_type"], vec!["redfin"]);
+        assert!(rig.shared.first_round_done());
+        let before = rig.fake.calls("interrogate S1");
+        tokio::time::sleep(Duration::from_secs(95)).await;
+        assert!(rig.fake.calls("interrogate S1") >= before + 3);
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_phone_costs_only_its_own_round_and_is_reported() {
+        let rig = rig().await;
+        rig.fake.answer("H", Answer::Hangs);
+        let t0 = tokio::time::Instant::now();
+        rig.fake.list("H device\nK device\n");
+        let s = rig
+            .until("H's round to end", |s| {
+                device(s, "H").is_some_and(|d| matches!(d.fault, Some(Fault::NotAnswering { .. })))
+            })
+            .await;
+        // The round ended at the phone's deadline, not later.
+        let budget = Budget::of(Duration::from_secs(30));
+        assert!(
+            t0.elapsed() <= budget.phone + Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(device(&s, "K").is_some_and(Device::reachable));
+        let m = &s.reasons.maintenance;
+        assert!(
+            m.iter()
+                .any(|r| r.starts_with("device H not answering (round took longer than")),
+            "{m:?}"
+        );
+        assert_eq!(rig.fake.calls("reconnect H"), 1);
+        // Still hung at the next round: quarantined; K is fine throughout.
+        let s = rig
+            .until("H quarantined", |s| !s.reasons.quarantined.is_empty())
+            .await;
+        assert!(s.reasons.quarantined[0].starts_with("device H has not answered for 2 rounds"));
+        assert!(s
+            .reasons
+            .quarantined
+            .iter()
+            .all(|r| !r.contains("device K")));
+        assert_eq!(device(&s, "H").unwrap().verdict_word(), "quarantined");
+        assert_eq!(device(&s, "K").unwrap().verdict_word(), "usable");
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_phone_that_stops_answering_then_answers_again_is_usable_again() {
+        let rig = rig().await;
+        rig.fake.list("W device\n");
+        rig.until("W usable", |s| {
+            device(s, "W").is_some_and(Device::reachable)
+        })
+        .await;
+        rig.fake
+            .answer("W", Answer::Fails("the round's script: timed out".into()));
+        let s = rig
+            .until("W in maintenance", |s| !s.reasons.maintenance.is_empty())
+            .await;
+        assert_eq!(
+            s.reasons.maintenance,
+            vec!["device W not answering (the round's script: timed out), reconnecting"]
+        );
+        assert!(
+            !s.dimensions.contains_key("android_devices"),
+            "{:?}",
+            s.dimensions
+        );
+        rig.fake.answer("W", Answer::Reads(pixel(true)));
+        let s = rig
+            .until("W back", |s| device(s, "W").is_some_and(Device::reachable))
+            .await;
+        assert_eq!(s.reasons, Reasons::default());
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transport_answering_device_offline_reconnects_offline_phones() {
+        let rig = rig().await;
+        rig.fake.answer("O", Answer::Offline);
+        rig.fake.list("O device\n");
+        let s = rig
+            .until("O in maintenance", |s| !s.reasons.maintenance.is_empty())
+            .await;
+        assert_eq!(
+            s.reasons.maintenance,
+            vec!["device O offline, reconnecting"]
+        );
+        assert_eq!(rig.fake.calls("reconnect-offline"), 1);
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reboot_after_a_task_holds_the_phone_until_it_is_back() {
+        let rig = rig().await;
+        rig.fake.list("R device\n");
+        let before = rig
+            .until("R usable", |s| {
+                device(s, "R").is_some_and(Device::reachable)
+            })
+            .await;
+        rig.shared.send_device_command(DeviceCommand::TaskEnded);
+        let s = rig
+            .until("R rebooting", |s| !s.reasons.maintenance.is_empty())
+            .await;
+        assert_eq!(s.reasons.maintenance, vec!["rebooting R after task"]);
+        assert_eq!(device(&s, "R").unwrap().state_word(), "rebooting");
+        // The dimensions keep their last values while it reboots, even when the phone
+        // leaves the list.
+        assert_eq!(s.dimensions, before.dimensions);
+        rig.fake.list("");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let s = rig.shared.snapshot();
+        assert_eq!(s.reasons.maintenance, vec!["rebooting R after task"]);
+        assert!(s.reasons.quarantined.is_empty(), "{:?}", s.reasons);
+        rig.fake.list("R device\n");
+        let s = rig
+            .until("R back", |s| s.reasons == Reasons::default())
+            .await;
+        assert!(device(&s, "R").is_some_and(Device::reachable));
+        assert_eq!(rig.fake.calls("reboot R"), 1);
+        rig.stop().await;
+    }
+
+    /// The reboot after a task, end to end: the real adb server (`/usr/bin/adb`), a
+    /// simulated phone that drops off on `reboot:` and comes back, and this watcher
+    /// driven through the same channel the hooks use.
+    #[test]
+    fn reboot_after_task_through_the_real_adb_server() {
+        use std::io::{BufRead, Read, Write};
+        /// Kills the child when the test ends, passed or not.
+        struct Guard(std::process::Child);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _ = env_logger::builder().is_test(true).try_init();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let home = std::env::temp_dir().join(format!("tmm-reboot-{}", free()));
+        std::fs::create_dir_all(&home).unwrap();
+        let adb_port = free();
+        let _server = Guard(
+            std::process::Command::new("/usr/bin/adb")
+                .args(["-P", &adb_port.to_string(), "nodaemon", "server"])
+                .env("HOME", &home)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let sim_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/adb_sim.py");
+        let mut sim = Guard(
+            std::process::Command::new("python3")
+                .args([sim_path, "--phone", "reboots:R", "--reboot-secs", "1"])
+                // Like a real phone, it goes on answering for a while after `reboot:`.
+                .args(["--shutdown-secs", "4"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = std::io::BufReader::new(sim.0.stdout.take().unwrap()).lines();
+        // `PORT <port> <name>`, then `CONTROL <port>`.
+        let mut next_port = || -> u16 {
+            let line = lines.next().unwrap().unwrap();
+            line.split(' ').nth(1).unwrap().parse().unwrap()
+        };
+        let port = next_port();
+        let control = next_port();
+        let serial = format!("127.0.0.1:{port}");
+
+        let args: Vec<String> = [
+            "--no-bot",
+            "--adb-server",
+            &format!("127.0.0.1:{adb_port}"),
+            "--interrogate-every",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let crate::config::Command::Run(config) =
+            crate::config::parse(&args, &|_| None, "host").unwrap()
+        else {
+            panic!("expected a run configuration")
+        };
+        let (shared, commands) = Shared::new(*config);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        async fn wait(shared: &Shared, what: &str, f: impl Fn(&Snapshot) -> bool) {
+            let start = Instant::now();
+            while !f(&shared.snapshot()) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "gave up waiting: {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let usable = |s: &Snapshot| s.devices.iter().any(|d| d.unusable().is_none());
+        let rebooting = format!("rebooting {serial} after task");
+        runtime.block_on(async {
+            let ticker = Ticker::new(shared.config.interrogate_every).unwrap();
+            let watcher = tokio::spawn(run(
+                shared.clone(),
+                commands,
+                Reaper::new(),
+                ticker,
+                shutdown,
+            ));
+            tokio::task::spawn_blocking(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", adb_port)).unwrap();
+                let req = format!("host:connect:127.0.0.1:{port}");
+                s.write_all(format!("{:04x}{req}", req.len()).as_bytes())
+                    .unwrap();
+                let _ = s.read_to_end(&mut Vec::new());
+            })
+            .await
+            .unwrap();
+            wait(&shared, "the phone to be usable", usable).await;
+            let dims = shared.snapshot().dimensions.clone();
+            assert!(!dims.is_empty());
+
+            shared.send_device_command(DeviceCommand::TaskEnded);
+            wait(&shared, "the rebooting reason", |s: &Snapshot| {
+                s.reasons.maintenance.contains(&rebooting)
+            })
+            .await;
+            // While it reboots, the dimensions keep their last values.
+            assert_eq!(shared.snapshot().dimensions, dims);
+            // It still answers, boot completed, but has not gone down yet: still rebooting.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(
+                shared.snapshot().reasons.maintenance.contains(&rebooting),
+                "a phone that has not gone down yet counted as back: {:?}",
+                shared.snapshot().reasons
+            );
+            wait(&shared, "the phone to come back", |s: &Snapshot| {
+                usable(s) && !s.reasons.maintenance.contains(&rebooting)
+            })
+            .await;
+            assert!(shared.snapshot().reasons.quarantined.is_empty());
+            assert_eq!(shared.snapshot().dimensions, dims);
+            trigger.fire();
+            watcher.await.unwrap();
+        });
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", control)).unwrap();
+        c.write_all(b"reboots R\n").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply.trim(), "OK 1");
+    }
+}
