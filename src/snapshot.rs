@@ -174,6 +174,15 @@ impl Device {
         }
     }
 
+    /// Marks a phone the watcher rebooted after a task and has not seen come back: it
+    /// keeps its last facts, offers no dimensions of its own, and the verdict holds it
+    /// in maintenance. The watcher's `publish` is the one caller.
+    pub fn mark_rebooting(&mut self) {
+        self.state = State::Rebooting;
+        self.fault = Some(Fault::Rebooting);
+        self.dimensions.clear();
+    }
+
     /// The link state, when the phone is listed.
     pub fn link(&self) -> Option<&Link> {
         match &self.state {

@@ -367,10 +367,11 @@ fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
     // failed round sets the reason and kicks the transport (the reason is short: the
     // round's script is not in it).
     assert_eq!(sim.control("wedge W"), "OK");
-    let set =
-        format!("maintenance reason set: device {w} not answering (the round's script: timed out");
+    let set = format!("maintenance reason set: device {w} not answering (");
     tmm.wait_log(&set, LONG);
-    assert!(tmm.log_line(&set).unwrap().ends_with("), reconnecting"));
+    let line = tmm.log_line(&set).unwrap();
+    assert!(line.ends_with("), reconnecting"), "{line}");
+    assert!(!line.contains("@@tmm-end") && line.len() < 200, "{line}");
     tmm.wait_log(&format!("asking the adb server to reconnect {w}"), LONG);
     // A TCP transport that is kicked leaves the list (a USB one comes back and fails
     // its next round): either way the phone is quarantined with its name and remedy.

@@ -22,7 +22,7 @@ use crate::adb::client::{self, Client, ShellProtocol};
 use crate::dimensions;
 use crate::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
 use crate::shutdown::Shutdown;
-use crate::snapshot::{Device, DeviceKind, Fault, Link, State, Temperature};
+use crate::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
 use crate::state::Shared;
 
 /// Props of one phone, as `getprop` printed them.
@@ -95,9 +95,8 @@ pub fn settled_state(listed: &Listed, offline_since: Option<&tokio::time::Instan
     l
 }
 
-/// One phone as the snapshot shows it, from its listing, its last round (if any) and
-/// whether we are rebooting it.
-pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool) -> Device {
+/// One phone as the snapshot shows it, from its listing and its last round (if any).
+pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
     let mut d = Device::listed(DeviceKind::Android, &listed.serial, listed.state.clone());
     if let Some(device_type) = &listed.device {
         d.device_type = Some(device_type.clone());
@@ -115,10 +114,7 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>, rebooting: bool
         d.uptime_secs = r.uptime;
         d.missing_values.clone_from(&r.missing_values);
     }
-    d.fault = if rebooting {
-        d.state = State::Rebooting;
-        Some(Fault::Rebooting)
-    } else if listed.state != Link::Device {
+    d.fault = if listed.state != Link::Device {
         Some(Fault::LinkNotReady)
     } else {
         match round {
@@ -537,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_phone_that_answered_is_usable_with_its_dimensions() {
-        let d = build_device(&listed("S1", "device"), Some(&answered(true)), false);
+        let d = build_device(&listed("S1", "device"), Some(&answered(true)));
         assert_eq!(d.unusable(), None);
         assert!(!d.booting);
         assert_eq!(d.build.as_deref(), Some("RQ3A.211001.001_7641976"));
@@ -549,14 +545,14 @@ mod tests {
 
     #[test]
     fn a_booting_phone_is_not_usable() {
-        let d = build_device(&listed("S1", "device"), Some(&answered(false)), false);
+        let d = build_device(&listed("S1", "device"), Some(&answered(false)));
         assert_eq!(d.unusable().as_deref(), Some("booting"));
         assert!(d.dimensions.is_empty());
     }
 
     #[test]
     fn a_phone_not_in_device_state_is_not_usable() {
-        let d = build_device(&listed("S1", "unauthorized"), None, false);
+        let d = build_device(&listed("S1", "unauthorized"), None);
         assert_eq!(d.state_word(), "unauthorized");
         assert_eq!(d.unusable().as_deref(), Some("adb state unauthorized"));
     }
@@ -567,9 +563,9 @@ mod tests {
             failure: Some("timed out".into()),
             ..PhoneRound::default()
         };
-        let d = build_device(&listed("S1", "device"), Some(&round), false);
+        let d = build_device(&listed("S1", "device"), Some(&round));
         assert_eq!(d.unusable().as_deref(), Some("not answering: timed out"));
-        let d = build_device(&listed("S1", "device"), None, false);
+        let d = build_device(&listed("S1", "device"), None);
         assert_eq!(d.unusable().as_deref(), Some("not interrogated yet"));
     }
 
@@ -580,7 +576,7 @@ mod tests {
             offline: true,
             ..PhoneRound::default()
         };
-        let d = build_device(&listed("S1", "device"), Some(&round), false);
+        let d = build_device(&listed("S1", "device"), Some(&round));
         assert!(matches!(
             d.fault,
             Some(Fault::NotAnswering { offline: true, .. })
@@ -607,20 +603,21 @@ mod tests {
         let mut l = listed("S1", "device");
         l.device = None;
         assert_eq!(
-            build_device(&l, Some(&round), false).device_type.as_deref(),
+            build_device(&l, Some(&round)).device_type.as_deref(),
             Some("msm8998")
         );
         let props = round.props.as_mut().unwrap();
         props.insert("ro.build.product".into(), "sailfish".into());
         assert_eq!(
-            build_device(&l, Some(&round), false).device_type.as_deref(),
+            build_device(&l, Some(&round)).device_type.as_deref(),
             Some("sailfish")
         );
     }
 
     #[test]
     fn a_rebooting_phone_keeps_its_last_facts() {
-        let d = build_device(&listed("S1", "offline"), Some(&answered(true)), true);
+        let mut d = build_device(&listed("S1", "offline"), Some(&answered(true)));
+        d.mark_rebooting();
         assert_eq!(d.state_word(), "rebooting");
         assert_eq!(d.unusable().as_deref(), Some("rebooting after task"));
         assert_eq!(d.battery_percent, Some(80.0));
@@ -643,7 +640,7 @@ mod tests {
     fn no_permissions_is_quarantined_with_the_usb_remedy() {
         let text = "1-1.4                  no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html] usb:1-1.4 transport_id:2\n";
         let listing = parse::devices_l::parse(text).unwrap();
-        let d = build_device(&listing[0], None, false);
+        let d = build_device(&listing[0], None);
         assert_eq!(d.state_word(), "no permissions");
         let t = Thresholds {
             min_battery_percent: 30.0,

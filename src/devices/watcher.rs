@@ -495,14 +495,10 @@ impl Watcher {
             .iter()
             .map(|l| {
                 let settled = settled_state(l, self.offline_since.get(&l.serial));
-                build_device(
-                    &settled,
-                    self.rounds.get(&l.serial),
-                    self.rebooting.contains(&l.serial),
-                )
+                build_device(&settled, self.rounds.get(&l.serial))
             })
             .collect();
-        devices.extend(self.iphones.devices(&self.rebooting));
+        devices.extend(self.iphones.devices());
         // A phone being rebooted may vanish from the list for a while; it still counts.
         for serial in &self.rebooting {
             if !devices.iter().any(|d| &d.serial == serial) {
@@ -516,8 +512,15 @@ impl Watcher {
                     device: None,
                     transport_id: None,
                 };
-                devices.push(build_device(&gone, self.rounds.get(serial), true));
+                devices.push(build_device(&gone, self.rounds.get(serial)));
             }
+        }
+        // The one place a phone is marked as being rebooted, whatever its kind.
+        for d in devices
+            .iter_mut()
+            .filter(|d| self.rebooting.contains(&d.serial))
+        {
+            d.mark_rebooting();
         }
         let mut fleet = Reasons::default();
         self.iphones.add_reasons(&mut fleet);

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::{ios_fleet, IosError, IosErrorKind};
-use crate::snapshot::{Device, Dimensions, Fault, Reasons, State};
+use crate::snapshot::{Device, Dimensions, Fault, Reasons};
 
 /// The iPhones as of the last round.
 #[derive(Debug, Default)]
@@ -54,25 +54,19 @@ impl Iphones {
         }
     }
 
-    /// The iPhones for the snapshot: being rebooted, unusable because they cannot be
-    /// listed (the verdict gives each the listing's reason), or as their last round
-    /// found them.
-    pub fn devices(&self, rebooting: &BTreeSet<String>) -> Vec<Device> {
+    /// The iPhones for the snapshot: unusable because they cannot be listed (the verdict
+    /// gives each the listing's reason), or as their last round found them. The watcher
+    /// marks the ones it is rebooting.
+    pub fn devices(&self) -> Vec<Device> {
         self.known
             .iter()
             .map(|d| {
                 let mut d = d.clone();
-                let fault = if rebooting.contains(&d.serial) {
-                    d.state = State::Rebooting;
-                    Some(Fault::Rebooting)
-                } else {
-                    self.list_error.as_ref().map(|e| Fault::Unlisted {
+                if let Some(e) = &self.list_error {
+                    d.fault = Some(Fault::Unlisted {
                         why: listing_failed(e),
                         needs_person: needs_a_person(e),
-                    })
-                };
-                if fault.is_some() {
-                    d.fault = fault;
+                    });
                     d.dimensions.clear();
                 }
                 d
@@ -152,7 +146,7 @@ mod tests {
             Ok(vec![phone(B, "17.1", 90.0), phone(A, "16.6", 80.0)]),
             &none(),
         );
-        let shown = p.devices(&none());
+        let shown = p.devices();
         assert_eq!(shown.len(), 2);
         assert_eq!(shown[0].serial, A);
         assert!(shown.iter().all(|d| d.unusable().is_none()));
@@ -160,7 +154,7 @@ mod tests {
         assert_eq!(p.fleet(&none())["os"], vec!["iOS", "iOS-16.6", "iOS-17.1"]);
 
         p.round_done(Ok(vec![phone(A, "16.6", 80.0)]), &none());
-        assert_eq!(p.devices(&none()).len(), 1);
+        assert_eq!(p.devices().len(), 1);
         let mut reasons = Reasons::default();
         p.add_reasons(&mut reasons);
         assert_eq!(reasons, Reasons::default());
@@ -175,7 +169,7 @@ mod tests {
         });
         let why = format!("cannot list the iPhones: {e}");
         p.round_done(Err(e), &none());
-        let shown = p.devices(&none());
+        let shown = p.devices();
         assert_eq!(shown.len(), 1, "the phone must not read as gone");
         assert_eq!(shown[0].unusable().as_deref(), Some(why.as_str()));
         assert!(shown[0].dimensions.is_empty());
@@ -194,7 +188,7 @@ mod tests {
 
         // The next listing that works clears it all.
         p.round_done(Ok(vec![phone(A, "17.1", 80.0)]), &none());
-        assert_eq!(p.devices(&none())[0].unusable(), None);
+        assert_eq!(p.devices()[0].unusable(), None);
         let mut reasons = Reasons::default();
         p.add_reasons(&mut reasons);
         assert_eq!(reasons, Reasons::default());
@@ -209,7 +203,7 @@ mod tests {
             })),
             &none(),
         );
-        assert!(p.devices(&none()).is_empty());
+        assert!(p.devices().is_empty());
         let mut reasons = Reasons::default();
         p.add_reasons(&mut reasons);
         assert!(reasons.quarantined.is_empty());
@@ -230,12 +224,12 @@ mod tests {
         let rebooting: BTreeSet<String> = [A.to_string()].into();
         // Mid-restart, the listing no longer has it (or cannot read it).
         p.round_done(Ok(vec![phone(B, "16.6", 90.0)]), &rebooting);
-        let shown = p.devices(&rebooting);
+        let shown = p.devices();
         assert_eq!(shown.len(), 2);
         assert_eq!(shown[0].serial, A);
-        assert_eq!(shown[0].state_word(), "rebooting");
-        assert_eq!(shown[0].unusable().as_deref(), Some("rebooting after task"));
+        // It keeps what it said before the restart (the watcher marks it rebooting).
         assert_eq!(shown[0].battery_percent, Some(80.0));
+        assert_eq!(shown[0].build.as_deref(), Some("17.1"));
         assert_eq!(p.fleet(&rebooting)["ios_devices"], vec!["2"]);
         assert_eq!(
             p.fleet(&rebooting)["os"],
@@ -247,7 +241,7 @@ mod tests {
             Ok(vec![phone(A, "17.2", 75.0), phone(B, "16.6", 90.0)]),
             &none(),
         );
-        let shown = p.devices(&none());
+        let shown = p.devices();
         assert_eq!(shown[0].state_word(), "device");
         assert_eq!(shown[0].battery_percent, Some(75.0));
         assert_eq!(shown[0].unusable(), None);
