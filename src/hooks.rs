@@ -186,6 +186,8 @@ pub fn device_json(d: &Device) -> Value {
         "serial": d.serial,
         "state": d.state_word(),
         "device_type": d.device_type,
+        "model": d.model,
+        "read_at_unix": d.read_at_unix,
         "battery_percent": d.battery_percent,
         "temperatures": temperatures,
         "uptime_secs": d.uptime_secs,

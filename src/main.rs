@@ -30,6 +30,7 @@ mod shim;
 mod shutdown;
 mod snapshot;
 mod state;
+mod status_page;
 mod status_server;
 mod supervisor;
 mod token;

@@ -154,6 +154,9 @@ pub struct Exposition<'a> {
     /// 1 when the bot reports (or would report) a quarantine, else 0.
     pub quarantined: bool,
     pub maintenance: bool,
+    /// The thresholds of the verdict, so that alert rules need not repeat them.
+    pub max_temperature_celsius: f64,
+    pub min_battery_percent: f64,
     /// From /proc/self/statm; `None` when it could not be read.
     pub resident_bytes: Option<u64>,
 }
@@ -431,6 +434,23 @@ impl Exposition<'_> {
         }
         family(
             o,
+            "device_verdict",
+            "gauge",
+            "1 for the device's verdict (usable, maintenance or quarantined), 0 for the others.",
+        );
+        for d in devices {
+            for verdict in ["usable", "maintenance", "quarantined"] {
+                sample(
+                    o,
+                    "device_verdict",
+                    &["serial", "verdict"],
+                    &[&d.serial, verdict],
+                    flag(d.verdict_word() == verdict),
+                );
+            }
+        }
+        family(
+            o,
             "device_battery_percent",
             "gauge",
             "Battery charge of the device, 0 to 100.",
@@ -468,6 +488,20 @@ impl Exposition<'_> {
                 sample(o, "device_uptime_seconds", &["serial"], &[&d.serial], u);
             }
         }
+        single(
+            o,
+            "max_temperature_celsius",
+            "gauge",
+            "--max-temperature: a sensor above it puts its phone in maintenance.",
+            self.max_temperature_celsius,
+        );
+        single(
+            o,
+            "min_battery_percent",
+            "gauge",
+            "--min-battery: a battery below it puts its phone in maintenance.",
+            self.min_battery_percent,
+        );
         single(
             o,
             "quarantined",
@@ -546,9 +580,12 @@ mod tests {
         ("hook_request_duration_seconds", "histogram"),
         ("device_up", "gauge"),
         ("device_state", "gauge"),
+        ("device_verdict", "gauge"),
         ("device_battery_percent", "gauge"),
         ("device_temperature_celsius", "gauge"),
         ("device_uptime_seconds", "gauge"),
+        ("max_temperature_celsius", "gauge"),
+        ("min_battery_percent", "gauge"),
         ("quarantined", "gauge"),
         ("maintenance", "gauge"),
         ("interrogation_duration_seconds", "histogram"),
@@ -582,6 +619,8 @@ mod tests {
             snapshot: &snapshot,
             quarantined: false,
             maintenance: true,
+            max_temperature_celsius: 35.0,
+            min_battery_percent: 30.0,
             resident_bytes: Some(3 << 20),
         }
         .render()

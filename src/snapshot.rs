@@ -133,6 +133,10 @@ pub struct Device {
     /// The phone's name: `ro.product.device` (else `ro.build.product`, else
     /// `ro.product.board`), or the iOS `ProductType`, once known.
     pub device_type: Option<String>,
+    /// What people call it: `ro.product.model` (`Pixel 5`), or the iOS `ProductType`.
+    pub model: Option<String>,
+    /// Unix seconds when its last round read it.
+    pub read_at_unix: Option<f64>,
     pub battery_percent: Option<f64>,
     pub temperatures: Vec<Temperature>,
     pub uptime_secs: Option<f64>,
@@ -162,6 +166,8 @@ impl Device {
             serial: serial.to_string(),
             state: State::Listed(link),
             device_type: None,
+            model: None,
+            read_at_unix: None,
             battery_percent: None,
             temperatures: Vec::new(),
             uptime_secs: None,
@@ -218,6 +224,13 @@ impl Device {
             Fault::NotAnswering { why, .. } => format!("not answering: {why}"),
             Fault::Unlisted { why, .. } => why.clone(),
         })
+    }
+
+    /// The hottest sensor it reports, if any.
+    pub fn hottest(&self) -> Option<&Temperature> {
+        self.temperatures
+            .iter()
+            .max_by(|a, b| a.celsius.total_cmp(&b.celsius))
     }
 
     /// usable, maintenance or quarantined, from its reasons.

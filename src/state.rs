@@ -4,6 +4,7 @@
 //! are never held across I/O or an `.await`; writers swap whole values in. That is why
 //! these are `std::sync` locks and not tokio ones.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -27,14 +28,27 @@ pub enum DeviceCommand {
 }
 
 /// What the supervisor knows of the bot, for the state hook and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BotStatus {
     pub running: bool,
+    /// Unix seconds when the running bot process started.
+    pub started_at_unix: Option<f64>,
     pub restarts: u64,
     /// How the last bot process ended, as a log-style phrase (`exit code 1`, `signal 9 (SIGKILL)`).
     pub last_exit: Option<String>,
     pub crashlooping: bool,
 }
+
+/// One operator event (a reason set or cleared, a phone appeared or gone, the bot
+/// started or exited), for the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at_unix: f64,
+    pub text: String,
+}
+
+/// How many events the status page shows.
+pub const EVENTS_KEPT: usize = 50;
 
 pub struct Shared {
     pub config: Config,
@@ -54,6 +68,8 @@ pub struct Shared {
     /// quarantined on the server until its next `get_state`, so `/metrics` and
     /// `/status.json` show it until then.
     forced_quarantine: Mutex<Option<String>>,
+    /// The last [`EVENTS_KEPT`] events, oldest first.
+    events: Mutex<VecDeque<Event>>,
 }
 
 impl Shared {
@@ -72,6 +88,7 @@ impl Shared {
             hooks_serving: AtomicBool::new(false),
             device_commands: tx,
             forced_quarantine: Mutex::new(None),
+            events: Mutex::new(VecDeque::with_capacity(EVENTS_KEPT)),
         };
         (Arc::new(shared), rx)
     }
@@ -96,6 +113,32 @@ impl Shared {
 
     pub fn first_round_done(&self) -> bool {
         self.first_round_done.load(Ordering::Acquire)
+    }
+
+    /// Keeps an operator event for the status page (the caller logs it too).
+    pub fn record_event(&self, text: impl Into<String>) {
+        let at_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(Event {
+            at_unix,
+            text: text.into(),
+        });
+    }
+
+    /// The kept events, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Records what the latest `get_state` answered of the forced quarantine.

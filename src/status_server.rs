@@ -1,7 +1,6 @@
 //! The status server on `--metrics-addr`: `/metrics` for Prometheus, `/healthz` for the
-//! kubelet's liveness probe, `/readyz` for its readiness probe, and `/status.json`, the
-//! phones with their verdicts and the bot's reasons, for scripts and the `devices`
-//! subcommand.
+//! kubelet's liveness probe, `/readyz` for its readiness probe, and the status page (`/`,
+//! and `/status.json` for scripts and the `devices` subcommand; see `status_page`).
 //!
 //! tiny_http blocks, so it runs on its own thread and never inside the runtime. The
 //! routing is a pure function of the request line and [`Shared`], tested without sockets.
@@ -12,6 +11,7 @@ use std::time::Duration;
 
 use crate::metrics::{parse_statm_resident, Exposition};
 use crate::state::Shared;
+use crate::status_page::{self, Status};
 
 /// A response before it meets the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Reply {
 pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
     match path {
-        "/healthz" | "/readyz" | "/metrics" | "/status.json"
+        "/" | "/healthz" | "/readyz" | "/metrics" | "/status.json"
             if method != "GET" && method != "HEAD" =>
         {
             Reply::text(405, format!("{method} not allowed on {path}; use GET\n"))
@@ -43,10 +43,19 @@ pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
         "/healthz" => healthz(shared),
         "/readyz" => readyz(shared),
         "/metrics" => metrics(shared),
-        "/status.json" => status_json(shared),
+        "/status.json" => with_status(shared, |s| Reply {
+            status: 200,
+            content_type: "application/json",
+            body: status_page::render_json(s).to_string(),
+        }),
+        "/" => with_status(shared, |s| Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: status_page::render_html(s),
+        }),
         _ => Reply::text(
             404,
-            format!("no route {path}; try /metrics, /healthz, /readyz or /status.json\n"),
+            format!("no route {path}; try /, /metrics, /healthz, /readyz or /status.json\n"),
         ),
     }
 }
@@ -93,22 +102,25 @@ pub fn readiness(hooks_serving: bool, first_round_done: bool) -> Reply {
     }
 }
 
-/// The phones as the last round left them, each with its verdict and reasons, and the
-/// bot's reasons as `get_state` reports them.
-fn status_json(shared: &Shared) -> Reply {
+/// Builds the status page's data from the current snapshot and bot status.
+fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
     let snapshot = shared.snapshot();
     let reasons = shared.bot_reasons(&snapshot);
-    let body = serde_json::json!({
-        "bot_id": shared.config.bot_id,
-        "taken_at_unix": snapshot.taken_at_unix,
-        "devices": snapshot.devices.iter().map(crate::hooks::device_json).collect::<Vec<_>>(),
-        "reasons": {"quarantined": reasons.quarantined, "maintenance": reasons.maintenance},
-    });
-    Reply {
-        status: 200,
-        content_type: "application/json",
-        body: body.to_string(),
-    }
+    let bot = shared.bot_status();
+    let events = shared.events();
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    f(&Status {
+        bot_id: &shared.config.bot_id,
+        version: env!("CARGO_PKG_VERSION"),
+        now_unix,
+        bot: (!shared.config.no_bot).then_some(&bot),
+        reasons: &reasons,
+        devices: &snapshot.devices,
+        events: &events,
+    })
 }
 
 fn metrics(shared: &Shared) -> Reply {
@@ -125,6 +137,8 @@ fn metrics(shared: &Shared) -> Reply {
         snapshot: &snapshot,
         quarantined: !reasons.quarantined.is_empty(),
         maintenance: !reasons.maintenance.is_empty(),
+        max_temperature_celsius: shared.config.max_temperature_celsius,
+        min_battery_percent: shared.config.min_battery_percent,
         resident_bytes: statm.and_then(|s| parse_statm_resident(&s, page)),
     }
     .render();

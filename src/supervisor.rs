@@ -296,8 +296,15 @@ pub async fn run(
                     launch.dir.join(bot_zip::ZIP_NAME).display()
                 );
                 shared.metrics.bot_up.set(1);
+                shared.record_event(format!("bot started (pid {pid})"));
                 shared.update_bot_status(|s| {
                     s.running = true;
+                    s.started_at_unix = Some(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64(),
+                    );
                     s.restarts = launches - 1;
                 });
                 match supervise(&shared, running, &mut policy, &mut shutdown).await {
@@ -327,8 +334,13 @@ pub async fn run(
             .set(i64::from(exit.as_code()));
         shared.update_bot_status(|s| {
             s.running = false;
+            s.started_at_unix = None;
             s.last_exit = Some(exit.to_string());
         });
+        shared.record_event(format!(
+            "bot exited with {exit} after {:.1}s",
+            ran_for.as_secs_f64()
+        ));
         let decision = policy.on_exit(ran_for, Instant::now());
         match (&shim_args, exit) {
             (Some(args), Exit::Signal(libc::SIGKILL)) => log::warn!(

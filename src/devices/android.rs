@@ -63,6 +63,8 @@ pub struct PhoneRound {
     pub offline: bool,
     /// Values every phone has that this round could not read, with why.
     pub missing_values: Vec<String>,
+    /// Unix seconds when the round ended (set by the watcher).
+    pub at_unix: Option<f64>,
     /// The shell protocol the phone's features called for, once they were read.
     pub protocol: Option<ShellProtocol>,
 }
@@ -107,12 +109,18 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
                 d.device_type = Some(name);
             }
             d.booting = props.get("sys.boot_completed").map(|v| v.trim()) != Some("1");
+            d.model = props
+                .get("ro.product.model")
+                .map(|m| m.trim())
+                .filter(|m| !m.is_empty())
+                .map(str::to_string);
             d.build = dimensions::android_build(props);
         }
         d.battery_percent = r.battery.as_ref().and_then(|b| b.percent);
         d.temperatures = temperatures(&r.thermal, r.battery.as_ref());
         d.uptime_secs = r.uptime;
         d.missing_values.clone_from(&r.missing_values);
+        d.read_at_unix = r.at_unix;
     }
     d.fault = if listed.state != Link::Device {
         Some(Fault::LinkNotReady)

@@ -342,6 +342,8 @@ impl Watcher {
                         self.protocols.insert((serial.clone(), *transport), p);
                     }
                     self.warn_missing_values(&serial, &round);
+                    let mut round = round;
+                    round.at_unix = Some(unix_now());
                     self.rounds.insert(serial, round);
                 }
                 if let Some(outcome) = ios {
@@ -546,15 +548,15 @@ impl Watcher {
             &self.iphones.fleet(&self.rebooting),
         ]);
         let snapshot = Snapshot {
-            taken_at_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64(),
+            taken_at_unix: unix_now(),
             devices: outcome.devices,
             dimensions: dims,
             reasons: outcome.reasons,
         };
-        log_changes(&self.shared.snapshot(), &snapshot);
+        for change in changes(&self.shared.snapshot(), &snapshot) {
+            log::info!("{change}");
+            self.shared.record_event(change);
+        }
         self.shared.publish_snapshot(snapshot);
         if round_done {
             self.shared.mark_first_round_done();
@@ -609,9 +611,17 @@ impl Watcher {
     }
 }
 
-/// One log line per device that appeared, disappeared or changed state, and per reason
-/// set or cleared.
-fn log_changes(old: &Snapshot, new: &Snapshot) {
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// What changed between two snapshots, as operator events: a device that appeared,
+/// disappeared or changed state, and each reason set or cleared.
+fn changes(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
     let states = |s: &Snapshot| -> BTreeMap<String, (String, Option<String>)> {
         s.devices
             .iter()
@@ -621,26 +631,26 @@ fn log_changes(old: &Snapshot, new: &Snapshot) {
     let (before, after) = (states(old), states(new));
     for (serial, (state, unusable)) in &after {
         match before.get(serial) {
-            None => log::info!("device {serial} appeared: {state}"),
+            None => out.push(format!("device {serial} appeared: {state}")),
             Some((was, _)) if was != state => {
-                log::info!("device {serial} changed state: {was} -> {state}")
+                out.push(format!("device {serial} changed state: {was} -> {state}"))
             }
-            Some((_, was)) if was != unusable => match unusable {
-                Some(why) => log::info!("device {serial} is not usable: {why}"),
-                None => log::info!("device {serial} is usable"),
-            },
+            Some((_, was)) if was != unusable => out.push(match unusable {
+                Some(why) => format!("device {serial} is not usable: {why}"),
+                None => format!("device {serial} is usable"),
+            }),
             Some(_) => {}
         }
     }
     for serial in before.keys().filter(|s| !after.contains_key(*s)) {
-        log::info!("device {serial} disappeared");
+        out.push(format!("device {serial} disappeared"));
     }
-    let diff = |kind: &str, was: &[String], now: &[String]| {
+    let mut diff = |kind: &str, was: &[String], now: &[String]| {
         for r in now.iter().filter(|r| !was.contains(r)) {
-            log::info!("{kind} reason set: {r}");
+            out.push(format!("{kind} reason set: {r}"));
         }
         for r in was.iter().filter(|r| !now.contains(r)) {
-            log::info!("{kind} reason cleared: {r}");
+            out.push(format!("{kind} reason cleared: {r}"));
         }
     };
     diff(
@@ -653,6 +663,7 @@ fn log_changes(old: &Snapshot, new: &Snapshot) {
         &old.reasons.maintenance,
         &new.reasons.maintenance,
     );
+    out
 }
 
 #[cfg(test)]

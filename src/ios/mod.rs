@@ -301,6 +301,7 @@ fn build_device(
     let mut d = Device::listed(DeviceKind::Ios, udid, Link::Device);
     d.battery_percent = battery.map(f64::from);
     d.device_type = product_type.as_ref().ok().cloned();
+    d.model.clone_from(&d.device_type);
     d.build = version.as_ref().ok().cloned();
     match (product_type, version) {
         (Ok(product_type), Ok(version)) => {
@@ -532,6 +533,8 @@ mod tests {
                     serial: A.into(),
                     state: State::Listed(Link::Device),
                     device_type: Some("iPhone14,2".into()),
+                    model: Some("iPhone14,2".into()),
+                    read_at_unix: None,
                     battery_percent: Some(87.0),
                     temperatures: vec![],
                     uptime_secs: None,

@@ -39,6 +39,13 @@ impl Iphones {
     ) {
         match outcome {
             Ok(mut devices) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                for d in &mut devices {
+                    d.read_at_unix = Some(now);
+                }
                 devices.retain(|d| !rebooting.contains(&d.serial));
                 devices.extend(
                     self.known
