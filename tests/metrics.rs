@@ -455,3 +455,115 @@ fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
     }
     eprintln!("log kept in {}", tmm.home.display());
 }
+
+/// The metric names a PromQL text (or a Grafana `label_values(...)` query) asks for:
+/// every `test_machine_monitor_*` word.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("test_machine_monitor_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The fleet dashboard and the alert rules ask only for metrics the binary exports (a
+/// real scrape with simulated phones), and every expression parses (through promtool,
+/// as recording rules, with the dashboard's variables filled in).
+#[test]
+fn the_dashboard_and_the_alert_rules_ask_only_for_what_the_binary_exports() {
+    let (_sim, tmm) = three_phones("dashboard");
+    let text = tmm.metrics();
+    let mut exported = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            exported.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exported.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dash: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(format!("{root}/manifests/monitoring/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let queries: Vec<String> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["query"].as_str())
+        .map(str::to_string)
+        .collect();
+    let alerts = fs::read_to_string(format!("{root}/manifests/monitoring/alerts.yaml")).unwrap();
+    let mut asked = Vec::new();
+    for text in exprs.iter().chain(&queries).chain(std::iter::once(&alerts)) {
+        asked.extend(metric_names(text));
+    }
+    assert!(asked.len() > 20, "{asked:?}");
+    for name in &asked {
+        assert!(
+            exported.contains(name),
+            "{name} is not exported; the binary exports {exported:?}"
+        );
+    }
+    for family in [
+        "device_verdict",
+        "device_battery_percent",
+        "device_temperature_celsius",
+        "bot_up",
+        "hook_request_duration_seconds_bucket",
+        "interrogation_duration_seconds_bucket",
+        "adb_server_restarts_total",
+    ] {
+        let name = format!("test_machine_monitor_{family}");
+        assert!(asked.contains(&name), "the dashboard shows no {name}");
+    }
+
+    // YAML is a superset of JSON: the rules file is written as JSON.
+    let rules: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e
+                .replace("$__rate_interval", "5m")
+                .replace("$node", ".*")
+                .replace("$serial", ".*");
+            serde_json::json!({"record": format!("dashboard:panel_expr_{i}"), "expr": e})
+        })
+        .collect();
+    let file = tmm.home.join("dashboard_rules.yaml");
+    fs::write(
+        &file,
+        serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new("/usr/bin/promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
