@@ -65,6 +65,10 @@ pub struct Config {
     pub min_battery_percent: f64,
     /// Any real temperature above this (°C) puts the bot in maintenance.
     pub max_temperature_celsius: f64,
+    /// A hot phone leaves maintenance only below `max_temperature_celsius` minus this.
+    pub temperature_hysteresis: f64,
+    /// A low battery leaves maintenance only at `min_battery_percent` plus this.
+    pub battery_hysteresis: f64,
 }
 
 /// A bad command line: the flag concerned and what was expected. Exit code 2.
@@ -272,6 +276,22 @@ const FLAGS: &[Flag] = &[
         help: "a temperature above this puts the bot in maintenance",
     },
     Flag {
+        name: "--temperature-hysteresis",
+        arity: Arity::Value,
+        metavar: "CELSIUS",
+        env: None,
+        default: "2",
+        help: "a hot phone leaves maintenance only below --max-temperature minus this",
+    },
+    Flag {
+        name: "--battery-hysteresis",
+        arity: Arity::Value,
+        metavar: "POINTS",
+        env: None,
+        default: "5",
+        help: "a low battery leaves maintenance only at --min-battery plus this",
+    },
+    Flag {
         name: "--check-config",
         arity: Arity::Switch,
         metavar: "",
@@ -436,6 +456,20 @@ pub fn parse(
         -40.0,
         150.0,
     )?;
+    let temperature_hysteresis = number_flag(
+        "--temperature-hysteresis",
+        get("--temperature-hysteresis"),
+        2.0,
+        0.0,
+        50.0,
+    )?;
+    let battery_hysteresis = number_flag(
+        "--battery-hysteresis",
+        get("--battery-hysteresis"),
+        5.0,
+        0.0,
+        100.0,
+    )?;
 
     let config = Config {
         swarming_server,
@@ -465,6 +499,8 @@ pub fn parse(
         usbmuxd: path_flag("--usbmuxd", get("--usbmuxd"), "/usr/sbin/usbmuxd")?,
         min_battery_percent,
         max_temperature_celsius,
+        temperature_hysteresis,
+        battery_hysteresis,
     };
     if devices {
         if switch("--check-config") {
@@ -676,6 +712,14 @@ impl Config {
             (
                 "max_temperature",
                 format!("{}°C", self.max_temperature_celsius),
+            ),
+            (
+                "temperature_hysteresis",
+                format!("{}°C", self.temperature_hysteresis),
+            ),
+            (
+                "battery_hysteresis",
+                format!("{} points", self.battery_hysteresis),
             ),
         ]
         .iter()

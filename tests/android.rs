@@ -582,3 +582,31 @@ fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
     assert_eq!(sim.control("set F booting 0"), "OK");
     tmm.wait_sample(&state(&f, "device"), 1.0, LONG);
 }
+
+#[test]
+fn a_hot_phone_stays_in_maintenance_until_it_is_cooler_than_the_hysteresis() {
+    let sim = Sim::start(&["modern:T"], &[]);
+    let tmm = Monitor::start("hysteresis", &[]);
+    sim.connect_all(tmm.adb_port);
+    let t = sim.serial("T");
+    tmm.wait_sample(&up(&t, "redfin"), 1.0, LONG);
+    assert_eq!(sim.control("set T temp 44.5"), "OK");
+    wait_reason(
+        &tmm,
+        "maintenance",
+        &format!("too hot: {t} cpu0 44.5°C (> 35°C)"),
+    );
+    // Under the maximum but not 2 °C under it: still in maintenance, round after round.
+    assert_eq!(sim.control("set T temp 34"), "OK");
+    wait_reason(
+        &tmm,
+        "maintenance",
+        &format!("too hot: {t} cpu0 34.0°C (cooling to below 33°C)"),
+    );
+    wait_rounds(&tmm, 2);
+    assert!(reasons(&tmm, "maintenance").contains("cooling to below 33°C"));
+    assert_eq!(tmm.sample("maintenance"), Some(1.0));
+    assert_eq!(sim.control("set T temp 32"), "OK");
+    tmm.wait_sample("maintenance", 0.0, LONG);
+    assert_eq!(reasons(&tmm, "maintenance"), "");
+}

@@ -653,6 +653,8 @@ mod tests {
         let t = Thresholds {
             min_battery_percent: 30.0,
             max_temperature_celsius: 35.0,
+            temperature_hysteresis: 2.0,
+            battery_hysteresis: 5.0,
         };
         let a = crate::devices::verdict::decide(
             &Memory::default(),

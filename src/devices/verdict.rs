@@ -10,7 +10,9 @@
 //! | condition | reason |
 //! |---|---|
 //! | battery below the minimum | maintenance `battery low: <serial> 12% (< 30%)` |
+//! | ... then below the minimum plus `--battery-hysteresis` | maintenance `battery low: <serial> 32% (charging to 35%)` |
 //! | any temperature above the maximum | maintenance `too hot: <serial> <sensor> 44.5°C (> 35°C)` |
+//! | ... then any at or above the maximum minus `--temperature-hysteresis` | maintenance `too hot: <serial> <sensor> 34.0°C (cooling to below 33°C)` |
 //! | online, `sys.boot_completed` not 1, not being rebooted | maintenance `booting: <serial>` |
 //! | being rebooted after a task | maintenance `rebooting <serial> after task` |
 //! | seen before, absent now, not being rebooted | quarantined `device <serial> (<type>) has gone missing` |
@@ -44,13 +46,18 @@ use crate::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
 /// up and a person is needed; also how long a handshake may last before it is reported.
 pub const FAILED_ROUNDS_TO_QUARANTINE: u32 = 2;
 
-/// The limits from `--min-battery` and `--max-temperature`.
+/// The limits from `--min-battery`, `--max-temperature` and their hysteresis flags.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
-    /// A battery strictly below this percentage puts the bot in maintenance.
+    /// A battery strictly below this percentage puts the phone in maintenance.
     pub min_battery_percent: f64,
-    /// A temperature strictly above this (°C) puts the bot in maintenance.
+    /// A temperature strictly above this (°C) puts the phone in maintenance.
     pub max_temperature_celsius: f64,
+    /// A hot phone leaves maintenance only once every sensor is strictly below
+    /// `max_temperature_celsius` minus this.
+    pub temperature_hysteresis: f64,
+    /// A low battery leaves maintenance only at `min_battery_percent` plus this or more.
+    pub battery_hysteresis: f64,
 }
 
 impl Thresholds {
@@ -58,6 +65,8 @@ impl Thresholds {
         Thresholds {
             min_battery_percent: config.min_battery_percent,
             max_temperature_celsius: config.max_temperature_celsius,
+            temperature_hysteresis: config.temperature_hysteresis,
+            battery_hysteresis: config.battery_hysteresis,
         }
     }
 }
@@ -71,6 +80,10 @@ pub struct Memory {
     /// Consecutive rounds each serial has failed (offline or not answering), or been in
     /// a handshake; absent when it is not.
     failed_rounds: BTreeMap<String, u32>,
+    /// Phones in maintenance for heat, until every sensor is below the exit threshold.
+    hot: BTreeSet<String>,
+    /// Phones in maintenance for a low battery, until it is at the exit threshold.
+    low_battery: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,7 +147,7 @@ pub fn decide(
     let mut actions = Vec::new();
     let mut next = Memory {
         seen: memory.seen.clone(),
-        failed_rounds: BTreeMap::new(),
+        ..Memory::default()
     };
     let mut out: Vec<Device> = Vec::new();
 
@@ -228,23 +241,70 @@ pub fn decide(
             }
         }
 
+        // Heat and battery with hysteresis: a phone enters maintenance past the
+        // threshold and leaves it only past the threshold moved by the hysteresis, so a
+        // value hovering at the threshold does not flap. Between the two it stays as
+        // it was, with a reason that says what it waits for.
         if let Some(percent) = d.battery_percent {
+            let exit = t.min_battery_percent + t.battery_hysteresis;
             if percent < t.min_battery_percent {
                 r.maintenance.insert(format!(
                     "battery low: {serial} {}% (< {}%)",
                     short(percent),
                     short(t.min_battery_percent)
                 ));
+                next.low_battery.insert(serial.clone());
+            } else if percent < exit && memory.low_battery.contains(serial) {
+                r.maintenance.insert(format!(
+                    "battery low: {serial} {}% (charging to {}%)",
+                    short(percent),
+                    short(exit)
+                ));
+                next.low_battery.insert(serial.clone());
             }
+        } else if memory.low_battery.contains(serial) {
+            // No reading this round (a timed-out dumpsys): it stays as it was.
+            r.maintenance.insert(format!(
+                "battery low: {serial} (not read this round; charging to {}%)",
+                short(t.min_battery_percent + t.battery_hysteresis)
+            ));
+            next.low_battery.insert(serial.clone());
         }
-        for temp in &d.temperatures {
-            if temp.celsius > t.max_temperature_celsius {
+        let hot: Vec<_> = d
+            .temperatures
+            .iter()
+            .filter(|temp| temp.celsius > t.max_temperature_celsius)
+            .collect();
+        let exit = t.max_temperature_celsius - t.temperature_hysteresis;
+        if !hot.is_empty() {
+            for temp in hot {
                 r.maintenance.insert(format!(
                     "too hot: {serial} {} {:.1}°C (> {}°C)",
                     temp.sensor,
                     temp.celsius,
                     short(t.max_temperature_celsius)
                 ));
+            }
+            next.hot.insert(serial.clone());
+        } else if memory.hot.contains(serial) {
+            match d.hottest() {
+                Some(warm) if warm.celsius >= exit => {
+                    r.maintenance.insert(format!(
+                        "too hot: {serial} {} {:.1}°C (cooling to below {}°C)",
+                        warm.sensor,
+                        warm.celsius,
+                        short(exit)
+                    ));
+                    next.hot.insert(serial.clone());
+                }
+                Some(_) => {}
+                None => {
+                    r.maintenance.insert(format!(
+                        "too hot: {serial} (not read this round; cooling to below {}°C)",
+                        short(exit)
+                    ));
+                    next.hot.insert(serial.clone());
+                }
             }
         }
         let mut d = d.clone();
@@ -366,6 +426,8 @@ mod tests {
     const T: Thresholds = Thresholds {
         min_battery_percent: 30.0,
         max_temperature_celsius: 35.0,
+        temperature_hysteresis: 2.0,
+        battery_hysteresis: 5.0,
     };
 
     fn healthy(serial: &str) -> Device {
@@ -508,6 +570,77 @@ mod tests {
         );
         let a = rounds(&[(vec![hot], none()), (vec![healthy("S1")], none())]);
         assert!(a.reasons.maintenance.is_empty());
+    }
+
+    fn with_battery(serial: &str, percent: f64) -> Device {
+        let mut d = healthy(serial);
+        d.battery_percent = Some(percent);
+        d
+    }
+
+    fn with_temp(serial: &str, celsius: f64) -> Device {
+        let mut d = healthy(serial);
+        d.temperatures[0].celsius = celsius;
+        d
+    }
+
+    #[test]
+    fn a_low_battery_leaves_maintenance_only_past_the_hysteresis() {
+        // Enter below 30, stay in the band [30, 35), leave at 35.
+        let a = rounds(&[(vec![with_battery("S1", 29.0)], none())]);
+        assert_eq!(maintenance(&a), vec!["battery low: S1 29% (< 30%)"]);
+        let band = assess(&a.memory, &[with_battery("S1", 33.0)], &none(), &T);
+        assert_eq!(
+            maintenance(&band),
+            vec!["battery low: S1 33% (charging to 35%)"]
+        );
+        let still = assess(&band.memory, &[with_battery("S1", 34.9)], &none(), &T);
+        assert_eq!(still.reasons.maintenance.len(), 1);
+        let out = assess(&still.memory, &[with_battery("S1", 35.0)], &none(), &T);
+        assert!(out.reasons.maintenance.is_empty(), "{:?}", out.reasons);
+        // A phone that enters the band from above stays usable.
+        let fine = assess(&out.memory, &[with_battery("S1", 31.0)], &none(), &T);
+        assert!(fine.reasons.maintenance.is_empty());
+    }
+
+    #[test]
+    fn a_hot_phone_leaves_maintenance_only_once_cooler_than_the_hysteresis() {
+        let a = rounds(&[(vec![with_temp("S1", 36.0)], none())]);
+        assert_eq!(maintenance(&a), vec!["too hot: S1 battery 36.0°C (> 35°C)"]);
+        // At 35 °C exactly it is no longer above the maximum, but not yet below 33.
+        let band = assess(&a.memory, &[with_temp("S1", 35.0)], &none(), &T);
+        assert_eq!(
+            maintenance(&band),
+            vec!["too hot: S1 battery 35.0°C (cooling to below 33°C)"]
+        );
+        let still = assess(&band.memory, &[with_temp("S1", 33.0)], &none(), &T);
+        assert_eq!(still.reasons.maintenance.len(), 1);
+        let out = assess(&still.memory, &[with_temp("S1", 32.9)], &none(), &T);
+        assert!(out.reasons.maintenance.is_empty(), "{:?}", out.reasons);
+        let fine = assess(&out.memory, &[with_temp("S1", 34.0)], &none(), &T);
+        assert!(
+            fine.reasons.maintenance.is_empty(),
+            "from below it is not hot"
+        );
+    }
+
+    #[test]
+    fn a_round_without_a_reading_keeps_the_phone_as_it_was() {
+        let a = rounds(&[(vec![with_temp("S1", 40.0)], none())]);
+        let mut blind = with_battery("S1", 80.0);
+        blind.temperatures.clear();
+        let b = assess(&a.memory, &[blind], &none(), &T);
+        // No temperature was read: it stays in maintenance, saying so, and the next
+        // round reads 34 °C: in the band, so it stays.
+        assert_eq!(
+            maintenance(&b),
+            vec!["too hot: S1 (not read this round; cooling to below 33°C)"]
+        );
+        let c = assess(&b.memory, &[with_temp("S1", 34.0)], &none(), &T);
+        assert_eq!(
+            maintenance(&c),
+            vec!["too hot: S1 battery 34.0°C (cooling to below 33°C)"]
+        );
     }
 
     #[test]
@@ -980,7 +1113,9 @@ mod tests {
             Thresholds::from_config(&config),
             Thresholds {
                 min_battery_percent: 45.0,
-                max_temperature_celsius: 40.5
+                max_temperature_celsius: 40.5,
+                temperature_hysteresis: 2.0,
+                battery_hysteresis: 5.0,
             }
         );
     }

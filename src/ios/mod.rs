@@ -478,6 +478,8 @@ mod tests {
     const T: Thresholds = Thresholds {
         min_battery_percent: 30.0,
         max_temperature_celsius: 35.0,
+        temperature_hysteresis: 2.0,
+        battery_hysteresis: 5.0,
     };
 
     fn errors(metrics: &Metrics) -> Vec<(Vec<String>, u64)> {
