@@ -503,6 +503,7 @@ mod tests {
             voltage_mv: None,
             status: None,
             health: None,
+            powered: None,
             updates_stopped: false,
         }
     }

@@ -31,6 +31,9 @@ pub struct Battery {
     pub status: Option<u8>,
     /// BatteryManager's health: 2 good, 3 overheat, 4 dead, 5 over-voltage, 6 failure, 7 cold.
     pub health: Option<u8>,
+    /// On external power: any of `AC`, `USB`, `Wireless` or `Dock powered` is
+    /// `true`; `None` when the dump names none of them.
+    pub powered: Option<bool>,
     /// The values were faked with `dumpsys battery set`.
     pub updates_stopped: bool,
 }
@@ -53,6 +56,7 @@ pub fn parse(text: &str) -> Result<Battery, ParseError> {
         voltage_mv: None,
         status: None,
         health: None,
+        powered: None,
         updates_stopped: false,
     };
     // The first line of the block decides its layout.
@@ -100,6 +104,19 @@ pub fn parse(text: &str) -> Result<Battery, ParseError> {
             "voltage" => battery.voltage_mv = Some(small_int(key, value)?),
             "status" => battery.status = Some(small_int(key, value)?),
             "health" => battery.health = Some(small_int(key, value)?),
+            "AC powered" | "USB powered" | "Wireless powered" | "Dock powered" => {
+                let on = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ParseError::new(
+                            WHAT,
+                            format!("{key} {} is not true or false", excerpt(value)),
+                        ))
+                    }
+                };
+                battery.powered = Some(battery.powered.unwrap_or(false) || on);
+            }
             _ => {}
         }
     }
@@ -122,6 +139,21 @@ fn small_int<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ParseErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn power_is_any_of_the_three_sources_and_must_be_a_boolean() {
+        let dump = |ac: &str, usb: &str| {
+            format!("Current Battery Service state:\n  AC powered: {ac}\n  USB powered: {usb}\n  level: 50\n")
+        };
+        assert_eq!(parse(&dump("false", "true")).unwrap().powered, Some(true));
+        assert_eq!(parse(&dump("false", "false")).unwrap().powered, Some(false));
+        assert_eq!(
+            parse("Current Battery Service state:\n  level: 50\n").unwrap().powered,
+            None
+        );
+        let e = parse(&dump("maybe", "true")).unwrap_err();
+        assert!(e.to_string().contains("AC powered"), "{e}");
+    }
 
     #[test]
     fn a_block_at_column_0_is_read_up_to_the_next_section() {
@@ -158,6 +190,7 @@ mod tests {
                 voltage_mv: Some(4213),
                 status: Some(2),
                 health: Some(2),
+                powered: Some(true),
                 updates_stopped: false,
             }
         );
