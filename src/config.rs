@@ -69,6 +69,10 @@ pub struct Config {
     pub temperature_hysteresis: f64,
     /// A low battery leaves maintenance only at `min_battery_percent` plus this.
     pub battery_hysteresis: f64,
+    /// A phone on power whose battery has not risen for this long is not charging.
+    pub charge_stall_after: Duration,
+    /// Less free space than this on a phone's `/data` puts it in maintenance.
+    pub min_data_free_bytes: u64,
 }
 
 /// A bad command line: the flag concerned and what was expected. Exit code 2.
@@ -292,6 +296,23 @@ const FLAGS: &[Flag] = &[
         help: "a low battery leaves maintenance only at --min-battery plus this",
     },
     Flag {
+        name: "--charge-stall-after",
+        arity: Arity::Value,
+        metavar: "SECONDS",
+        env: None,
+        default: "1200",
+        help:
+            "a phone on power whose battery has not risen for this long (below 95%) is not charging",
+    },
+    Flag {
+        name: "--min-data-free",
+        arity: Arity::Value,
+        metavar: "MIB",
+        env: None,
+        default: "1024",
+        help: "less free space than this on a phone's /data puts it in maintenance",
+    },
+    Flag {
         name: "--check-config",
         arity: Arity::Switch,
         metavar: "",
@@ -470,6 +491,20 @@ pub fn parse(
         0.0,
         100.0,
     )?;
+    let charge_stall_after = Duration::from_secs_f64(number_flag(
+        "--charge-stall-after",
+        get("--charge-stall-after"),
+        1200.0,
+        1.0,
+        86_400.0,
+    )?);
+    let min_data_free_bytes = (number_flag(
+        "--min-data-free",
+        get("--min-data-free"),
+        1024.0,
+        0.0,
+        1_048_576.0,
+    )? * 1_048_576.0) as u64;
 
     let config = Config {
         swarming_server,
@@ -501,6 +536,8 @@ pub fn parse(
         max_temperature_celsius,
         temperature_hysteresis,
         battery_hysteresis,
+        charge_stall_after,
+        min_data_free_bytes,
     };
     if devices {
         if switch("--check-config") {

@@ -451,6 +451,38 @@ impl Exposition<'_> {
         }
         family(
             o,
+            "device_verdict_seconds",
+            "gauge",
+            "How long the device has had its current verdict.",
+        );
+        for d in devices {
+            sample(
+                o,
+                "device_verdict_seconds",
+                &["serial"],
+                &[&d.serial],
+                d.verdict_for_secs,
+            );
+        }
+        family(
+            o,
+            "device_data_free_bytes",
+            "gauge",
+            "Free space of the device's /data partition.",
+        );
+        for d in devices {
+            if let Some(free) = d.data_free_bytes {
+                sample(
+                    o,
+                    "device_data_free_bytes",
+                    &["serial"],
+                    &[&d.serial],
+                    free as f64,
+                );
+            }
+        }
+        family(
+            o,
             "device_battery_percent",
             "gauge",
             "Battery charge of the device, 0 to 100.",
@@ -581,6 +613,8 @@ mod tests {
         ("device_up", "gauge"),
         ("device_state", "gauge"),
         ("device_verdict", "gauge"),
+        ("device_verdict_seconds", "gauge"),
+        ("device_data_free_bytes", "gauge"),
         ("device_battery_percent", "gauge"),
         ("device_temperature_celsius", "gauge"),
         ("device_uptime_seconds", "gauge"),

@@ -138,6 +138,12 @@ pub struct Device {
     /// Unix seconds when its last round read it.
     pub read_at_unix: Option<f64>,
     pub battery_percent: Option<f64>,
+    /// On external power (AC, USB, wireless or dock), when the phone says.
+    pub powered: Option<bool>,
+    /// BatteryManager's health code (2 good, 3 overheat, 4 dead, 5 over voltage, ...).
+    pub battery_health: Option<u8>,
+    /// Free bytes on `/data`, when read.
+    pub data_free_bytes: Option<u64>,
     pub temperatures: Vec<Temperature>,
     pub uptime_secs: Option<f64>,
     /// The phone answered and says it has not finished booting (`sys.boot_completed`
@@ -153,6 +159,8 @@ pub struct Device {
     /// Values every phone has that its last round could not read (`dumpsys battery: no
     /// level`): counted, logged and shown, so that a rule never passes for want of data.
     pub missing_values: Vec<String>,
+    /// How long it has had its current verdict, in seconds (see `verdict::decide`).
+    pub verdict_for_secs: f64,
     /// The verdict's reasons for this phone alone (see `verdict::decide`); empty lists
     /// mean it is usable.
     pub reasons: Reasons,
@@ -169,6 +177,9 @@ impl Device {
             model: None,
             read_at_unix: None,
             battery_percent: None,
+            powered: None,
+            battery_health: None,
+            data_free_bytes: None,
             temperatures: Vec::new(),
             uptime_secs: None,
             booting: false,
@@ -176,6 +187,7 @@ impl Device {
             dimensions: Dimensions::new(),
             fault: Some(Fault::NotInterrogated),
             missing_values: Vec::new(),
+            verdict_for_secs: 0.0,
             reasons: Reasons::default(),
         }
     }

@@ -610,3 +610,46 @@ fn a_hot_phone_stays_in_maintenance_until_it_is_cooler_than_the_hysteresis() {
     tmm.wait_sample("maintenance", 0.0, LONG);
     assert_eq!(reasons(&tmm, "maintenance"), "");
 }
+
+#[test]
+fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulator() {
+    let sim = Sim::start(&["modern:C"], &[]);
+    let tmm = Monitor::start("care", &["--charge-stall-after", "4"]);
+    sim.connect_all(tmm.adb_port);
+    let c = sim.serial("C");
+    tmm.wait_sample(&up(&c, "redfin"), 1.0, LONG);
+    // On USB power at 85 % and never rising: not charging once the stall time passes.
+    wait_reason(
+        &tmm,
+        "maintenance",
+        &format!("not charging: {c} (cable, port or battery)"),
+    );
+    assert!(tmm
+        .sample(&format!("device_verdict_seconds{{serial=\"{c}\"}}"))
+        .is_some());
+    // Unplugged, nothing is expected of it.
+    assert_eq!(sim.control("set C powered 0"), "OK");
+    tmm.wait_sample("maintenance", 0.0, LONG);
+
+    assert_eq!(sim.control("set C battery_health 4"), "OK");
+    wait_reason(
+        &tmm,
+        "maintenance",
+        &format!("battery dead: {c} (cable, port or battery)"),
+    );
+    assert_eq!(sim.control("set C battery_health 2"), "OK");
+    tmm.wait_sample("maintenance", 0.0, LONG);
+
+    assert_eq!(sim.control("set C data_free_mb 500"), "OK");
+    wait_reason(
+        &tmm,
+        "maintenance",
+        &format!("data partition nearly full: {c} 500 MiB free (< 1024 MiB)"),
+    );
+    assert_eq!(
+        tmm.sample(&format!("device_data_free_bytes{{serial=\"{c}\"}}")),
+        Some(500.0 * 1048576.0)
+    );
+    assert_eq!(sim.control("set C data_free_mb 4000"), "OK");
+    tmm.wait_sample("maintenance", 0.0, LONG);
+}

@@ -29,12 +29,13 @@ use crate::state::Shared;
 pub type Props = BTreeMap<String, String>;
 
 /// A round's commands (name, command), least likely to hang first: the kernel answers
-/// `/proc/uptime`, init answers `getprop`, and the dumpsys calls need system_server
+/// `/proc/uptime` and `df`, init answers `getprop`, and the dumpsys calls need system_server
 /// (battery, then the package manager) and then the thermal HAL. Thermal's stderr is
 /// kept: `Can't find service` goes there.
-const ROUND_COMMANDS: [(&str, &str); 5] = [
+const ROUND_COMMANDS: [(&str, &str); 6] = [
     ("uptime", "cat /proc/uptime"),
     ("getprop", "getprop"),
+    ("data", "df /data"),
     ("battery", "dumpsys battery"),
     ("packages", parse::packages::COMMAND),
     ("thermal", "dumpsys thermalservice 2>&1"),
@@ -65,6 +66,8 @@ pub struct PhoneRound {
     pub missing_values: Vec<String>,
     /// Unix seconds when the round ended (set by the watcher).
     pub at_unix: Option<f64>,
+    /// Free bytes on `/data`.
+    pub data_free: Option<u64>,
     /// The shell protocol the phone's features called for, once they were read.
     pub protocol: Option<ShellProtocol>,
 }
@@ -117,6 +120,9 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
             d.build = dimensions::android_build(props);
         }
         d.battery_percent = r.battery.as_ref().and_then(|b| b.percent);
+        d.powered = r.battery.as_ref().and_then(|b| b.powered);
+        d.battery_health = r.battery.as_ref().and_then(|b| b.health);
+        d.data_free_bytes = r.data_free;
         d.temperatures = temperatures(&r.thermal, r.battery.as_ref());
         d.uptime_secs = r.uptime;
         d.missing_values.clone_from(&r.missing_values);
@@ -363,6 +369,11 @@ async fn interrogate(
             parse_failed("dumpsys battery", &e);
             round.missing_values.push(format!("battery level ({e})"));
         }
+        Err(why) => log::debug!("{why}"),
+    }
+    match section("data").map(|t| parse::data_free::parse(&t)) {
+        Ok(Ok(free)) => round.data_free = Some(free),
+        Ok(Err(e)) => parse_failed("df /data", &e),
         Err(why) => log::debug!("{why}"),
     }
     match section("packages").map(|t| parse::packages::parse(&t)) {
@@ -656,6 +667,8 @@ mod tests {
             max_temperature_celsius: 35.0,
             temperature_hysteresis: 2.0,
             battery_hysteresis: 5.0,
+            charge_stall_secs: 1200.0,
+            min_data_free_bytes: 1 << 30,
         };
         let a = crate::devices::verdict::decide(
             &Memory::default(),
@@ -663,6 +676,7 @@ mod tests {
             &BTreeSet::new(),
             &Reasons::default(),
             &t,
+            0.0,
         );
         assert_eq!(a.reasons.quarantined.len(), 1);
         assert!(

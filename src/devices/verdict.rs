@@ -25,6 +25,9 @@
 //! | `connecting` or `authorizing` for N consecutive rounds | maintenance `device <serial> has been <state> for N rounds` |
 //! | bootloader, recovery, sideload, rescue, host, detached, or a state we do not know | quarantined `device <serial> is in adb state <state>, not Android: ...` |
 //! | the iPhones cannot be listed | each known iPhone, and the bot: the listing's reason |
+//! | battery health overheat, dead, over voltage or failure | maintenance `battery dead: <serial> (cable, port or battery)` |
+//! | on power, below 95 %, the level not risen for `--charge-stall-after`, or fallen 5 points | maintenance `not charging: <serial> (cable, port or battery)` |
+//! | `/data` has less free than `--min-data-free` | maintenance `data partition nearly full: <serial> 512 MiB free (< 1024 MiB)` |
 //!
 //! A phone listed a moment ago and not interrogated yet, or in a handshake
 //! (`connecting`, `authorizing`) for less than N rounds, gets no reason: the round that
@@ -58,6 +61,11 @@ pub struct Thresholds {
     pub temperature_hysteresis: f64,
     /// A low battery leaves maintenance only at `min_battery_percent` plus this or more.
     pub battery_hysteresis: f64,
+    /// A phone on power whose level has not risen for this long (below 95 %) is not
+    /// charging.
+    pub charge_stall_secs: f64,
+    /// Less free space than this on `/data` puts the phone in maintenance.
+    pub min_data_free_bytes: u64,
 }
 
 impl Thresholds {
@@ -67,6 +75,8 @@ impl Thresholds {
             max_temperature_celsius: config.max_temperature_celsius,
             temperature_hysteresis: config.temperature_hysteresis,
             battery_hysteresis: config.battery_hysteresis,
+            charge_stall_secs: config.charge_stall_after.as_secs_f64(),
+            min_data_free_bytes: config.min_data_free_bytes,
         }
     }
 }
@@ -84,6 +94,35 @@ pub struct Memory {
     hot: BTreeSet<String>,
     /// Phones in maintenance for a low battery, until it is at the exit threshold.
     low_battery: BTreeSet<String>,
+    /// Phones on external power: the best level seen since plugged, and since when.
+    charge: BTreeMap<String, Charge>,
+    /// Each phone's verdict word and since when it has had it.
+    verdict_since: BTreeMap<String, (&'static str, f64)>,
+}
+
+/// What the charge watchdog remembers of a phone on power.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Charge {
+    /// The best level seen while on power.
+    best: f64,
+    /// When the level last rose (or the phone was plugged, or was full enough).
+    since: f64,
+}
+
+/// Above this level a phone on power need not rise any more.
+const CHARGED_ENOUGH: f64 = 95.0;
+/// A fall of this many points while on power means the charger does not keep up.
+const CHARGE_FALL: f64 = 5.0;
+
+/// BatteryManager's health codes that need a person, with their names.
+fn bad_battery_health(code: u8) -> Option<&'static str> {
+    match code {
+        3 => Some("overheat"),
+        4 => Some("dead"),
+        5 => Some("over voltage"),
+        6 => Some("failure"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,13 +175,15 @@ impl Collect {
 /// Applies the rules to this round's `devices` (the phones listed now, and the phones
 /// being rebooted; a device in [`State::Missing`] is treated as absent). `rebooting`
 /// holds the serials the watcher rebooted after a task and has not yet seen come back;
-/// `fleet` the reasons that belong to no single phone (an iPhone listing that failed).
+/// `fleet` the reasons that belong to no single phone (an iPhone listing that failed);
+/// `now` is the watcher's clock in seconds (only differences matter).
 pub fn decide(
     memory: &Memory,
     devices: &[Device],
     rebooting: &BTreeSet<String>,
     fleet: &Reasons,
     t: &Thresholds,
+    now: f64,
 ) -> Outcome {
     let mut actions = Vec::new();
     let mut next = Memory {
@@ -307,6 +348,50 @@ pub fn decide(
                 }
             }
         }
+        if let Some(name) = d.battery_health.and_then(bad_battery_health) {
+            r.maintenance
+                .insert(format!("battery {name}: {serial} (cable, port or battery)"));
+        }
+        match (d.powered, d.battery_percent) {
+            (Some(true), Some(level)) => {
+                let mut c = memory.charge.get(serial).copied().unwrap_or(Charge {
+                    best: level,
+                    since: now,
+                });
+                if level > c.best {
+                    c = Charge {
+                        best: level,
+                        since: now,
+                    };
+                }
+                if level >= CHARGED_ENOUGH {
+                    c.since = now;
+                }
+                let stalled = now - c.since >= t.charge_stall_secs;
+                if stalled || c.best - level >= CHARGE_FALL {
+                    r.maintenance
+                        .insert(format!("not charging: {serial} (cable, port or battery)"));
+                }
+                next.charge.insert(serial.clone(), c);
+            }
+            // Unplugged: the watchdog starts over when it is plugged again.
+            (Some(false), _) => {}
+            // Not read this round: it goes on from what it knew.
+            _ => {
+                if let Some(c) = memory.charge.get(serial) {
+                    next.charge.insert(serial.clone(), *c);
+                }
+            }
+        }
+        if let Some(free) = d.data_free_bytes {
+            if free < t.min_data_free_bytes {
+                r.maintenance.insert(format!(
+                    "data partition nearly full: {serial} {} MiB free (< {} MiB)",
+                    free >> 20,
+                    t.min_data_free_bytes >> 20
+                ));
+            }
+        }
         let mut d = d.clone();
         d.reasons = r.into_reasons();
         out.push(d);
@@ -329,6 +414,15 @@ pub fn decide(
     out.sort_by(|a, b| (a.kind, &a.serial).cmp(&(b.kind, &b.serial)));
     // One device per serial: a listing that names a serial twice is shown once.
     out.dedup_by(|a, b| a.kind == b.kind && a.serial == b.serial);
+    for d in &mut out {
+        let word = d.verdict_word();
+        let since = match memory.verdict_since.get(&d.serial) {
+            Some((was, since)) if *was == word => *since,
+            _ => now,
+        };
+        d.verdict_for_secs = now - since;
+        next.verdict_since.insert(d.serial.clone(), (word, since));
+    }
 
     let mut bot = Collect::default();
     for d in &out {
@@ -428,6 +522,8 @@ mod tests {
         max_temperature_celsius: 35.0,
         temperature_hysteresis: 2.0,
         battery_hysteresis: 5.0,
+        charge_stall_secs: 1200.0,
+        min_data_free_bytes: 1 << 30,
     };
 
     fn healthy(serial: &str) -> Device {
@@ -464,7 +560,7 @@ mod tests {
         rebooting: &BTreeSet<String>,
         t: &Thresholds,
     ) -> Outcome {
-        decide(memory, devices, rebooting, &Reasons::default(), t)
+        decide(memory, devices, rebooting, &Reasons::default(), t, 0.0)
     }
 
     fn missing(a: &Outcome) -> Vec<&Device> {
@@ -641,6 +737,123 @@ mod tests {
             maintenance(&c),
             vec!["too hot: S1 battery 34.0°C (cooling to below 33°C)"]
         );
+    }
+
+    fn on_power(serial: &str, level: f64) -> Device {
+        let mut d = with_battery(serial, level);
+        d.powered = Some(true);
+        d
+    }
+
+    /// Runs (devices, now) rounds in order and returns the last outcome.
+    fn timed(rounds: &[(Device, f64)]) -> Outcome {
+        let mut memory = Memory::default();
+        let mut last = None;
+        for (d, now) in rounds {
+            let a = decide(
+                &memory,
+                std::slice::from_ref(d),
+                &none(),
+                &Reasons::default(),
+                &T,
+                *now,
+            );
+            memory = a.memory.clone();
+            last = Some(a);
+        }
+        last.unwrap()
+    }
+
+    const NOT_CHARGING: &str = "not charging: S1 (cable, port or battery)";
+
+    #[test]
+    fn a_phone_on_power_whose_level_does_not_rise_is_not_charging() {
+        let stalled = timed(&[(on_power("S1", 60.0), 0.0), (on_power("S1", 60.0), 1199.0)]);
+        assert!(stalled.reasons.maintenance.is_empty());
+        let stalled = timed(&[(on_power("S1", 60.0), 0.0), (on_power("S1", 60.0), 1200.0)]);
+        assert_eq!(maintenance(&stalled), vec![NOT_CHARGING]);
+        // Rising resets the clock; unplugged, nothing is expected of it.
+        let rising = timed(&[
+            (on_power("S1", 60.0), 0.0),
+            (on_power("S1", 61.0), 1000.0),
+            (on_power("S1", 61.0), 2100.0),
+        ]);
+        assert!(rising.reasons.maintenance.is_empty());
+        let unplugged = timed(&[
+            (on_power("S1", 60.0), 0.0),
+            (with_battery("S1", 60.0), 1300.0),
+        ]);
+        assert!(unplugged.reasons.maintenance.is_empty());
+        // Full enough: no rise is expected.
+        let full = timed(&[(on_power("S1", 96.0), 0.0), (on_power("S1", 96.0), 5000.0)]);
+        assert!(full.reasons.maintenance.is_empty());
+    }
+
+    #[test]
+    fn a_phone_that_loses_five_points_on_power_is_not_charging() {
+        let falling = timed(&[(on_power("S1", 70.0), 0.0), (on_power("S1", 66.0), 60.0)]);
+        assert!(falling.reasons.maintenance.is_empty());
+        let falling = timed(&[
+            (on_power("S1", 70.0), 0.0),
+            (on_power("S1", 66.0), 60.0),
+            (on_power("S1", 65.0), 120.0),
+        ]);
+        assert_eq!(maintenance(&falling), vec![NOT_CHARGING]);
+    }
+
+    #[test]
+    fn a_bad_battery_health_needs_maintenance() {
+        for (code, name) in [
+            (3, "overheat"),
+            (4, "dead"),
+            (5, "over voltage"),
+            (6, "failure"),
+        ] {
+            let mut d = healthy("S1");
+            d.battery_health = Some(code);
+            let a = assess(&Memory::default(), &[d], &none(), &T);
+            assert_eq!(
+                maintenance(&a),
+                vec![format!("battery {name}: S1 (cable, port or battery)")]
+            );
+        }
+        let mut good = healthy("S1");
+        good.battery_health = Some(2);
+        assert!(assess(&Memory::default(), &[good], &none(), &T)
+            .reasons
+            .maintenance
+            .is_empty());
+    }
+
+    #[test]
+    fn a_nearly_full_data_partition_needs_maintenance() {
+        let mut d = healthy("S1");
+        d.data_free_bytes = Some(512 << 20);
+        let a = assess(&Memory::default(), &[d.clone()], &none(), &T);
+        assert_eq!(
+            maintenance(&a),
+            vec!["data partition nearly full: S1 512 MiB free (< 1024 MiB)"]
+        );
+        d.data_free_bytes = Some(1 << 30);
+        assert!(assess(&Memory::default(), &[d], &none(), &T)
+            .reasons
+            .maintenance
+            .is_empty());
+    }
+
+    #[test]
+    fn each_phone_says_how_long_it_has_had_its_verdict() {
+        let mut hot = healthy("S1");
+        hot.temperatures[0].celsius = 40.0;
+        let a = timed(&[
+            (healthy("S1"), 0.0),
+            (hot.clone(), 100.0),
+            (hot.clone(), 160.0),
+        ]);
+        assert_eq!(a.devices[0].verdict_word(), "maintenance");
+        assert_eq!(a.devices[0].verdict_for_secs, 60.0);
+        let b = timed(&[(healthy("S1"), 0.0), (healthy("S1"), 30.0)]);
+        assert_eq!(b.devices[0].verdict_for_secs, 30.0);
     }
 
     #[test]
@@ -1057,6 +1270,7 @@ mod tests {
             &none(),
             &fleet,
             &T,
+            0.0,
         );
         let by = |s: &str| a.devices.iter().find(|d| d.serial == s).unwrap();
         assert_eq!(
@@ -1116,6 +1330,8 @@ mod tests {
                 max_temperature_celsius: 40.5,
                 temperature_hysteresis: 2.0,
                 battery_hysteresis: 5.0,
+                charge_stall_secs: 1200.0,
+                min_data_free_bytes: 1 << 30,
             }
         );
     }

@@ -229,6 +229,8 @@ struct Watcher {
     /// (serial, value) for the values a phone's rounds could not read that were logged
     /// already: one warning per phone until the value is read again.
     warned_missing: BTreeSet<(String, String)>,
+    /// The verdict's clock: tokio's, so that tests run it under paused time.
+    origin: tokio::time::Instant,
 }
 
 impl Watcher {
@@ -257,6 +259,7 @@ impl Watcher {
             round_running: false,
             round_wanted: false,
             warned_missing: BTreeSet::new(),
+            origin: tokio::time::Instant::now(),
         }
     }
 
@@ -532,6 +535,7 @@ impl Watcher {
             &self.rebooting,
             &fleet,
             &self.thresholds,
+            self.origin.elapsed().as_secs_f64(),
         );
         // Dimensions: the reachable phones, plus the phones being rebooted with their
         // last values, so the bot's dimensions do not flap after every task.
@@ -677,7 +681,7 @@ mod tests {
     /// How a fake phone answers its rounds.
     #[derive(Clone)]
     enum Answer {
-        Reads(PhoneRound),
+        Reads(Box<PhoneRound>),
         /// Never answers: the round's deadline must end it.
         Hangs,
         /// The round fails with this reason, as when adbd is wedged.
@@ -757,8 +761,8 @@ mod tests {
             self.record(format!("interrogate {serial}"));
             let answer = self.answers.lock().unwrap().get(serial).cloned();
             Box::pin(async move {
-                match answer.unwrap_or(Answer::Reads(pixel(true))) {
-                    Answer::Reads(r) => r,
+                match answer.unwrap_or(Answer::Reads(Box::new(pixel(true)))) {
+                    Answer::Reads(r) => *r,
                     Answer::Hangs => std::future::pending().await,
                     Answer::Fails(why) => PhoneRound {
                         failure: Some(why),
@@ -965,7 +969,7 @@ mod tests {
             "{:?}",
             s.dimensions
         );
-        rig.fake.answer("W", Answer::Reads(pixel(true)));
+        rig.fake.answer("W", Answer::Reads(Box::new(pixel(true))));
         let s = rig
             .until("W back", |s| device(s, "W").is_some_and(Device::reachable))
             .await;

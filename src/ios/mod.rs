@@ -480,6 +480,8 @@ mod tests {
         max_temperature_celsius: 35.0,
         temperature_hysteresis: 2.0,
         battery_hysteresis: 5.0,
+        charge_stall_secs: 1200.0,
+        min_data_free_bytes: 1 << 30,
     };
 
     fn errors(metrics: &Metrics) -> Vec<(Vec<String>, u64)> {
@@ -538,6 +540,9 @@ mod tests {
                     model: Some("iPhone14,2".into()),
                     read_at_unix: None,
                     battery_percent: Some(87.0),
+                    powered: None,
+                    battery_health: None,
+                    data_free_bytes: None,
                     temperatures: vec![],
                     uptime_secs: None,
                     booting: false,
@@ -548,6 +553,7 @@ mod tests {
                     ]),
                     fault: None,
                     missing_values: vec![],
+                    verdict_for_secs: 0.0,
                     reasons: Reasons::default(),
                 }
             );
@@ -569,6 +575,7 @@ mod tests {
                 &BTreeSet::new(),
                 &Reasons::default(),
                 &T,
+                0.0,
             );
             assert_eq!(assessment.reasons, Default::default());
         });
@@ -586,7 +593,14 @@ mod tests {
             let first = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
-            let first = verdict::decide(&Memory::default(), &first, &none, &Reasons::default(), &T);
+            let first = verdict::decide(
+                &Memory::default(),
+                &first,
+                &none,
+                &Reasons::default(),
+                &T,
+                0.0,
+            );
             assert!(first.reasons.quarantined.is_empty());
 
             lab.phones(&[A]);
@@ -594,7 +608,8 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(second.len(), 1);
-            let second = verdict::decide(&first.memory, &second, &none, &Reasons::default(), &T);
+            let second =
+                verdict::decide(&first.memory, &second, &none, &Reasons::default(), &T, 0.0);
             assert_eq!(
                 second.reasons.quarantined,
                 vec![format!("device {B} (iPhone13,1) has gone missing")]
@@ -631,6 +646,7 @@ mod tests {
                 &BTreeSet::new(),
                 &Reasons::default(),
                 &T,
+                0.0,
             );
             assert_eq!(
                 a.reasons.maintenance,
@@ -843,7 +859,8 @@ mod tests {
 
             // Restarted (it leaves the list) but never back.
             lab.mark(B, "stays");
-            lab.write(&format!("{B}.away"), "1000");
+            // Away until long after the test.
+            lab.write(&format!("{B}.away"), "99999999999999");
             let e = reboot(&config, &reaper, B, Duration::from_secs(3))
                 .await
                 .unwrap_err();

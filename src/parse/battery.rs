@@ -148,7 +148,9 @@ mod tests {
         assert_eq!(parse(&dump("false", "true")).unwrap().powered, Some(true));
         assert_eq!(parse(&dump("false", "false")).unwrap().powered, Some(false));
         assert_eq!(
-            parse("Current Battery Service state:\n  level: 50\n").unwrap().powered,
+            parse("Current Battery Service state:\n  level: 50\n")
+                .unwrap()
+                .powered,
             None
         );
         let e = parse(&dump("maybe", "true")).unwrap_err();

@@ -1,6 +1,7 @@
 //! Pure parsers for what adb and the phones print: the device list, `getprop`,
 //! `dumpsys battery`, `dumpsys thermalservice` (or the sysfs thermal zones),
-//! `/proc/uptime` and the package versions (`packages`); and `batch`, the one script a round runs on a phone and the split of
+//! `/proc/uptime`, the package versions (`packages`) and the free space of `/data`
+//! (`data_free`); and `batch`, the one script a round runs on a phone and the split of
 //! its output into those commands' outputs.
 //!
 //! Each parser is a function of text to a value or a [`ParseError`]; none of them does
@@ -12,6 +13,7 @@ use std::fmt;
 
 pub mod batch;
 pub mod battery;
+pub mod data_free;
 pub mod devices_l;
 pub mod getprop;
 pub mod packages;

@@ -24,6 +24,7 @@ shell functions over the same state, with its output streamed as it comes.
 
 Control port, one command per line, answered `OK` or `ERR <why>`:
     set <name> battery <percent> | set <name> temp <celsius> | set <name> booting 0|1
+    set <name> powered 0|1 | set <name> battery_health <code> | set <name> data_free_mb <n>
     set <name> battery_dump indented|flush|nolevel   the layout of `dumpsys battery`
                     (flush: the block at column 0, as some dumps have it; nolevel: no
                     `level:` line at all)
@@ -120,6 +121,9 @@ class Phone:
         }
         self.features = "" if old else "shell_v2,cmd,stat_v2"
         self.battery_dump = "indented"
+        self.powered = True
+        self.battery_health = 2
+        self.data_free_mb = 20000
         self.wedged = False
         self.packages = {} if old else {
             "com.google.android.gms": "24.08.12 (190400-1)",
@@ -151,10 +155,11 @@ class Phone:
             return "".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())), 0
         if cmd == "dumpsys battery":
             level = "" if self.battery_dump == "nolevel" else f"  level: {self.battery}\n"
+            usb = "true" if self.powered else "false"
             text = (
-                "  AC powered: false\n  USB powered: true\n"
+                f"  AC powered: false\n  USB powered: {usb}\n"
                 "  Wireless powered: false\n  Max charging current: 500000\n  status: 2\n"
-                f"  health: 2\n  present: true\n{level}  scale: 100\n"
+                f"  health: {self.battery_health}\n  present: true\n{level}  scale: 100\n"
                 f"  voltage: 4123\n  temperature: {int(round(self.temp * 10))}\n"
                 "  technology: Li-ion\n"
             )
@@ -193,6 +198,13 @@ class Phone:
                 f"tsens_tz_sensor0 {int(self.temp * 1000)}\n"
                 f"pm8841_tz {int((self.temp - 3) * 1000)}\n"
             ), 0
+        if cmd == "df /data":
+            free = self.data_free_mb * 1024
+            total = max(free, 50_000_000)
+            return (
+                "Filesystem      1K-blocks    Used Available Use% Mounted on\n"
+                f"/dev/block/dm-8 {total} {total - free} {free} {100 * (total - free) // total}% /data\n"
+            ), 0
         if cmd == "cat /proc/uptime":
             up = time.monotonic() - self.booted_at
             return f"{up:.2f} {up * 3.7:.2f}\n", 0
@@ -219,6 +231,7 @@ class Phone:
             + "".join(f"{shlex.quote(n)}) {body('dumpsys package ' + n)};; " for n in self.packages)
             + "*) echo \"Unable to find package: $2\";; esac;; "
             "*) echo \"Can't find service: $1\";; esac; }\n"
+            f"df() {{ case \"$1\" in /data) {body('df /data')};; *) command df \"$@\";; esac; }}\n"
             "cat() { case \"$1\" in "
             f"/proc/uptime) {body('cat /proc/uptime')};; "
             "*) command cat \"$@\";; esac; }\n"
@@ -423,6 +436,12 @@ async def control(phones, reader, writer):
                     phone.temp = float(value)
                 elif key == "booting":
                     phone.force_booting = value == "1"
+                elif key == "powered":
+                    phone.powered = value == "1"
+                elif key == "battery_health":
+                    phone.battery_health = int(value)
+                elif key == "data_free_mb":
+                    phone.data_free_mb = int(value)
                 elif key == "battery_dump":
                     if value not in ("indented", "flush", "nolevel"):
                         raise ValueError(f"battery_dump {value!r}: indented, flush or nolevel")

@@ -5,8 +5,9 @@
 
 use std::path::PathBuf;
 
-/// Stand-in for `idevice_id`: lists `phones`, hiding for N more calls a phone whose
-/// `<udid>.away` holds N (a restarting phone), and fails as the real tool does when
+/// Stand-in for `idevice_id`: lists `phones`, hiding a phone whose `<udid>.away` holds
+/// a time (milliseconds since the epoch) not yet reached (a restarting phone: away for
+/// a while, whoever lists meanwhile, as a real phone is), and fails as the real tool does when
 /// usbmuxd cannot be reached, or hangs while `list-hangs` exists (a stuck usbmuxd).
 pub const IDEVICE_ID: &str = r#"#!/bin/sh
 d=$(dirname "$0")
@@ -22,9 +23,10 @@ if [ -e "$d/list-hangs" ]; then
 fi
 for u in $(cat "$d/phones"); do
   if [ -e "$d/$u.away" ]; then
-    n=$(cat "$d/$u.away")
-    if [ "$n" -gt 0 ]; then echo $((n - 1)) > "$d/$u.away"; continue; fi
-    rm "$d/$u.away"
+    back=$(cat "$d/$u.away")
+    now=$(($(date +%s%N) / 1000000))
+    if [ "$now" -lt "$back" ]; then continue; fi
+    rm -f "$d/$u.away"
   fi
   echo "$u"
 done
@@ -67,8 +69,9 @@ esac
 exit 0
 "#;
 
-/// Stand-in for `idevicediagnostics -u <udid> restart`: the phone leaves the list
-/// for the next two listings, unless `<udid>.stays` says the restart does nothing.
+/// Stand-in for `idevicediagnostics -u <udid> restart`: the phone leaves the list for
+/// 2.5 s (longer than the return check's poll), unless `<udid>.stays` says the restart
+/// does nothing.
 pub const IDEVICEDIAGNOSTICS: &str = r#"#!/bin/sh
 d=$(dirname "$0")
 [ "$1" = "-u" ] && [ "$3" = "restart" ] || { echo "usage: idevicediagnostics -u UDID restart" >&2; exit 2; }
@@ -76,7 +79,7 @@ if ! grep -qx "$2" "$d/phones"; then
   echo "ERROR: Device $2 not found!"
   exit 1
 fi
-[ -e "$d/$2.stays" ] || echo 2 > "$d/$2.away"
+[ -e "$d/$2.stays" ] || echo $(($(date +%s%N) / 1000000 + 2500)) > "$d/$2.away"
 echo "Restarting device."
 "#;
 
