@@ -73,6 +73,10 @@ pub struct Config {
     pub charge_stall_after: Duration,
     /// Less free space than this on a phone's `/data` puts it in maintenance.
     pub min_data_free_bytes: u64,
+    /// A phone too hot this long is rebooted once while idle.
+    pub cooldown_reboot_after: Duration,
+    /// A phone up for longer than this is rebooted while idle.
+    pub max_device_uptime: Duration,
 }
 
 /// A bad command line: the flag concerned and what was expected. Exit code 2.
@@ -313,6 +317,22 @@ const FLAGS: &[Flag] = &[
         help: "less free space than this on a phone's /data puts it in maintenance",
     },
     Flag {
+        name: "--cooldown-reboot-after",
+        arity: Arity::Value,
+        metavar: "SECONDS",
+        env: None,
+        default: "1800",
+        help: "a phone too hot this long is rebooted once while idle, and quarantined if still hot as long after",
+    },
+    Flag {
+        name: "--max-device-uptime",
+        arity: Arity::Value,
+        metavar: "SECONDS",
+        env: None,
+        default: "90000",
+        help: "a phone up for longer than this is rebooted while idle",
+    },
+    Flag {
         name: "--check-config",
         arity: Arity::Switch,
         metavar: "",
@@ -498,6 +518,20 @@ pub fn parse(
         1.0,
         86_400.0,
     )?);
+    let cooldown_reboot_after = Duration::from_secs_f64(number_flag(
+        "--cooldown-reboot-after",
+        get("--cooldown-reboot-after"),
+        1800.0,
+        1.0,
+        86_400.0,
+    )?);
+    let max_device_uptime = Duration::from_secs_f64(number_flag(
+        "--max-device-uptime",
+        get("--max-device-uptime"),
+        90_000.0,
+        60.0,
+        31_536_000.0,
+    )?);
     let min_data_free_bytes = (number_flag(
         "--min-data-free",
         get("--min-data-free"),
@@ -538,6 +572,8 @@ pub fn parse(
         battery_hysteresis,
         charge_stall_after,
         min_data_free_bytes,
+        cooldown_reboot_after,
+        max_device_uptime,
     };
     if devices {
         if switch("--check-config") {

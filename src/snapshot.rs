@@ -114,8 +114,8 @@ pub enum Fault {
     LinkNotReady,
     /// It answered and has not finished booting.
     Booting,
-    /// Rebooted after a task, not back yet.
-    Rebooting,
+    /// Rebooted and not back yet; what for (`after task`, `for its care: up for 25.1 h`).
+    Rebooting(String),
     /// Its round could not read it. `offline` when the adb server answered the
     /// transport with `device offline`: the link is gone although the list says `device`.
     NotAnswering { why: String, offline: bool },
@@ -195,9 +195,9 @@ impl Device {
     /// Marks a phone the watcher rebooted after a task and has not seen come back: it
     /// keeps its last facts, offers no dimensions of its own, and the verdict holds it
     /// in maintenance. The watcher's `publish` is the one caller.
-    pub fn mark_rebooting(&mut self) {
+    pub fn mark_rebooting(&mut self, what_for: &str) {
         self.state = State::Rebooting;
-        self.fault = Some(Fault::Rebooting);
+        self.fault = Some(Fault::Rebooting(what_for.to_string()));
         self.dimensions.clear();
     }
 
@@ -232,7 +232,7 @@ impl Device {
             Fault::NotInterrogated => "not interrogated yet".to_string(),
             Fault::LinkNotReady => format!("adb state {}", self.state_word()),
             Fault::Booting => "booting".to_string(),
-            Fault::Rebooting => "rebooting after task".to_string(),
+            Fault::Rebooting(what_for) => format!("rebooting {what_for}"),
             Fault::NotAnswering { why, .. } => format!("not answering: {why}"),
             Fault::Unlisted { why, .. } => why.clone(),
         })

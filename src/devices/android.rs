@@ -637,7 +637,7 @@ mod tests {
     #[test]
     fn a_rebooting_phone_keeps_its_last_facts() {
         let mut d = build_device(&listed("S1", "offline"), Some(&answered(true)));
-        d.mark_rebooting();
+        d.mark_rebooting("after task");
         assert_eq!(d.state_word(), "rebooting");
         assert_eq!(d.unusable().as_deref(), Some("rebooting after task"));
         assert_eq!(d.battery_percent, Some(80.0));
@@ -669,6 +669,8 @@ mod tests {
             battery_hysteresis: 5.0,
             charge_stall_secs: 1200.0,
             min_data_free_bytes: 1 << 30,
+            cooldown_reboot_after_secs: 1800.0,
+            max_device_uptime_secs: 90_000.0,
         };
         let a = crate::devices::verdict::decide(
             &Memory::default(),
@@ -677,6 +679,7 @@ mod tests {
             &Reasons::default(),
             &t,
             0.0,
+            true,
         );
         assert_eq!(a.reasons.quarantined.len(), 1);
         assert!(

@@ -28,6 +28,9 @@
 //! | battery health overheat, dead, over voltage or failure | maintenance `battery dead: <serial> (cable, port or battery)` |
 //! | on power, below 95 %, the level not risen for `--charge-stall-after`, or fallen 5 points | maintenance `not charging: <serial> (cable, port or battery)` |
 //! | `/data` has less free than `--min-data-free` | maintenance `data partition nearly full: <serial> 512 MiB free (< 1024 MiB)` |
+//! | too hot for `--cooldown-reboot-after`, while idle | [`Action::Reboot`] once |
+//! | still too hot `--cooldown-reboot-after` after that reboot | quarantined `too hot: <serial> for 60 min, 30 min after a reboot: ...` |
+//! | up for longer than `--max-device-uptime`, while idle | [`Action::Reboot`] (at most once an hour) |
 //!
 //! A phone listed a moment ago and not interrogated yet, or in a handshake
 //! (`connecting`, `authorizing`) for less than N rounds, gets no reason: the round that
@@ -66,6 +69,11 @@ pub struct Thresholds {
     pub charge_stall_secs: f64,
     /// Less free space than this on `/data` puts the phone in maintenance.
     pub min_data_free_bytes: u64,
+    /// A phone still too hot this long after it became so is rebooted once while idle,
+    /// and quarantined if it is still hot as long again after that.
+    pub cooldown_reboot_after_secs: f64,
+    /// A phone up for longer than this is rebooted while idle.
+    pub max_device_uptime_secs: f64,
 }
 
 impl Thresholds {
@@ -77,6 +85,8 @@ impl Thresholds {
             battery_hysteresis: config.battery_hysteresis,
             charge_stall_secs: config.charge_stall_after.as_secs_f64(),
             min_data_free_bytes: config.min_data_free_bytes,
+            cooldown_reboot_after_secs: config.cooldown_reboot_after.as_secs_f64(),
+            max_device_uptime_secs: config.max_device_uptime.as_secs_f64(),
         }
     }
 }
@@ -98,7 +108,14 @@ pub struct Memory {
     charge: BTreeMap<String, Charge>,
     /// Each phone's verdict word and since when it has had it.
     verdict_since: BTreeMap<String, (&'static str, f64)>,
+    /// Since when each hot phone has been in maintenance for heat.
+    hot_since: BTreeMap<String, f64>,
+    /// When a reboot for the phone's own care was last asked for.
+    care_reboot_at: BTreeMap<String, f64>,
 }
+
+/// A phone is rebooted for its own care at most this often.
+const CARE_REBOOT_EVERY: f64 = 3600.0;
 
 /// What the charge watchdog remembers of a phone on power.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,6 +157,9 @@ pub enum Action {
     /// `host-serial:<serial>:reconnect`: kicks the transport of a phone that is listed
     /// online but does not answer.
     Reconnect(String),
+    /// Reboots a phone for its own care (too hot for too long, up for too long); only
+    /// asked while no task runs.
+    Reboot { serial: String, why: String },
 }
 
 /// The outcome of one round.
@@ -176,7 +196,8 @@ impl Collect {
 /// being rebooted; a device in [`State::Missing`] is treated as absent). `rebooting`
 /// holds the serials the watcher rebooted after a task and has not yet seen come back;
 /// `fleet` the reasons that belong to no single phone (an iPhone listing that failed);
-/// `now` is the watcher's clock in seconds (only differences matter).
+/// `now` is the watcher's clock in seconds (only differences matter); `idle` is false
+/// while a task runs, when no phone is rebooted for its own care.
 pub fn decide(
     memory: &Memory,
     devices: &[Device],
@@ -184,6 +205,7 @@ pub fn decide(
     fleet: &Reasons,
     t: &Thresholds,
     now: f64,
+    idle: bool,
 ) -> Outcome {
     let mut actions = Vec::new();
     let mut next = Memory {
@@ -211,8 +233,12 @@ pub fn decide(
         };
 
         if being_rebooted {
+            let what_for = match &d.fault {
+                Some(Fault::Rebooting(what_for)) => what_for.as_str(),
+                _ => "after task",
+            };
             r.maintenance
-                .insert(format!("rebooting {serial} after task"));
+                .insert(format!("rebooting {serial} {what_for}"));
         } else {
             let link = d.link().cloned().unwrap_or(Link::Device);
             let not_answering = match &d.fault {
@@ -348,6 +374,50 @@ pub fn decide(
                 }
             }
         }
+        // Care that needs a reboot: a phone that does not cool down, or has been up for
+        // too long. One reboot per phone per hour at most, only while idle, and the
+        // memory keeps when it was asked so the escalation can follow.
+        if let Some(at) = memory.care_reboot_at.get(serial) {
+            next.care_reboot_at.insert(serial.clone(), *at);
+        }
+        let may_reboot = idle
+            && !being_rebooted
+            && memory
+                .care_reboot_at
+                .get(serial)
+                .is_none_or(|at| now - at >= CARE_REBOOT_EVERY);
+        if next.hot.contains(serial) {
+            let since = memory.hot_since.get(serial).copied().unwrap_or(now);
+            next.hot_since.insert(serial.clone(), since);
+            let hot_for = now - since;
+            let rebooted_at = memory.care_reboot_at.get(serial).filter(|at| **at >= since);
+            match rebooted_at {
+                Some(at) if now - at >= t.cooldown_reboot_after_secs => {
+                    r.quarantined.insert(format!(
+                        "too hot: {serial} for {} min, {} min after a reboot: check its \
+                         airflow, case and charger",
+                        (hot_for / 60.0).round(),
+                        ((now - at) / 60.0).round()
+                    ));
+                }
+                None if hot_for >= t.cooldown_reboot_after_secs && may_reboot => {
+                    actions.push(Action::Reboot {
+                        serial: serial.clone(),
+                        why: format!("for its care: too hot for {} min", (hot_for / 60.0).round()),
+                    });
+                    next.care_reboot_at.insert(serial.clone(), now);
+                }
+                _ => {}
+            }
+        } else if let Some(up) = d.uptime_secs {
+            if up > t.max_device_uptime_secs && may_reboot && !d.booting {
+                actions.push(Action::Reboot {
+                    serial: serial.clone(),
+                    why: format!("for its care: up for {:.1} h", up / 3600.0),
+                });
+                next.care_reboot_at.insert(serial.clone(), now);
+            }
+        }
         if let Some(name) = d.battery_health.and_then(bad_battery_health) {
             r.maintenance
                 .insert(format!("battery {name}: {serial} (cable, port or battery)"));
@@ -432,7 +502,10 @@ pub fn decide(
             .extend(d.reasons.maintenance.iter().cloned());
     }
     // A phone being rebooted that the caller did not pass still holds the bot back.
-    for serial in rebooting {
+    for serial in rebooting
+        .iter()
+        .filter(|s| !out.iter().any(|d| &d.serial == *s))
+    {
         bot.maintenance
             .insert(format!("rebooting {serial} after task"));
     }
@@ -524,6 +597,8 @@ mod tests {
         battery_hysteresis: 5.0,
         charge_stall_secs: 1200.0,
         min_data_free_bytes: 1 << 30,
+        cooldown_reboot_after_secs: 1800.0,
+        max_device_uptime_secs: 90_000.0,
     };
 
     fn healthy(serial: &str) -> Device {
@@ -560,7 +635,15 @@ mod tests {
         rebooting: &BTreeSet<String>,
         t: &Thresholds,
     ) -> Outcome {
-        decide(memory, devices, rebooting, &Reasons::default(), t, 0.0)
+        decide(
+            memory,
+            devices,
+            rebooting,
+            &Reasons::default(),
+            t,
+            0.0,
+            true,
+        )
     }
 
     fn missing(a: &Outcome) -> Vec<&Device> {
@@ -757,6 +840,7 @@ mod tests {
                 &Reasons::default(),
                 &T,
                 *now,
+                true,
             );
             memory = a.memory.clone();
             last = Some(a);
@@ -854,6 +938,106 @@ mod tests {
         assert_eq!(a.devices[0].verdict_for_secs, 60.0);
         let b = timed(&[(healthy("S1"), 0.0), (healthy("S1"), 30.0)]);
         assert_eq!(b.devices[0].verdict_for_secs, 30.0);
+    }
+
+    /// Rounds of (device, now, idle), in order; the last outcome and every action asked.
+    fn care(rounds: &[(Device, f64, bool)]) -> (Outcome, Vec<Action>) {
+        let mut memory = Memory::default();
+        let mut actions = Vec::new();
+        let mut last = None;
+        for (d, now, idle) in rounds {
+            let a = decide(
+                &memory,
+                std::slice::from_ref(d),
+                &none(),
+                &Reasons::default(),
+                &T,
+                *now,
+                *idle,
+            );
+            memory = a.memory.clone();
+            actions.extend(a.actions.clone());
+            last = Some(a);
+        }
+        (last.unwrap(), actions)
+    }
+
+    fn reboot_of(a: &[Action]) -> Vec<String> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Reboot { serial, why } => Some(format!("{serial}: {why}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_phone_that_does_not_cool_down_is_rebooted_once_then_quarantined() {
+        let hot = with_temp("S1", 40.0);
+        let (a, asked) = care(&[(hot.clone(), 0.0, true), (hot.clone(), 1799.0, true)]);
+        assert!(reboot_of(&asked).is_empty());
+        assert!(a.reasons.quarantined.is_empty());
+        let (_, asked) = care(&[
+            (hot.clone(), 0.0, true),
+            (hot.clone(), 1800.0, true),
+            (hot.clone(), 1830.0, true),
+        ]);
+        assert_eq!(
+            reboot_of(&asked),
+            vec!["S1: for its care: too hot for 30 min"],
+            "once"
+        );
+        let (a, _) = care(&[
+            (hot.clone(), 0.0, true),
+            (hot.clone(), 1800.0, true),
+            (hot.clone(), 3600.0, true),
+        ]);
+        assert_eq!(
+            quarantined(&a),
+            vec!["too hot: S1 for 60 min, 30 min after a reboot: check its airflow, case and charger"]
+        );
+        // Cooled down: everything is forgotten.
+        let (a, _) = care(&[
+            (hot.clone(), 0.0, true),
+            (hot.clone(), 1800.0, true),
+            (with_temp("S1", 30.0), 2000.0, true),
+        ]);
+        assert_eq!(a.reasons, Reasons::default());
+    }
+
+    #[test]
+    fn no_care_reboot_while_a_task_runs() {
+        let hot = with_temp("S1", 40.0);
+        let (_, asked) = care(&[(hot.clone(), 0.0, true), (hot.clone(), 2000.0, false)]);
+        assert!(reboot_of(&asked).is_empty());
+        let (_, asked) = care(&[
+            (hot.clone(), 0.0, true),
+            (hot.clone(), 2000.0, false),
+            (hot.clone(), 2030.0, true),
+        ]);
+        assert_eq!(
+            reboot_of(&asked),
+            vec!["S1: for its care: too hot for 34 min"]
+        );
+    }
+
+    #[test]
+    fn a_phone_up_too_long_is_rebooted_while_idle_at_most_once_an_hour() {
+        let mut up = healthy("S1");
+        up.uptime_secs = Some(90_001.0);
+        let (_, asked) = care(&[(up.clone(), 0.0, false)]);
+        assert!(reboot_of(&asked).is_empty(), "busy");
+        let (_, asked) = care(&[(up.clone(), 0.0, true), (up.clone(), 60.0, true)]);
+        assert_eq!(reboot_of(&asked), vec!["S1: for its care: up for 25.0 h"]);
+        let (_, asked) = care(&[(up.clone(), 0.0, true), (up.clone(), 3600.0, true)]);
+        assert_eq!(
+            reboot_of(&asked).len(),
+            2,
+            "again an hour later if it did not reboot"
+        );
+        let mut fresh = healthy("S1");
+        fresh.uptime_secs = Some(1000.0);
+        assert!(reboot_of(&care(&[(fresh, 0.0, true)]).1).is_empty());
     }
 
     #[test]
@@ -1271,6 +1455,7 @@ mod tests {
             &fleet,
             &T,
             0.0,
+            true,
         );
         let by = |s: &str| a.devices.iter().find(|d| d.serial == s).unwrap();
         assert_eq!(
@@ -1332,6 +1517,8 @@ mod tests {
                 battery_hysteresis: 5.0,
                 charge_stall_secs: 1200.0,
                 min_data_free_bytes: 1 << 30,
+                cooldown_reboot_after_secs: 1800.0,
+                max_device_uptime_secs: 90_000.0,
             }
         );
     }

@@ -219,8 +219,10 @@ struct Watcher {
     iphones: ios::Iphones,
     /// Health memory as of the last finished round.
     memory: Memory,
-    /// Phones (serials and UDIDs) rebooted after a task that have not come back yet.
+    /// Phones (serials and UDIDs) rebooted that have not come back yet.
     rebooting: BTreeSet<String>,
+    /// What each of them was rebooted for (`after task`, `for its care: ...`).
+    reboot_for: BTreeMap<String, String>,
     /// Since when each phone listed `offline` has been so.
     offline_since: BTreeMap<String, tokio::time::Instant>,
     round_running: bool,
@@ -231,6 +233,8 @@ struct Watcher {
     warned_missing: BTreeSet<(String, String)>,
     /// The verdict's clock: tokio's, so that tests run it under paused time.
     origin: tokio::time::Instant,
+    /// Between a task's start and its end: no phone is rebooted for its own care then.
+    task_running: bool,
 }
 
 impl Watcher {
@@ -255,11 +259,13 @@ impl Watcher {
             iphones: ios::Iphones::default(),
             memory: Memory::default(),
             rebooting: BTreeSet::new(),
+            reboot_for: BTreeMap::new(),
             offline_since: BTreeMap::new(),
             round_running: false,
             round_wanted: false,
             warned_missing: BTreeSet::new(),
             origin: tokio::time::Instant::now(),
+            task_running: false,
         }
     }
 
@@ -267,8 +273,12 @@ impl Watcher {
         match cmd {
             // Phones are only ever rebooted when a task ends, so a running task is
             // never interrupted; nothing to do until then.
-            DeviceCommand::TaskStarted => log::debug!("task started"),
+            DeviceCommand::TaskStarted => {
+                log::debug!("task started");
+                self.task_running = true;
+            }
             DeviceCommand::TaskEnded => {
+                self.task_running = false;
                 if self.shared.config.no_reboot_after_task {
                     self.want_round();
                 } else {
@@ -367,6 +377,14 @@ impl Watcher {
                                 }
                             });
                         }
+                        Action::Reboot { serial, why } => {
+                            let snapshot = self.shared.snapshot();
+                            if let Some(d) = snapshot.devices.iter().find(|d| d.serial == serial) {
+                                log::info!("rebooting {serial} while idle, {why}");
+                                self.reboot(d, &why);
+                                self.publish(false);
+                            }
+                        }
                         Action::ReconnectOffline => {
                             log::info!("asking the adb server to reconnect offline phones");
                             let done = self.android.reconnect_offline();
@@ -390,6 +408,7 @@ impl Watcher {
                 // Its last round stays until the next one replaces it, so the
                 // dimensions do not flap.
                 self.rebooting.remove(&serial);
+                self.reboot_for.remove(&serial);
                 self.want_round();
             }
         }
@@ -525,7 +544,11 @@ impl Watcher {
             .iter_mut()
             .filter(|d| self.rebooting.contains(&d.serial))
         {
-            d.mark_rebooting();
+            let what_for = self
+                .reboot_for
+                .get(&d.serial)
+                .map_or("after task", String::as_str);
+            d.mark_rebooting(what_for);
         }
         let mut fleet = Reasons::default();
         self.iphones.add_reasons(&mut fleet);
@@ -536,6 +559,7 @@ impl Watcher {
             &fleet,
             &self.thresholds,
             self.origin.elapsed().as_secs_f64(),
+            !self.task_running,
         );
         // Dimensions: the reachable phones, plus the phones being rebooted with their
         // last values, so the bot's dimensions do not flap after every task.
@@ -581,37 +605,44 @@ impl Watcher {
             return;
         }
         for d in usable {
-            let serial = d.serial.clone();
-            log::info!("rebooting {serial} after the task");
-            self.rebooting.insert(serial.clone());
-            let events = self.events.clone();
-            if d.kind == DeviceKind::Ios {
-                let done = self.ios.reboot(&serial, REBOOT_DEADLINE);
-                tokio::spawn(async move {
-                    let outcome = done.await;
-                    let _ = events.send(Event::RebootDone { serial, outcome });
-                });
-                continue;
-            }
-            let protocol = self
-                .listing
-                .iter()
-                .flatten()
-                .find(|l| l.serial == serial)
-                .and_then(|l| self.protocols.get(&(serial.clone(), l.transport_id)))
-                .copied()
-                .unwrap_or(ShellProtocol::V1);
-            let done = self.android.reboot(&serial, protocol);
-            tokio::spawn(async move {
-                let outcome = match tokio::time::timeout(REBOOT_DEADLINE, done).await {
-                    Ok(r) => r,
-                    Err(_) => Err(format!("not booted after {}s", REBOOT_DEADLINE.as_secs())),
-                };
-                let _ = events.send(Event::RebootDone { serial, outcome });
-            });
+            log::info!("rebooting {} after the task", d.serial);
+            self.reboot(d, "after task");
         }
         // Show the rebooting state now, not at the next round.
         self.publish(false);
+    }
+
+    /// Starts one phone's reboot (Android `reboot:`, iPhone `idevicediagnostics
+    /// restart`) on its own deadline; it reports back as [`Event::RebootDone`].
+    fn reboot(&mut self, d: &Device, what_for: &str) {
+        let serial = d.serial.clone();
+        self.rebooting.insert(serial.clone());
+        self.reboot_for.insert(serial.clone(), what_for.to_string());
+        let events = self.events.clone();
+        if d.kind == DeviceKind::Ios {
+            let done = self.ios.reboot(&serial, REBOOT_DEADLINE);
+            tokio::spawn(async move {
+                let outcome = done.await;
+                let _ = events.send(Event::RebootDone { serial, outcome });
+            });
+            return;
+        }
+        let protocol = self
+            .listing
+            .iter()
+            .flatten()
+            .find(|l| l.serial == serial)
+            .and_then(|l| self.protocols.get(&(serial.clone(), l.transport_id)))
+            .copied()
+            .unwrap_or(ShellProtocol::V1);
+        let done = self.android.reboot(&serial, protocol);
+        tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(REBOOT_DEADLINE, done).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("not booted after {}s", REBOOT_DEADLINE.as_secs())),
+            };
+            let _ = events.send(Event::RebootDone { serial, outcome });
+        });
     }
 }
 
@@ -990,6 +1021,45 @@ mod tests {
             vec!["device O offline, reconnecting"]
         );
         assert_eq!(rig.fake.calls("reconnect-offline"), 1);
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_phone_up_too_long_is_rebooted_while_idle_and_not_while_a_task_runs() {
+        let busy = rig().await;
+        let mut old = pixel(true);
+        old.uptime = Some(100_000.0);
+        busy.fake.answer("B", Answer::Reads(Box::new(old)));
+        // B's task runs from the start: it is not rebooted for its uptime meanwhile.
+        busy.shared.send_device_command(DeviceCommand::TaskStarted);
+        tokio::task::yield_now().await;
+        busy.fake.list("B device\n");
+        busy.until("B read", |s| device(s, "B").is_some_and(Device::reachable))
+            .await;
+        tokio::time::sleep(Duration::from_secs(70)).await;
+        assert_eq!(busy.fake.calls("reboot B"), 0);
+        busy.stop().await;
+
+        let rig = rig().await;
+        rig.fake.answer(
+            "U",
+            Answer::Reads(Box::new({
+                let mut r = pixel(true);
+                r.uptime = Some(100_000.0);
+                r
+            })),
+        );
+        rig.fake.list("U device\n");
+        let s = rig
+            .until("U rebooting", |s| {
+                device(s, "U").is_some_and(|d| d.state_word() == "rebooting")
+            })
+            .await;
+        assert_eq!(
+            s.reasons.maintenance,
+            vec!["rebooting U for its care: up for 27.8 h"]
+        );
+        assert_eq!(rig.fake.calls("reboot U"), 1);
         rig.stop().await;
     }
 

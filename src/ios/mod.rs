@@ -482,6 +482,8 @@ mod tests {
         battery_hysteresis: 5.0,
         charge_stall_secs: 1200.0,
         min_data_free_bytes: 1 << 30,
+        cooldown_reboot_after_secs: 1800.0,
+        max_device_uptime_secs: 90_000.0,
     };
 
     fn errors(metrics: &Metrics) -> Vec<(Vec<String>, u64)> {
@@ -576,6 +578,7 @@ mod tests {
                 &Reasons::default(),
                 &T,
                 0.0,
+                true,
             );
             assert_eq!(assessment.reasons, Default::default());
         });
@@ -600,6 +603,7 @@ mod tests {
                 &Reasons::default(),
                 &T,
                 0.0,
+                true,
             );
             assert!(first.reasons.quarantined.is_empty());
 
@@ -608,8 +612,15 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(second.len(), 1);
-            let second =
-                verdict::decide(&first.memory, &second, &none, &Reasons::default(), &T, 0.0);
+            let second = verdict::decide(
+                &first.memory,
+                &second,
+                &none,
+                &Reasons::default(),
+                &T,
+                0.0,
+                true,
+            );
             assert_eq!(
                 second.reasons.quarantined,
                 vec![format!("device {B} (iPhone13,1) has gone missing")]
@@ -647,6 +658,7 @@ mod tests {
                 &Reasons::default(),
                 &T,
                 0.0,
+                true,
             );
             assert_eq!(
                 a.reasons.maintenance,
