@@ -197,6 +197,8 @@ pub fn device_json(d: &Device) -> Value {
         "verdict": d.verdict_word(),
         "reasons": {"quarantined": d.reasons.quarantined, "maintenance": d.reasons.maintenance},
         "missing_values": d.missing_values,
+        "recovery_step": d.recovery_step,
+        "verdict_for_secs": d.verdict_for_secs,
     })
 }
 

@@ -466,6 +466,21 @@ impl Exposition<'_> {
         }
         family(
             o,
+            "device_recovery_step",
+            "gauge",
+            "The recovery step a failing device is at (its consecutive failed rounds), 0 when it answers.",
+        );
+        for d in devices {
+            sample(
+                o,
+                "device_recovery_step",
+                &["serial"],
+                &[&d.serial],
+                f64::from(d.recovery_step),
+            );
+        }
+        family(
+            o,
             "device_data_free_bytes",
             "gauge",
             "Free space of the device's /data partition.",
@@ -614,6 +629,7 @@ mod tests {
         ("device_state", "gauge"),
         ("device_verdict", "gauge"),
         ("device_verdict_seconds", "gauge"),
+        ("device_recovery_step", "gauge"),
         ("device_data_free_bytes", "gauge"),
         ("device_battery_percent", "gauge"),
         ("device_temperature_celsius", "gauge"),

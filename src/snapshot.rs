@@ -161,6 +161,8 @@ pub struct Device {
     pub missing_values: Vec<String>,
     /// How long it has had its current verdict, in seconds (see `verdict::decide`).
     pub verdict_for_secs: f64,
+    /// The recovery step it is at (its consecutive failed rounds), 0 when not failing.
+    pub recovery_step: u32,
     /// The verdict's reasons for this phone alone (see `verdict::decide`); empty lists
     /// mean it is usable.
     pub reasons: Reasons,
@@ -188,6 +190,7 @@ impl Device {
             fault: Some(Fault::NotInterrogated),
             missing_values: Vec::new(),
             verdict_for_secs: 0.0,
+            recovery_step: 0,
             reasons: Reasons::default(),
         }
     }

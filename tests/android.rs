@@ -140,11 +140,34 @@ fn offline_phone_is_reconnected_then_quarantined() {
         LONG,
     );
     tmm.wait_log("asking the adb server to reconnect offline phones", LONG);
+    // The recovery ladder, one step per round: the phone's own reconnect, then (it is
+    // the only phone, and no task runs) the adb server, then a person.
     tmm.wait_log(
-        &format!("quarantine reason set: device {o} has been offline for 2 rounds"),
+        &format!("maintenance reason set: device {o} offline, recovering: step 2, reconnect {o}"),
+        LONG,
+    );
+    tmm.wait_log(&format!("asking the adb server to reconnect {o}"), LONG);
+    tmm.wait_log(
+        &format!("device {o} offline, recovering: step 3, restart the adb server"),
+        LONG,
+    );
+    tmm.wait_log(
+        "every phone is stuck and no task runs: restarting the adb server",
+        LONG,
+    );
+    tmm.wait_log(
+        &format!(
+            "quarantine reason set: device {o} is still offline after every recovery step: \
+             tried reconnect-offline, reconnect {o}, restart the adb server (last: restart the adb server)"
+        ),
         LONG,
     );
     tmm.wait_sample("quarantined", 1.0, LONG);
+    assert!(
+        tmm.sample(&format!("device_recovery_step{{serial=\"{o}\"}}"))
+            .unwrap_or(0.0)
+            >= 4.0
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     bus.join().unwrap();
 }
@@ -377,8 +400,9 @@ fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
     // its next round): either way the phone is quarantined with its name and remedy.
     let q = wait_reason(&tmm, "quarantined", &format!("device {w} "));
     assert!(
-        q.contains(&format!("device {w} has not answered for 2 rounds"))
-            || q.contains(&format!("device {w} (redfin) has gone missing")),
+        q.contains(&format!(
+            "device {w} still does not answer after every recovery step"
+        )) || q.contains(&format!("device {w} (redfin) has gone missing")),
         "{q}"
     );
     // Long before the adb server would drop a dead USB link (about 60 s).

@@ -398,6 +398,11 @@ impl Client {
         self.host_command(None, "host:reconnect-offline").await
     }
 
+    /// `host:kill`: the server exits (its supervisor starts it again).
+    pub async fn kill_server(&self) -> Result<(), Error> {
+        self.host_command(None, "host:kill").await
+    }
+
     /// `host-serial:<serial>:reconnect`: kicks one phone's transport.
     pub async fn reconnect(&self, serial: &str) -> Result<(), Error> {
         self.host_command(Some(serial), &format!("host-serial:{serial}:reconnect"))

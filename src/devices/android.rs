@@ -86,15 +86,18 @@ pub fn temperatures(thermal: &[Temperature], battery: Option<&Battery>) -> Vec<T
     all
 }
 
-/// Every new transport is `offline` until its handshake ends, usually for milliseconds:
-/// before this long it is shown as `connecting`, so that the offline rule (and its
-/// `reconnect-offline`, which would break the handshake) only sees phones that stay.
-pub const OFFLINE_SETTLE: Duration = Duration::from_secs(1);
-
-/// `listed`, with a fresh `offline` shown as `connecting` (see [`OFFLINE_SETTLE`]).
-pub fn settled_state(listed: &Listed, offline_since: Option<&tokio::time::Instant>) -> Listed {
+/// `listed`, with a fresh `offline` shown as `connecting`: every new transport is
+/// `offline` until its handshake ends, usually for milliseconds but for seconds on a
+/// busy host or during an auth exchange, so only a phone offline for `settle` (see
+/// `Budget::offline_settle`) reaches the offline rule, whose reconnects would break a
+/// handshake still under way.
+pub fn settled_state(
+    listed: &Listed,
+    offline_since: Option<&tokio::time::Instant>,
+    settle: Duration,
+) -> Listed {
     let mut l = listed.clone();
-    if l.state == Link::Offline && offline_since.is_some_and(|t| t.elapsed() < OFFLINE_SETTLE) {
+    if l.state == Link::Offline && offline_since.is_some_and(|t| t.elapsed() < settle) {
         l.state = Link::Connecting;
     }
     l
@@ -459,6 +462,21 @@ impl AndroidPhones for Adb {
         })
     }
 
+    fn restart_server(&self) -> BoxFuture<Result<(), String>> {
+        let this = Adb::new(self.client.clone(), self.shared.clone());
+        Box::pin(async move {
+            // The server closes the connection as it exits: that is the answer.
+            match this.client.kill_server().await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind == client::ErrorKind::Io => Ok(()),
+                Err(e) => {
+                    this.count(&e);
+                    Err(e.to_string())
+                }
+            }
+        })
+    }
+
     fn reconnect_offline(&self) -> BoxFuture<Result<(), String>> {
         let this = Adb::new(self.client.clone(), self.shared.clone());
         Box::pin(async move {
@@ -647,11 +665,18 @@ mod tests {
     fn a_fresh_offline_is_shown_as_connecting() {
         let l = listed("S1", "offline");
         let now = tokio::time::Instant::now();
-        assert_eq!(settled_state(&l, Some(&now)).state, Link::Connecting);
-        let long_ago = now - OFFLINE_SETTLE;
-        assert_eq!(settled_state(&l, Some(&long_ago)).state, Link::Offline);
+        let settle = Duration::from_secs(2);
         assert_eq!(
-            settled_state(&listed("S1", "device"), Some(&now)).state,
+            settled_state(&l, Some(&now), settle).state,
+            Link::Connecting
+        );
+        let long_ago = now - settle;
+        assert_eq!(
+            settled_state(&l, Some(&long_ago), settle).state,
+            Link::Offline
+        );
+        assert_eq!(
+            settled_state(&listed("S1", "device"), Some(&now), settle).state,
             Link::Device
         );
     }

@@ -7,6 +7,8 @@
 //! phone's deadline cuts the connection. An iPhone round is a listing then the phones'
 //! queries in parallel, two tool runs in a row, so each tool run gets 0.375 of the
 //! interval (at most 5 s). A single socket read never waits longer than a phone's round.
+//! A new transport's handshake may keep it `offline` for a round before the offline
+//! rule counts it.
 //!
 //! Pure: durations in, durations out.
 
@@ -30,6 +32,9 @@ pub struct Budget {
     pub io: Duration,
     /// One iPhone tool run.
     pub ios_tool: Duration,
+    /// How long a new transport may stay `offline` (its handshake under way) before
+    /// the offline rule counts it: one interval, at least a second.
+    pub offline_settle: Duration,
 }
 
 impl Budget {
@@ -41,6 +46,7 @@ impl Budget {
             script: phone.mul_f64(0.9),
             io: MAX_IO.min(phone),
             ios_tool: interval.mul_f64(0.375).min(MAX_IOS_TOOL),
+            offline_settle: interval.max(Duration::from_secs(1)),
         }
     }
 }

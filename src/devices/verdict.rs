@@ -97,8 +97,8 @@ pub struct Memory {
     /// Every phone seen since the program started, with what it last said it was; the
     /// source of "gone missing".
     seen: BTreeMap<String, Seen>,
-    /// Consecutive rounds each serial has failed (offline or not answering), or been in
-    /// a handshake; absent when it is not.
+    /// Consecutive rounds each serial has failed (offline or not answering); absent
+    /// when it has not.
     failed_rounds: BTreeMap<String, u32>,
     /// Phones in maintenance for heat, until every sensor is below the exit threshold.
     hot: BTreeSet<String>,
@@ -112,6 +112,34 @@ pub struct Memory {
     hot_since: BTreeMap<String, f64>,
     /// When a reboot for the phone's own care was last asked for.
     care_reboot_at: BTreeMap<String, f64>,
+    /// The recovery step each failing phone is at (its consecutive failed rounds).
+    recovery_step: BTreeMap<String, u32>,
+    /// Consecutive rounds each phone has been in a handshake (connecting, authorizing).
+    handshake_rounds: BTreeMap<String, u32>,
+}
+
+/// The recovery ladder of a phone that is offline (or answers `device offline`), or
+/// listed online and not answering: one step per round that did not help, then a person.
+/// `host:reconnect-offline` cannot help a transport the server lists as online, so a
+/// phone that is not answering starts at its own reconnect. Restarting the adb server
+/// drops every phone's transport, so it is a step only when every phone is stuck and no
+/// task runs.
+fn ladder(offline: bool, serial: &str, restart_server: bool) -> Vec<(String, Action)> {
+    let mut steps = Vec::new();
+    if offline {
+        steps.push(("reconnect-offline".to_string(), Action::ReconnectOffline));
+    }
+    steps.push((
+        format!("reconnect {serial}"),
+        Action::Reconnect(serial.to_string()),
+    ));
+    if restart_server {
+        steps.push((
+            "restart the adb server".to_string(),
+            Action::RestartAdbServer,
+        ));
+    }
+    steps
 }
 
 /// A phone is rebooted for its own care at most this often.
@@ -157,6 +185,9 @@ pub enum Action {
     /// `host-serial:<serial>:reconnect`: kicks the transport of a phone that is listed
     /// online but does not answer.
     Reconnect(String),
+    /// `host:kill`: the adb server is restarted by its supervisor, and every transport
+    /// with it.
+    RestartAdbServer,
     /// Reboots a phone for its own care (too hot for too long, up for too long); only
     /// asked while no task runs.
     Reboot { serial: String, why: String },
@@ -213,6 +244,21 @@ pub fn decide(
         ..Memory::default()
     };
     let mut out: Vec<Device> = Vec::new();
+    // Every Android phone present is offline or not answering: the adb server itself
+    // may be what is stuck.
+    let android: Vec<&Device> = devices
+        .iter()
+        .filter(|d| {
+            d.kind == DeviceKind::Android
+                && d.state != State::Missing
+                && !rebooting.contains(&d.serial)
+                && d.state != State::Rebooting
+        })
+        .collect();
+    let all_stuck = !android.is_empty()
+        && android.iter().all(|d| {
+            d.link() == Some(&Link::Offline) || matches!(d.fault, Some(Fault::NotAnswering { .. }))
+        });
 
     for d in devices.iter().filter(|d| d.state != State::Missing) {
         let serial = &d.serial;
@@ -253,24 +299,62 @@ pub fn decide(
                     r.quarantined.insert(no_permissions_reason(serial));
                 }
                 (Link::Offline, _) | (Link::Device, Some((_, true))) => {
-                    if failed(&mut next) >= FAILED_ROUNDS_TO_QUARANTINE {
-                        r.quarantined.insert(offline_too_long_reason(serial));
-                    } else {
-                        r.maintenance.insert(offline_reconnecting_reason(serial));
-                        if !actions.contains(&Action::ReconnectOffline) {
-                            actions.push(Action::ReconnectOffline);
+                    let rounds = failed(&mut next);
+                    let ladder = ladder(true, serial, all_stuck && idle);
+                    match ladder.get(rounds as usize - 1) {
+                        Some((what, action)) => {
+                            r.maintenance.insert(if rounds == 1 {
+                                offline_reconnecting_reason(serial)
+                            } else {
+                                format!(
+                                    "device {serial} offline, recovering: step {rounds}, {what}"
+                                )
+                            });
+                            if !actions.contains(action) {
+                                actions.push(action.clone());
+                            }
+                        }
+                        None => {
+                            r.quarantined
+                                .insert(offline_too_long_reason(serial, &ladder));
                         }
                     }
+                    next.recovery_step.insert(serial.clone(), rounds);
+                }
+                (Link::Device, Some((why, false))) if d.kind == DeviceKind::Android => {
+                    let rounds = failed(&mut next);
+                    let ladder = ladder(false, serial, all_stuck && idle);
+                    match ladder.get(rounds as usize - 1) {
+                        Some((what, action)) => {
+                            r.maintenance.insert(if rounds == 1 {
+                                format!("device {serial} not answering ({why}), reconnecting")
+                            } else {
+                                format!(
+                                    "device {serial} not answering ({why}), recovering: step {rounds}, {what}"
+                                )
+                            });
+                            if !actions.contains(action) {
+                                actions.push(action.clone());
+                            }
+                        }
+                        None => {
+                            r.quarantined.insert(not_answering_too_long_reason(
+                                d.kind, serial, why, &ladder,
+                            ));
+                        }
+                    }
+                    next.recovery_step.insert(serial.clone(), rounds);
                 }
                 (Link::Device, Some((why, false))) => {
-                    if failed(&mut next) >= FAILED_ROUNDS_TO_QUARANTINE {
-                        r.quarantined
-                            .insert(not_answering_too_long_reason(d.kind, serial, why));
-                    } else if d.kind == DeviceKind::Android {
-                        r.maintenance.insert(format!(
-                            "device {serial} not answering ({why}), reconnecting"
+                    // An iPhone: no adb step can help; a person after N rounds.
+                    let rounds = failed(&mut next);
+                    if rounds >= FAILED_ROUNDS_TO_QUARANTINE {
+                        r.quarantined.insert(not_answering_too_long_reason(
+                            d.kind,
+                            serial,
+                            why,
+                            &[],
                         ));
-                        actions.push(Action::Reconnect(serial.clone()));
                     } else {
                         r.maintenance
                             .insert(format!("device {serial} not answering ({why})"));
@@ -290,7 +374,13 @@ pub fn decide(
                     }
                 }
                 (Link::Connecting | Link::Authorizing, _) => {
-                    let rounds = failed(&mut next);
+                    // A reconnect brings a phone back through a handshake: its climb
+                    // goes on from where it was.
+                    if let Some(step) = memory.failed_rounds.get(serial) {
+                        next.failed_rounds.insert(serial.clone(), *step);
+                    }
+                    let rounds = memory.handshake_rounds.get(serial).copied().unwrap_or(0) + 1;
+                    next.handshake_rounds.insert(serial.clone(), rounds);
                     if rounds >= FAILED_ROUNDS_TO_QUARANTINE {
                         r.maintenance.insert(format!(
                             "device {serial} has been {} for {rounds} rounds",
@@ -468,6 +558,13 @@ pub fn decide(
     }
 
     let present: BTreeSet<String> = out.iter().map(|d| d.serial.clone()).collect();
+    // A phone that a reconnect dropped from the list (a USB phone re-enumerates, a TCP
+    // one is dropped) keeps its place on the ladder while it is away.
+    for (serial, step) in &memory.failed_rounds {
+        if !present.contains(serial) {
+            next.failed_rounds.insert(serial.clone(), *step);
+        }
+    }
     for (serial, seen) in &next.seen {
         if present.contains(serial) || rebooting.contains(serial) {
             continue;
@@ -485,6 +582,7 @@ pub fn decide(
     // One device per serial: a listing that names a serial twice is shown once.
     out.dedup_by(|a, b| a.kind == b.kind && a.serial == b.serial);
     for d in &mut out {
+        d.recovery_step = next.recovery_step.get(&d.serial).copied().unwrap_or(0);
         let word = d.verdict_word();
         let since = match memory.verdict_since.get(&d.serial) {
             Some((was, since)) if *was == word => *since,
@@ -555,27 +653,43 @@ pub fn offline_reconnecting_reason(serial: &str) -> String {
     format!("device {serial} offline, reconnecting")
 }
 
-/// The quarantine reason of a phone still `offline` after reconnecting was tried.
-pub fn offline_too_long_reason(serial: &str) -> String {
+/// The steps a phone went through, for its quarantine reason. The text does not grow
+/// with the rounds, so the reason is set once and not again every round.
+fn tried(ladder: &[(String, Action)]) -> String {
+    let steps: Vec<&str> = ladder.iter().map(|(what, _)| what.as_str()).collect();
+    match steps.last() {
+        Some(last) => format!("tried {} (last: {last})", steps.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The quarantine reason of a phone still `offline` after the ladder was climbed.
+pub fn offline_too_long_reason(serial: &str, ladder: &[(String, Action)]) -> String {
     format!(
-        "device {serial} has been offline for {FAILED_ROUNDS_TO_QUARANTINE} rounds: \
-         reconnecting did not help; check its USB cable and hub port, or replug it"
+        "device {serial} is still offline after every recovery step: {}; check its USB \
+         cable and hub port, or replug it",
+        tried(ladder)
     )
 }
 
 /// The quarantine reason of a phone listed online whose rounds keep failing.
-fn not_answering_too_long_reason(kind: DeviceKind, serial: &str, why: &str) -> String {
-    let remedy = match kind {
+fn not_answering_too_long_reason(
+    kind: DeviceKind,
+    serial: &str,
+    why: &str,
+    ladder: &[(String, Action)],
+) -> String {
+    match kind {
         DeviceKind::Android => format!(
-            "reconnecting did not help; its adbd may be wedged: replug it, or reboot it \
-             (adb -s {serial} reboot)"
+            "device {serial} still does not answer after every recovery step (last: {why}): \
+             {}; its adbd may be wedged: replug it, or reboot it (adb -s {serial} reboot)",
+            tried(ladder)
         ),
-        DeviceKind::Ios => "check that it is unlocked and paired, or replug it".to_string(),
-    };
-    format!(
-        "device {serial} has not answered for {FAILED_ROUNDS_TO_QUARANTINE} rounds \
-         (last: {why}): {remedy}"
-    )
+        DeviceKind::Ios => format!(
+            "device {serial} has not answered for {FAILED_ROUNDS_TO_QUARANTINE} rounds \
+             (last: {why}): check that it is unlocked and paired, or replug it"
+        ),
+    }
 }
 
 /// A number for a reason text: at most one decimal, none when it is whole (`12`,
@@ -1206,14 +1320,95 @@ mod tests {
         assert!(first.reasons.quarantined.is_empty());
         assert_eq!(first.actions, vec![Action::ReconnectOffline]);
 
+        // The only phone, and stuck: the ladder goes on to the phone's own reconnect,
+        // then to the adb server, then to a person.
         let second = assess(&first.memory, &offline(), &none(), &T);
-        assert_eq!(quarantined(&second), vec![offline_too_long_reason("H1")]);
-        assert!(quarantined(&second)[0].contains("check its USB cable"));
-        assert!(second.reasons.maintenance.is_empty());
-        assert!(second.actions.is_empty());
-
+        assert_eq!(
+            maintenance(&second),
+            vec!["device H1 offline, recovering: step 2, reconnect H1"]
+        );
+        assert_eq!(second.actions, vec![Action::Reconnect("H1".into())]);
+        assert_eq!(second.devices[0].recovery_step, 2);
         let third = assess(&second.memory, &offline(), &none(), &T);
-        assert_eq!(quarantined(&third), vec![offline_too_long_reason("H1")]);
+        assert_eq!(
+            maintenance(&third),
+            vec!["device H1 offline, recovering: step 3, restart the adb server"]
+        );
+        assert_eq!(third.actions, vec![Action::RestartAdbServer]);
+        let fourth = assess(&third.memory, &offline(), &none(), &T);
+        assert_eq!(
+            quarantined(&fourth),
+            vec!["device H1 is still offline after every recovery step: tried reconnect-offline, reconnect H1, restart the adb server (last: restart the adb server); check its USB cable and hub port, or replug it"]
+        );
+        assert!(fourth.reasons.maintenance.is_empty());
+        assert!(fourth.actions.is_empty());
+        assert_eq!(fourth.devices[0].recovery_step, 4);
+        // The same reason round after round: it is set once.
+        let fifth = assess(&fourth.memory, &offline(), &none(), &T);
+        assert_eq!(fifth.reasons, fourth.reasons);
+    }
+
+    #[test]
+    fn the_adb_server_is_restarted_only_when_every_phone_is_stuck_and_no_task_runs() {
+        let stuck = in_state("H1", "offline");
+        // Another phone answers: no server restart; a person after the phone's steps.
+        let mut m = Memory::default();
+        let mut last = None;
+        for _ in 0..3 {
+            let a = assess(&m, &[stuck.clone(), healthy("K")], &none(), &T);
+            assert!(!a.actions.contains(&Action::RestartAdbServer));
+            m = a.memory.clone();
+            last = Some(a);
+        }
+        let q = last.unwrap().reasons.quarantined;
+        assert_eq!(q.len(), 1);
+        assert!(
+            q[0].contains(
+                "still offline after every recovery step: tried reconnect-offline, reconnect H1 (last: reconnect H1)"
+            ),
+            "{q:?}"
+        );
+        // Every phone stuck but a task runs: no restart either.
+        let mut m = Memory::default();
+        for _ in 0..3 {
+            let a = decide(
+                &m,
+                std::slice::from_ref(&stuck),
+                &none(),
+                &Reasons::default(),
+                &T,
+                0.0,
+                false,
+            );
+            assert!(!a.actions.contains(&Action::RestartAdbServer));
+            m = a.memory.clone();
+        }
+    }
+
+    #[test]
+    fn a_handshake_does_not_use_up_the_offline_steps() {
+        // Connecting for rounds (a slow auth), then offline: the ladder starts at step 1.
+        let a = rounds(&[
+            (vec![in_state("H1", "connecting")], none()),
+            (vec![in_state("H1", "connecting")], none()),
+            (vec![in_state("H1", "offline")], none()),
+        ]);
+        assert_eq!(maintenance(&a), vec!["device H1 offline, reconnecting"]);
+        assert_eq!(a.actions, vec![Action::ReconnectOffline]);
+    }
+
+    #[test]
+    fn a_phone_dropped_by_a_reconnect_keeps_its_place_on_the_ladder() {
+        let a = rounds(&[
+            (vec![in_state("H1", "offline"), healthy("K")], none()),
+            (vec![healthy("K")], none()),
+            (vec![in_state("H1", "connecting"), healthy("K")], none()),
+            (vec![in_state("H1", "offline"), healthy("K")], none()),
+        ]);
+        assert_eq!(
+            maintenance(&a),
+            vec!["device H1 offline, recovering: step 2, reconnect H1"]
+        );
     }
 
     #[test]
@@ -1349,18 +1544,25 @@ mod tests {
         );
         assert_eq!(first.actions, vec![Action::Reconnect("W1".into())]);
         assert_eq!(first.devices[0].verdict_word(), "maintenance");
+        // The only phone, stuck: the adb server is the next step, then a person.
         let second = assess(&first.memory, &[not_answering("W1", false)], &none(), &T);
-        assert_eq!(quarantined(&second).len(), 1);
-        let q = quarantined(&second)[0];
+        assert_eq!(
+            maintenance(&second),
+            vec!["device W1 not answering (timed out), recovering: step 2, restart the adb server"]
+        );
+        assert_eq!(second.actions, vec![Action::RestartAdbServer]);
+        let third = assess(&second.memory, &[not_answering("W1", false)], &none(), &T);
+        assert_eq!(quarantined(&third).len(), 1);
+        let q = quarantined(&third)[0];
         assert!(
-            q.starts_with("device W1 has not answered for 2 rounds (last: timed out): ")
+            q.starts_with("device W1 still does not answer after every recovery step (last: timed out): tried reconnect W1, restart the adb server (last: restart the adb server); ")
                 && q.contains("adb -s W1 reboot"),
             "{q}"
         );
-        assert!(second.actions.is_empty());
-        assert_eq!(second.devices[0].verdict_word(), "quarantined");
+        assert!(third.actions.is_empty());
+        assert_eq!(third.devices[0].verdict_word(), "quarantined");
         // It answers again: usable, and the count starts over.
-        let back = assess(&second.memory, &[healthy("W1")], &none(), &T);
+        let back = assess(&third.memory, &[healthy("W1")], &none(), &T);
         assert_eq!(back.reasons, Reasons::default());
         let again = assess(&back.memory, &[not_answering("W1", false)], &none(), &T);
         assert!(again.reasons.quarantined.is_empty());
@@ -1378,7 +1580,10 @@ mod tests {
         assert_eq!(first.actions, vec![Action::ReconnectOffline]);
         // Listed offline the next round: the same count goes on.
         let second = assess(&first.memory, &[in_state("H1", "offline")], &none(), &T);
-        assert_eq!(quarantined(&second), vec![offline_too_long_reason("H1")]);
+        assert_eq!(
+            maintenance(&second),
+            vec!["device H1 offline, recovering: step 2, reconnect H1"]
+        );
     }
 
     #[test]

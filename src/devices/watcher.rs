@@ -64,6 +64,8 @@ pub trait AndroidPhones: Send + Sync {
     fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>>;
     /// Resets every offline transport.
     fn reconnect_offline(&self) -> BoxFuture<Result<(), String>>;
+    /// Has the adb server exit, for its supervisor to start it again.
+    fn restart_server(&self) -> BoxFuture<Result<(), String>>;
 }
 
 /// What the watcher needs of the iPhones (libimobiledevice's tools, for real).
@@ -385,6 +387,17 @@ impl Watcher {
                                 self.publish(false);
                             }
                         }
+                        Action::RestartAdbServer => {
+                            log::warn!(
+                                "every phone is stuck and no task runs: restarting the adb server"
+                            );
+                            let done = self.android.restart_server();
+                            tokio::spawn(async move {
+                                if let Err(e) = done.await {
+                                    log::warn!("{e}");
+                                }
+                            });
+                        }
                         Action::ReconnectOffline => {
                             log::info!("asking the adb server to reconnect offline phones");
                             let done = self.android.reconnect_offline();
@@ -518,7 +531,11 @@ impl Watcher {
         let mut devices: Vec<Device> = listing
             .iter()
             .map(|l| {
-                let settled = settled_state(l, self.offline_since.get(&l.serial));
+                let settled = settled_state(
+                    l,
+                    self.offline_since.get(&l.serial),
+                    self.budget.offline_settle,
+                );
                 build_device(&settled, self.rounds.get(&l.serial))
             })
             .collect();
@@ -825,6 +842,11 @@ mod tests {
             self.record("reconnect-offline".into());
             Box::pin(async { Ok(()) })
         }
+
+        fn restart_server(&self) -> BoxFuture<Result<(), String>> {
+            self.record("restart-server".into());
+            Box::pin(async { Ok(()) })
+        }
     }
 
     /// Without `--devices ios` the watcher must never touch the iPhones.
@@ -967,7 +989,12 @@ mod tests {
         let s = rig
             .until("H quarantined", |s| !s.reasons.quarantined.is_empty())
             .await;
-        assert!(s.reasons.quarantined[0].starts_with("device H has not answered for 2 rounds"));
+        assert!(
+            s.reasons.quarantined[0]
+                .starts_with("device H still does not answer after every recovery step"),
+            "{:?}",
+            s.reasons
+        );
         assert!(s
             .reasons
             .quarantined

@@ -556,6 +556,7 @@ mod tests {
                     fault: None,
                     missing_values: vec![],
                     verdict_for_secs: 0.0,
+                    recovery_step: 0,
                     reasons: Reasons::default(),
                 }
             );
