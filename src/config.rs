@@ -75,6 +75,12 @@ pub struct Config {
     pub min_data_free_bytes: u64,
     /// A phone too hot this long is rebooted once while idle.
     pub cooldown_reboot_after: Duration,
+    /// USB reset of a stuck phone as a recovery step.
+    pub usb_reset: bool,
+    /// Power-cycling a stuck phone's hub port as the last recovery step.
+    pub usb_power_cycle: bool,
+    /// How long a power cycle keeps the port off.
+    pub power_off: Duration,
     /// A phone up for longer than this is rebooted while idle.
     pub max_device_uptime: Duration,
 }
@@ -317,6 +323,30 @@ const FLAGS: &[Flag] = &[
         help: "less free space than this on a phone's /data puts it in maintenance",
     },
     Flag {
+        name: "--usb-reset",
+        arity: Arity::Switch,
+        metavar: "",
+        env: None,
+        default: "off",
+        help: "a step of the recovery ladder: USBDEVFS_RESET of a stuck phone, at most once an hour (resets have panicked kernels)",
+    },
+    Flag {
+        name: "--usb-power-cycle",
+        arity: Arity::Switch,
+        metavar: "",
+        env: None,
+        default: "off",
+        help: "the ladder's last step: power-cycle a stuck phone's hub port (hubs with per-port power only)",
+    },
+    Flag {
+        name: "--power-off-seconds",
+        arity: Arity::Value,
+        metavar: "SECONDS",
+        env: None,
+        default: "5",
+        help: "how long --usb-power-cycle keeps a port off",
+    },
+    Flag {
         name: "--cooldown-reboot-after",
         arity: Arity::Value,
         metavar: "SECONDS",
@@ -518,6 +548,13 @@ pub fn parse(
         1.0,
         86_400.0,
     )?);
+    let power_off = Duration::from_secs_f64(number_flag(
+        "--power-off-seconds",
+        get("--power-off-seconds"),
+        5.0,
+        0.5,
+        120.0,
+    )?);
     let cooldown_reboot_after = Duration::from_secs_f64(number_flag(
         "--cooldown-reboot-after",
         get("--cooldown-reboot-after"),
@@ -574,6 +611,9 @@ pub fn parse(
         min_data_free_bytes,
         cooldown_reboot_after,
         max_device_uptime,
+        usb_reset: switch("--usb-reset"),
+        usb_power_cycle: switch("--usb-power-cycle"),
+        power_off,
     };
     if devices {
         if switch("--check-config") {

@@ -135,6 +135,8 @@ pub struct Device {
     pub device_type: Option<String>,
     /// What people call it: `ro.product.model` (`Pixel 5`), or the iOS `ProductType`.
     pub model: Option<String>,
+    /// Where it is on USB, as adb lists it (`usb:1-1.4`); none on TCP or for an iPhone.
+    pub usb_path: Option<String>,
     /// Unix seconds when its last round read it.
     pub read_at_unix: Option<f64>,
     pub battery_percent: Option<f64>,
@@ -177,6 +179,7 @@ impl Device {
             state: State::Listed(link),
             device_type: None,
             model: None,
+            usb_path: None,
             read_at_unix: None,
             battery_percent: None,
             powered: None,

@@ -109,6 +109,7 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
     if let Some(device_type) = &listed.device {
         d.device_type = Some(device_type.clone());
     }
+    d.usb_path.clone_from(&listed.devpath);
     if let Some(r) = round {
         if let Some(props) = &r.props {
             if let Some(name) = dimensions::device_name(props) {
@@ -696,6 +697,8 @@ mod tests {
             min_data_free_bytes: 1 << 30,
             cooldown_reboot_after_secs: 1800.0,
             max_device_uptime_secs: 90_000.0,
+            usb_reset: false,
+            usb_power_cycle: false,
         };
         let a = crate::devices::verdict::decide(
             &Memory::default(),

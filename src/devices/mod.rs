@@ -15,6 +15,7 @@
 
 pub mod android;
 pub mod budget;
+pub mod usb;
 pub mod verdict;
 mod watcher;
 

@@ -74,6 +74,10 @@ pub struct Thresholds {
     pub cooldown_reboot_after_secs: f64,
     /// A phone up for longer than this is rebooted while idle.
     pub max_device_uptime_secs: f64,
+    /// `--usb-reset`: a USB reset is a step of the ladder.
+    pub usb_reset: bool,
+    /// `--usb-power-cycle`: a hub port power cycle is the ladder's last step.
+    pub usb_power_cycle: bool,
 }
 
 impl Thresholds {
@@ -87,6 +91,8 @@ impl Thresholds {
             min_data_free_bytes: config.min_data_free_bytes,
             cooldown_reboot_after_secs: config.cooldown_reboot_after.as_secs_f64(),
             max_device_uptime_secs: config.max_device_uptime.as_secs_f64(),
+            usb_reset: config.usb_reset,
+            usb_power_cycle: config.usb_power_cycle,
         }
     }
 }
@@ -116,7 +122,15 @@ pub struct Memory {
     recovery_step: BTreeMap<String, u32>,
     /// Consecutive rounds each phone has been in a handshake (connecting, authorizing).
     handshake_rounds: BTreeMap<String, u32>,
+    /// When each phone was last reset over USB.
+    usb_reset_at: BTreeMap<String, f64>,
+    /// Whether each climbing phone's ladder has the USB reset: decided when the climb
+    /// starts, so a reset during the climb does not shorten it.
+    climb_usb_reset: BTreeMap<String, bool>,
 }
+
+/// A phone is reset over USB at most this often: resets have panicked kernels.
+const USB_RESET_EVERY: f64 = 3600.0;
 
 /// The recovery ladder of a phone that is offline (or answers `device offline`), or
 /// listed online and not answering: one step per round that did not help, then a person.
@@ -124,7 +138,7 @@ pub struct Memory {
 /// phone that is not answering starts at its own reconnect. Restarting the adb server
 /// drops every phone's transport, so it is a step only when every phone is stuck and no
 /// task runs.
-fn ladder(offline: bool, serial: &str, restart_server: bool) -> Vec<(String, Action)> {
+fn ladder(offline: bool, serial: &str, opts: &LadderOptions) -> Vec<(String, Action)> {
     let mut steps = Vec::new();
     if offline {
         steps.push(("reconnect-offline".to_string(), Action::ReconnectOffline));
@@ -133,13 +147,42 @@ fn ladder(offline: bool, serial: &str, restart_server: bool) -> Vec<(String, Act
         format!("reconnect {serial}"),
         Action::Reconnect(serial.to_string()),
     ));
-    if restart_server {
+    if let (true, Some(path)) = (opts.usb_reset, &opts.usb_path) {
+        steps.push((
+            format!("USB reset of {path}"),
+            Action::UsbReset {
+                serial: serial.to_string(),
+                devpath: path.clone(),
+            },
+        ));
+    }
+    if opts.restart_server {
         steps.push((
             "restart the adb server".to_string(),
             Action::RestartAdbServer,
         ));
     }
+    if let (true, Some(path)) = (opts.usb_power_cycle, &opts.usb_path) {
+        steps.push((
+            format!("power cycle of {path}'s hub port"),
+            Action::PowerCycle {
+                serial: serial.to_string(),
+                devpath: path.clone(),
+            },
+        ));
+    }
     steps
+}
+
+/// What a phone's ladder may hold this round.
+struct LadderOptions {
+    /// Every phone is stuck and no task runs.
+    restart_server: bool,
+    /// `--usb-reset`, and the phone was not reset within the hour.
+    usb_reset: bool,
+    usb_power_cycle: bool,
+    /// `usb:<path>` as adb lists it; a phone without one (TCP) has no USB steps.
+    usb_path: Option<String>,
 }
 
 /// A phone is rebooted for its own care at most this often.
@@ -188,6 +231,10 @@ pub enum Action {
     /// `host:kill`: the adb server is restarted by its supervisor, and every transport
     /// with it.
     RestartAdbServer,
+    /// `USBDEVFS_RESET` of the phone at `devpath` (`--usb-reset`).
+    UsbReset { serial: String, devpath: String },
+    /// Power-cycles the hub port of the phone at `devpath` (`--usb-power-cycle`).
+    PowerCycle { serial: String, devpath: String },
     /// Reboots a phone for its own care (too hot for too long, up for too long); only
     /// asked while no task runs.
     Reboot { serial: String, why: String },
@@ -272,6 +319,25 @@ pub fn decide(
         }
         let mut r = Collect::default();
         let being_rebooted = rebooting.contains(serial) || d.state == State::Rebooting;
+        if let Some(at) = memory.usb_reset_at.get(serial) {
+            next.usb_reset_at.insert(serial.clone(), *at);
+        }
+        let usb_reset = match memory.climb_usb_reset.get(serial) {
+            Some(allowed) if memory.failed_rounds.contains_key(serial) => *allowed,
+            _ => {
+                t.usb_reset
+                    && memory
+                        .usb_reset_at
+                        .get(serial)
+                        .is_none_or(|at| now - at >= USB_RESET_EVERY)
+            }
+        };
+        let opts = LadderOptions {
+            restart_server: all_stuck && idle,
+            usb_reset,
+            usb_power_cycle: t.usb_power_cycle,
+            usb_path: d.usb_path.clone(),
+        };
         let failed = |next: &mut Memory| -> u32 {
             let rounds = memory.failed_rounds.get(serial).copied().unwrap_or(0) + 1;
             next.failed_rounds.insert(serial.clone(), rounds);
@@ -300,7 +366,8 @@ pub fn decide(
                 }
                 (Link::Offline, _) | (Link::Device, Some((_, true))) => {
                     let rounds = failed(&mut next);
-                    let ladder = ladder(true, serial, all_stuck && idle);
+                    next.climb_usb_reset.insert(serial.clone(), opts.usb_reset);
+                    let ladder = ladder(true, serial, &opts);
                     match ladder.get(rounds as usize - 1) {
                         Some((what, action)) => {
                             r.maintenance.insert(if rounds == 1 {
@@ -310,6 +377,9 @@ pub fn decide(
                                     "device {serial} offline, recovering: step {rounds}, {what}"
                                 )
                             });
+                            if matches!(action, Action::UsbReset { .. }) {
+                                next.usb_reset_at.insert(serial.clone(), now);
+                            }
                             if !actions.contains(action) {
                                 actions.push(action.clone());
                             }
@@ -323,7 +393,8 @@ pub fn decide(
                 }
                 (Link::Device, Some((why, false))) if d.kind == DeviceKind::Android => {
                     let rounds = failed(&mut next);
-                    let ladder = ladder(false, serial, all_stuck && idle);
+                    next.climb_usb_reset.insert(serial.clone(), opts.usb_reset);
+                    let ladder = ladder(false, serial, &opts);
                     match ladder.get(rounds as usize - 1) {
                         Some((what, action)) => {
                             r.maintenance.insert(if rounds == 1 {
@@ -333,6 +404,9 @@ pub fn decide(
                                     "device {serial} not answering ({why}), recovering: step {rounds}, {what}"
                                 )
                             });
+                            if matches!(action, Action::UsbReset { .. }) {
+                                next.usb_reset_at.insert(serial.clone(), now);
+                            }
                             if !actions.contains(action) {
                                 actions.push(action.clone());
                             }
@@ -713,6 +787,8 @@ mod tests {
         min_data_free_bytes: 1 << 30,
         cooldown_reboot_after_secs: 1800.0,
         max_device_uptime_secs: 90_000.0,
+        usb_reset: false,
+        usb_power_cycle: false,
     };
 
     fn healthy(serial: &str) -> Device {
@@ -1412,6 +1488,89 @@ mod tests {
     }
 
     #[test]
+    fn the_usb_steps_are_opt_in_need_a_usb_path_and_resets_are_rate_limited() {
+        let t = Thresholds {
+            usb_reset: true,
+            usb_power_cycle: true,
+            ..T
+        };
+        let mut phone = in_state("H1", "offline");
+        phone.usb_path = Some("usb:1-1.4".into());
+        let run = |m: &Memory, d: &Device, now: f64| {
+            decide(
+                m,
+                &[d.clone(), healthy("K")],
+                &none(),
+                &Reasons::default(),
+                &t,
+                now,
+                true,
+            )
+        };
+        let mut m = Memory::default();
+        let mut steps = Vec::new();
+        for round in 0..6 {
+            let a = run(&m, &phone, f64::from(round) * 30.0);
+            steps.extend(a.actions.clone());
+            m = a.memory.clone();
+            if round == 3 {
+                assert!(
+                    maintenance(&a)[0].contains("step 4, power cycle of usb:1-1.4's hub port"),
+                    "{:?}",
+                    a.reasons
+                );
+            }
+            if round == 4 {
+                assert!(
+                    quarantined(&a)[0].contains("tried reconnect-offline, reconnect H1, USB reset of usb:1-1.4, power cycle of usb:1-1.4's hub port"),
+                    "{:?}",
+                    a.reasons
+                );
+            }
+        }
+        let h1 = || "H1".to_string();
+        let path = || "usb:1-1.4".to_string();
+        assert_eq!(
+            steps,
+            vec![
+                Action::ReconnectOffline,
+                Action::Reconnect(h1()),
+                Action::UsbReset {
+                    serial: h1(),
+                    devpath: path()
+                },
+                Action::PowerCycle {
+                    serial: h1(),
+                    devpath: path()
+                },
+            ]
+        );
+        // Back, then stuck again within the hour: no second reset.
+        let mut m = run(&m, &healthy("H1"), 200.0).memory;
+        let mut again = Vec::new();
+        for round in 0..3 {
+            let a = run(&m, &phone, 300.0 + f64::from(round) * 30.0);
+            again.extend(a.actions.clone());
+            m = a.memory.clone();
+        }
+        assert!(
+            !again.iter().any(|a| matches!(a, Action::UsbReset { .. })),
+            "{again:?}"
+        );
+        // A phone on TCP has no USB path: no USB step.
+        let tcp = in_state("127.0.0.1:5555", "offline");
+        let mut m = Memory::default();
+        for round in 0..4 {
+            let a = run(&m, &tcp, f64::from(round));
+            assert!(!a
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::UsbReset { .. } | Action::PowerCycle { .. })));
+            m = a.memory.clone();
+        }
+    }
+
+    #[test]
     fn offline_clears_and_counts_again_from_one() {
         let a = rounds(&[
             (vec![in_state("H1", "offline")], none()),
@@ -1724,6 +1883,8 @@ mod tests {
                 min_data_free_bytes: 1 << 30,
                 cooldown_reboot_after_secs: 1800.0,
                 max_device_uptime_secs: 90_000.0,
+                usb_reset: false,
+                usb_power_cycle: false,
             }
         );
     }

@@ -29,6 +29,7 @@ use std::pin::Pin;
 
 use super::android::{build_device, settled_state, Adb, PhoneRound, Props};
 use super::budget::Budget;
+use super::usb;
 use super::verdict::{self, Action, Memory, Thresholds};
 use crate::adb::client::ShellProtocol;
 use crate::clock::Ticker;
@@ -386,6 +387,29 @@ impl Watcher {
                                 self.reboot(d, &why);
                                 self.publish(false);
                             }
+                        }
+                        Action::UsbReset { serial, devpath } => {
+                            log::warn!(
+                                "resetting {serial} over USB ({devpath}): it does not recover"
+                            );
+                            tokio::task::spawn_blocking(move || {
+                                match usb::reset(&usb::Roots::default(), &devpath) {
+                                    Ok(node) => {
+                                        log::info!("reset {serial} over USB ({})", node.display())
+                                    }
+                                    Err(e) => log::warn!("cannot reset {serial} over USB: {e}"),
+                                }
+                            });
+                        }
+                        Action::PowerCycle { serial, devpath } => {
+                            log::warn!("power-cycling the hub port of {serial} ({devpath}): it does not recover");
+                            let off = self.shared.config.power_off;
+                            tokio::task::spawn_blocking(move || {
+                                match usb::power_cycle(&usb::Roots::default(), &devpath, off) {
+                                    Ok(how) => log::info!("power-cycled {serial}: {how}"),
+                                    Err(e) => log::warn!("cannot power-cycle {serial}: {e}"),
+                                }
+                            });
                         }
                         Action::RestartAdbServer => {
                             log::warn!(

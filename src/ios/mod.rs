@@ -484,6 +484,8 @@ mod tests {
         min_data_free_bytes: 1 << 30,
         cooldown_reboot_after_secs: 1800.0,
         max_device_uptime_secs: 90_000.0,
+        usb_reset: false,
+        usb_power_cycle: false,
     };
 
     fn errors(metrics: &Metrics) -> Vec<(Vec<String>, u64)> {
@@ -540,6 +542,7 @@ mod tests {
                     state: State::Listed(Link::Device),
                     device_type: Some("iPhone14,2".into()),
                     model: Some("iPhone14,2".into()),
+                    usb_path: None,
                     read_at_unix: None,
                     battery_percent: Some(87.0),
                     powered: None,
