@@ -6,7 +6,8 @@
 //! - `android`: the Android side for real, through the adb server protocol: the device
 //!   list, one round per phone as one script, reboots, reconnects; and the pure step from
 //!   a listing and a round to a [`Device`](crate::snapshot::Device);
-//! - `verdict`: the one place a phone's fate is decided;
+//! - `verdict`: the one place a phone's fate is decided, its recovery ladder included;
+//! - `usb`: the opt-in USB steps of that ladder (a reset, a hub port power cycle);
 //! - `budget`: every deadline of a round, from `--interrogate-every`.
 //!
 //! The iPhones' tools (`crate::ios`), the parsers (`crate::parse`), the dimension rules
