@@ -178,8 +178,9 @@ fn ladder(offline: bool, serial: &str, opts: &LadderOptions) -> Vec<(String, Act
 struct LadderOptions {
     /// Every phone is stuck and no task runs.
     restart_server: bool,
-    /// `--usb-reset`, and the phone was not reset within the hour.
+    /// `--usb-reset`, the phone was not reset within the hour, and no task runs.
     usb_reset: bool,
+    /// `--usb-power-cycle`, and no task runs.
     usb_power_cycle: bool,
     /// `usb:<path>` as adb lists it; a phone without one (TCP) has no USB steps.
     usb_path: Option<String>,
@@ -332,10 +333,11 @@ pub fn decide(
                         .is_none_or(|at| now - at >= USB_RESET_EVERY)
             }
         };
+        // The steps that disturb more than the phone's dead transport wait for no task.
         let opts = LadderOptions {
             restart_server: all_stuck && idle,
-            usb_reset,
-            usb_power_cycle: t.usb_power_cycle,
+            usb_reset: usb_reset && idle,
+            usb_power_cycle: t.usb_power_cycle && idle,
             usb_path: d.usb_path.clone(),
         };
         let failed = |next: &mut Memory| -> u32 {
@@ -1557,6 +1559,24 @@ mod tests {
             !again.iter().any(|a| matches!(a, Action::UsbReset { .. })),
             "{again:?}"
         );
+        // While a task runs, no USB step.
+        let mut m = Memory::default();
+        for round in 0..4 {
+            let a = decide(
+                &m,
+                &[phone.clone(), healthy("K")],
+                &none(),
+                &Reasons::default(),
+                &t,
+                f64::from(round),
+                false,
+            );
+            assert!(!a
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::UsbReset { .. } | Action::PowerCycle { .. })));
+            m = a.memory.clone();
+        }
         // A phone on TCP has no USB path: no USB step.
         let tcp = in_state("127.0.0.1:5555", "offline");
         let mut m = Memory::default();
