@@ -14,14 +14,15 @@
 //! | any temperature above the maximum | maintenance `too hot: <serial> <sensor> 44.5°C (> 35°C)` |
 //! | ... then any at or above the maximum minus `--temperature-hysteresis` | maintenance `too hot: <serial> <sensor> 34.0°C (cooling to below 33°C)` |
 //! | online, `sys.boot_completed` not 1, not being rebooted | maintenance `booting: <serial>` |
-//! | being rebooted after a task | maintenance `rebooting <serial> after task` |
+//! | being rebooted | maintenance `rebooting <serial> after task` (or `for its care: ...`) |
 //! | seen before, absent now, not being rebooted | quarantined `device <serial> (<type>) has gone missing` |
 //! | `unauthorized` | quarantined, with the adb key remedy |
 //! | `no permissions` | quarantined, with the USB remedy |
-//! | `offline` (listed so, or the transport answered `device offline`), rounds 1 to N-1 | maintenance `device <serial> offline, reconnecting` and [`Action::ReconnectOffline`] |
-//! | `offline` for N consecutive rounds | quarantined, with the cable remedy |
-//! | listed `device` but its round failed (a wedged adbd, a hung transport), rounds 1 to N-1 | maintenance `device <serial> not answering (<why>), reconnecting` and [`Action::Reconnect`] (an iPhone: no action) |
-//! | not answering for N consecutive rounds | quarantined, with the remedy |
+//! | `offline` (listed so, or the transport answered `device offline`) | one step of the recovery ladder per round that did not help ([`ladder`]): reconnect-offline (maintenance `device <serial> offline, reconnecting`), reconnect the phone, a USB reset (`--usb-reset`, once an hour at most), restart the adb server (every phone stuck), a hub port power cycle (`--usb-power-cycle`), each as maintenance `device <serial> offline, recovering: step 2, reconnect <serial>`; the USB steps and the restart only while idle |
+//! | still offline when the steps are used up | quarantined `device <serial> is still offline after every recovery step: tried ...; check its USB cable and hub port, or replug it` |
+//! | listed `device` but its round failed (a wedged adbd, a hung transport) | the same ladder without reconnect-offline (maintenance `device <serial> not answering (<why>), reconnecting`, then `..., recovering: step 2, ...`) |
+//! | not answering when the steps are used up | quarantined `device <serial> still does not answer after every recovery step (last: <why>): tried ...; ...` |
+//! | an iPhone not answering (no adb step can help) | maintenance `device <serial> not answering (<why>)`, quarantined after N rounds |
 //! | `connecting` or `authorizing` for N consecutive rounds | maintenance `device <serial> has been <state> for N rounds` |
 //! | bootloader, recovery, sideload, rescue, host, detached, or a state we do not know | quarantined `device <serial> is in adb state <state>, not Android: ...` |
 //! | the iPhones cannot be listed | each known iPhone, and the bot: the listing's reason |
