@@ -304,17 +304,7 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
     tmm.wait_sample(&state(&m, "device"), 1.0, LONG);
     tmm.wait_sample(&state(&u, "unauthorized"), 1.0, LONG);
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
-        .args([
-            "devices",
-            "--no-bot",
-            "--adb-server",
-            &format!("127.0.0.1:{}", tmm.adb_port),
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", tmm.metrics_port),
-        ])
-        .output()
-        .unwrap();
+    let out = tmm.devices_command();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let line = |serial: &str| {
@@ -460,17 +450,7 @@ fn a_battery_block_at_column_0_is_read_and_a_missing_level_is_never_silent() {
         parse_errors()
     );
     assert_eq!(tmm.sample(&battery), None, "no battery figure is made up");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
-        .args([
-            "devices",
-            "--no-bot",
-            "--adb-server",
-            &format!("127.0.0.1:{}", tmm.adb_port),
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", tmm.metrics_port),
-        ])
-        .output()
-        .unwrap();
+    let out = tmm.devices_command();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("could not read: battery level (dumpsys battery: no level line)"),

@@ -492,7 +492,7 @@ impl AndroidPhones for Adb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::verdict::{Memory, Thresholds};
+    use crate::devices::verdict::Memory;
     use crate::snapshot::Reasons;
     use std::collections::BTreeSet;
 
@@ -688,18 +688,7 @@ mod tests {
         let listing = parse::devices_l::parse(text).unwrap();
         let d = build_device(&listing[0], None);
         assert_eq!(d.state_word(), "no permissions");
-        let t = Thresholds {
-            min_battery_percent: 30.0,
-            max_temperature_celsius: 35.0,
-            temperature_hysteresis: 2.0,
-            battery_hysteresis: 5.0,
-            charge_stall_secs: 1200.0,
-            min_data_free_bytes: 1 << 30,
-            cooldown_reboot_after_secs: 1800.0,
-            max_device_uptime_secs: 90_000.0,
-            usb_reset: false,
-            usb_power_cycle: false,
-        };
+        let t = crate::devices::verdict::TEST_THRESHOLDS;
         let a = crate::devices::verdict::decide(
             &Memory::default(),
             &[d],

@@ -130,6 +130,21 @@ pub struct Memory {
     climb_usb_reset: BTreeMap<String, bool>,
 }
 
+/// The flags' defaults, for the tests of every module that runs the verdict.
+#[cfg(test)]
+pub const TEST_THRESHOLDS: Thresholds = Thresholds {
+    min_battery_percent: 30.0,
+    max_temperature_celsius: 35.0,
+    temperature_hysteresis: 2.0,
+    battery_hysteresis: 5.0,
+    charge_stall_secs: 1200.0,
+    min_data_free_bytes: 1 << 30,
+    cooldown_reboot_after_secs: 1800.0,
+    max_device_uptime_secs: 90_000.0,
+    usb_reset: false,
+    usb_power_cycle: false,
+};
+
 /// A phone is reset over USB at most this often: resets have panicked kernels.
 const USB_RESET_EVERY: f64 = 3600.0;
 
@@ -781,18 +796,7 @@ mod tests {
     use super::*;
     use crate::snapshot::Temperature;
 
-    const T: Thresholds = Thresholds {
-        min_battery_percent: 30.0,
-        max_temperature_celsius: 35.0,
-        temperature_hysteresis: 2.0,
-        battery_hysteresis: 5.0,
-        charge_stall_secs: 1200.0,
-        min_data_free_bytes: 1 << 30,
-        cooldown_reboot_after_secs: 1800.0,
-        max_device_uptime_secs: 90_000.0,
-        usb_reset: false,
-        usb_power_cycle: false,
-    };
+    const T: Thresholds = TEST_THRESHOLDS;
 
     fn healthy(serial: &str) -> Device {
         let mut d = Device::listed(DeviceKind::Android, serial, Link::Device);

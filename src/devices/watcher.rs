@@ -1080,7 +1080,7 @@ mod tests {
         let busy = rig().await;
         let mut old = pixel(true);
         old.uptime = Some(100_000.0);
-        busy.fake.answer("B", Answer::Reads(Box::new(old)));
+        busy.fake.answer("B", Answer::Reads(Box::new(old.clone())));
         // B's task runs from the start: it is not rebooted for its uptime meanwhile.
         busy.shared.send_device_command(DeviceCommand::TaskStarted);
         tokio::task::yield_now().await;
@@ -1092,14 +1092,7 @@ mod tests {
         busy.stop().await;
 
         let rig = rig().await;
-        rig.fake.answer(
-            "U",
-            Answer::Reads(Box::new({
-                let mut r = pixel(true);
-                r.uptime = Some(100_000.0);
-                r
-            })),
-        );
+        rig.fake.answer("U", Answer::Reads(Box::new(old)));
         rig.fake.list("U device\n");
         let s = rig
             .until("U rebooting", |s| {

@@ -475,18 +475,7 @@ mod tests {
         });
     }
 
-    const T: Thresholds = Thresholds {
-        min_battery_percent: 30.0,
-        max_temperature_celsius: 35.0,
-        temperature_hysteresis: 2.0,
-        battery_hysteresis: 5.0,
-        charge_stall_secs: 1200.0,
-        min_data_free_bytes: 1 << 30,
-        cooldown_reboot_after_secs: 1800.0,
-        max_device_uptime_secs: 90_000.0,
-        usb_reset: false,
-        usb_power_cycle: false,
-    };
+    const T: Thresholds = verdict::TEST_THRESHOLDS;
 
     fn errors(metrics: &Metrics) -> Vec<(Vec<String>, u64)> {
         metrics.interrogation_errors_total.series()

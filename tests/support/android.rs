@@ -250,6 +250,22 @@ impl Monitor {
         }
     }
 
+    /// Runs `test_machine_monitor devices` against this monitor's adb server and status
+    /// port.
+    pub fn devices_command(&self) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
+            .args([
+                "devices",
+                "--no-bot",
+                "--adb-server",
+                &format!("127.0.0.1:{}", self.adb_port),
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
+            .output()
+            .unwrap()
+    }
+
     /// POSTs `{}` to a hook and returns its JSON answer.
     pub fn hook(&self, path: &str) -> serde_json::Value {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.hook_port));
