@@ -298,11 +298,18 @@ fn a_server_already_listening_is_used_not_replaced() {
 fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
     let sim = Sim::start(&["modern:M", "unauthorized:U"], &[]);
     let tmm = Monitor::start("devices-cmd", &[]);
-    sim.connect_all(tmm.adb_port);
     let (m, u) = (sim.serial("M"), sim.serial("U"));
-    // The monitor has seen both: the server lists them in their settled states.
+    connect_phone(tmm.adb_port, sim.port("M"));
     tmm.wait_sample(&state(&m, "device"), 1.0, LONG);
+    // Plugged in while the monitor follows the list: the adb server never tells its
+    // tracker that this phone became unauthorized, so only the list asked at a tick
+    // shows it, and no reconnect may kick it meanwhile.
+    connect_phone(tmm.adb_port, sim.port("U"));
     tmm.wait_sample(&state(&u, "unauthorized"), 1.0, LONG);
+    assert!(
+        !tmm.log_has("reconnect"),
+        "a phone waiting for its key was kicked"
+    );
 
     let out = tmm.devices_command();
     assert!(out.status.success(), "{out:?}");

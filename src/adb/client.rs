@@ -369,13 +369,17 @@ impl Client {
         })
     }
 
-    /// `host:devices-l`: the device list once, for a one-shot look (the watcher follows
-    /// `host:track-devices-l` instead). A list that does not parse is a protocol error.
+    /// `host:devices-l`: the device list once, for a one-shot look. A list that does not
+    /// parse is a protocol error.
     pub async fn devices(&self) -> Result<Vec<crate::parse::devices_l::Listed>, Error> {
-        let request = "host:devices-l";
-        let text = self.host_query(None, request).await?;
+        let text = self.devices_text().await?;
         crate::parse::devices_l::parse(&text)
-            .map_err(|e| Error::new(ErrorKind::Protocol, request, None, e.to_string()))
+            .map_err(|e| Error::new(ErrorKind::Protocol, "host:devices-l", None, e.to_string()))
+    }
+
+    /// `host:devices-l` as the server wrote it, in the tracker's format.
+    pub async fn devices_text(&self) -> Result<String, Error> {
+        self.host_query(None, "host:devices-l").await
     }
 
     /// `host:track-devices-l`: the full list now and again on every change.

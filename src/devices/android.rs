@@ -436,6 +436,16 @@ impl AndroidPhones for Adb {
         Box::pin(track(self.client.clone(), lists, shutdown))
     }
 
+    fn list_now(&self) -> BoxFuture<Result<String, String>> {
+        let this = Adb::new(self.client.clone(), self.shared.clone());
+        Box::pin(async move {
+            this.client.devices_text().await.map_err(|e| {
+                this.count(&e);
+                e.to_string()
+            })
+        })
+    }
+
     fn interrogate(
         &self,
         serial: &str,

@@ -7,7 +7,9 @@
 //! [`DeviceCommand`] from the hooks. Slow work never runs in that loop: rounds and
 //! reboots are spawned tasks that report back as events, so a plug or an unplug reaches
 //! the snapshot as soon as the server lists it, even while a round waits on a hung phone.
-//! Inside a round every phone runs in parallel (tasks on the current-thread runtime, not
+//! The tracker is not the whole truth: the adb server makes a phone `unauthorized`
+//! without telling it, so a tick while any phone is listed other than `device` asks for
+//! the list once before its round. Inside a round every phone runs in parallel (tasks on the current-thread runtime, not
 //! threads), each under the round budget (`budget`); the iPhones' round runs beside them.
 //! Without Android, no adb server is started or contacted.
 //!
@@ -52,6 +54,8 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub trait AndroidPhones: Send + Sync {
     /// Follows the device list until shutdown, sending every full list as it comes.
     fn track(&self, lists: mpsc::UnboundedSender<String>, shutdown: Shutdown) -> BoxFuture<()>;
+    /// The device list now, asked once, in the tracker's format.
+    fn list_now(&self) -> BoxFuture<Result<String, String>>;
     /// One phone's round; whatever finished before `until` counts.
     fn interrogate(
         &self,
@@ -120,6 +124,8 @@ impl IosPhones for IosTools {
 enum Event {
     /// A full device list from the tracker.
     Listing(String),
+    /// The device list asked for once at a tick (see [`Watcher::tick`]); a round follows.
+    Polled(Result<String, String>),
     /// A round finished.
     RoundDone(RoundDone),
     /// A reboot after a task ended, well or not.
@@ -194,7 +200,7 @@ async fn watch(
             _ = clock.tick() => {
                 // This timer doubles as the runtime's proof of life for `/healthz`.
                 w.shared.tick();
-                w.want_round();
+                w.tick();
             }
             Some(cmd) = commands.recv() => w.command(cmd),
             Some(text) = lists.recv() => w.event(Event::Listing(text)),
@@ -293,48 +299,17 @@ impl Watcher {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::Listing(text) => match parse::devices_l::parse(&text) {
-                Ok(listing) => {
-                    let present: BTreeSet<&str> =
-                        listing.iter().map(|l| l.serial.as_str()).collect();
-                    // Interrogate at once the phones that just became reachable;
-                    // other changes (a phone going offline or away) need no round.
-                    let was_device: BTreeSet<&str> = self
-                        .listing
-                        .iter()
-                        .flatten()
-                        .filter(|l| l.state == Link::Device)
-                        .map(|l| l.serial.as_str())
-                        .collect();
-                    let newly_online = listing.iter().any(|l| {
-                        l.state == Link::Device && !was_device.contains(l.serial.as_str())
-                    });
-                    let rebooting = &self.rebooting;
-                    self.rounds
-                        .retain(|s, _| present.contains(s.as_str()) || rebooting.contains(s));
-                    self.protocols
-                        .retain(|(s, _), _| present.contains(s.as_str()));
-                    let now = tokio::time::Instant::now();
-                    let mut offline_since = BTreeMap::new();
-                    for l in listing.iter().filter(|l| l.state == Link::Offline) {
-                        let since = self.offline_since.get(&l.serial).copied().unwrap_or(now);
-                        offline_since.insert(l.serial.clone(), since);
-                    }
-                    self.offline_since = offline_since;
-                    self.listing = Some(listing);
-                    self.publish(false);
-                    if newly_online {
-                        self.want_round();
-                    }
+            Event::Listing(text) => self.listing(&text, false),
+            Event::Polled(polled) => {
+                match polled {
+                    Ok(text) => self.listing(&text, true),
+                    Err(e) => log::warn!("cannot ask the adb server for its device list: {e}"),
                 }
-                Err(e) => {
-                    self.shared
-                        .metrics
-                        .interrogation_errors_total
-                        .inc(&["parse"]);
-                    log::warn!("cannot read the adb server's device list: {e}");
+                // A phone the list shows online has started a round already.
+                if !self.round_running {
+                    self.want_round();
                 }
-            },
+            }
             Event::RoundDone(RoundDone { results, ios, took }) => {
                 self.round_running = false;
                 self.shared
@@ -447,6 +422,97 @@ impl Watcher {
                 self.rebooting.remove(&serial);
                 self.reboot_for.remove(&serial);
                 self.want_round();
+            }
+        }
+    }
+
+    /// Every tick starts a round. While a phone is listed in a state other than
+    /// `device`, the round waits for the server's list asked once: the adb server
+    /// (version 29, the one Debian ships) changes a phone's state to `unauthorized`
+    /// without telling its trackers, so the tracker would show a phone whose key waits
+    /// for a person as `offline` or `connecting` for ever, and its reconnects would
+    /// kick it again and again.
+    fn tick(&mut self) {
+        let unsettled = self
+            .listing
+            .iter()
+            .flatten()
+            .any(|l| l.state != Link::Device);
+        if !unsettled {
+            self.want_round();
+            return;
+        }
+        let (list, events) = (self.android.list_now(), self.events.clone());
+        tokio::spawn(async move {
+            let _ = events.send(Event::Polled(list.await));
+        });
+    }
+
+    /// A new device list, from the tracker or asked once (`polled`).
+    fn listing(&mut self, text: &str, polled: bool) {
+        match parse::devices_l::parse(text) {
+            Ok(listing) => {
+                if polled {
+                    self.log_untracked_changes(&listing);
+                }
+                let present: BTreeSet<&str> = listing.iter().map(|l| l.serial.as_str()).collect();
+                // Interrogate at once the phones that just became reachable;
+                // other changes (a phone going offline or away) need no round.
+                let was_device: BTreeSet<&str> = self
+                    .listing
+                    .iter()
+                    .flatten()
+                    .filter(|l| l.state == Link::Device)
+                    .map(|l| l.serial.as_str())
+                    .collect();
+                let newly_online = listing
+                    .iter()
+                    .any(|l| l.state == Link::Device && !was_device.contains(l.serial.as_str()));
+                let rebooting = &self.rebooting;
+                self.rounds
+                    .retain(|s, _| present.contains(s.as_str()) || rebooting.contains(s));
+                self.protocols
+                    .retain(|(s, _), _| present.contains(s.as_str()));
+                let now = tokio::time::Instant::now();
+                let mut offline_since = BTreeMap::new();
+                for l in listing.iter().filter(|l| l.state == Link::Offline) {
+                    let since = self.offline_since.get(&l.serial).copied().unwrap_or(now);
+                    offline_since.insert(l.serial.clone(), since);
+                }
+                self.offline_since = offline_since;
+                self.listing = Some(listing);
+                self.publish(false);
+                if newly_online {
+                    self.want_round();
+                }
+            }
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .interrogation_errors_total
+                    .inc(&["parse"]);
+                log::warn!("cannot read the adb server's device list: {e}");
+            }
+        }
+    }
+
+    /// Logs each phone whose state in a list asked once is not what the tracker said.
+    fn log_untracked_changes(&self, polled: &[Listed]) {
+        let tracked: BTreeMap<&str, &Link> = self
+            .listing
+            .iter()
+            .flatten()
+            .map(|l| (l.serial.as_str(), &l.state))
+            .collect();
+        for l in polled {
+            match tracked.get(l.serial.as_str()) {
+                Some(&was) if *was != l.state => log::info!(
+                    "the adb server lists {} as {}; its device tracker still says {}",
+                    l.serial,
+                    l.state.as_str(),
+                    was.as_str()
+                ),
+                _ => {}
             }
         }
     }
@@ -767,6 +833,11 @@ mod tests {
     #[derive(Default)]
     struct FakeAndroid {
         lists: Mutex<Option<mpsc::UnboundedSender<String>>>,
+        /// What `host:devices-l` answers, when it differs from the tracker's last list
+        /// (the adb server does not tell its trackers every change).
+        untracked: Mutex<Option<String>>,
+        /// The tracker's last list.
+        last_list: Mutex<String>,
         answers: Mutex<BTreeMap<String, Answer>>,
         calls: Mutex<Vec<String>>,
     }
@@ -777,6 +848,7 @@ mod tests {
         }
 
         fn list(&self, text: &str) {
+            *self.last_list.lock().unwrap() = text.into();
             let lists = self.lists.lock().unwrap();
             lists
                 .as_ref()
@@ -822,6 +894,13 @@ mod tests {
         fn track(&self, lists: mpsc::UnboundedSender<String>, _: Shutdown) -> BoxFuture<()> {
             *self.lists.lock().unwrap() = Some(lists);
             Box::pin(async {})
+        }
+
+        fn list_now(&self) -> BoxFuture<Result<String, String>> {
+            self.record("list".into());
+            let text = self.untracked.lock().unwrap().clone();
+            let text = text.unwrap_or_else(|| self.last_list.lock().unwrap().clone());
+            Box::pin(async move { Ok(text) })
         }
 
         fn interrogate(
@@ -980,6 +1059,46 @@ mod tests {
         let before = rig.fake.calls("interrogate S1");
         tokio::time::sleep(Duration::from_secs(95)).await;
         assert!(rig.fake.calls("interrogate S1") >= before + 3);
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_state_the_tracker_never_reports_is_read_at_the_next_tick() {
+        let rig = rig().await;
+        // A phone plugged in while the tracker runs: the server tells it `offline`,
+        // then makes it `unauthorized` without a word to its trackers.
+        rig.fake
+            .list("U offline transport_id:2\nS1 device transport_id:1\n");
+        *rig.fake.untracked.lock().unwrap() =
+            Some("U unauthorized transport_id:2\nS1 device transport_id:1\n".into());
+        let s = rig
+            .until("U unauthorized", |s| {
+                device(s, "U").is_some_and(|d| d.link() == Some(&Link::Unauthorized))
+            })
+            .await;
+        assert!(
+            s.reasons
+                .quarantined
+                .iter()
+                .any(|r| r.contains("U is unauthorized")),
+            "{:?}",
+            s.reasons
+        );
+        tokio::time::sleep(Duration::from_secs(95)).await;
+        assert_eq!(
+            rig.fake.calls("reconnect"),
+            0,
+            "a phone waiting for its key was kicked"
+        );
+        // Once every phone is `device`, ticks stop asking.
+        rig.fake
+            .list("U device transport_id:2\nS1 device transport_id:1\n");
+        *rig.fake.untracked.lock().unwrap() = None;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let asked = rig.fake.calls("list");
+        assert!(asked >= 3, "asked {asked} times");
+        tokio::time::sleep(Duration::from_secs(95)).await;
+        assert_eq!(rig.fake.calls("list"), asked);
         rig.stop().await;
     }
 

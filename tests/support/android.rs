@@ -224,7 +224,10 @@ impl Monitor {
             ])
             .args(extra)
             .env("HOME", &home)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TMM_TEST_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
