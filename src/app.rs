@@ -10,19 +10,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Ticker;
+use crate::bot::supervisor;
+use crate::bot::token_fetch;
+use crate::config::settings::{self, SettingsError};
 use crate::config::Config;
 use crate::devices;
-use crate::hooks::{self, Hooks};
-use crate::procs;
-use crate::reaper::{self, Reaper};
-use crate::settings::{self, SettingsError};
-use crate::shutdown;
-use crate::snapshot::Snapshot;
+use crate::devices::snapshot::Snapshot;
+use crate::runtime::clock::Ticker;
+use crate::runtime::procs;
+use crate::runtime::reaper::{self, Reaper};
+use crate::runtime::shutdown;
+use crate::serve::hooks::{self, Hooks};
+use crate::serve::status_server;
 use crate::state::Shared;
-use crate::status_server;
-use crate::supervisor;
-use crate::token_fetch;
 
 /// Why the program could not run. Each maps to exit code 1.
 #[derive(Debug)]

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::adb::client::{Client, Error, ErrorKind};
-use crate::parse::devices_l::Listed;
+use crate::devices::adb::client::{Client, Error, ErrorKind};
+use crate::devices::parse::devices_l::Listed;
 
 /// Deadline of the connect and of each read: the server answers from memory.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -258,7 +258,7 @@ fn describe(v: &Verdict) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::devices_l;
+    use crate::devices::parse::devices_l;
 
     fn addr() -> SocketAddr {
         "127.0.0.1:5037".parse().unwrap()
@@ -392,7 +392,10 @@ mod tests {
     #[test]
     fn several_phones_one_line_each_in_the_servers_order() {
         let out = lines(
-            include_str!("../tests/fixtures/adb/devices_l_mixed.txt"),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/adb/devices_l_mixed.txt"
+            )),
             &Ok(vec![]),
         );
         assert_eq!(

@@ -6,42 +6,23 @@
 //! Exit codes: 0 clean shutdown, 1 fatal error, 2 bad command line or configuration.
 //! ARCHITECTURE.md maps the modules.
 
-mod adb;
 mod app;
-mod backoff;
-mod bot_zip;
-mod clock;
+mod bot;
 mod config;
-mod daemon;
 mod devices;
 mod devices_cmd;
-mod df;
-mod dimension_rules;
-mod dimensions;
-mod hooks;
-mod ios;
-mod logging;
-mod metrics;
-mod parse;
-mod procs;
-mod reaper;
-mod settings;
-mod shim;
-mod shutdown;
-mod snapshot;
+mod runtime;
+mod serve;
 mod state;
-mod status_page;
-mod status_server;
-mod supervisor;
-mod token;
-mod token_fetch;
 
 use std::process::ExitCode;
 
-use config::Command;
+use bot::{df, shim, token_fetch};
+use config::{settings, Command};
+use runtime::logging;
 
 /// The hook script the Swarming server hands to the bot (bots.cfg `bot_config_script`).
-const BOT_CONFIG_PY: &str = include_str!("bot_config.py");
+const BOT_CONFIG_PY: &str = include_str!("bot/bot_config.py");
 
 /// `test_machine_monitor <version> (<commit>)`.
 fn version_line() -> String {

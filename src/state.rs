@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use crate::bot::token::TokenCache;
 use crate::config::Config;
+use crate::devices::snapshot::{Reasons, Snapshot};
 use crate::devices::verdict;
-use crate::metrics::Metrics;
-use crate::snapshot::{Reasons, Snapshot};
-use crate::token::TokenCache;
+use crate::serve::metrics::Metrics;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
 /// at once and the watcher does the work on its own deadlines.

@@ -309,7 +309,7 @@ fn bot_config_prints_exactly_the_script() {
     let out = run_bin(&["bot-config"]);
     assert!(out.status.success());
     let file =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bot_config.py")).unwrap();
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bot/bot_config.py")).unwrap();
     assert_eq!(out.stdout, file);
 }
 

@@ -18,11 +18,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::watcher::{AndroidPhones, BoxFuture};
-use crate::adb::client::{self, Client, ShellProtocol};
-use crate::dimensions;
-use crate::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
-use crate::shutdown::Shutdown;
-use crate::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
+use crate::devices::adb::client::{self, Client, ShellProtocol};
+use crate::devices::dimensions;
+use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
+use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
+use crate::runtime::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// Props of one phone, as `getprop` printed them.
@@ -253,7 +253,7 @@ async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Optio
         .shell(serial, "cat /proc/uptime", protocol)
         .await
         .ok()?;
-    crate::parse::uptime::parse(&out.stdout).ok()
+    crate::devices::parse::uptime::parse(&out.stdout).ok()
 }
 
 /// One phone's round: uptime, getprop, dumpsys battery and temperatures, as one script;
@@ -502,8 +502,8 @@ impl AndroidPhones for Adb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::snapshot::Reasons;
     use crate::devices::verdict::Memory;
-    use crate::snapshot::Reasons;
     use std::collections::BTreeSet;
 
     fn listed(serial: &str, state: &str) -> Listed {

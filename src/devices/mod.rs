@@ -5,17 +5,24 @@
 //!   fakes under tokio's paused time;
 //! - `android`: the Android side for real, through the adb server protocol: the device
 //!   list, one round per phone as one script, reboots, reconnects; and the pure step from
-//!   a listing and a round to a [`Device`](crate::snapshot::Device);
+//!   a listing and a round to a [`Device`](crate::devices::snapshot::Device);
 //! - `verdict`: the one place a phone's fate is decided, its recovery ladder included;
 //! - `usb`: the opt-in USB steps of that ladder (a reset, a hub port power cycle);
 //! - `budget`: every deadline of a round, from `--interrogate-every`.
 //!
-//! The iPhones' tools (`crate::ios`), the parsers (`crate::parse`), the dimension rules
-//! (`crate::dimensions`) and the snapshot the readers share (`crate::snapshot`) stay
-//! where they are, each pure or at its own edge.
+//! - `adb`: the adb server's host protocol (codec, client) and the server child;
+//! - `parse`: pure parsers of what adb and the phones print;
+//! - `ios`: the iPhones, through libimobiledevice's tools and usbmuxd;
+//! - `dimensions`: pure, properties to Swarming dimensions;
+//! - `snapshot`: the immutable picture of the phones that every reader shares.
 
+pub mod adb;
 pub mod android;
 pub mod budget;
+pub mod dimensions;
+pub mod ios;
+pub mod parse;
+pub mod snapshot;
 pub mod usb;
 pub mod verdict;
 mod watcher;

@@ -47,7 +47,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
-use crate::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
+use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
 
 /// Consecutive failed rounds (offline, not answering) after which reconnecting is given
 /// up and a person is needed; also how long a handshake may last before it is reported.
@@ -794,7 +794,7 @@ fn short(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Temperature;
+    use crate::devices::snapshot::Temperature;
 
     const T: Thresholds = TEST_THRESHOLDS;
 

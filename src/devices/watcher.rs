@@ -33,14 +33,14 @@ use super::android::{build_device, settled_state, Adb, PhoneRound, Props};
 use super::budget::Budget;
 use super::usb;
 use super::verdict::{self, Action, Memory, Thresholds};
-use crate::adb::client::ShellProtocol;
-use crate::clock::Ticker;
-use crate::dimensions;
-use crate::ios;
-use crate::parse::{self, devices_l::Listed};
-use crate::reaper::Reaper;
-use crate::shutdown::Shutdown;
-use crate::snapshot::{Device, DeviceKind, Link, Reasons, Snapshot};
+use crate::devices::adb::client::ShellProtocol;
+use crate::devices::dimensions;
+use crate::devices::ios;
+use crate::devices::parse::{self, devices_l::Listed};
+use crate::devices::snapshot::{Device, DeviceKind, Link, Reasons, Snapshot};
+use crate::runtime::clock::Ticker;
+use crate::runtime::reaper::Reaper;
+use crate::runtime::shutdown::Shutdown;
 use crate::state::{DeviceCommand, Shared};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
@@ -153,7 +153,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let server = shared.config.devices.android.then(|| {
-        tokio::spawn(crate::adb::server::run(
+        tokio::spawn(crate::devices::adb::server::run(
             shared.clone(),
             reaper.clone(),
             shutdown.clone(),
@@ -814,7 +814,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use crate::snapshot::Fault;
+    use crate::devices::snapshot::Fault;
 
     /// How a fake phone answers its rounds.
     #[derive(Clone)]
@@ -977,7 +977,7 @@ mod tests {
     struct Rig {
         shared: Arc<Shared>,
         fake: Arc<FakeAndroid>,
-        trigger: crate::shutdown::Trigger,
+        trigger: crate::runtime::shutdown::Trigger,
         watcher: tokio::task::JoinHandle<()>,
     }
 
@@ -993,7 +993,7 @@ mod tests {
             panic!("expected a run configuration")
         };
         let (shared, commands) = Shared::new(*config);
-        let (trigger, shutdown) = crate::shutdown::channel();
+        let (trigger, shutdown) = crate::runtime::shutdown::channel();
         let fake = Arc::new(FakeAndroid::default());
         let clock = Every(tokio::time::interval(Duration::from_secs(30)));
         let watcher = tokio::spawn(watch(
@@ -1328,7 +1328,7 @@ mod tests {
             panic!("expected a run configuration")
         };
         let (shared, commands) = Shared::new(*config);
-        let (trigger, shutdown) = crate::shutdown::channel();
+        let (trigger, shutdown) = crate::runtime::shutdown::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

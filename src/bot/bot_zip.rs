@@ -1,0 +1,581 @@
+//! Makes sure `<bot dir>/swarming_bot.zip` is a usable bot, downloading it when needed.
+//!
+//! The bot overwrites its own zip when it updates, so we download only when the file is
+//! missing or unusable. "Usable" is checked with the zip crate: the central directory
+//! reads, every entry inflates to its recorded CRC, and `__main__.py` and
+//! `config/config.json` are there. A bad file is moved aside OUTSIDE the bot directory
+//! (the bot deletes what it does not know there), never deleted.
+//!
+//! A download goes to a temporary file in the bot directory (same file system, so the
+//! rename is atomic), is fsynced and checked, and only then renamed over the zip; the
+//! directory is fsynced too. So no crash, fault or shutdown leaves a partial zip in place
+//! of a good one, and an interrupted download removes its temporary file.
+//!
+//! Redirects: `/bot_code` answers 302 to a versioned URL that needs no authorization.
+//! ureq is told never to carry the `Authorization` header across a redirect
+//! (`RedirectAuthHeaders::Never`), so the token goes to `/bot_code` only.
+//!
+//! This module never logs the token: it is sent as a header and appears nowhere else.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::bot::token_fetch::{run_detached, sleep_or_shutdown, TokenWatch};
+use crate::runtime::backoff::Backoff;
+use crate::runtime::shutdown::Shutdown;
+use crate::state::Shared;
+
+pub const ZIP_NAME: &str = "swarming_bot.zip";
+/// Prefix of our temporary download files in the bot directory.
+const TEMP_PREFIX: &str = "swarming_bot.zip.download-";
+/// Entries without which the bot cannot start.
+const REQUIRED: &[&str] = &["__main__.py", "config/config.json"];
+/// Far above the real bot (about 10 MB): a runaway answer must not fill the SD card.
+const MAX_ZIP_BYTES: u64 = 512 * 1024 * 1024;
+
+/// What is wrong with a zip. The words are for the log; callers branch on the variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZipProblem {
+    /// No central directory, or not a zip at all (an HTML page, a truncated file).
+    Unreadable(String),
+    /// An entry does not inflate to its recorded size and CRC.
+    BadEntry {
+        name: String,
+        reason: String,
+    },
+    Missing(&'static str),
+}
+
+impl fmt::Display for ZipProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ZipProblem::Unreadable(r) => write!(f, "not a readable zip: {r}"),
+            ZipProblem::BadEntry { name, reason } => {
+                write!(f, "entry {name:?} is corrupt: {reason}")
+            }
+            ZipProblem::Missing(name) => write!(f, "no {name} in the zip"),
+        }
+    }
+}
+
+/// Checks a whole zip; returns its number of entries.
+pub fn check_zip<R: Read + Seek>(reader: R) -> Result<usize, ZipProblem> {
+    let mut archive =
+        zip::ZipArchive::new(reader).map_err(|e| ZipProblem::Unreadable(e.to_string()))?;
+    for name in REQUIRED {
+        if archive.index_for_name(name).is_none() {
+            return Err(ZipProblem::Missing(name));
+        }
+    }
+    let mut sink = [0u8; 64 * 1024];
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| ZipProblem::BadEntry {
+            name: format!("#{i}"),
+            reason: e.to_string(),
+        })?;
+        let name = match entry.name() {
+            Ok(n) => n.into_owned(),
+            Err(_) => String::from_utf8_lossy(entry.name_raw()).into_owned(),
+        };
+        // Reading to the end is what makes the zip crate compare the CRC.
+        loop {
+            match entry.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(ZipProblem::BadEntry {
+                        name,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+    Ok(archive.len())
+}
+
+/// Checks the zip file at `path`.
+pub fn check_zip_file(path: &Path) -> Result<usize, ZipFileError> {
+    let file = File::open(path).map_err(|e| ZipFileError::Io(path.to_path_buf(), e.kind()))?;
+    check_zip(io::BufReader::new(file)).map_err(ZipFileError::Bad)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZipFileError {
+    Io(PathBuf, io::ErrorKind),
+    Bad(ZipProblem),
+}
+
+/// Why one download attempt failed. `Display` names the URL and never the token.
+#[derive(Debug)]
+pub struct DownloadError {
+    pub url: String,
+    pub kind: DownloadErrorKind,
+}
+
+#[derive(Debug)]
+pub enum DownloadErrorKind {
+    /// 403: the server does not accept this bot id or these credentials.
+    Forbidden,
+    Http(u16),
+    Network(String),
+    BadZip(ZipProblem),
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+    /// Shutdown interrupted the download.
+    Cancelled,
+}
+
+impl DownloadErrorKind {
+    /// The `result` label of `bot_zip_downloads_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            DownloadErrorKind::Forbidden | DownloadErrorKind::Http(_) => "http_error",
+            DownloadErrorKind::Network(_) => "network_error",
+            DownloadErrorKind::BadZip(_) => "bad_zip",
+            DownloadErrorKind::Io { .. } | DownloadErrorKind::Cancelled => "io_error",
+        }
+    }
+}
+
+impl fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = &self.url;
+        match &self.kind {
+            DownloadErrorKind::Forbidden => write!(
+                f,
+                "bot code download from {url}: HTTP 403: the server does not allow this bot id or these credentials"
+            ),
+            DownloadErrorKind::Http(s) => write!(f, "bot code download from {url}: HTTP {s}"),
+            DownloadErrorKind::Network(e) => write!(f, "bot code download from {url}: {e}"),
+            DownloadErrorKind::BadZip(p) => {
+                write!(f, "bot code download from {url}: HTTP 200 but {p}")
+            }
+            DownloadErrorKind::Io { path, error } => {
+                write!(f, "bot code download from {url}: {}: {error}", path.display())
+            }
+            DownloadErrorKind::Cancelled => write!(f, "bot code download from {url}: cancelled"),
+        }
+    }
+}
+
+/// A temporary file that removes itself unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn temp_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{TEMP_PREFIX}{}", std::process::id()))
+}
+
+/// Removes temporary files left by an earlier run that was killed mid-download.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            match fs::remove_file(e.path()) {
+                Ok(()) => log::info!("removed a stale partial download {}", e.path().display()),
+                Err(err) => log::warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// What one download needs; moved to the download thread.
+struct Request {
+    url: String,
+    token: String,
+    bot_id: String,
+    dir: PathBuf,
+    cancel: Arc<AtomicBool>,
+}
+
+/// One blocking download into place. Returns the zip's size and entry count.
+fn download_once(req: &Request) -> Result<(u64, usize), DownloadError> {
+    let err = |url: &str, kind| DownloadError {
+        url: url.to_string(),
+        kind,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(5)
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        // No global timeout: a 10 MB zip over a slow link may take minutes; a stalled one
+        // is caught by the per-read timeout.
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let resp = agent
+        .get(&req.url)
+        .header("Authorization", format!("Bearer {}", req.token))
+        .header("X-Luci-Swarming-Bot-ID", req.bot_id.as_str())
+        .call()
+        .map_err(|e| err(&req.url, DownloadErrorKind::Network(e.to_string())))?;
+    // The URL that answered, after redirects: failures name the one that failed.
+    let final_url = ureq::ResponseExt::get_uri(&resp).to_string();
+    match resp.status().as_u16() {
+        200 => {}
+        403 => return Err(err(&final_url, DownloadErrorKind::Forbidden)),
+        s => return Err(err(&final_url, DownloadErrorKind::Http(s))),
+    }
+    let path = temp_path(&req.dir);
+    let io_err = |error: io::Error| {
+        err(
+            &final_url,
+            DownloadErrorKind::Io {
+                path: path.clone(),
+                error,
+            },
+        )
+    };
+    let mut temp = TempFile {
+        path: path.clone(),
+        kept: false,
+    };
+    let mut file = File::create(&path).map_err(io_err)?;
+    let mut body = resp
+        .into_body()
+        .into_with_config()
+        .limit(MAX_ZIP_BYTES)
+        .reader();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        if req.cancel.load(Ordering::Relaxed) {
+            return Err(err(&final_url, DownloadErrorKind::Cancelled));
+        }
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Err(err(&final_url, DownloadErrorKind::Network(e.to_string()))),
+        };
+        file.write_all(&buf[..n]).map_err(io_err)?;
+        size += n as u64;
+    }
+    file.sync_all().map_err(io_err)?;
+    drop(file);
+    let entries = match check_zip_file(&path) {
+        Ok(n) => n,
+        Err(ZipFileError::Bad(p)) => return Err(err(&final_url, DownloadErrorKind::BadZip(p))),
+        Err(ZipFileError::Io(_, kind)) => return Err(io_err(kind.into())),
+    };
+    if req.cancel.load(Ordering::Relaxed) {
+        return Err(err(&final_url, DownloadErrorKind::Cancelled));
+    }
+    let target = req.dir.join(ZIP_NAME);
+    fs::rename(&path, &target).map_err(io_err)?;
+    temp.kept = true;
+    fsync_dir(&req.dir).map_err(io_err)?;
+    Ok((size, entries))
+}
+
+/// Moves a bad zip next to the bot directory as `swarming_bot.zip.bad.<unix time>`.
+fn set_aside(dir: &Path, zip: &Path) -> io::Result<PathBuf> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut aside = parent.join(format!("{ZIP_NAME}.bad.{secs}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = parent.join(format!("{ZIP_NAME}.bad.{secs}.{n}"));
+        n += 1;
+    }
+    match fs::rename(zip, &aside) {
+        Ok(()) => Ok(aside),
+        // Another file system (the bot dir a mount of its own): copy, then remove.
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            fs::copy(zip, &aside)?;
+            fs::remove_file(zip)?;
+            Ok(aside)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the bot directory and returns its absolute path.
+pub fn prepare_dir(dir: &Path) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    fs::canonicalize(dir)
+}
+
+/// Makes sure the bot directory holds a good zip; downloads one if needed, retrying for
+/// ever. `false` when shutdown came first.
+pub async fn ensure(
+    shared: &Arc<Shared>,
+    server: &str,
+    dir: &Path,
+    tokens: &mut TokenWatch,
+    shutdown: &mut Shutdown,
+) -> bool {
+    let zip = dir.join(ZIP_NAME);
+    let mut backoff = Backoff::with_entropy(Duration::from_secs(1), Duration::from_secs(300));
+    loop {
+        if shutdown.is_requested() {
+            return false;
+        }
+        let checked = {
+            let path = zip.clone();
+            match run_detached("zip-check", move || check_zip_file(&path)) {
+                Ok(rx) => rx.await.unwrap_or(Err(ZipFileError::Io(
+                    PathBuf::new(),
+                    io::ErrorKind::Interrupted,
+                ))),
+                Err(e) => Err(ZipFileError::Io(zip.clone(), e.kind())),
+            }
+        };
+        match checked {
+            Ok(entries) => {
+                log::info!("{} is usable ({entries} entries)", zip.display());
+                return true;
+            }
+            Err(ZipFileError::Io(_, io::ErrorKind::NotFound)) => {
+                log::info!("{} is missing: downloading it", zip.display());
+            }
+            Err(problem) => {
+                let why = match &problem {
+                    ZipFileError::Bad(p) => p.to_string(),
+                    ZipFileError::Io(_, k) => io::Error::from(*k).to_string(),
+                };
+                // Off the runtime: across file systems this is a copy of the whole zip.
+                let moved = {
+                    let (dir, path) = (dir.to_path_buf(), zip.clone());
+                    match run_detached("zip-set-aside", move || set_aside(&dir, &path)) {
+                        Ok(rx) => rx.await.unwrap_or_else(|_| {
+                            Err(io::Error::other(
+                                "the set-aside thread ended without an answer",
+                            ))
+                        }),
+                        Err(e) => Err(e),
+                    }
+                };
+                match moved {
+                    Ok(aside) => log::warn!(
+                        "{} is unusable ({why}): moved aside to {}; downloading it again",
+                        zip.display(),
+                        aside.display()
+                    ),
+                    Err(e) => {
+                        // Never download over a file we could not keep: try again later.
+                        let delay = backoff.next_delay();
+                        log::error!(
+                            "{} is unusable ({why}) and cannot be moved aside ({e}); retrying in {:.1}s",
+                            zip.display(),
+                            delay.as_secs_f64()
+                        );
+                        if sleep_or_shutdown(delay, shutdown).await {
+                            return false;
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
+        // A download is checked before it is renamed into place.
+        return download(shared, server, dir, tokens, shutdown, &mut backoff).await;
+    }
+}
+
+/// Downloads until one attempt succeeds. `false` on shutdown.
+async fn download(
+    shared: &Arc<Shared>,
+    server: &str,
+    dir: &Path,
+    tokens: &mut TokenWatch,
+    shutdown: &mut Shutdown,
+    backoff: &mut Backoff,
+) -> bool {
+    remove_stale_temps(dir);
+    let url = format!("{server}/bot_code");
+    loop {
+        let Some(token) = tokens.current(shutdown).await else {
+            return false;
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let req = Request {
+            url: url.clone(),
+            token: token.value,
+            bot_id: shared.config.bot_id.clone(),
+            dir: dir.to_path_buf(),
+            cancel: cancel.clone(),
+        };
+        let result = match run_detached("bot-download", move || download_once(&req)) {
+            Ok(rx) => tokio::select! {
+                r = rx => r.unwrap_or_else(|_| Err(DownloadError {
+                    url: url.clone(),
+                    kind: DownloadErrorKind::Network("the download thread ended without an answer".into()),
+                })),
+                _ = shutdown.requested() => {
+                    cancel.store(true, Ordering::Relaxed);
+                    // The thread may be blocked in a read: remove its file now rather
+                    // than wait for it; it notices the flag and gives up.
+                    let _ = fs::remove_file(temp_path(dir));
+                    log::info!("bot code download from {url} interrupted by shutdown");
+                    return false;
+                }
+            },
+            Err(e) => Err(DownloadError {
+                url: url.clone(),
+                kind: DownloadErrorKind::Io {
+                    path: dir.to_path_buf(),
+                    error: e,
+                },
+            }),
+        };
+        match result {
+            Ok((size, entries)) => {
+                shared.metrics.bot_zip_downloads_total.inc(&["ok"]);
+                backoff.reset();
+                log::info!(
+                    "downloaded {} from {url}: {size} bytes, {entries} entries",
+                    dir.join(ZIP_NAME).display()
+                );
+                return true;
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .bot_zip_downloads_total
+                    .inc(&[e.kind.metric_label()]);
+                let delay = backoff.next_delay();
+                log::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
+                if sleep_or_shutdown(delay, shutdown).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use zip::write::SimpleFileOptions;
+
+    fn build(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (name, data) in entries {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn good() -> Vec<u8> {
+        build(&[
+            ("__main__.py", b"print('bot')\n"),
+            ("config/config.json", br#"{"server": "http://x"}"#),
+            ("bot_code/bot_main.py", b"MARKER-0123456789"),
+        ])
+    }
+
+    #[test]
+    fn a_good_zip_passes() {
+        assert_eq!(check_zip(Cursor::new(good())), Ok(3));
+    }
+
+    #[test]
+    fn a_truncated_zip_is_unreadable() {
+        let z = good();
+        let cut = &z[..z.len() / 2];
+        assert!(matches!(
+            check_zip(Cursor::new(cut)),
+            Err(ZipProblem::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn an_html_page_is_unreadable() {
+        let page = b"<html><body>502 Bad Gateway</body></html>".to_vec();
+        assert!(matches!(
+            check_zip(Cursor::new(page)),
+            Err(ZipProblem::Unreadable(_))
+        ));
+        assert!(matches!(
+            check_zip(Cursor::new(Vec::new())),
+            Err(ZipProblem::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_the_crc() {
+        let mut z = good();
+        let at = z.windows(6).position(|w| w == b"MARKER").unwrap();
+        z[at] = b'X';
+        match check_zip(Cursor::new(z)) {
+            Err(ZipProblem::BadEntry { name, .. }) => assert_eq!(name, "bot_code/bot_main.py"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn required_entries_are_checked() {
+        let z = build(&[("__main__.py", b"x")]);
+        assert_eq!(
+            check_zip(Cursor::new(z)),
+            Err(ZipProblem::Missing("config/config.json"))
+        );
+        let z = build(&[("config/config.json", b"{}")]);
+        assert_eq!(
+            check_zip(Cursor::new(z)),
+            Err(ZipProblem::Missing("__main__.py"))
+        );
+    }
+
+    #[test]
+    fn a_bad_zip_is_moved_outside_the_bot_dir() {
+        let base = std::env::temp_dir().join(format!("tmm-aside-{}", std::process::id()));
+        let dir = base.join("s");
+        fs::create_dir_all(&dir).unwrap();
+        let zip = dir.join(ZIP_NAME);
+        fs::write(&zip, b"junk").unwrap();
+        let aside = set_aside(&dir, &zip).unwrap();
+        assert_eq!(aside.parent(), Some(base.as_path()));
+        assert!(!zip.exists());
+        assert_eq!(fs::read(&aside).unwrap(), b"junk");
+        fs::write(&zip, b"junk2").unwrap();
+        let second = set_aside(&dir, &zip).unwrap();
+        assert_ne!(second, aside);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn forbidden_says_who_is_not_allowed() {
+        let e = DownloadError {
+            url: "https://s/bot_code".into(),
+            kind: DownloadErrorKind::Forbidden,
+        };
+        assert!(e
+            .to_string()
+            .contains("does not allow this bot id or these credentials"));
+        assert_eq!(e.kind.metric_label(), "http_error");
+    }
+}

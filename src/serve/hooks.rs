@@ -1,0 +1,872 @@
+//! The hook server on `--hook-addr`: the bot's `bot_config` hooks, forwarded by the
+//! script in `bot_config.py`, answered from memory.
+//!
+//! Every answer comes from the latest [`Snapshot`](crate::devices::snapshot::Snapshot), the
+//! token cache, the bot status and the settings fixed at start-up. No route waits on
+//! adb, the network or a lock held across I/O; work a hook triggers (the reboot after a
+//! task) is handed to the device watcher as a [`DeviceCommand`] and never awaited.
+//!
+//! [`Hooks::handle`] maps one request to a [`Reply`] and is tested without sockets. The
+//! only I/O it does is the forced-quarantine check in `/get_state`: one `unlink` of
+//! `config.force_quarantine_file` per call. It is done there, and not on a timer, so
+//! the quarantine is reported in the very answer that consumed the file; `get_state`
+//! is called once per bot poll, so the cost does not matter.
+//!
+//! The transport: tiny_http reads a request's headers, and bodies of at most 1 KiB,
+//! on its own connection threads; a larger or chunked body is read from the socket by
+//! whoever handles (or drops) the request, and tiny_http 0.12 offers no socket timeout
+//! (one set on the listener also times out `accept`, which ends its accept loop). So
+//! [`WORKERS`] threads answer requests whose body is already in memory (the dimensions
+//! and the `on_*` calls), and pass the others (a full bot state is often over 1 KiB)
+//! to [`SLOW_WORKERS`] threads that read with an overall deadline ([`BODY_DEADLINE`])
+//! against dribbling clients.
+//! A client that stalls mid-body holds one slow worker until it goes away, and delays
+//! only other large-body requests. Known limit: tiny_http drains an unread over-long
+//! body when the request is dropped, with a buffer the size of what is left; the
+//! server is loopback-only and the script never sends more than 1 MiB.
+//!
+//! This module must not block on anything but its own sockets, and must never log a
+//! token.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use crate::devices::snapshot::{Device, Dimensions, Snapshot};
+use crate::serve::dimension_rules;
+use crate::serve::status_server::{send, Reply};
+use crate::state::{DeviceCommand, Shared};
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Threads answering requests. The bot calls one hook at a time; the rest is slack for
+/// stalled clients and scrapers of the wrong port.
+pub const WORKERS: usize = 4;
+/// Threads reading bodies that tiny_http has not buffered (see [`body_is_buffered`]).
+pub const SLOW_WORKERS: usize = 4;
+/// How long a request body may take to arrive in full.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The routes of the issue's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    GetDimensions,
+    GetState,
+    GetSettings,
+    GetAuthenticationHeaders,
+    OnBeforeTask,
+    OnAfterTask,
+    OnBotShutdown,
+}
+
+impl Route {
+    fn from_path(path: &str) -> Option<Route> {
+        Some(match path {
+            "/get_dimensions" => Route::GetDimensions,
+            "/get_state" => Route::GetState,
+            "/get_settings" => Route::GetSettings,
+            "/get_authentication_headers" => Route::GetAuthenticationHeaders,
+            "/on_before_task" => Route::OnBeforeTask,
+            "/on_after_task" => Route::OnAfterTask,
+            "/on_bot_shutdown" => Route::OnBotShutdown,
+            _ => return None,
+        })
+    }
+
+    /// The metrics label: the path without its slash.
+    fn label(self) -> &'static str {
+        match self {
+            Route::GetDimensions => "get_dimensions",
+            Route::GetState => "get_state",
+            Route::GetSettings => "get_settings",
+            Route::GetAuthenticationHeaders => "get_authentication_headers",
+            Route::OnBeforeTask => "on_before_task",
+            Route::OnAfterTask => "on_after_task",
+            Route::OnBotShutdown => "on_bot_shutdown",
+        }
+    }
+
+    fn methods(self) -> &'static [&'static str] {
+        match self {
+            Route::GetDimensions | Route::GetState => &["POST"],
+            Route::GetSettings | Route::GetAuthenticationHeaders => &["GET"],
+            Route::OnBeforeTask | Route::OnAfterTask | Route::OnBotShutdown => &["POST", "GET"],
+        }
+    }
+
+    fn allows(self, method: &str) -> bool {
+        self.methods().contains(&method)
+    }
+
+    /// Whether the route looks at the request body at all.
+    fn reads_body(self) -> bool {
+        !matches!(self, Route::GetSettings | Route::GetAuthenticationHeaders)
+    }
+}
+
+fn json_reply(status: u16, body: &Value) -> Reply {
+    Reply {
+        status,
+        content_type: "application/json",
+        body: body.to_string(),
+    }
+}
+
+fn error_reply(status: u16, error: impl Into<String>) -> Reply {
+    json_reply(status, &json!({ "error": error.into() }))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The body as a JSON object; `what` names what was expected, for the error.
+fn parse_object(body: &[u8], what: &str) -> Result<Map<String, Value>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!("expected {what}, got an empty body"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(format!("expected {what}, got {}", type_name(&other))),
+        Err(e) => Err(format!("expected {what}, got invalid JSON: {e}")),
+    }
+}
+
+fn parse_dimensions(body: &[u8]) -> Result<Dimensions, String> {
+    // The fast path, taken on every poll; the slower walk below only explains errors.
+    if let Ok(dims) = serde_json::from_slice::<Dimensions>(body) {
+        return Ok(dims);
+    }
+    let what = "a JSON object of the bot's dimensions ({\"key\": [\"value\", ...]})";
+    let map = parse_object(body, what)?;
+    let mut dims = Dimensions::new();
+    for (key, value) in map {
+        let Value::Array(items) = value else {
+            return Err(format!(
+                "dimension {key:?}: expected a list of strings, got {}",
+                type_name(&value)
+            ));
+        };
+        let mut values = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::String(s) => values.push(s),
+                other => {
+                    return Err(format!(
+                        "dimension {key:?}: expected a list of strings, found {}",
+                        type_name(&other)
+                    ))
+                }
+            }
+        }
+        dims.insert(key, values);
+    }
+    Ok(dims)
+}
+
+/// The facts the state hook reports for one phone.
+pub fn device_json(d: &Device) -> Value {
+    let temperatures: Map<String, Value> = d
+        .temperatures
+        .iter()
+        .map(|t| (t.sensor.clone(), json!(t.celsius)))
+        .collect();
+    json!({
+        "kind": d.kind.as_str(),
+        "serial": d.serial,
+        "state": d.state_word(),
+        "device_type": d.device_type,
+        "model": d.model,
+        "read_at_unix": d.read_at_unix,
+        "battery_percent": d.battery_percent,
+        "temperatures": temperatures,
+        "uptime_secs": d.uptime_secs,
+        "booting": d.booting,
+        "build": d.build,
+        "unusable": d.unusable(),
+        "verdict": d.verdict_word(),
+        "reasons": {"quarantined": d.reasons.quarantined, "maintenance": d.reasons.maintenance},
+        "missing_values": d.missing_values,
+        "recovery_step": d.recovery_step,
+        "verdict_for_secs": d.verdict_for_secs,
+    })
+}
+
+/// Answers the hooks. Holds what is fixed at start-up; everything else is read from
+/// [`Shared`] on each call.
+pub struct Hooks {
+    /// The `/get_settings` answer, rendered once.
+    settings: String,
+}
+
+impl Hooks {
+    /// `settings` are the validated bot settings (see `settings::load`).
+    pub fn new(settings: &Value) -> Hooks {
+        Hooks {
+            settings: settings.to_string(),
+        }
+    }
+
+    /// Routes one request. `path` may carry a query string, which is ignored; `body`
+    /// is what was read of the request body (at most [`MAX_BODY`] + 1 bytes).
+    pub fn handle(
+        &self,
+        shared: &Shared,
+        now: SystemTime,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Reply {
+        let path = path.split('?').next().unwrap_or(path);
+        let Some(route) = Route::from_path(path) else {
+            return error_reply(
+                404,
+                format!(
+                    "no hook {path:?}; the hooks are /get_dimensions, /get_state, /get_settings, \
+                     /get_authentication_headers, /on_before_task, /on_after_task, /on_bot_shutdown"
+                ),
+            );
+        };
+        if !route.allows(method) {
+            return error_reply(
+                405,
+                format!(
+                    "{method} not allowed on {path}; use {}",
+                    route.methods().join(" or ")
+                ),
+            );
+        }
+        if route.reads_body() && body.len() > MAX_BODY {
+            return error_reply(413, "request body over the 1 MiB limit");
+        }
+        let result = match route {
+            Route::GetDimensions => get_dimensions(shared, body),
+            Route::GetState => get_state(shared, body),
+            Route::GetSettings => Ok(Reply {
+                status: 200,
+                content_type: "application/json",
+                body: self.settings.clone(),
+            }),
+            Route::GetAuthenticationHeaders => Ok(authentication_headers(shared, now)),
+            Route::OnBeforeTask => optional_object(body).map(|_| {
+                log::info!("task starting: holding off device reboots until it ends");
+                shared.send_device_command(DeviceCommand::TaskStarted);
+                json_reply(200, &json!({}))
+            }),
+            Route::OnAfterTask => on_after_task(shared, body),
+            Route::OnBotShutdown => optional_object(body).map(|_| {
+                log::info!("bot is shutting down (on_bot_shutdown)");
+                json_reply(200, &json!({}))
+            }),
+        };
+        result.unwrap_or_else(|why| error_reply(400, why))
+    }
+}
+
+fn get_dimensions(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
+    let mut dims = parse_dimensions(body)?;
+    let snapshot = shared.snapshot();
+    for (key, values) in &snapshot.dimensions {
+        dims.insert(key.clone(), values.clone());
+    }
+    dims.insert("id".to_string(), vec![shared.config.bot_id.clone()]);
+    let clean = dimension_rules::sanitize(dims);
+    for warning in &clean.warnings {
+        log::warn!("get_dimensions: {warning}");
+    }
+    let body = serde_json::to_string(&clean.dimensions).map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status: 200,
+        content_type: "application/json",
+        body,
+    })
+}
+
+fn get_state(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
+    let mut state = parse_object(body, "a JSON object of the bot's state")?;
+    let snapshot = shared.snapshot();
+    add_our_state(shared, &snapshot, &mut state);
+    shared.set_forced_quarantine(take_forced_quarantine(shared));
+    let reasons = shared.bot_reasons(&snapshot);
+    let quarantined = &reasons.quarantined;
+    if !quarantined.is_empty() {
+        state.insert("quarantined".into(), json!(quarantined.join("; ")));
+    }
+    if !reasons.maintenance.is_empty() {
+        state.insert("maintenance".into(), json!(reasons.maintenance.join("; ")));
+    }
+    Ok(json_reply(200, &Value::Object(state)))
+}
+
+fn add_our_state(shared: &Shared, snapshot: &Snapshot, state: &mut Map<String, Value>) {
+    let devices: Vec<Value> = snapshot.devices.iter().map(device_json).collect();
+    state.insert("devices".into(), Value::Array(devices));
+    let bot = shared.bot_status();
+    state.insert(
+        "monitor".into(),
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "commit": env!("TMM_COMMIT"),
+            "uptime_secs": shared.started.elapsed().as_secs(),
+            "bot_restarts": bot.restarts,
+            "last_bot_exit": bot.last_exit,
+        }),
+    );
+}
+
+/// Consumes the forced-quarantine file: `Some(reason)` when it was there.
+fn take_forced_quarantine(shared: &Shared) -> Option<String> {
+    let path = &shared.config.force_quarantine_file;
+    let reason = format!("forced quarantine ({} was present)", path.display());
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            log::info!(
+                "forced quarantine: {} was present; reporting quarantined once and deleted it",
+                path.display()
+            );
+            Some(reason)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // It is there but cannot be deleted: keep reporting until someone removes it.
+        Err(e) if std::fs::symlink_metadata(path).is_ok() => {
+            log::warn!(
+                "forced quarantine: cannot delete {} ({e}); reporting quarantined until it is gone",
+                path.display()
+            );
+            Some(reason)
+        }
+        Err(_) => None,
+    }
+}
+
+fn authentication_headers(shared: &Shared, now: SystemTime) -> Reply {
+    match shared.token.get(now) {
+        Some(token) => {
+            let expiry = token
+                .expires_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            json_reply(
+                200,
+                &json!({
+                    "headers": {"Authorization": format!("Bearer {}", token.value)},
+                    "expiry": expiry,
+                }),
+            )
+        }
+        None => error_reply(
+            503,
+            "no OAuth access token: none fetched yet, or the last one expired \
+             (see test_machine_monitor_token_fetches_total)",
+        ),
+    }
+}
+
+/// An empty body, or a JSON object.
+fn optional_object(body: &[u8]) -> Result<Option<Map<String, Value>>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    parse_object(body, "an empty body or a JSON object").map(Some)
+}
+
+fn on_after_task(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
+    let task = optional_object(body)?.unwrap_or_default();
+    let flag = |name: &str| -> Result<Option<bool>, String> {
+        match task.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(format!(
+                "{name:?}: expected a boolean, got {}",
+                type_name(other)
+            )),
+        }
+    };
+    let failure = flag("failure")?;
+    let internal_failure = flag("internal_failure")?;
+    for name in ["dimensions", "summary"] {
+        match task.get(name) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(other) => {
+                return Err(format!(
+                    "{name:?}: expected an object, got {}",
+                    type_name(other)
+                ))
+            }
+        }
+    }
+    let shown = |f: Option<bool>| f.map_or("unknown".to_string(), |b| b.to_string());
+    log::info!(
+        "task ended (failure={}, internal_failure={}): starting the after-task device work",
+        shown(failure),
+        shown(internal_failure)
+    );
+    shared.send_device_command(DeviceCommand::TaskEnded);
+    Ok(json_reply(200, &json!({})))
+}
+
+/// Whether tiny_http has already read the whole body into memory, so that reading it
+/// cannot block. tiny_http (0.12) does so for a declared length of at most 1024 bytes
+/// without `Expect: 100-continue`; an absent length without `Transfer-Encoding` means no
+/// body. Anything else is read from the socket by whoever reads (or drops) the request.
+fn body_is_buffered(request: &tiny_http::Request) -> bool {
+    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
+    match request.body_length() {
+        Some(len) => len <= 1024 && !has("Expect"),
+        None => !has("Transfer-Encoding"),
+    }
+}
+
+/// Reads the body: at most [`MAX_BODY`] + 1 bytes (so that `handle` sees it is too
+/// long). A declared length over the limit is refused unread. `deadline` bounds a
+/// client that dribbles; one that sends nothing at all blocks this thread until it
+/// goes away, which is why only the slow workers call this on unbuffered bodies.
+fn read_body(request: &mut tiny_http::Request, deadline: Instant) -> Result<Vec<u8>, Reply> {
+    if let Some(len) = request.body_length() {
+        if len > MAX_BODY {
+            return Err(error_reply(
+                413,
+                format!("request body of {len} bytes is over the 1 MiB limit"),
+            ));
+        }
+    }
+    let cap = MAX_BODY + 1;
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(cap));
+    let reader = request.as_reader();
+    let mut chunk = [0u8; 16 * 1024];
+    while body.len() < cap {
+        if Instant::now() > deadline {
+            return Err(error_reply(
+                408,
+                format!(
+                    "request body not received within {}s",
+                    BODY_DEADLINE.as_secs()
+                ),
+            ));
+        }
+        let room = (cap - body.len()).min(chunk.len());
+        match reader.read(&mut chunk[..room]) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(error_reply(400, format!("cannot read the body: {e}"))),
+        }
+    }
+    Ok(body)
+}
+
+/// Reads, answers, counts and logs one request.
+fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
+    let started = Instant::now();
+    let method = request.method().as_str().to_string();
+    let url = request.url().to_string();
+    let route = Route::from_path(url.split('?').next().unwrap_or(&url));
+    let body = match route {
+        Some(r) if r.allows(&method) && r.reads_body() => {
+            read_body(&mut request, started + BODY_DEADLINE)
+        }
+        _ => Ok(Vec::new()),
+    };
+    let reply = match body {
+        Ok(body) => hooks.handle(shared, SystemTime::now(), &method, &url, &body),
+        Err(reply) => reply,
+    };
+    let label = route.map_or("unknown", Route::label);
+    let status = reply.status;
+    shared
+        .metrics
+        .hook_requests_total
+        .inc(&[label, &status.to_string()]);
+    if status >= 400 {
+        log::warn!("hook {method} {url}: {status} {}", reply.body);
+    }
+    // Dropping the request reads and discards any unread body (tiny_http does it).
+    send(request, reply);
+    let elapsed = started.elapsed();
+    shared
+        .metrics
+        .hook_request_duration_seconds
+        .observe(&[label], elapsed);
+    log::debug!(
+        "hook {method} {url}: {status} in {:.3}ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+}
+
+/// The running hook server. Only the fast workers are joined on stop: a slow worker
+/// may be blocked on a silent client, and the process is exiting anyway.
+pub struct HookServer {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+impl HookServer {
+    /// Stops the fast workers, each after the request it is answering; the slow
+    /// workers end once their queue closes.
+    pub fn stop(self) {
+        self.stopping.store(true, Ordering::Release);
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+type SlowQueue = Arc<Mutex<mpsc::Receiver<tiny_http::Request>>>;
+
+fn spawn_slow_worker(
+    i: usize,
+    queue: SlowQueue,
+    shared: Arc<Shared>,
+    hooks: Arc<Hooks>,
+) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name(format!("hooks-slow-{i}"))
+        .spawn(move || loop {
+            // The lock is only held while waiting for the next request, never while
+            // serving one.
+            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            match next {
+                Ok(request) => serve_one(&shared, &hooks, request),
+                Err(_) => return,
+            }
+        })
+        .map(|_| ())
+}
+
+/// Serves the hooks on `server`: [`WORKERS`] threads answer requests whose body is
+/// already in memory, and hand the others to
+/// [`SLOW_WORKERS`] threads, so a client that stalls mid-body only delays other
+/// clients with large bodies.
+pub fn start(
+    shared: Arc<Shared>,
+    hooks: Hooks,
+    server: tiny_http::Server,
+) -> std::io::Result<HookServer> {
+    let server = Arc::new(server);
+    let hooks = Arc::new(hooks);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (slow_tx, slow_rx) = mpsc::channel::<tiny_http::Request>();
+    let slow_rx: SlowQueue = Arc::new(Mutex::new(slow_rx));
+    for i in 0..SLOW_WORKERS {
+        spawn_slow_worker(i, slow_rx.clone(), shared.clone(), hooks.clone())?;
+    }
+    let mut workers = Vec::with_capacity(WORKERS);
+    for i in 0..WORKERS {
+        let worker_server = server.clone();
+        let worker_hooks = hooks.clone();
+        let worker_shared = shared.clone();
+        let worker_stopping = stopping.clone();
+        let slow = slow_tx.clone();
+        let worker = thread::Builder::new()
+            .name(format!("hooks-{i}"))
+            .spawn(move || loop {
+                match worker_server.recv() {
+                    Ok(request) if body_is_buffered(&request) => {
+                        serve_one(&worker_shared, &worker_hooks, request)
+                    }
+                    Ok(request) => {
+                        if let Err(mpsc::SendError(request)) = slow.send(request) {
+                            serve_one(&worker_shared, &worker_hooks, request);
+                        }
+                    }
+                    Err(e) => {
+                        if !worker_stopping.load(Ordering::Acquire) {
+                            log::error!("hook server stopped accepting connections: {e}");
+                        }
+                        return;
+                    }
+                }
+            });
+        match worker {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                HookServer {
+                    server,
+                    stopping,
+                    workers,
+                }
+                .stop();
+                return Err(e);
+            }
+        }
+    }
+    Ok(HookServer {
+        server,
+        stopping,
+        workers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bot::token::AccessToken;
+    use crate::config::{parse, Command};
+    use crate::devices::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
+
+    fn shared_with(args: &[&str]) -> Arc<Shared> {
+        let mut all = vec!["--no-bot".to_string(), "--bot-id".into(), "pi-7".into()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let Ok(Command::Run(config)) = parse(&all, &|_| None, "pi") else {
+            panic!("config")
+        };
+        Shared::new(*config).0
+    }
+
+    /// A bot dir under a fresh temp dir, so the forced-quarantine file is ours.
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tmm-hooks-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        dir
+    }
+
+    fn shared(name: &str) -> Arc<Shared> {
+        let dir = temp_dir(name);
+        let bot_dir = dir.join("b").join("s");
+        shared_with(&["--bot-dir", bot_dir.to_str().unwrap()])
+    }
+
+    fn hooks() -> Hooks {
+        Hooks::new(&crate::config::settings::defaults())
+    }
+
+    fn call(s: &Shared, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let r = hooks().handle(s, SystemTime::now(), method, path, body.as_bytes());
+        assert_eq!(r.content_type, "application/json");
+        (r.status, serde_json::from_str(&r.body).unwrap())
+    }
+
+    fn android(serial: &str) -> Device {
+        let mut d = usable_device(DeviceKind::Android, serial);
+        d.battery_percent = Some(88.0);
+        d.temperatures = vec![Temperature {
+            sensor: "battery".into(),
+            celsius: 31.5,
+        }];
+        d.uptime_secs = Some(120.0);
+        d.build = Some("QQ1A_123".into());
+        d
+    }
+
+    fn publish(s: &Shared, dims: &[(&str, &[&str])], reasons: Reasons) {
+        let dimensions = dims
+            .iter()
+            .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+            .collect();
+        s.publish_snapshot(Snapshot {
+            taken_at_unix: 1.0,
+            devices: vec![android("S1")],
+            dimensions,
+            reasons,
+        });
+    }
+
+    #[test]
+    fn dimensions_overlay_the_device_ones_and_force_the_id() {
+        let s = shared("dims");
+        publish(
+            &s,
+            &[("device_type", &["sargo"]), ("os", &["Android"])],
+            Reasons::default(),
+        );
+        let (code, v) = call(
+            &s,
+            "POST",
+            "/get_dimensions",
+            r#"{"id": ["other"], "os": ["Linux"], "cpu": ["arm"], "gpu": [], "bad key": ["x"]}"#,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(
+            v,
+            json!({"id": ["pi-7"], "os": ["Android"], "cpu": ["arm"], "device_type": ["sargo"]})
+        );
+    }
+
+    #[test]
+    fn dimensions_reject_bad_bodies() {
+        let s = shared("dims-bad");
+        for body in ["", "nope", "[]", r#"{"os": "Linux"}"#, r#"{"os": [1]}"#] {
+            let (code, v) = call(&s, "POST", "/get_dimensions", body);
+            assert_eq!(code, 400, "{body}");
+            assert!(v["error"].as_str().unwrap().contains("expected"), "{v}");
+        }
+    }
+
+    #[test]
+    fn state_keeps_the_bot_keys_and_adds_ours() {
+        let s = shared("state");
+        s.update_bot_status(|b| {
+            b.restarts = 3;
+            b.last_exit = Some("exit code 1".into());
+        });
+        publish(
+            &s,
+            &[],
+            Reasons {
+                quarantined: vec!["S2: unauthorized".into()],
+                maintenance: vec!["S1: battery low (12%)".into(), "S3: booting".into()],
+            },
+        );
+        let (code, v) = call(
+            &s,
+            "POST",
+            "/get_state",
+            r#"{"running_time": 5, "quarantined": "bot's own", "maintenance": "bot's own"}"#,
+        );
+        assert_eq!(code, 200);
+        assert_eq!(v["running_time"], 5);
+        assert_eq!(v["quarantined"], "S2: unauthorized");
+        assert_eq!(v["maintenance"], "S1: battery low (12%); S3: booting");
+        assert_eq!(v["monitor"]["bot_restarts"], 3);
+        assert_eq!(v["monitor"]["last_bot_exit"], "exit code 1");
+        assert_eq!(v["monitor"]["version"], env!("CARGO_PKG_VERSION"));
+        let d = &v["devices"][0];
+        assert_eq!(d["serial"], "S1");
+        assert_eq!(d["kind"], "android");
+        assert_eq!(d["battery_percent"], 88.0);
+        assert_eq!(d["temperatures"]["battery"], 31.5);
+        assert_eq!(d["build"], "QQ1A_123");
+        assert_eq!(d["unusable"], Value::Null);
+    }
+
+    #[test]
+    fn state_keeps_the_bots_reasons_when_we_have_none() {
+        let s = shared("state-own");
+        let (_, v) = call(
+            &s,
+            "POST",
+            "/get_state",
+            r#"{"quarantined": "disk full", "maintenance": "cooling"}"#,
+        );
+        assert_eq!(v["quarantined"], "disk full");
+        assert_eq!(v["maintenance"], "cooling");
+        let (_, v) = call(&s, "POST", "/get_state", "{}");
+        assert!(v.get("quarantined").is_none());
+        assert!(v.get("maintenance").is_none());
+    }
+
+    #[test]
+    fn forced_quarantine_is_reported_once_then_deleted() {
+        let s = shared("force");
+        let file = s.config.force_quarantine_file.clone();
+        std::fs::write(&file, "").unwrap();
+        publish(
+            &s,
+            &[],
+            Reasons {
+                quarantined: vec!["S2: missing".into()],
+                maintenance: vec![],
+            },
+        );
+        let (_, v) = call(&s, "POST", "/get_state", "{}");
+        let q = v["quarantined"].as_str().unwrap();
+        assert!(q.starts_with("S2: missing; forced quarantine ("), "{q}");
+        assert!(!file.exists());
+        let (_, v) = call(&s, "POST", "/get_state", "{}");
+        assert_eq!(v["quarantined"], "S2: missing");
+    }
+
+    #[test]
+    fn state_rejects_non_objects() {
+        let s = shared("state-bad");
+        assert_eq!(call(&s, "POST", "/get_state", "[1]").0, 400);
+        assert_eq!(call(&s, "POST", "/get_state", "{").0, 400);
+    }
+
+    #[test]
+    fn settings_are_served_as_given() {
+        let s = shared("settings");
+        let (code, v) = call(&s, "GET", "/get_settings", "");
+        assert_eq!(code, 200);
+        assert_eq!(v, crate::config::settings::defaults());
+    }
+
+    #[test]
+    fn authentication_headers_come_from_the_token_cache() {
+        let s = shared("auth");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let r = hooks().handle(&s, now, "GET", "/get_authentication_headers", b"");
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("no OAuth access token"));
+        s.token.set(AccessToken {
+            value: "ya29.abc".into(),
+            expires_at: now + Duration::from_secs(3600),
+        });
+        let r = hooks().handle(&s, now, "GET", "/get_authentication_headers", b"");
+        assert_eq!(r.status, 200);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            v,
+            json!({"headers": {"Authorization": "Bearer ya29.abc"}, "expiry": 1_700_003_600u64})
+        );
+        let later = now + Duration::from_secs(3600);
+        let r = hooks().handle(&s, later, "GET", "/get_authentication_headers", b"");
+        assert_eq!(r.status, 503);
+    }
+
+    #[test]
+    fn task_hooks_answer_at_once_and_notify_the_watcher() {
+        let mut all = vec!["--no-bot".to_string()];
+        all.extend(["--bot-dir".to_string(), "/nonexistent/b/s".to_string()]);
+        let Ok(Command::Run(config)) = parse(&all, &|_| None, "pi") else {
+            panic!("config")
+        };
+        let (s, mut rx) = Shared::new(*config);
+        assert_eq!(call(&s, "GET", "/on_before_task", "").0, 200);
+        assert_eq!(rx.try_recv().unwrap(), DeviceCommand::TaskStarted);
+        let body = r#"{"failure": true, "internal_failure": false, "dimensions": {"pool": ["x"]}, "summary": {}}"#;
+        let (code, v) = call(&s, "POST", "/on_after_task", body);
+        assert_eq!((code, v), (200, json!({})));
+        assert_eq!(rx.try_recv().unwrap(), DeviceCommand::TaskEnded);
+        assert_eq!(call(&s, "GET", "/on_after_task", "").0, 200);
+        assert_eq!(rx.try_recv().unwrap(), DeviceCommand::TaskEnded);
+        assert_eq!(call(&s, "POST", "/on_bot_shutdown", "").0, 200);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn after_task_rejects_wrong_types_without_acting() {
+        let all = vec!["--no-bot".to_string()];
+        let Ok(Command::Run(config)) = parse(&all, &|_| None, "pi") else {
+            panic!("config")
+        };
+        let (s, mut rx) = Shared::new(*config);
+        for body in [r#"{"failure": "yes"}"#, r#"{"summary": []}"#, "[]", "x"] {
+            assert_eq!(call(&s, "POST", "/on_after_task", body).0, 400, "{body}");
+        }
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn unknown_paths_wrong_methods_and_big_bodies() {
+        let s = shared("errors");
+        let (code, v) = call(&s, "GET", "/nope", "");
+        assert_eq!(code, 404);
+        assert!(v["error"].as_str().unwrap().contains("/get_dimensions"));
+        let (code, v) = call(&s, "GET", "/get_dimensions", "");
+        assert_eq!(code, 405);
+        assert!(v["error"].as_str().unwrap().contains("use POST"));
+        assert_eq!(call(&s, "POST", "/get_settings", "").0, 405);
+        assert_eq!(call(&s, "PUT", "/on_after_task", "").0, 405);
+        let big = format!("{{\"k\": [\"{}\"]}}", "x".repeat(MAX_BODY));
+        assert_eq!(call(&s, "POST", "/get_dimensions", &big).0, 413);
+        // The query string is not part of the route.
+        assert_eq!(call(&s, "GET", "/get_settings?x=1", "").0, 200);
+    }
+}

@@ -1,0 +1,11 @@
+//! What the program answers over HTTP: the bot's hooks (`hooks`, with Swarming's own
+//! dimension checks in `dimension_rules`) and the operators' port (`status_server`:
+//! `/metrics` from `metrics`, `/healthz`, `/readyz`, and the status page from
+//! `status_page`). Where `get_state`'s answer is computed: `hooks`, from the snapshot's
+//! verdicts.
+
+pub mod dimension_rules;
+pub mod hooks;
+pub mod metrics;
+pub mod status_page;
+pub mod status_server;

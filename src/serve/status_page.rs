@@ -1,0 +1,379 @@
+//! The status page at `/` on the metrics port, and `/status.json`: one Pi's bot, its
+//! phones with their verdicts, and the last events, for an operator with `kubectl
+//! port-forward` and a browser, or a script.
+//!
+//! Both come from one [`Status`], built from the current snapshot and bot status; the
+//! page is server-rendered HTML with no external assets and no script (a meta refresh
+//! reloads it every 10 s), so it costs about what `/metrics` does. Everything that comes
+//! from outside (phone properties, serials, reasons, bot output) is HTML-escaped: a
+//! phone whose model is `<script>` shows that text and runs nothing.
+//!
+//! Pure: data in, text out.
+
+use std::fmt::Write;
+
+use serde_json::{json, Value};
+
+use crate::devices::snapshot::{Device, Reasons};
+use crate::runtime::logging::utc_timestamp;
+use crate::state::{BotStatus, Event};
+
+/// Everything the page and the JSON show, as of one moment.
+pub struct Status<'a> {
+    pub bot_id: &'a str,
+    pub version: &'a str,
+    pub now_unix: f64,
+    /// `None` with `--no-bot`.
+    pub bot: Option<&'a BotStatus>,
+    /// The bot's reasons, as `get_state` reports them.
+    pub reasons: &'a Reasons,
+    pub devices: &'a [Device],
+    /// Oldest first.
+    pub events: &'a [Event],
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn utc(unix: f64) -> String {
+    // Whole seconds are enough for people; the logs have the milliseconds.
+    let s = utc_timestamp((unix.max(0.0) * 1000.0) as u128);
+    format!("{}Z", &s[..19])
+}
+
+/// `3d 4h`, `2h 5m`, `7m 3s`, `42s`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m {sec}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn reasons_text(r: &Reasons) -> String {
+    r.quarantined
+        .iter()
+        .map(|q| format!("quarantined: {q}"))
+        .chain(r.maintenance.iter().map(|m| format!("maintenance: {m}")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The page.
+pub fn render_html(s: &Status) -> String {
+    let mut o = String::with_capacity(4096 + 600 * s.devices.len());
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"10\">\
+         <title>{id}: test_machine_monitor</title>\
+         <style>body{{font-family:sans-serif;margin:1.5em;color:#222}}\
+         table{{border-collapse:collapse;margin-bottom:1.5em}}\
+         td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left;vertical-align:top}}\
+         th{{background:#eee}}.usable{{background:#dfd}}.maintenance{{background:#ffd}}\
+         .quarantined{{background:#fdd}}</style></head><body>\n\
+         <h1>{id}</h1>\n<p>test_machine_monitor {version}, as of {now}</p>\n",
+        id = escape(s.bot_id),
+        version = escape(s.version),
+        now = utc(s.now_unix),
+    );
+
+    o.push_str("<h2>Bot</h2>\n<table id=\"bot\"><tr><th>state</th><th>uptime</th><th>restarts</th><th>last exit</th><th>reports</th></tr>\n");
+    let verdict = if !s.reasons.quarantined.is_empty() {
+        "quarantined"
+    } else if !s.reasons.maintenance.is_empty() {
+        "maintenance"
+    } else {
+        "usable"
+    };
+    let reports = match reasons_text(s.reasons) {
+        r if r.is_empty() => "no reason: takes tasks".to_string(),
+        r => r,
+    };
+    match s.bot {
+        None => {
+            let _ = writeln!(
+                o,
+                "<tr class=\"{verdict}\"><td>not run (--no-bot)</td><td></td><td></td><td></td><td>{}</td></tr>",
+                escape(&reports)
+            );
+        }
+        Some(b) => {
+            let state = match (b.running, b.crashlooping) {
+                (true, _) => "running",
+                (false, true) => "crash-looping",
+                (false, false) => "not running",
+            };
+            let uptime = b
+                .started_at_unix
+                .map(|t| duration(s.now_unix - t))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "<tr class=\"{verdict}\"><td>{state}</td><td>{uptime}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                b.restarts,
+                escape(b.last_exit.as_deref().unwrap_or("")),
+                escape(&reports)
+            );
+        }
+    }
+    o.push_str("</table>\n");
+
+    let _ = write!(
+        o,
+        "<h2>Phones ({})</h2>\n<table id=\"phones\"><tr><th>kind</th><th>serial</th><th>model</th>\
+         <th>state</th><th>verdict</th><th>battery</th><th>hottest</th><th>uptime</th>\
+         <th>read at</th></tr>\n",
+        s.devices.len()
+    );
+    for d in s.devices {
+        let verdict = d.verdict_word();
+        let mut why = reasons_text(&d.reasons);
+        if !d.missing_values.is_empty() {
+            if !why.is_empty() {
+                why.push_str("; ");
+            }
+            why.push_str(&format!("could not read: {}", d.missing_values.join("; ")));
+        }
+        let hottest = d
+            .hottest()
+            .map(|t| format!("{} {:.1}°C", t.sensor, t.celsius))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "<tr class=\"{verdict}\" id=\"phone-{id}\"><td>{kind}</td><td>{serial}</td><td>{model}</td>\
+             <td>{state}</td><td>{verdict_cell}</td><td>{battery}</td><td>{hottest}</td>\
+             <td>{uptime}</td><td>{read}</td></tr>",
+            id = escape(&d.serial),
+            kind = d.kind.as_str(),
+            serial = escape(&d.serial),
+            model = escape(d.model.as_deref().or(d.device_type.as_deref()).unwrap_or("")),
+            state = escape(d.state_word()),
+            verdict_cell = if why.is_empty() {
+                verdict.to_string()
+            } else {
+                escape(&why)
+            },
+            battery = d
+                .battery_percent
+                .map(|b| format!("{b:.0}%"))
+                .unwrap_or_default(),
+            hottest = escape(&hottest),
+            uptime = d.uptime_secs.map(duration).unwrap_or_default(),
+            read = d.read_at_unix.map(utc).unwrap_or_default(),
+        );
+    }
+    o.push_str("</table>\n");
+
+    let _ = write!(
+        o,
+        "<h2>Last events</h2>\n<table id=\"events\"><tr><th>time (UTC)</th><th>event</th></tr>\n"
+    );
+    for e in s.events.iter().rev() {
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            utc(e.at_unix),
+            escape(&e.text)
+        );
+    }
+    o.push_str("</table>\n</body></html>\n");
+    o
+}
+
+/// The same data for scripts (`/status.json`).
+pub fn render_json(s: &Status) -> Value {
+    json!({
+        "bot_id": s.bot_id,
+        "version": s.version,
+        "taken_at_unix": s.now_unix,
+        "bot": s.bot.map(|b| json!({
+            "running": b.running,
+            "started_at_unix": b.started_at_unix,
+            "restarts": b.restarts,
+            "last_exit": b.last_exit,
+            "crashlooping": b.crashlooping,
+        })),
+        "reasons": {"quarantined": s.reasons.quarantined, "maintenance": s.reasons.maintenance},
+        "devices": s.devices.iter().map(crate::serve::hooks::device_json).collect::<Vec<_>>(),
+        "events": s.events.iter().map(|e| json!({"at_unix": e.at_unix, "utc": utc(e.at_unix), "text": e.text})).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::snapshot::{usable_device, DeviceKind, Temperature};
+
+    fn phones() -> Vec<Device> {
+        let mut evil = usable_device(DeviceKind::Android, "E<1>");
+        evil.model = Some("<script>alert(1)</script>".into());
+        evil.battery_percent = Some(81.0);
+        evil.temperatures = vec![
+            Temperature {
+                sensor: "battery".into(),
+                celsius: 30.0,
+            },
+            Temperature {
+                sensor: "cpu\"0".into(),
+                celsius: 41.25,
+            },
+        ];
+        evil.uptime_secs = Some(3725.0);
+        evil.read_at_unix = Some(1_764_547_200.0);
+        evil.reasons.maintenance = vec!["too hot: E<1> cpu\"0 41.2°C (> 35°C)".into()];
+        let mut iphone = usable_device(DeviceKind::Ios, "00008030-001A");
+        iphone.model = Some("iPhone14,2".into());
+        iphone.reasons.quarantined =
+            vec!["device 00008030-001A (iPhone14,2) has gone missing".into()];
+        vec![evil, iphone]
+    }
+
+    fn status<'a>(
+        devices: &'a [Device],
+        reasons: &'a Reasons,
+        bot: Option<&'a BotStatus>,
+        events: &'a [Event],
+    ) -> Status<'a> {
+        Status {
+            bot_id: "pi-<01>",
+            version: "0.1.0",
+            now_unix: 1_764_547_230.0,
+            bot,
+            reasons,
+            devices,
+            events,
+        }
+    }
+
+    #[test]
+    fn everything_from_outside_is_escaped() {
+        let devices = phones();
+        let reasons = Reasons::default();
+        let events = [Event {
+            at_unix: 1_764_547_200.0,
+            text: "device E<1> appeared: <b>device</b>".into(),
+        }];
+        let html = render_html(&status(&devices, &reasons, None, &events));
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(html.contains("<td>E&lt;1&gt;</td>"), "{html}");
+        assert!(html.contains("id=\"phone-E&lt;1&gt;\""), "{html}");
+        assert!(html.contains("cpu&quot;0 41.2°C"), "{html}");
+        assert!(html.contains("&lt;b&gt;device&lt;/b&gt;"), "{html}");
+        assert!(html.contains("<h1>pi-&lt;01&gt;</h1>"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+    }
+
+    #[test]
+    fn each_phone_has_its_row_with_verdict_battery_hottest_uptime_and_read_time() {
+        let devices = phones();
+        let reasons = Reasons::default();
+        let html = render_html(&status(&devices, &reasons, None, &[]));
+        assert!(html.contains("<h2>Phones (2)</h2>"));
+        let row = html
+            .lines()
+            .find(|l| l.contains("id=\"phone-E&lt;1&gt;\""))
+            .unwrap();
+        assert!(row.starts_with("<tr class=\"maintenance\""), "{row}");
+        assert!(
+            row.contains("<td>maintenance: too hot: E&lt;1&gt;"),
+            "{row}"
+        );
+        assert!(row.contains("<td>81%</td>"), "{row}");
+        assert!(row.contains("<td>cpu&quot;0 41.2°C</td>"), "{row}");
+        assert!(row.contains("<td>1h 2m</td>"), "{row}");
+        assert!(row.contains("<td>2025-12-01T00:00:00Z</td>"), "{row}");
+        let row = html
+            .lines()
+            .find(|l| l.contains("id=\"phone-00008030-001A\""))
+            .unwrap();
+        assert!(row.starts_with("<tr class=\"quarantined\""), "{row}");
+        assert!(
+            row.contains("<td>ios</td>") && row.contains("<td>iPhone14,2</td>"),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn the_bot_row_and_the_events_newest_first() {
+        let bot = BotStatus {
+            running: true,
+            started_at_unix: Some(1_764_547_230.0 - 90_061.0),
+            restarts: 3,
+            last_exit: Some("exit code 1".into()),
+            crashlooping: false,
+        };
+        let reasons = Reasons {
+            quarantined: vec![],
+            maintenance: vec!["booting: S1".into()],
+        };
+        let events = [
+            Event {
+                at_unix: 1_764_547_200.0,
+                text: "first".into(),
+            },
+            Event {
+                at_unix: 1_764_547_201.0,
+                text: "second".into(),
+            },
+        ];
+        let html = render_html(&status(&[], &reasons, Some(&bot), &events));
+        assert!(html.contains("<tr class=\"maintenance\"><td>running</td><td>1d 1h</td><td>3</td><td>exit code 1</td><td>maintenance: booting: S1</td></tr>"), "{html}");
+        let (first, second) = (html.find("first").unwrap(), html.find("second").unwrap());
+        assert!(second < first, "newest first");
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external asset"
+        );
+    }
+
+    #[test]
+    fn json_has_the_same_data() {
+        let devices = phones();
+        let reasons = Reasons {
+            quarantined: vec!["q".into()],
+            maintenance: vec![],
+        };
+        let events = [Event {
+            at_unix: 1_764_547_200.0,
+            text: "e".into(),
+        }];
+        let v = render_json(&status(&devices, &reasons, None, &events));
+        assert_eq!(v["devices"][0]["serial"], "E<1>");
+        assert_eq!(v["devices"][0]["model"], "<script>alert(1)</script>");
+        assert_eq!(v["devices"][1]["verdict"], "quarantined");
+        assert_eq!(v["reasons"]["quarantined"][0], "q");
+        assert_eq!(v["events"][0]["utc"], "2025-12-01T00:00:00Z");
+        assert!(v["bot"].is_null());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(duration(42.4), "42s");
+        assert_eq!(duration(423.0), "7m 3s");
+        assert_eq!(duration(7500.0), "2h 5m");
+        assert_eq!(duration(273_600.0), "3d 4h");
+        assert_eq!(duration(-5.0), "0s");
+    }
+}

@@ -1,0 +1,310 @@
+//! The status server on `--metrics-addr`: `/metrics` for Prometheus, `/healthz` for the
+//! kubelet's liveness probe, `/readyz` for its readiness probe, and the status page (`/`,
+//! and `/status.json` for scripts and the `devices` subcommand; see `status_page`).
+//!
+//! tiny_http blocks, so it runs on its own thread and never inside the runtime. The
+//! routing is a pure function of the request line and [`Shared`], tested without sockets.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::serve::metrics::{parse_statm_resident, Exposition};
+use crate::serve::status_page::{self, Status};
+use crate::state::Shared;
+
+/// A response before it meets the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+/// Routes one request.
+pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
+    let path = path.split('?').next().unwrap_or(path);
+    match path {
+        "/" | "/healthz" | "/readyz" | "/metrics" | "/status.json"
+            if method != "GET" && method != "HEAD" =>
+        {
+            Reply::text(405, format!("{method} not allowed on {path}; use GET\n"))
+        }
+        "/healthz" => healthz(shared),
+        "/readyz" => readyz(shared),
+        "/metrics" => metrics(shared),
+        "/status.json" => with_status(shared, |s| Reply {
+            status: 200,
+            content_type: "application/json",
+            body: status_page::render_json(s).to_string(),
+        }),
+        "/" => with_status(shared, |s| Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: status_page::render_html(s),
+        }),
+        _ => Reply::text(
+            404,
+            format!("no route {path}; try /, /metrics, /healthz, /readyz or /status.json\n"),
+        ),
+    }
+}
+
+fn healthz(shared: &Shared) -> Reply {
+    health(shared.since_last_tick(), shared.config.interrogate_every)
+}
+
+/// How many interrogation periods without a main-loop tick make the process dead.
+pub const STALL_PERIODS: u32 = 3;
+
+/// Liveness: alive while the main loop has ticked within [`STALL_PERIODS`] periods of
+/// `--interrogate-every`. The device watcher ticks once per period (a timer of the app's
+/// does when no watcher runs), and its event handling never awaits the network, so only
+/// a stuck runtime (a blocking call on its thread, a deadlock) gets this far; the kubelet
+/// then restarts us.
+pub fn health(since_last_tick: Duration, interval: Duration) -> Reply {
+    let limit = interval * STALL_PERIODS;
+    if since_last_tick <= limit {
+        Reply::text(200, "ok\n")
+    } else {
+        Reply::text(
+            503,
+            format!(
+                "main loop stalled: no tick for {:.1}s (limit {}s)\n",
+                since_last_tick.as_secs_f64(),
+                limit.as_secs()
+            ),
+        )
+    }
+}
+
+fn readyz(shared: &Shared) -> Reply {
+    readiness(shared.hooks_serving(), shared.first_round_done())
+}
+
+/// Readiness: the bot may be sent work once the hook server serves and the first
+/// device round is published (before that, its hooks would describe no phones).
+pub fn readiness(hooks_serving: bool, first_round_done: bool) -> Reply {
+    match (hooks_serving, first_round_done) {
+        (true, true) => Reply::text(200, "ready\n"),
+        (false, _) => Reply::text(503, "not ready: hook server not serving yet\n"),
+        (true, false) => Reply::text(503, "not ready: first device interrogation not finished\n"),
+    }
+}
+
+/// Builds the status page's data from the current snapshot and bot status.
+fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
+    let snapshot = shared.snapshot();
+    let reasons = shared.bot_reasons(&snapshot);
+    let bot = shared.bot_status();
+    let events = shared.events();
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    f(&Status {
+        bot_id: &shared.config.bot_id,
+        version: env!("CARGO_PKG_VERSION"),
+        now_unix,
+        bot: (!shared.config.no_bot).then_some(&bot),
+        reasons: &reasons,
+        devices: &snapshot.devices,
+        events: &events,
+    })
+}
+
+fn metrics(shared: &Shared) -> Reply {
+    let snapshot = shared.snapshot();
+    let reasons = shared.bot_reasons(&snapshot);
+    let statm = std::fs::read_to_string("/proc/self/statm").ok();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let body = Exposition {
+        metrics: &shared.metrics,
+        version: env!("CARGO_PKG_VERSION"),
+        commit: env!("TMM_COMMIT"),
+        bot_restarts: shared.bot_status().restarts,
+        snapshot: &snapshot,
+        quarantined: !reasons.quarantined.is_empty(),
+        maintenance: !reasons.maintenance.is_empty(),
+        max_temperature_celsius: shared.config.max_temperature_celsius,
+        min_battery_percent: shared.config.min_battery_percent,
+        resident_bytes: statm.and_then(|s| parse_statm_resident(&s, page)),
+    }
+    .render();
+    Reply {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body,
+    }
+}
+
+/// A bound tiny_http server on its own thread. Dropping the handle does not stop it;
+/// call [`ServerHandle::stop`].
+pub struct ServerHandle {
+    server: Arc<tiny_http::Server>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub fn stop(mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves `handler` on `server` from a new thread named `name`.
+pub fn serve(
+    name: &str,
+    server: tiny_http::Server,
+    handler: impl Fn(tiny_http::Request) + Send + 'static,
+) -> std::io::Result<ServerHandle> {
+    let server = Arc::new(server);
+    let accept = server.clone();
+    let thread = thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            for request in accept.incoming_requests() {
+                handler(request);
+            }
+        })?;
+    Ok(ServerHandle {
+        server,
+        thread: Some(thread),
+    })
+}
+
+/// Sends `reply`; a client that went away is only worth a debug line.
+pub fn send(request: tiny_http::Request, reply: Reply) {
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], reply.content_type.as_bytes());
+    let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+    if let Ok(h) = header {
+        response.add_header(h);
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("client went away before the reply was sent: {e}");
+    }
+}
+
+/// Binds `--metrics-addr` and serves the status routes.
+pub fn start(shared: Arc<Shared>, server: tiny_http::Server) -> std::io::Result<ServerHandle> {
+    serve("status-http", server, move |request| {
+        let reply = route(&shared, request.method().as_str(), request.url());
+        send(request, reply);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Command};
+    use crate::devices::snapshot::Snapshot;
+
+    fn shared() -> Arc<Shared> {
+        let args = ["--no-bot".to_string()];
+        let Ok(Command::Run(config)) = parse(&args, &|_| None, "pi") else {
+            panic!("config")
+        };
+        Shared::new(*config).0
+    }
+
+    #[test]
+    fn healthz_is_ok_while_ticking() {
+        let s = shared();
+        s.tick();
+        assert_eq!(route(&s, "GET", "/healthz").status, 200);
+    }
+
+    #[test]
+    fn health_turns_503_just_past_three_periods() {
+        let every = Duration::from_secs(2);
+        assert_eq!(health(Duration::ZERO, every).status, 200);
+        assert_eq!(health(Duration::from_secs(6), every).status, 200);
+        let stalled = health(Duration::from_millis(6001), every);
+        assert_eq!(stalled.status, 503);
+        assert_eq!(
+            stalled.body,
+            "main loop stalled: no tick for 6.0s (limit 6s)\n"
+        );
+        assert_eq!(health(Duration::from_secs(3600), every).status, 503);
+        // The limit follows --interrogate-every.
+        assert_eq!(
+            health(Duration::from_secs(60), Duration::from_secs(30)).status,
+            200
+        );
+    }
+
+    #[test]
+    fn healthz_of_a_shared_state_whose_loop_stopped_ticking() {
+        let args = ["--no-bot", "--interrogate-every", "1"].map(String::from);
+        let Ok(Command::Run(config)) = parse(&args, &|_| None, "pi") else {
+            panic!("config")
+        };
+        let s = Shared::new(*config).0;
+        s.tick();
+        assert_eq!(route(&s, "GET", "/healthz").status, 200);
+        // No tick for just over 3 × 1 s: the watchdog trips; one tick revives it.
+        std::thread::sleep(Duration::from_millis(3100));
+        let r = route(&s, "GET", "/healthz");
+        assert_eq!(r.status, 503, "{}", r.body);
+        s.tick();
+        assert_eq!(route(&s, "GET", "/healthz").status, 200);
+    }
+
+    #[test]
+    fn readiness_needs_both_conditions() {
+        assert_eq!(readiness(true, true).status, 200);
+        assert_eq!(readiness(false, true).status, 503);
+        assert_eq!(readiness(false, false).status, 503);
+        let r = readiness(true, false);
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("interrogation"));
+    }
+
+    #[test]
+    fn readyz_waits_for_hooks_and_the_first_round() {
+        let s = shared();
+        let r = route(&s, "GET", "/readyz");
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("hook server"));
+        s.set_hooks_serving();
+        assert!(route(&s, "GET", "/readyz").body.contains("interrogation"));
+        // A snapshot of a bare device list is not a finished round.
+        s.publish_snapshot(Snapshot::default());
+        assert_eq!(route(&s, "GET", "/readyz").status, 503);
+        s.mark_first_round_done();
+        assert_eq!(route(&s, "GET", "/readyz").status, 200);
+    }
+
+    #[test]
+    fn metrics_carry_build_info_and_memory() {
+        let s = shared();
+        let r = route(&s, "GET", "/metrics");
+        assert_eq!(r.status, 200);
+        assert!(r
+            .body
+            .contains("test_machine_monitor_build_info{version=\""));
+        assert!(r
+            .body
+            .contains("test_machine_monitor_process_resident_memory_bytes "));
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        let s = shared();
+        assert_eq!(route(&s, "GET", "/nope").status, 404);
+        assert_eq!(route(&s, "POST", "/healthz").status, 405);
+    }
+}
