@@ -31,26 +31,24 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
 use crate::devices::snapshot::{Device, Dimensions, Snapshot};
 use crate::serve::dimension_rules;
-use crate::serve::status_server::{send, Reply};
+use crate::serve::http::{
+    body_is_buffered, error_reply, json_reply, read_body, send, Reply, BODY_DEADLINE, MAX_BODY,
+};
 use crate::state::{DeviceCommand, Shared};
 
-/// Largest request body accepted; larger ones get 413.
-pub const MAX_BODY: usize = 1024 * 1024;
 /// Threads answering requests. The bot calls one hook at a time; the rest is slack for
 /// stalled clients and scrapers of the wrong port.
 pub const WORKERS: usize = 4;
 /// Threads reading bodies that tiny_http has not buffered (see [`body_is_buffered`]).
 pub const SLOW_WORKERS: usize = 4;
-/// How long a request body may take to arrive in full.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The routes of the table.
+/// The hooks `bot_config.py` forwards, one route each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     GetDimensions,
@@ -105,18 +103,6 @@ impl Route {
     fn reads_body(self) -> bool {
         !matches!(self, Route::GetSettings | Route::GetAuthenticationHeaders)
     }
-}
-
-fn json_reply(status: u16, body: &Value) -> Reply {
-    Reply {
-        status,
-        content_type: "application/json",
-        body: body.to_string(),
-    }
-}
-
-fn error_reply(status: u16, error: impl Into<String>) -> Reply {
-    json_reply(status, &json!({ "error": error.into() }))
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -416,56 +402,6 @@ fn on_after_task(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
     Ok(json_reply(200, &json!({})))
 }
 
-/// Whether tiny_http has already read the whole body into memory, so that reading it
-/// cannot block. tiny_http (0.12) does so for a declared length of at most 1024 bytes
-/// without `Expect: 100-continue`; an absent length without `Transfer-Encoding` means no
-/// body. Anything else is read from the socket by whoever reads (or drops) the request.
-fn body_is_buffered(request: &tiny_http::Request) -> bool {
-    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
-    match request.body_length() {
-        Some(len) => len <= 1024 && !has("Expect"),
-        None => !has("Transfer-Encoding"),
-    }
-}
-
-/// Reads the body: at most [`MAX_BODY`] + 1 bytes (so that `handle` sees it is too
-/// long). A declared length over the limit is refused unread. `deadline` bounds a
-/// client that dribbles; one that sends nothing at all blocks this thread until it
-/// goes away, which is why only the slow workers call this on unbuffered bodies.
-fn read_body(request: &mut tiny_http::Request, deadline: Instant) -> Result<Vec<u8>, Reply> {
-    if let Some(len) = request.body_length() {
-        if len > MAX_BODY {
-            return Err(error_reply(
-                413,
-                format!("request body of {len} bytes is over the 1 MiB limit"),
-            ));
-        }
-    }
-    let cap = MAX_BODY + 1;
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(cap));
-    let reader = request.as_reader();
-    let mut chunk = [0u8; 16 * 1024];
-    while body.len() < cap {
-        if Instant::now() > deadline {
-            return Err(error_reply(
-                408,
-                format!(
-                    "request body not received within {}s",
-                    BODY_DEADLINE.as_secs()
-                ),
-            ));
-        }
-        let room = (cap - body.len()).min(chunk.len());
-        match reader.read(&mut chunk[..room]) {
-            Ok(0) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(error_reply(400, format!("cannot read the body: {e}"))),
-        }
-    }
-    Ok(body)
-}
-
 /// Reads, answers, counts and logs one request.
 fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
     let started = Instant::now();
@@ -618,6 +554,7 @@ mod tests {
     use crate::bot::token::AccessToken;
     use crate::config::{parse, Command};
     use crate::devices::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
+    use std::time::Duration;
 
     fn shared_with(args: &[&str]) -> Arc<Shared> {
         let mut all = vec!["--no-bot".to_string(), "--bot-id".into(), "pi-7".into()];

@@ -2,10 +2,11 @@
 //! dimension checks in `dimension_rules`) and the operators' port (`status_server`:
 //! `/metrics` from `metrics`, `/healthz`, `/readyz`, and the status page from
 //! `status_page`). Where `get_state`'s answer is computed: `hooks`, from the snapshot's
-//! verdicts.
+//! verdicts. `http` is the plumbing both servers share.
 
 pub mod dimension_rules;
 pub mod hooks;
+pub mod http;
 pub mod metrics;
 pub mod status_page;
 pub mod status_server;

@@ -6,30 +6,12 @@
 //! routing is a pure function of the request line and [`Shared`], tested without sockets.
 
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
+use crate::serve::http::{send, serve, Reply, ServerHandle};
 use crate::serve::metrics::{parse_statm_resident, Exposition};
 use crate::serve::status_page::{self, Status};
 use crate::state::Shared;
-
-/// A response before it meets the socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: String,
-}
-
-impl Reply {
-    fn text(status: u16, body: impl Into<String>) -> Reply {
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-        }
-    }
-}
 
 /// Routes one request.
 pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
@@ -146,55 +128,6 @@ fn metrics(shared: &Shared) -> Reply {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body,
-    }
-}
-
-/// A bound tiny_http server on its own thread. Dropping the handle does not stop it;
-/// call [`ServerHandle::stop`].
-pub struct ServerHandle {
-    server: Arc<tiny_http::Server>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl ServerHandle {
-    pub fn stop(mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Serves `handler` on `server` from a new thread named `name`.
-pub fn serve(
-    name: &str,
-    server: tiny_http::Server,
-    handler: impl Fn(tiny_http::Request) + Send + 'static,
-) -> std::io::Result<ServerHandle> {
-    let server = Arc::new(server);
-    let accept = server.clone();
-    let thread = thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            for request in accept.incoming_requests() {
-                handler(request);
-            }
-        })?;
-    Ok(ServerHandle {
-        server,
-        thread: Some(thread),
-    })
-}
-
-/// Sends `reply`; a client that went away is only worth a debug line.
-pub fn send(request: tiny_http::Request, reply: Reply) {
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], reply.content_type.as_bytes());
-    let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
-    if let Ok(h) = header {
-        response.add_header(h);
-    }
-    if let Err(e) = request.respond(response) {
-        log::debug!("client went away before the reply was sent: {e}");
     }
 }
 

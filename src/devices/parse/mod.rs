@@ -6,8 +6,8 @@
 //!
 //! Each parser is a function of text to a value or a [`ParseError`]; none of them does
 //! I/O, logs, or knows which phone the text came from (the caller adds the serial when it
-//! reports the error). The formats are described in `shared/reference/adb.md`; the
-//! fixtures in each module's tests are written from it.
+//! reports the error). Each parser's doc states the format it reads; the fixtures under
+//! `tests/fixtures/adb/` are whole outputs in those formats.
 
 use std::fmt;
 
