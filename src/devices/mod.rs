@@ -8,6 +8,9 @@
 //!   a listing and a round to a [`Device`](crate::devices::snapshot::Device);
 //! - `verdict`: the one place a phone's fate is decided, its recovery ladder included;
 //! - `usb`: the opt-in USB steps of that ladder (a reset, a hub port power cycle);
+//! - `phones`: the traits the watcher drives (Android, iPhones, the round clock);
+//! - `round`: one round, every phone at once under its deadline;
+//! - `actions`: the ladder's edge steps (reconnects, restart, USB), started off the loop;
 //! - `budget`: every deadline of a round, from `--interrogate-every`.
 //!
 //! - `adb`: the adb server's host protocol (codec, client) and the server child;
@@ -16,12 +19,15 @@
 //! - `dimensions`: pure, properties to Swarming dimensions;
 //! - `snapshot`: the immutable picture of the phones that every reader shares.
 
+mod actions;
 pub mod adb;
 pub mod android;
 pub mod budget;
 pub mod dimensions;
 pub mod ios;
 pub mod parse;
+mod phones;
+mod round;
 pub mod snapshot;
 pub mod usb;
 pub mod verdict;

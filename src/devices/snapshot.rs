@@ -288,6 +288,54 @@ pub struct Snapshot {
 }
 
 /// A phone listed online whose round read it: the starting point of most tests.
+/// What changed between two snapshots, as operator events: a device that appeared,
+/// disappeared or changed state, and each reason set or cleared.
+pub fn changes(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    let states = |s: &Snapshot| -> BTreeMap<String, (String, Option<String>)> {
+        s.devices
+            .iter()
+            .map(|d| (d.serial.clone(), (d.state_word().to_string(), d.unusable())))
+            .collect()
+    };
+    let (before, after) = (states(old), states(new));
+    for (serial, (state, unusable)) in &after {
+        match before.get(serial) {
+            None => out.push(format!("device {serial} appeared: {state}")),
+            Some((was, _)) if was != state => {
+                out.push(format!("device {serial} changed state: {was} -> {state}"))
+            }
+            Some((_, was)) if was != unusable => out.push(match unusable {
+                Some(why) => format!("device {serial} is not usable: {why}"),
+                None => format!("device {serial} is usable"),
+            }),
+            Some(_) => {}
+        }
+    }
+    for serial in before.keys().filter(|s| !after.contains_key(*s)) {
+        out.push(format!("device {serial} disappeared"));
+    }
+    let mut diff = |kind: &str, was: &[String], now: &[String]| {
+        for r in now.iter().filter(|r| !was.contains(r)) {
+            out.push(format!("{kind} reason set: {r}"));
+        }
+        for r in was.iter().filter(|r| !now.contains(r)) {
+            out.push(format!("{kind} reason cleared: {r}"));
+        }
+    };
+    diff(
+        "quarantine",
+        &old.reasons.quarantined,
+        &new.reasons.quarantined,
+    );
+    diff(
+        "maintenance",
+        &old.reasons.maintenance,
+        &new.reasons.maintenance,
+    );
+    out
+}
+
 #[cfg(test)]
 pub fn usable_device(kind: DeviceKind, serial: &str) -> Device {
     let mut d = Device::listed(kind, serial, Link::Device);

@@ -26,18 +26,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use std::future::Future;
-use std::pin::Pin;
-
+use super::actions;
 use super::android::{build_device, settled_state, Adb, PhoneRound, Props};
 use super::budget::Budget;
-use super::usb;
+use super::phones::IosTools;
+pub use super::phones::{AndroidPhones, BoxFuture, Clock, IosPhones};
+use super::round::{self, RoundDone};
 use super::verdict::{self, Action, Memory, Thresholds};
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
 use crate::devices::parse::{self, devices_l::Listed};
-use crate::devices::snapshot::{Device, DeviceKind, Link, Reasons, Snapshot};
+use crate::devices::snapshot::{self, Device, DeviceKind, Link, Reasons, Snapshot};
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
@@ -46,79 +46,6 @@ use crate::state::{DeviceCommand, Shared};
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
 /// the iPhone listed again. Phones take one to two minutes.
 const REBOOT_DEADLINE: Duration = Duration::from_secs(240);
-
-/// A boxed future the loop can spawn.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// What the watcher needs of the Android phones (the adb server, for real).
-pub trait AndroidPhones: Send + Sync {
-    /// Follows the device list until shutdown, sending every full list as it comes.
-    fn track(&self, lists: mpsc::UnboundedSender<String>, shutdown: Shutdown) -> BoxFuture<()>;
-    /// The device list now, asked once, in the tracker's format.
-    fn list_now(&self) -> BoxFuture<Result<String, String>>;
-    /// One phone's round; whatever finished before `until` counts.
-    fn interrogate(
-        &self,
-        serial: &str,
-        known: Option<ShellProtocol>,
-        until: tokio::time::Instant,
-    ) -> BoxFuture<PhoneRound>;
-    /// Reboots the phone and waits until it is back (the caller owns the deadline).
-    fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>>;
-    /// Kicks one phone's transport.
-    fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>>;
-    /// Resets every offline transport.
-    fn reconnect_offline(&self) -> BoxFuture<Result<(), String>>;
-    /// Has the adb server exit, for its supervisor to start it again.
-    fn restart_server(&self) -> BoxFuture<Result<(), String>>;
-}
-
-/// What the watcher needs of the iPhones (libimobiledevice's tools, for real).
-pub trait IosPhones: Send + Sync {
-    /// Lists the iPhones and reads each one.
-    fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>>;
-    /// Restarts one and waits until it is listed again, within `deadline`.
-    fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>>;
-}
-
-/// When rounds start.
-pub trait Clock: Send {
-    fn tick(&mut self) -> impl Future<Output = ()> + Send;
-}
-
-impl Clock for Ticker {
-    async fn tick(&mut self) {
-        Ticker::tick(self).await
-    }
-}
-
-/// libimobiledevice's tools, run under the reaper.
-struct IosTools {
-    shared: Arc<Shared>,
-    reaper: Reaper,
-}
-
-impl IosPhones for IosTools {
-    fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>> {
-        let (shared, reaper) = (self.shared.clone(), self.reaper.clone());
-        Box::pin(async move { ios::interrogate(&shared.config, &reaper, &shared.metrics).await })
-    }
-
-    fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>> {
-        let (shared, reaper, udid) = (self.shared.clone(), self.reaper.clone(), udid.to_string());
-        Box::pin(async move {
-            ios::reboot(&shared.config, &reaper, &udid, deadline)
-                .await
-                .map_err(|e| {
-                    shared
-                        .metrics
-                        .interrogation_errors_total
-                        .inc(&[e.metric_kind()]);
-                    e.to_string()
-                })
-        })
-    }
-}
 
 /// Everything that wakes the watcher besides the tick and the hooks' commands.
 enum Event {
@@ -133,14 +60,6 @@ enum Event {
         serial: String,
         outcome: Result<(), String>,
     },
-}
-
-/// A finished round: what each phone said, and what the round started from.
-struct RoundDone {
-    results: BTreeMap<String, PhoneRound>,
-    /// The iPhones' round, when they are watched.
-    ios: Option<Result<Vec<Device>, ios::IosError>>,
-    took: Duration,
 }
 
 /// Runs until shutdown: with Android, starts the adb server and follows its device list;
@@ -342,19 +261,6 @@ impl Watcher {
                 }
                 for action in self.publish(true) {
                     match action {
-                        // Off the event loop: a wedged server must not hold up
-                        // plug/unplug events and task commands for its timeouts.
-                        Action::Reconnect(serial) => {
-                            log::info!(
-                                "asking the adb server to reconnect {serial}, which does not answer"
-                            );
-                            let done = self.android.reconnect(&serial);
-                            tokio::spawn(async move {
-                                if let Err(e) = done.await {
-                                    log::warn!("{e}");
-                                }
-                            });
-                        }
                         Action::Reboot { serial, why } => {
                             let snapshot = self.shared.snapshot();
                             if let Some(d) = snapshot.devices.iter().find(|d| d.serial == serial) {
@@ -363,48 +269,12 @@ impl Watcher {
                                 self.publish(false);
                             }
                         }
-                        Action::UsbReset { serial, devpath } => {
-                            log::warn!(
-                                "resetting {serial} over USB ({devpath}): it does not recover"
-                            );
-                            tokio::task::spawn_blocking(move || {
-                                match usb::reset(&usb::Roots::default(), &devpath) {
-                                    Ok(node) => {
-                                        log::info!("reset {serial} over USB ({})", node.display())
-                                    }
-                                    Err(e) => log::warn!("cannot reset {serial} over USB: {e}"),
-                                }
-                            });
-                        }
+                        Action::Reconnect(serial) => actions::reconnect(&self.android, &serial),
+                        Action::ReconnectOffline => actions::reconnect_offline(&self.android),
+                        Action::RestartAdbServer => actions::restart_server(&self.android),
+                        Action::UsbReset { serial, devpath } => actions::usb_reset(serial, devpath),
                         Action::PowerCycle { serial, devpath } => {
-                            log::warn!("power-cycling the hub port of {serial} ({devpath}): it does not recover");
-                            let off = self.shared.config.power_off;
-                            tokio::task::spawn_blocking(move || {
-                                match usb::power_cycle(&usb::Roots::default(), &devpath, off) {
-                                    Ok(how) => log::info!("power-cycled {serial}: {how}"),
-                                    Err(e) => log::warn!("cannot power-cycle {serial}: {e}"),
-                                }
-                            });
-                        }
-                        Action::RestartAdbServer => {
-                            log::warn!(
-                                "every phone is stuck and no task runs: restarting the adb server"
-                            );
-                            let done = self.android.restart_server();
-                            tokio::spawn(async move {
-                                if let Err(e) = done.await {
-                                    log::warn!("{e}");
-                                }
-                            });
-                        }
-                        Action::ReconnectOffline => {
-                            log::info!("asking the adb server to reconnect offline phones");
-                            let done = self.android.reconnect_offline();
-                            tokio::spawn(async move {
-                                if let Err(e) = done.await {
-                                    log::warn!("{e}");
-                                }
-                            });
+                            actions::power_cycle(serial, devpath, self.shared.config.power_off)
                         }
                     }
                 }
@@ -578,39 +448,8 @@ impl Watcher {
             })
             .collect();
         tokio::spawn(async move {
-            let iphones = iphones.map(tokio::spawn);
-            let phones = phones.into_iter().map(|(serial, round)| {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let round = match tokio::time::timeout(deadline, round).await {
-                        Ok(round) => round,
-                        Err(_) => {
-                            shared.metrics.interrogation_errors_total.inc(&["timeout"]);
-                            PhoneRound {
-                                failure: Some(format!("round took longer than {deadline:?}")),
-                                ..PhoneRound::default()
-                            }
-                        }
-                    };
-                    (serial, round)
-                })
-            });
-            let handles: Vec<_> = phones.collect();
-            let mut results = BTreeMap::new();
-            for h in handles {
-                if let Ok((serial, round)) = h.await {
-                    results.insert(serial, round);
-                }
-            }
-            let ios = match iphones {
-                Some(round) => round.await.ok(),
-                None => None,
-            };
-            let _ = events.send(Event::RoundDone(RoundDone {
-                results,
-                ios,
-                took: began.elapsed(),
-            }));
+            let done = round::run(phones, iphones, deadline, &shared.metrics).await;
+            let _ = events.send(Event::RoundDone(done));
         });
     }
 
@@ -688,7 +527,7 @@ impl Watcher {
             dimensions: dims,
             reasons: outcome.reasons,
         };
-        for change in changes(&self.shared.snapshot(), &snapshot) {
+        for change in snapshot::changes(&self.shared.snapshot(), &snapshot) {
             log::info!("{change}");
             self.shared.record_event(change);
         }
@@ -758,54 +597,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
-}
-
-/// What changed between two snapshots, as operator events: a device that appeared,
-/// disappeared or changed state, and each reason set or cleared.
-fn changes(old: &Snapshot, new: &Snapshot) -> Vec<String> {
-    let mut out = Vec::new();
-    let states = |s: &Snapshot| -> BTreeMap<String, (String, Option<String>)> {
-        s.devices
-            .iter()
-            .map(|d| (d.serial.clone(), (d.state_word().to_string(), d.unusable())))
-            .collect()
-    };
-    let (before, after) = (states(old), states(new));
-    for (serial, (state, unusable)) in &after {
-        match before.get(serial) {
-            None => out.push(format!("device {serial} appeared: {state}")),
-            Some((was, _)) if was != state => {
-                out.push(format!("device {serial} changed state: {was} -> {state}"))
-            }
-            Some((_, was)) if was != unusable => out.push(match unusable {
-                Some(why) => format!("device {serial} is not usable: {why}"),
-                None => format!("device {serial} is usable"),
-            }),
-            Some(_) => {}
-        }
-    }
-    for serial in before.keys().filter(|s| !after.contains_key(*s)) {
-        out.push(format!("device {serial} disappeared"));
-    }
-    let mut diff = |kind: &str, was: &[String], now: &[String]| {
-        for r in now.iter().filter(|r| !was.contains(r)) {
-            out.push(format!("{kind} reason set: {r}"));
-        }
-        for r in was.iter().filter(|r| !now.contains(r)) {
-            out.push(format!("{kind} reason cleared: {r}"));
-        }
-    };
-    diff(
-        "quarantine",
-        &old.reasons.quarantined,
-        &new.reasons.quarantined,
-    );
-    diff(
-        "maintenance",
-        &old.reasons.maintenance,
-        &new.reasons.maintenance,
-    );
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,93 @@
+//! What the watcher needs of the phones, as traits, so that its tests drive it with
+//! fakes under tokio's paused time: [`AndroidPhones`] (the adb server, for real in
+//! `android`), [`IosPhones`] (libimobiledevice's tools, for real [`IosTools`] here) and the
+//! round [`Clock`] (the timerfd `Ticker`, for real).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::android::PhoneRound;
+use crate::devices::adb::client::ShellProtocol;
+use crate::devices::ios;
+use crate::devices::snapshot::Device;
+use crate::runtime::clock::Ticker;
+use crate::runtime::reaper::Reaper;
+use crate::runtime::shutdown::Shutdown;
+use crate::state::Shared;
+
+/// A boxed future the loop can spawn.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the watcher needs of the Android phones (the adb server, for real).
+pub trait AndroidPhones: Send + Sync {
+    /// Follows the device list until shutdown, sending every full list as it comes.
+    fn track(&self, lists: mpsc::UnboundedSender<String>, shutdown: Shutdown) -> BoxFuture<()>;
+    /// The device list now, asked once, in the tracker's format.
+    fn list_now(&self) -> BoxFuture<Result<String, String>>;
+    /// One phone's round; whatever finished before `until` counts.
+    fn interrogate(
+        &self,
+        serial: &str,
+        known: Option<ShellProtocol>,
+        until: tokio::time::Instant,
+    ) -> BoxFuture<PhoneRound>;
+    /// Reboots the phone and waits until it is back (the caller owns the deadline).
+    fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>>;
+    /// Kicks one phone's transport.
+    fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>>;
+    /// Resets every offline transport.
+    fn reconnect_offline(&self) -> BoxFuture<Result<(), String>>;
+    /// Has the adb server exit, for its supervisor to start it again.
+    fn restart_server(&self) -> BoxFuture<Result<(), String>>;
+}
+
+/// What the watcher needs of the iPhones (libimobiledevice's tools, for real).
+pub trait IosPhones: Send + Sync {
+    /// Lists the iPhones and reads each one.
+    fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>>;
+    /// Restarts one and waits until it is listed again, within `deadline`.
+    fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>>;
+}
+
+/// When rounds start.
+pub trait Clock: Send {
+    fn tick(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl Clock for Ticker {
+    async fn tick(&mut self) {
+        Ticker::tick(self).await
+    }
+}
+
+/// libimobiledevice's tools, run under the reaper.
+pub struct IosTools {
+    pub shared: Arc<Shared>,
+    pub reaper: Reaper,
+}
+
+impl IosPhones for IosTools {
+    fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>> {
+        let (shared, reaper) = (self.shared.clone(), self.reaper.clone());
+        Box::pin(async move { ios::interrogate(&shared.config, &reaper, &shared.metrics).await })
+    }
+
+    fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>> {
+        let (shared, reaper, udid) = (self.shared.clone(), self.reaper.clone(), udid.to_string());
+        Box::pin(async move {
+            ios::reboot(&shared.config, &reaper, &udid, deadline)
+                .await
+                .map_err(|e| {
+                    shared
+                        .metrics
+                        .interrogation_errors_total
+                        .inc(&[e.metric_kind()]);
+                    e.to_string()
+                })
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! One round: every phone's interrogation at once, each under its own deadline, with
+//! the iPhones' round beside them. A phone that overruns costs only its own result (a
+//! failure saying so), never the others' or the next round's start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::android::PhoneRound;
+use super::phones::BoxFuture;
+use crate::devices::ios;
+use crate::devices::snapshot::Device;
+use crate::serve::metrics::Metrics;
+
+/// A finished round: what each phone said, and how long the round took.
+pub struct RoundDone {
+    pub results: BTreeMap<String, PhoneRound>,
+    /// The iPhones' round, when they are watched.
+    pub ios: Option<Result<Vec<Device>, ios::IosError>>,
+    pub took: Duration,
+}
+
+/// Runs `phones` (serial and interrogation) in parallel, each cut at `deadline`, and
+/// `iphones` beside them.
+pub async fn run(
+    phones: Vec<(String, BoxFuture<PhoneRound>)>,
+    iphones: Option<BoxFuture<Result<Vec<Device>, ios::IosError>>>,
+    deadline: Duration,
+    metrics: &Metrics,
+) -> RoundDone {
+    let began = tokio::time::Instant::now();
+    let iphones = iphones.map(tokio::spawn);
+    let handles: Vec<_> = phones
+        .into_iter()
+        .map(|(serial, round)| {
+            tokio::spawn(async move { (serial, tokio::time::timeout(deadline, round).await) })
+        })
+        .collect();
+    let mut results = BTreeMap::new();
+    for h in handles {
+        let Ok((serial, round)) = h.await else {
+            continue;
+        };
+        let round = round.unwrap_or_else(|_| {
+            metrics.interrogation_errors_total.inc(&["timeout"]);
+            PhoneRound {
+                failure: Some(format!("round took longer than {deadline:?}")),
+                ..PhoneRound::default()
+            }
+        });
+        results.insert(serial, round);
+    }
+    let ios = match iphones {
+        Some(round) => round.await.ok(),
+        None => None,
+    };
+    RoundDone {
+        results,
+        ios,
+        took: began.elapsed(),
+    }
+}
