@@ -287,7 +287,6 @@ pub struct Snapshot {
     pub reasons: Reasons,
 }
 
-/// A phone listed online whose round read it: the starting point of most tests.
 /// What changed between two snapshots, as operator events: a device that appeared,
 /// disappeared or changed state, and each reason set or cleared.
 pub fn changes(old: &Snapshot, new: &Snapshot) -> Vec<String> {
@@ -336,6 +335,7 @@ pub fn changes(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     out
 }
 
+/// A phone listed online whose round read it: the starting point of most tests.
 #[cfg(test)]
 pub fn usable_device(kind: DeviceKind, serial: &str) -> Device {
     let mut d = Device::listed(kind, serial, Link::Device);
