@@ -6,11 +6,13 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use support::{bin, free_port, http_get, wait_for_http, KillOnDrop};
+use support::{bin, free_port, http_get, wait_for_http, KillOnDrop, OutputWithin, EXIT_LIMIT};
 
 #[test]
 fn version_names_the_program_and_commit() {
-    let out = Command::new(bin()).arg("--version").output().unwrap();
+    let out = Command::new(bin())
+        .arg("--version")
+        .output_within(EXIT_LIMIT);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("test_machine_monitor 0."), "{text}");
@@ -19,7 +21,7 @@ fn version_names_the_program_and_commit() {
 
 #[test]
 fn help_describes_every_flag() {
-    let out = Command::new(bin()).arg("--help").output().unwrap();
+    let out = Command::new(bin()).arg("--help").output_within(EXIT_LIMIT);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for flag in [
@@ -53,8 +55,7 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         let out = Command::new(bin())
             .args(&args)
             .env_remove("SWARMING_SERVER")
-            .output()
-            .unwrap();
+            .output_within(EXIT_LIMIT);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
@@ -83,8 +84,7 @@ fn check_config_parses_the_files_and_redacts_header_values() {
         .args(["--settings", &settings.display().to_string()])
         .env("SWARMING_SERVER", "https://chromium-swarm.appspot.com")
         .env("SWARMING_BOT_ID", "skia-rpi2-rack1-shelf1-001")
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -125,8 +125,7 @@ fn check_config_exits_2_with_the_first_bad_file() {
             "https://s.example.com",
         ])
         .args(["--token-config", &token.display().to_string()])
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -141,8 +140,7 @@ fn check_config_exits_2_with_the_first_bad_file() {
             "--settings",
             &settings.display().to_string(),
         ])
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8(out.stderr)
         .unwrap()
@@ -159,7 +157,9 @@ fn sudo_shim_kills_its_parent_and_reports_its_arguments() {
         "'{}' -n /sbin/shutdown -r now; echo parent survived",
         link.display()
     );
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output_within(EXIT_LIMIT);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
@@ -191,8 +191,7 @@ fn df_applet_lists_what_coreutils_df_lists() {
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .env("LANG", "C")
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert!(out.status.success(), "unshare (needs root): {out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let (theirs, ours) = text.split_once("====\n").expect("both listings");
@@ -281,8 +280,7 @@ fn a_taken_port_is_a_clear_fatal_error() {
             &format!("127.0.0.1:{port}"),
         ])
         .args(["--hook-addr", &format!("127.0.0.1:{}", free_port())])
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -299,8 +297,7 @@ fn devices_without_an_adb_server_exits_1_naming_the_address() {
     let out = Command::new(bin())
         .args(["devices", "--no-bot", "--adb-server"])
         .arg(format!("127.0.0.1:{port}"))
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     let err = String::from_utf8(out.stderr).unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::android::{wait_for, Sim, ADB};
 use support::bot_lab::{descendants, FakeSwarming};
-use support::{free_port, KillOnDrop, TempDir, BIN};
+use support::{free_port, KillOnDrop, OutputWithin, TempDir, BIN, EXIT_LIMIT};
 
 const BOT_ID: &str = "e2e-pi";
 const LONG: Duration = Duration::from_secs(60);
@@ -29,7 +29,9 @@ fn strings(v: &Value) -> Vec<&str> {
 fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_once() {
     let dir = TempDir::new("e2e");
     let hook_script = dir.path().join("bot_config.py");
-    let printed = Command::new(BIN).arg("bot-config").output().unwrap();
+    let printed = Command::new(BIN)
+        .arg("bot-config")
+        .output_within(EXIT_LIMIT);
     assert!(printed.status.success());
     std::fs::write(&hook_script, &printed.stdout).unwrap();
     let server = FakeSwarming::start(&["--hook-script", hook_script.to_str().unwrap()]);

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{free_port, pythons, request, run_bin, try_request, Monitor, TempDir};
+use support::{
+    free_port, pythons, request, run_bin, try_request, Monitor, OutputWithin, TempDir, EXIT_LIMIT,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -138,6 +140,9 @@ fn bodies_over_one_mib_get_413_whether_declared_or_streamed() {
     // Streamed (chunked, no length): counted while reading.
     let mut s = TcpStream::connect(m.hook_addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // More than the socket buffers hold: a server that stops reading without closing
+    // would block the writes for good.
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
         "POST /get_state HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -339,7 +344,7 @@ fn drive(python: &Path, script: &Path, addr: &str, token_server: bool) -> Value 
     if token_server {
         cmd.arg("--token-server");
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.output_within(EXIT_LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "driver failed: {stderr}");
     let v: Value = serde_json::from_slice(&out.stdout)
@@ -472,8 +477,7 @@ fn script_runs_on_the_oldest_and_newest_python() {
         let compiled = Command::new(python)
             .args(["-W", "error", "-m", "py_compile"])
             .arg(&script)
-            .output()
-            .unwrap();
+            .output_within(EXIT_LIMIT);
         assert!(
             compiled.status.success(),
             "{major}.{minor}: {}",

@@ -20,7 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::android::{free_port, temp_home, wait_for, Sim, ADB};
-use support::{bot_lab, http_get, http_request, wait_for_http, KillOnDrop};
+use support::{
+    bot_lab, http_get, http_request, output_of, wait_for_http, KillOnDrop, OutputWithin, EXIT_LIMIT,
+};
 
 const LONG: Duration = Duration::from_secs(40);
 const PREFIX: &str = "test_machine_monitor_";
@@ -178,7 +180,7 @@ fn promtool(text: &str) -> (bool, String) {
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_of(child, EXIT_LIMIT, "promtool check metrics");
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -371,8 +373,7 @@ fn readyz_waits_for_the_first_round_while_healthz_is_alive() {
 fn hook_script(dir: &Path) -> PathBuf {
     let out = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
         .arg("bot-config")
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert!(out.status.success());
     let path = dir.join("bot_config.py");
     fs::write(&path, out.stdout).unwrap();
@@ -558,8 +559,7 @@ fn the_dashboard_and_the_alert_rules_ask_only_for_what_the_binary_exports() {
     let out = Command::new("/usr/bin/promtool")
         .args(["check", "rules"])
         .arg(&file)
-        .output()
-        .unwrap();
+        .output_within(EXIT_LIMIT);
     assert!(
         out.status.success(),
         "promtool check rules: {}{}",

@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::android::{wait_for, Monitor, Sim};
 
@@ -18,7 +18,7 @@ const EVIL: &str = "<script>alert(1)</script>";
 /// Runs headless Chromium with a fresh profile and the flags a closed network needs,
 /// killed if it takes longer than a minute.
 fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(CHROMIUM)
+    let child = Command::new(CHROMIUM)
         .args([
             "--headless",
             "--no-sandbox",
@@ -36,20 +36,12 @@ fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("Debian's chromium is needed (ci/deps installs it)");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!(
-                "chromium {args:?} took over a minute: {:?}",
-                child.wait_with_output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Its helper processes inherit the pipes: the deadline covers reading them too.
+    support::output_of(
+        child,
+        Duration::from_secs(60),
+        &format!("chromium {args:?}"),
+    )
 }
 
 /// Width, height and whether the pixels differ, from a PNG's bytes (8-bit RGB or RGBA,

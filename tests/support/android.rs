@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub const ADB: &str = "/usr/bin/adb";
 
 pub use super::free_port;
+use super::OutputWithin;
 
 /// A fresh directory under the target dir, used as `$HOME` (the adb key goes there).
 pub fn temp_home(name: &str) -> PathBuf {
@@ -93,17 +94,30 @@ impl Sim {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut phones = Vec::new();
-        let control = loop {
-            let line = lines.next().expect("simulator exited").unwrap();
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["PORT", port, name] => phones.push((name.to_string(), port.parse().unwrap())),
-                ["CONTROL", port] => break port.parse().unwrap(),
-                _ => panic!("unexpected simulator line {line:?}"),
-            }
-        };
+        let stdout = child
+            .stdout
+            .take()
+            .expect("the simulator's stdout is piped");
+        let (phones, control) = super::within(
+            Duration::from_secs(30),
+            "the simulator to print its ports",
+            move || {
+                let mut lines = BufReader::new(stdout).lines();
+                let mut phones = Vec::new();
+                let control = loop {
+                    let line = lines.next().expect("simulator exited").unwrap();
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    match words.as_slice() {
+                        ["PORT", port, name] => {
+                            phones.push((name.to_string(), port.parse().unwrap()))
+                        }
+                        ["CONTROL", port] => break port.parse().unwrap(),
+                        _ => panic!("unexpected simulator line {line:?}"),
+                    }
+                };
+                (phones, control)
+            },
+        );
         Sim {
             child,
             phones,
@@ -122,10 +136,12 @@ impl Sim {
 
     pub fn control(&self, command: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.control)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(format!("{command}\n").as_bytes()).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
+        s.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("the simulator's answer to {command:?}: {e}"));
         assert!(reply.starts_with("OK"), "{command}: {reply}");
         reply.trim().to_string()
     }
@@ -265,8 +281,7 @@ impl Monitor {
                 "--metrics-addr",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
-            .output()
-            .unwrap()
+            .output_within(super::EXIT_LIMIT)
     }
 
     /// POSTs `{}` to a hook and returns its JSON answer.

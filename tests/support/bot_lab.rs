@@ -13,6 +13,9 @@ pub use super::{free_port, TempDir, BIN};
 
 pub const BOT_ID: &str = "test-bot";
 
+/// Deadline of one request to the stand-in server, whose answers are all immediate.
+const REQUEST_LIMIT: Duration = Duration::from_secs(20);
+
 fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
 }
@@ -33,10 +36,19 @@ impl FakeSwarming {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let stdout = child
+            .stdout
+            .take()
+            .expect("fake_swarming's stdout is piped");
+        let line = super::within(
+            Duration::from_secs(30),
+            "fake_swarming to print its port",
+            move || {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).unwrap();
+                line
+            },
+        );
         let port: u16 = line
             .trim()
             .strip_prefix("PORT ")
@@ -51,6 +63,9 @@ impl FakeSwarming {
 
     pub fn control(&self, body: serde_json::Value) {
         ureq::post(&format!("{}/_control", self.url))
+            .config()
+            .timeout_global(Some(REQUEST_LIMIT))
+            .build()
             .header("Content-Type", "application/json")
             .send(body.to_string())
             .unwrap();
@@ -58,6 +73,9 @@ impl FakeSwarming {
 
     pub fn state(&self) -> serde_json::Value {
         let text = ureq::get(&format!("{}/_state", self.url))
+            .config()
+            .timeout_global(Some(REQUEST_LIMIT))
+            .build()
             .call()
             .unwrap()
             .body_mut()
@@ -73,6 +91,9 @@ impl FakeSwarming {
             "{}/swarming/api/v1/bot/bot_code/{digest}",
             self.url
         ))
+        .config()
+        .timeout_global(Some(REQUEST_LIMIT))
+        .build()
         .call()
         .unwrap()
         .body_mut()

@@ -42,29 +42,22 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 GRACE = 25
 BOT_ID = "runc-pi"
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from helpers import GaveUp, adb_request, free_port, http_status, read_line, stop, wait_for, wait_listening
 ADB = "/usr/bin/adb"
 
 
 def fail(msg):
     sys.exit(f"image_run: FAIL: {msg}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def runc(state, *args, check=True, **kw):
@@ -94,29 +87,14 @@ def prepare(bundle, args, swarming_config):
 
 
 def host_pid(state, cid):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def running():
         p = runc(state, "state", cid, check=False)
         if p.returncode == 0:
             st = json.loads(p.stdout)
             if st["status"] == "running" and st.get("pid"):
                 return st["pid"]
-        time.sleep(0.1)
-    fail(f"container {cid} never reached the running state")
-
-
-def wait_http(url, proc):
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
-        except (urllib.error.URLError, ConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                fail(f"{url} never answered (container exit {proc.poll()})")
-            time.sleep(0.1)
+        return None
+    return wait_for(f"container {cid} to reach the running state", running, 20)
 
 
 def guest_argv(pid):
@@ -211,16 +189,7 @@ def metric(port, name):
 
 
 def wait_until(what, f, proc, limit=60):
-    deadline = time.monotonic() + limit
-    while True:
-        got = f()
-        if got:
-            return got
-        if proc.poll() is not None:
-            fail(f"the container exited ({proc.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            fail(f"gave up after {limit}s waiting for {what}")
-        time.sleep(0.2)
+    return wait_for(what, f, limit, every=0.2, proc=proc)
 
 
 class Host:
@@ -231,10 +200,11 @@ class Host:
         self.procs = []
         hook_script = os.path.join(tmp, "bot_config.py")
         with open(hook_script, "wb") as f:
-            subprocess.run([os.path.join(rootfs, "usr/bin/test_machine_monitor"), "bot-config"], stdout=f, check=True)
+            subprocess.run([os.path.join(rootfs, "usr/bin/test_machine_monitor"), "bot-config"], stdout=f, check=True,
+                           timeout=60)
         p = self.spawn([sys.executable, os.path.join(HERE, "fake_swarming.py"), "--port", "0",
                         "--hook-script", hook_script], "swarming.log")
-        self.server = f"http://127.0.0.1:{int(p.stdout.readline().split()[1])}"
+        self.server = f"http://127.0.0.1:{int(read_line(p.stdout, 'fake_swarming.py port', 60).split()[1])}"
         http_json("POST", self.server + "/_control", {"poll_sleep": 1.0})
         self.swarming_config = os.path.join(tmp, "swarming_config")
         os.makedirs(self.swarming_config)
@@ -244,21 +214,10 @@ class Host:
         home = os.path.join(tmp, "home")
         os.makedirs(home)
         self.spawn([ADB, "-P", str(self.adb_port), "nodaemon", "server"], "adb.log", env=dict(os.environ, HOME=home))
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.adb_port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    fail(f"the host's adb server never listened on {self.adb_port}")
-                time.sleep(0.1)
+        wait_listening(self.adb_port, f"the host's adb server to listen on {self.adb_port}", 20)
         p = self.spawn([sys.executable, os.path.join(HERE, "adb_sim.py"), "--phone", "modern:phone"], "phone.log")
-        self.phone_port = int(p.stdout.readline().split()[1])
-        with socket.create_connection(("127.0.0.1", self.adb_port), timeout=15) as s:
-            req = f"host:connect:127.0.0.1:{self.phone_port}".encode()
-            s.sendall(b"%04x%s" % (len(req), req))
-            s.recv(4096)
+        self.phone_port = int(read_line(p.stdout, "adb_sim.py's port", 60).split()[1])
+        adb_request(self.adb_port, f"host:connect:127.0.0.1:{self.phone_port}", timeout=15)
         print(f"host: stand-in Swarming server {self.server}, adb server 127.0.0.1:{self.adb_port} "
               f"with a simulated phone 127.0.0.1:{self.phone_port}")
 
@@ -275,13 +234,7 @@ class Host:
 
     def stop(self):
         for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop(p, 5)
         left = [p.pid for p in self.procs if os.path.exists(f"/proc/{p.pid}")]
         if left:
             fail(f"left running on the host: {left}")
@@ -409,7 +362,10 @@ def main():
     cid = f"tmm-test-{os.getpid()}"
     metrics = free_port()
     tmp = tempfile.mkdtemp(prefix="image-run-")
-    host = Host(tmp, rootfs)
+    try:
+        host = Host(tmp, rootfs)
+    except GaveUp as e:
+        fail(e)
     proc = None
     log = open(os.path.join(os.path.dirname(bundle), "container.log"), "w")
     try:
@@ -430,7 +386,7 @@ def main():
         pid = host_pid(state, cid)
         print(f"container {cid} runs {' '.join(args)}")
         check_pid1(state, cid, pid)
-        code = wait_http(f"http://127.0.0.1:{metrics}/healthz", proc)
+        code = wait_for("/healthz to answer", lambda: http_status(f"http://127.0.0.1:{metrics}/healthz"), 20, proc=proc)
         if code != 200:
             fail(f"/healthz answered {code}")
         print(f"ok: /healthz answers 200 from inside the container on 127.0.0.1:{metrics}")
@@ -446,6 +402,8 @@ def main():
         orphan_processes(state, cid, host, proc)
         check_no_zombies(state, cid)
         check_term(state, cid, proc)
+    except GaveUp as e:
+        fail(e)
     finally:
         if proc is not None and proc.poll() is None:
             runc(state, "kill", cid, "KILL", check=False)

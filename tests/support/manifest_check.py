@@ -10,14 +10,13 @@ kubernetes-validate) to read the rendered YAML.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers import GaveUp, free_port, http_status, stop, wait_for
 
 NODE = "pi-rack-a-07"
 SECRETS = {
@@ -120,20 +119,6 @@ PATH_FLAGS = {
 }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 def check_pod_shape(kinds, ds, pod, container):
     """What issue 10 asks of the DaemonSet that --check-config cannot see."""
     for kind in ("Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"):
@@ -227,18 +212,14 @@ def main():
     run_args += [f"--metrics-addr=127.0.0.1:{port}", "--no-bot", f"--hook-addr=127.0.0.1:{free_port()}"]
     proc = subprocess.Popen([binary, *run_args], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                status = {p: get(f"http://127.0.0.1:{port}{p}") for p in ["/healthz", "/readyz", ann["prometheus.io/path"]]}
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    fail("the binary never answered on its metrics port")
-                time.sleep(0.1)
+        status = wait_for("the binary to answer on its metrics port",
+                          lambda: {p: http_status(f"http://127.0.0.1:{port}{p}")
+                                   for p in ["/healthz", "/readyz", ann["prometheus.io/path"]]},
+                          20, proc=proc)
+    except GaveUp as e:
+        fail(e)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc, 30)
     # /readyz may say 503 before the first device round; it must exist (not 404).
     if status["/healthz"] != 200 or status["/readyz"] not in (200, 503) or status[ann["prometheus.io/path"]] != 200:
         fail(f"probe paths on a running binary answered {status}")

@@ -10,9 +10,84 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_test_machine_monitor");
+
+/// How long a command that ends by itself may run before the test calls it hung.
+pub const EXIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// `f`'s result, or `None` once `limit` has passed; `f` runs on a thread of its own,
+/// left behind blocked when it overstays, and its panic is the caller's.
+fn finish_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => Some(v),
+        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sends before it ends"),
+        },
+    }
+}
+
+/// `f`'s result, or a panic naming `what` after `limit`: a blocking read that never
+/// ends (a pipe a grandchild holds open, a child that never prints) fails the test
+/// instead of hanging it.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    finish_within(limit, f).unwrap_or_else(|| panic!("gave up after {limit:?} waiting for {what}"))
+}
+
+/// `Child::wait_with_output` with a deadline: still running after `limit`, the child
+/// is SIGKILLed and the test fails naming `what`, with what it printed.
+pub fn output_of(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: kill(2) on our child, which the thread has not reaped: it is
+            // still waiting for it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let printed = rx.recv_timeout(Duration::from_secs(5));
+            panic!("gave up after {limit:?} waiting for {what}; killed it; it printed {printed:?}");
+        }
+    };
+    out.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// `Command::output` with a deadline (see [`output_of`]).
+pub trait OutputWithin {
+    fn output_within(&mut self, limit: Duration) -> Output;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> Output {
+        let what = format!("{self:?} to exit");
+        // The same stdio as `output()`: nothing in, both outputs captured.
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {self:?}: {e}"));
+        output_of(child, limit, &what)
+    }
+}
 
 /// A loopback port nothing listens on right now, for a server the test starts next.
 ///
@@ -126,11 +201,11 @@ impl Monitor {
                 }
             }
             if let Ok(Some(status)) = m.child.try_wait() {
-                let mut log = format!("{status}\n");
-                if let Some(mut e) = m.child.stderr.take() {
-                    let _ = e.read_to_string(&mut log);
-                }
-                return Err(log);
+                let log = match m.child.stderr.take() {
+                    Some(e) => read_all_within(e, "the exited monitor's stderr to end"),
+                    None => String::new(),
+                };
+                return Err(format!("{status}\n{log}"));
             }
             assert!(Instant::now() < deadline, "hook server never answered");
             std::thread::sleep(Duration::from_millis(50));
@@ -148,11 +223,10 @@ impl Monitor {
     /// Stops the monitor and returns what it logged.
     pub fn stop(mut self) -> String {
         self.terminate();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
+        match self.child.stderr.take() {
+            Some(e) => read_all_within(e, "the stopped monitor's stderr to end"),
+            None => String::new(),
         }
-        err
     }
 
     fn terminate(&mut self) {
@@ -180,13 +254,19 @@ impl Drop for Monitor {
     }
 }
 
+/// Everything left to read from a child's pipe, within [`EXIT_LIMIT`]: a descendant
+/// that inherited the pipe would keep it open past the child's exit.
+fn read_all_within(mut pipe: impl Read + Send + 'static, what: &str) -> String {
+    within(EXIT_LIMIT, what, move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
 /// Runs the binary to completion with `args`.
 pub fn run_bin(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).output_within(EXIT_LIMIT)
 }
 
 #[derive(Debug)]
