@@ -15,6 +15,7 @@ use crate::bot::token::TokenCache;
 use crate::config::Config;
 use crate::devices::snapshot::{Reasons, Snapshot};
 use crate::devices::verdict;
+use crate::runtime::reaper::Exit;
 use crate::serve::metrics::Metrics;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
@@ -27,15 +28,16 @@ pub enum DeviceCommand {
     TaskEnded,
 }
 
-/// What the supervisor knows of the bot, for the state hook and metrics.
+/// What the supervisor knows of the bot, for the state hook, the status page and the bot
+/// gauges, which are all derived from it. The supervisor is its one writer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BotStatus {
     pub running: bool,
     /// Unix seconds when the running bot process started.
     pub started_at_unix: Option<f64>,
     pub restarts: u64,
-    /// How the last bot process ended, as a log-style phrase (`exit code 1`, `signal 9 (SIGKILL)`).
-    pub last_exit: Option<String>,
+    /// How the last bot process ended.
+    pub last_exit: Option<Exit>,
     pub crashlooping: bool,
 }
 

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::bot::token_fetch::{run_detached, sleep_or_shutdown, TokenWatch};
-use crate::runtime::backoff::Backoff;
+use crate::bot::token_fetch::TokenWatch;
+use crate::runtime::retry::{run_detached, Retry};
 use crate::runtime::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -335,7 +335,7 @@ pub async fn ensure(
     shutdown: &mut Shutdown,
 ) -> bool {
     let zip = dir.join(ZIP_NAME);
-    let mut backoff = Backoff::with_entropy(Duration::from_secs(1), Duration::from_secs(300));
+    let mut retry = Retry::slow();
     loop {
         if shutdown.is_requested() {
             return false;
@@ -383,13 +383,14 @@ pub async fn ensure(
                     ),
                     Err(e) => {
                         // Never download over a file we could not keep: try again later.
-                        let delay = backoff.next_delay();
-                        log::error!(
-                            "{} is unusable ({why}) and cannot be moved aside ({e}); retrying in {:.1}s",
-                            zip.display(),
-                            delay.as_secs_f64()
+                        let failure = format!(
+                            "{} is unusable ({why}) and cannot be moved aside ({e})",
+                            zip.display()
                         );
-                        if sleep_or_shutdown(delay, shutdown).await {
+                        if retry
+                            .failed(module_path!(), log::Level::Error, failure, shutdown)
+                            .await
+                        {
                             return false;
                         }
                         continue;
@@ -398,7 +399,7 @@ pub async fn ensure(
             }
         }
         // A download is checked before it is renamed into place.
-        return download(shared, server, dir, tokens, shutdown, &mut backoff).await;
+        return download(shared, server, dir, tokens, shutdown, &mut retry).await;
     }
 }
 
@@ -409,7 +410,7 @@ async fn download(
     dir: &Path,
     tokens: &mut TokenWatch,
     shutdown: &mut Shutdown,
-    backoff: &mut Backoff,
+    retry: &mut Retry,
 ) -> bool {
     remove_stale_temps(dir);
     let url = format!("{server}/bot_code");
@@ -451,7 +452,7 @@ async fn download(
         match result {
             Ok((size, entries)) => {
                 shared.metrics.bot_zip_downloads_total.inc(&["ok"]);
-                backoff.reset();
+                retry.succeeded();
                 log::info!(
                     "downloaded {} from {url}: {size} bytes, {entries} entries",
                     dir.join(ZIP_NAME).display()
@@ -463,9 +464,10 @@ async fn download(
                     .metrics
                     .bot_zip_downloads_total
                     .inc(&[e.kind.metric_label()]);
-                let delay = backoff.next_delay();
-                log::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
-                if sleep_or_shutdown(delay, shutdown).await {
+                if retry
+                    .failed(module_path!(), log::Level::Warn, e, shutdown)
+                    .await
+                {
                     return false;
                 }
             }

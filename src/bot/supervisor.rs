@@ -1,108 +1,37 @@
 //! Keeps the Swarming bot running: bootstrap (token, zip), launch, output, restart with
 //! backoff, crash-loop detection, host-reboot requests, and the graceful drain at shutdown.
 //!
-//! Like tini: the bot runs in its own process group, its exit status comes from the one
-//! reap loop ([`Reaper::spawn`], never `Child::wait`), both output pipes are drained line
-//! by line on threads of their own (a noisy bot can never block on a full pipe, and the
-//! runtime never blocks on a read), and restarts back off exponentially with jitter.
-//! The restart rules ([`RestartPolicy`]) are pure and tested without processes.
+//! The bot runs in the supervised loop (`runtime::supervise`), like the daemons: its own
+//! process group, its exit status from the one reap loop, its output forwarded line by
+//! line, restarts backed off exponentially with jitter and reset after a ten-minute run.
+//! What is the bot's own is its [`Hooks`]: the zip checked (and downloaded) before every
+//! start, the sudo shim's host-reboot request read from its output, the `BotStatus`
+//! that the state hook, the status page and the bot gauges are derived from, and its
+//! log lines.
 //!
 //! It must not kill anything but the bot's process group: the remaining descendants are
 //! killed by `app` through [`crate::runtime::procs`] once every component has stopped.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use tokio::sync::oneshot;
+use std::time::Duration;
 
 use crate::bot::bot_zip;
 use crate::bot::shim;
-use crate::bot::token_fetch::{sleep_or_shutdown, TokenWatch};
+use crate::bot::token_fetch::TokenWatch;
 use crate::runtime::backoff::Backoff;
-use crate::runtime::reaper::{Exit, Reaper, Spawned};
+use crate::runtime::child::{self, Kill, Sink};
+use crate::runtime::reaper::{Exit, Reaper};
+use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy, CRASH_DEATHS, CRASH_WINDOW};
 use crate::state::Shared;
 
 /// A bot that runs this long has its restart backoff reset.
 const STABLE_RUN: Duration = Duration::from_secs(600);
-/// This many deaths within [`CRASH_WINDOW`] is a crash loop.
-const CRASH_DEATHS: usize = 5;
-const CRASH_WINDOW: Duration = Duration::from_secs(60);
-/// How long to wait after an exit for the output threads to reach end of file; an orphan
-/// holding the pipes open must not stall the restart.
-const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
-/// After SIGKILL, the kernel needs only a moment; this bounds a pathological wait.
-const KILL_WAIT: Duration = Duration::from_secs(5);
-/// Longest line forwarded as one log line; longer ones are split.
-const MAX_LINE: usize = 64 * 1024;
-
-/// Counts deaths and says when the bot is crash-looping. Pure.
-#[derive(Debug, Default)]
-pub struct CrashLoop {
-    deaths: VecDeque<Instant>,
-    pub active: bool,
-}
-
-impl CrashLoop {
-    /// Records a death; true when this death STARTS a crash loop (log it once).
-    pub fn death(&mut self, now: Instant) -> bool {
-        self.deaths.push_back(now);
-        while self.deaths.len() > CRASH_DEATHS {
-            self.deaths.pop_front();
-        }
-        let looping = self.deaths.len() == CRASH_DEATHS
-            && self
-                .deaths
-                .front()
-                .is_some_and(|first| now.duration_since(*first) <= CRASH_WINDOW);
-        let started = looping && !self.active;
-        self.active |= looping;
-        started
-    }
-
-    /// The bot has stayed up for a whole window: the loop is over.
-    pub fn recovered(&mut self) {
-        self.active = false;
-        self.deaths.clear();
-    }
-}
-
-/// What to do after an exit. Pure apart from the jitter source inside [`Backoff`].
-pub struct RestartPolicy {
-    backoff: Backoff,
-    pub crash: CrashLoop,
-}
-
-/// The policy's answer to one exit.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub delay: Duration,
-    pub crashloop_started: bool,
-}
-
-impl RestartPolicy {
-    pub fn new(backoff: Backoff) -> RestartPolicy {
-        RestartPolicy {
-            backoff,
-            crash: CrashLoop::default(),
-        }
-    }
-
-    pub fn on_exit(&mut self, ran_for: Duration, now: Instant) -> Decision {
-        if ran_for >= STABLE_RUN {
-            self.backoff.reset();
-        }
-        Decision {
-            crashloop_started: self.crash.death(now),
-            delay: self.backoff.next_delay(),
-        }
-    }
-}
 
 /// The arguments of a `sudo shim:` line, if `line` is one.
 pub fn reboot_request(line: &str) -> Option<&str> {
@@ -145,66 +74,6 @@ fn install_shim(bot_dir: &Path) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Forwards one pipe to the log, line by line. Lines from the shim are remembered.
-fn forward_output<R: Read>(pipe: R, stream: &'static str, shim_seen: Arc<Mutex<Option<String>>>) {
-    let mut reader = BufReader::new(pipe);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader
-            .by_ref()
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)
-        {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
-                log::warn!("reading the bot's {stream}: {e}");
-                return;
-            }
-        }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        let line = String::from_utf8_lossy(&buf);
-        if let Some(args) = reboot_request(&line) {
-            *shim_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(args.to_string());
-        }
-        log::info!(target: "test_machine_monitor::bot", "{line}");
-    }
-}
-
-/// Starts a thread forwarding `pipe`; the receiver resolves at end of file.
-fn spawn_forwarder<R: Read + Send + 'static>(
-    pipe: Option<R>,
-    stream: &'static str,
-    shim_seen: Arc<Mutex<Option<String>>>,
-) -> Option<oneshot::Receiver<()>> {
-    let pipe = pipe?;
-    let (tx, rx) = oneshot::channel();
-    let started = std::thread::Builder::new()
-        .name(format!("bot-{stream}"))
-        .spawn(move || {
-            forward_output(pipe, stream, shim_seen);
-            let _ = tx.send(());
-        });
-    match started {
-        Ok(_) => Some(rx),
-        Err(e) => {
-            log::error!("cannot start a thread for the bot's {stream}: {e}; its output is lost");
-            None
-        }
-    }
-}
-
-/// One running bot process.
-struct Running {
-    spawned: Spawned,
-    started: Instant,
-    outputs: Vec<oneshot::Receiver<()>>,
-    shim_seen: Arc<Mutex<Option<String>>>,
-}
-
 /// Everything a launch needs, fixed after bootstrap.
 struct Launch {
     python: PathBuf,
@@ -212,50 +81,177 @@ struct Launch {
     env: Vec<(&'static str, OsString)>,
 }
 
-impl Launch {
-    fn start(&self, reaper: &Reaper) -> io::Result<Running> {
-        let mut cmd = Command::new(&self.python);
-        cmd.arg(self.dir.join(bot_zip::ZIP_NAME))
-            .arg("start_bot")
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        // Its own group: signals reach the bot and what it runs in its group, and a
-        // terminal's ^C (when run by hand) reaches only us.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut spawned = reaper.spawn(&mut cmd)?;
-        let shim_seen = Arc::new(Mutex::new(None));
-        let outputs = [
-            spawn_forwarder(spawned.stdout.take(), "stdout", shim_seen.clone()),
-            spawn_forwarder(spawned.stderr.take(), "stderr", shim_seen.clone()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        Ok(Running {
-            spawned,
-            started: Instant::now(),
-            outputs,
-            shim_seen,
-        })
-    }
+/// The bot's part in the supervised loop.
+struct Bot {
+    shared: Arc<Shared>,
+    server: String,
+    launch: Launch,
+    tokens: TokenWatch,
+    launches: u64,
+    /// The arguments of the sudo shim's line in this run's output, if it printed one.
+    shim_seen: Arc<Mutex<Option<String>>>,
 }
 
-fn killpg(pgid: i32, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; pgid is the bot's pid (> 1).
-    let rc = unsafe { libc::kill(-pgid, sig) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        // ESRCH: the group is already gone, which is what we wanted.
-        if e.raw_os_error() != Some(libc::ESRCH) {
-            log::warn!(
-                "cannot send {} to the bot's group {pgid}: {e}",
-                crate::runtime::reaper::signal_name(sig)
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Hooks for Bot {
+    fn target(&self) -> &'static str {
+        module_path!()
+    }
+
+    fn name(&self) -> &'static str {
+        "the bot"
+    }
+
+    fn grace(&self) -> Duration {
+        self.shared.config.grace
+    }
+
+    async fn before_start(&mut self, shutdown: &mut Shutdown) -> bool {
+        bot_zip::ensure(
+            &self.shared,
+            &self.server,
+            &self.launch.dir,
+            &mut self.tokens,
+            shutdown,
+        )
+        .await
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.launch.python);
+        cmd.arg(self.launch.dir.join(bot_zip::ZIP_NAME))
+            .arg("start_bot")
+            .current_dir(&self.launch.dir);
+        for (k, v) in &self.launch.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn spawn_failed(&mut self, e: &io::Error) -> Option<Exit> {
+        log::error!(
+            "cannot start the bot with {}: {e}",
+            self.launch.python.display()
+        );
+        // The shell's convention for a command that cannot be run.
+        let code = if e.kind() == io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        };
+        Some(Exit::Code(code))
+    }
+
+    fn started(&mut self, pid: i32) -> Sink {
+        self.launches += 1;
+        log::info!(
+            "started the bot (pid {pid}): {} {} start_bot",
+            self.launch.python.display(),
+            self.launch.dir.join(bot_zip::ZIP_NAME).display()
+        );
+        self.shared.record_event(format!("bot started (pid {pid})"));
+        let restarts = self.launches - 1;
+        self.shared.update_bot_status(|s| {
+            s.running = true;
+            s.started_at_unix = Some(unix_now());
+            s.restarts = restarts;
+        });
+        let shim_seen = Arc::new(Mutex::new(None));
+        self.shim_seen = shim_seen.clone();
+        Arc::new(move |line: &str| {
+            if let Some(args) = reboot_request(line) {
+                *shim_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(args.to_string());
+            }
+            log::info!(target: "test_machine_monitor::bot", "{line}");
+        })
+    }
+
+    fn exited(&mut self, exit: Option<Exit>, ran_for: Duration, decision: &Decision) {
+        let exit = exit.unwrap_or(Exit::Code(-1));
+        self.shared.update_bot_status(|s| {
+            s.running = false;
+            s.started_at_unix = None;
+            s.last_exit = Some(exit);
+        });
+        self.shared.record_event(format!(
+            "bot exited with {exit} after {:.1}s",
+            ran_for.as_secs_f64()
+        ));
+        let shim_args = self
+            .shim_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match (&shim_args, exit) {
+            (Some(args), Exit::Signal(libc::SIGKILL)) => log::warn!(
+                "bot requested a host reboot (sudo {args}); it was killed by the shim after {:.1}s; restarting it in {:.1}s",
+                ran_for.as_secs_f64(),
+                decision.delay.as_secs_f64()
+            ),
+            _ => log::warn!(
+                "bot exited with {exit} after {:.1}s; restarting it in {:.1}s",
+                ran_for.as_secs_f64(),
+                decision.delay.as_secs_f64()
+            ),
+        }
+        if decision.crashloop_started {
+            log::error!(
+                "bot is crash-looping: {CRASH_DEATHS} exits within {}s (last: {exit}); restarts back off up to 5 minutes",
+                CRASH_WINDOW.as_secs()
             );
+            self.shared.update_bot_status(|s| s.crashlooping = true);
+        }
+    }
+
+    fn recovered(&mut self) {
+        self.shared.update_bot_status(|s| s.crashlooping = false);
+        log::info!(
+            "bot has run for {}s: no longer crash-looping",
+            CRASH_WINDOW.as_secs()
+        );
+    }
+
+    fn stopping(&mut self, pid: i32) {
+        log::info!(
+            "stopping the bot (pid {pid}): SIGTERM, then SIGKILL after {}s",
+            self.grace().as_secs()
+        );
+    }
+
+    fn killing(&mut self, pid: i32, why: Kill) {
+        match why {
+            Kill::Grace => log::warn!(
+                "bot (pid {pid}) still running {}s after SIGTERM: SIGKILL",
+                self.grace().as_secs()
+            ),
+            Kill::Hurried => {
+                log::warn!("second termination signal: SIGKILL the bot (pid {pid}) now")
+            }
+        }
+    }
+
+    fn stopped(&mut self, pid: i32, exit: Option<Exit>) {
+        match exit {
+            Some(exit) => {
+                log::info!("bot (pid {pid}) stopped: {exit}");
+                self.shared.update_bot_status(|s| {
+                    s.running = false;
+                    s.last_exit = Some(exit);
+                });
+            }
+            None => {
+                log::error!(
+                    "bot (pid {pid}) did not die within {}s of SIGKILL",
+                    child::KILL_WAIT.as_secs()
+                );
+                self.shared.update_bot_status(|s| s.running = false);
+            }
         }
     }
 }
@@ -277,100 +273,24 @@ pub async fn run(
     if tokens.current(&mut shutdown).await.is_none() {
         return;
     }
-    let mut policy = RestartPolicy::new(Backoff::with_entropy(
-        Duration::from_secs(1),
-        Duration::from_secs(300),
-    ));
-    let mut launches: u64 = 0;
-    loop {
-        if !bot_zip::ensure(&shared, &server, &launch.dir, &mut tokens, &mut shutdown).await {
-            return;
-        }
-        let (exit, ran_for, shim_args) = match launch.start(&reaper) {
-            Ok(running) => {
-                launches += 1;
-                let pid = running.spawned.pid;
-                log::info!(
-                    "started the bot (pid {pid}): {} {} start_bot",
-                    launch.python.display(),
-                    launch.dir.join(bot_zip::ZIP_NAME).display()
-                );
-                shared.metrics.bot_up.set(1);
-                shared.record_event(format!("bot started (pid {pid})"));
-                shared.update_bot_status(|s| {
-                    s.running = true;
-                    s.started_at_unix = Some(
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_secs_f64(),
-                    );
-                    s.restarts = launches - 1;
-                });
-                match supervise(&shared, running, &mut policy, &mut shutdown).await {
-                    Some(ended) => ended,
-                    None => {
-                        shared.metrics.bot_up.set(0);
-                        shared.update_bot_status(|s| s.running = false);
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                log::error!("cannot start the bot with {}: {e}", launch.python.display());
-                // The shell's convention for a command that cannot be run.
-                let code = if e.kind() == io::ErrorKind::NotFound {
-                    127
-                } else {
-                    126
-                };
-                (Exit::Code(code), Duration::ZERO, None)
-            }
-        };
-        shared.metrics.bot_up.set(0);
-        shared
-            .metrics
-            .bot_last_exit_code
-            .set(i64::from(exit.as_code()));
-        shared.update_bot_status(|s| {
-            s.running = false;
-            s.started_at_unix = None;
-            s.last_exit = Some(exit.to_string());
-        });
-        shared.record_event(format!(
-            "bot exited with {exit} after {:.1}s",
-            ran_for.as_secs_f64()
-        ));
-        let decision = policy.on_exit(ran_for, Instant::now());
-        match (&shim_args, exit) {
-            (Some(args), Exit::Signal(libc::SIGKILL)) => log::warn!(
-                "bot requested a host reboot (sudo {args}); it was killed by the shim after {:.1}s; restarting it in {:.1}s",
-                ran_for.as_secs_f64(),
-                decision.delay.as_secs_f64()
-            ),
-            _ => log::warn!(
-                "bot exited with {exit} after {:.1}s; restarting it in {:.1}s",
-                ran_for.as_secs_f64(),
-                decision.delay.as_secs_f64()
-            ),
-        }
-        if decision.crashloop_started {
-            log::error!(
-                "bot is crash-looping: {CRASH_DEATHS} exits within {}s (last: {exit}); restarts back off up to 5 minutes",
-                CRASH_WINDOW.as_secs()
-            );
-            shared.metrics.bot_crashloop.set(1);
-            shared.update_bot_status(|s| s.crashlooping = true);
-        }
-        if sleep_or_shutdown(decision.delay, &mut shutdown).await {
-            return;
-        }
-    }
+    let mut policy = RestartPolicy::new(
+        Backoff::with_entropy(Duration::from_secs(1), Duration::from_secs(300)),
+        STABLE_RUN,
+    );
+    let mut bot = Bot {
+        shared,
+        server,
+        launch,
+        tokens,
+        launches: 0,
+        shim_seen: Arc::default(),
+    };
+    supervise::run(&mut bot, &reaper, &mut policy, &mut shutdown).await
 }
 
 /// Creates the bot directory and the shim, retrying until they exist or shutdown.
 async fn prepare(shared: &Shared, shutdown: &mut Shutdown) -> Option<Launch> {
-    let mut backoff = Backoff::with_entropy(Duration::from_secs(1), Duration::from_secs(300));
+    let mut retry = Retry::slow();
     loop {
         let result = bot_zip::prepare_dir(&shared.config.bot_dir)
             .map_err(|e| {
@@ -418,9 +338,10 @@ async fn prepare(shared: &Shared, shutdown: &mut Shutdown) -> Option<Launch> {
                 });
             }
             Err(e) => {
-                let delay = backoff.next_delay();
-                log::error!("{e}; retrying in {:.1}s", delay.as_secs_f64());
-                if sleep_or_shutdown(delay, shutdown).await {
+                if retry
+                    .failed(module_path!(), log::Level::Error, e, shutdown)
+                    .await
+                {
                     return None;
                 }
             }
@@ -428,162 +349,9 @@ async fn prepare(shared: &Shared, shutdown: &mut Shutdown) -> Option<Launch> {
     }
 }
 
-/// Waits for the bot to exit; `None` when shutdown drained it instead.
-async fn supervise(
-    shared: &Shared,
-    mut running: Running,
-    policy: &mut RestartPolicy,
-    shutdown: &mut Shutdown,
-) -> Option<(Exit, Duration, Option<String>)> {
-    let pid = running.spawned.pid;
-    let exit = loop {
-        let recover_in = CRASH_WINDOW.saturating_sub(running.started.elapsed());
-        let crashlooping = policy.crash.active;
-        tokio::select! {
-            exit = &mut running.spawned.exit => {
-                break exit.unwrap_or(Exit::Code(-1));
-            }
-            _ = tokio::time::sleep(recover_in), if crashlooping => {
-                policy.crash.recovered();
-                shared.metrics.bot_crashloop.set(0);
-                shared.update_bot_status(|s| s.crashlooping = false);
-                log::info!("bot has run for {}s: no longer crash-looping", CRASH_WINDOW.as_secs());
-            }
-            _ = shutdown.requested() => {
-                drain(shared, &mut running, shutdown).await;
-                return None;
-            }
-        }
-    };
-    let ran_for = running.started.elapsed();
-    // The shim's line is written before the kill; make sure it has been read.
-    let outputs = std::mem::take(&mut running.outputs);
-    let _ = tokio::time::timeout(OUTPUT_DRAIN, async {
-        for o in outputs {
-            let _ = o.await;
-        }
-    })
-    .await;
-    let shim_args = running
-        .shim_seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    log::debug!("bot pid {pid} ended: {exit}");
-    Some((exit, ran_for, shim_args))
-}
-
-/// SIGTERM the bot's group, wait up to `--grace` (or a second signal), then SIGKILL.
-async fn drain(shared: &Shared, running: &mut Running, shutdown: &mut Shutdown) {
-    let pid = running.spawned.pid;
-    let grace = shared.config.grace;
-    log::info!(
-        "stopping the bot (pid {pid}): SIGTERM, then SIGKILL after {}s",
-        grace.as_secs()
-    );
-    killpg(pid, libc::SIGTERM);
-    let exited = tokio::select! {
-        exit = &mut running.spawned.exit => Some(exit.unwrap_or(Exit::Code(-1))),
-        _ = tokio::time::sleep(grace) => {
-            log::warn!("bot (pid {pid}) still running {}s after SIGTERM: SIGKILL", grace.as_secs());
-            None
-        }
-        _ = shutdown.hurried() => {
-            log::warn!("second termination signal: SIGKILL the bot (pid {pid}) now");
-            None
-        }
-    };
-    let exit = match exited {
-        Some(exit) => {
-            // Its group may still hold processes it started.
-            killpg(pid, libc::SIGKILL);
-            Some(exit)
-        }
-        None => {
-            killpg(pid, libc::SIGKILL);
-            tokio::time::timeout(KILL_WAIT, &mut running.spawned.exit)
-                .await
-                .ok()
-                .map(|r| r.unwrap_or(Exit::Code(-1)))
-        }
-    };
-    match exit {
-        Some(exit) => {
-            log::info!("bot (pid {pid}) stopped: {exit}");
-            shared
-                .metrics
-                .bot_last_exit_code
-                .set(i64::from(exit.as_code()));
-            shared.update_bot_status(|s| s.last_exit = Some(exit.to_string()));
-        }
-        None => log::error!(
-            "bot (pid {pid}) did not die within {}s of SIGKILL",
-            KILL_WAIT.as_secs()
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy() -> RestartPolicy {
-        RestartPolicy::new(Backoff::new(
-            Duration::from_secs(1),
-            Duration::from_secs(300),
-            99,
-        ))
-    }
-
-    #[test]
-    fn first_restart_within_a_second_then_doubling_to_five_minutes() {
-        let mut p = policy();
-        let t = Instant::now();
-        let mut cap = 1.0;
-        for i in 0..15 {
-            let d = p.on_exit(Duration::from_secs(1), t + Duration::from_secs(600 * i));
-            assert!(d.delay.as_secs_f64() <= cap && d.delay.as_secs_f64() >= cap / 2.0);
-            cap = (cap * 2.0_f64).min(300.0);
-        }
-    }
-
-    #[test]
-    fn a_ten_minute_run_resets_the_backoff() {
-        let mut p = policy();
-        let t = Instant::now();
-        for _ in 0..6 {
-            p.on_exit(Duration::from_secs(1), t);
-        }
-        let d = p.on_exit(STABLE_RUN, t);
-        assert!(d.delay <= Duration::from_secs(1));
-    }
-
-    #[test]
-    fn five_deaths_in_a_minute_is_a_crash_loop_reported_once() {
-        let mut c = CrashLoop::default();
-        let t = Instant::now();
-        let started: Vec<bool> = (0..8)
-            .map(|i| c.death(t + Duration::from_secs(i * 10)))
-            .collect();
-        assert_eq!(
-            started,
-            [false, false, false, false, true, false, false, false]
-        );
-        assert!(c.active);
-        c.recovered();
-        assert!(!c.active);
-        assert!(!c.death(t + Duration::from_secs(100)));
-    }
-
-    #[test]
-    fn slow_deaths_are_not_a_crash_loop() {
-        let mut c = CrashLoop::default();
-        let t = Instant::now();
-        for i in 0..10 {
-            assert!(!c.death(t + Duration::from_secs(i * 16)));
-        }
-        assert!(!c.active);
-    }
 
     #[test]
     fn shim_lines_carry_the_arguments() {

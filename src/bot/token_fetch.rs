@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::bot::token::AccessToken;
-use crate::runtime::backoff::Backoff;
+use crate::runtime::retry::{run_detached, sleep_or_shutdown, Retry};
 use crate::runtime::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -204,22 +204,6 @@ pub fn refresh_after(token: &AccessToken, now: SystemTime) -> Duration {
     remaining - margin
 }
 
-/// Runs `f` on a detached thread. Detached on purpose: the runtime never waits for it, so
-/// a request stuck until its timeout cannot delay shutdown.
-pub fn run_detached<T, F>(name: &str, f: F) -> std::io::Result<oneshot::Receiver<T>>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })?;
-    Ok(rx)
-}
-
 fn network_problem(e: &ureq::Error) -> (TokenErrorKind, String) {
     match e {
         ureq::Error::StatusCode(s) => (TokenErrorKind::Http(*s), "unexpected status".into()),
@@ -313,7 +297,7 @@ async fn refresh_loop(
     tx: watch::Sender<u64>,
     mut shutdown: Shutdown,
 ) {
-    let mut backoff = Backoff::with_entropy(Duration::from_secs(1), Duration::from_secs(300));
+    let mut retry = Retry::slow();
     loop {
         // Read the file on every attempt: a fixed or rotated file is picked up without a restart.
         let result = match read_token_config(&path) {
@@ -323,7 +307,7 @@ async fn refresh_loop(
                     Ok(rx) => rx,
                     Err(e) => {
                         log::error!("cannot start a thread for the token fetch: {e}");
-                        if sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await {
+                        if retry.wait(&mut shutdown).await {
                             return;
                         }
                         continue;
@@ -340,7 +324,7 @@ async fn refresh_loop(
             }
             Err(e) => Err(e),
         };
-        let wait = match result {
+        let stop = match result {
             Ok(token) => {
                 let now = SystemTime::now();
                 let valid = token.remaining(now);
@@ -348,35 +332,27 @@ async fn refresh_loop(
                 shared.token.set(token);
                 tx.send_modify(|g| *g += 1);
                 shared.metrics.token_fetches_total.inc(&["ok"]);
-                backoff.reset();
+                retry.succeeded();
                 log::info!(
                     "access token fetched: valid for {}s, next fetch in {}s",
                     valid.as_secs(),
                     next.as_secs()
                 );
-                next
+                sleep_or_shutdown(next, &mut shutdown).await
             }
             Err(e) => {
                 shared
                     .metrics
                     .token_fetches_total
                     .inc(&[e.kind.metric_label()]);
-                let delay = backoff.next_delay();
-                log::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
-                delay
+                retry
+                    .failed(module_path!(), log::Level::Warn, e, &mut shutdown)
+                    .await
             }
         };
-        if sleep_or_shutdown(wait, &mut shutdown).await {
+        if stop {
             return;
         }
-    }
-}
-
-/// Sleeps; true when shutdown came first.
-pub async fn sleep_or_shutdown(d: Duration, shutdown: &mut Shutdown) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = shutdown.requested() => true,
     }
 }
 

@@ -22,6 +22,7 @@ use crate::devices::adb::client::{self, Client, ShellProtocol};
 use crate::devices::dimensions;
 use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
 use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
+use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -162,7 +163,7 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
 /// Follows `host:track-devices-l`, again and again: the server may be starting, or be
 /// killed and restarted under us (an adb client of another version does that).
 async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdown: Shutdown) {
-    let mut retry = TRACK_RETRY_MIN;
+    let mut retry = Retry::new(TRACK_RETRY_MIN, TRACK_RETRY_MAX);
     let mut waiting_logged = false;
     loop {
         match client.track_devices().await {
@@ -171,7 +172,7 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                     Ok(v) => log::info!("following the device list of adb server protocol {v}"),
                     Err(e) => log::info!("following the adb server's device list ({e})"),
                 }
-                retry = TRACK_RETRY_MIN;
+                retry.succeeded();
                 waiting_logged = false;
                 loop {
                     tokio::select! {
@@ -197,11 +198,9 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(retry) => {}
-            _ = shutdown.requested() => return,
+        if retry.wait(&mut shutdown).await {
+            return;
         }
-        retry = (retry * 2).min(TRACK_RETRY_MAX);
     }
 }
 

@@ -1,5 +1,6 @@
-//! Capped exponential backoff with jitter, shared by the token refresher, the bot zip
-//! download and the bot supervisor.
+//! Capped exponential backoff with jitter, shared by every retry (`retry`: the token
+//! refresher, the bot zip, the adb device-list tracker) and every restart (`supervise`:
+//! the bot and the daemons).
 //!
 //! Pure: the random source is a tiny xorshift generator seeded by the caller, so tests
 //! can pin it. It is not for secrets; it only keeps a rack of Pis from retrying in step

@@ -5,34 +5,38 @@
 //! If something already answers on the daemon's socket, we use it and start nothing;
 //! that is checked again before every (re)start, so a daemon someone else started (an
 //! adb client of another version, the host's usbmuxd behind a mounted socket) is never
-//! fought over. When our child dies it is started again after a capped exponential
-//! backoff. Its stdout and stderr go to our log, one line per line, with its prefix
-//! (`adb: `, `usbmuxd: `). On shutdown it gets SIGTERM, then SIGKILL.
+//! fought over. Our child runs in the supervised loop (`supervise`): when it dies it is
+//! started again after a capped, jittered exponential backoff; its stdout and stderr go
+//! to our log, one line per line, with its prefix (`adb: `, `usbmuxd: `); on shutdown
+//! its process group gets SIGTERM, then SIGKILL.
 //!
-//! This module never talks the daemon's protocol and never waits on a child itself:
-//! the exit status comes from the `Reaper`.
+//! This module never talks the daemon's protocol; what is particular to daemons (the
+//! socket check, the restart hook, the log lines) is its [`Hooks`].
 
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::runtime::backoff::Backoff;
+use crate::runtime::child::{Kill, Sink};
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy};
 
-/// First delay before a restart; doubled after each quick death up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// The first restart comes after about this; the next ones double up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A daemon that ran this long was healthy: the next restart starts from [`MIN_BACKOFF`].
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How often to look again while someone else's daemon owns the socket.
 const FOREIGN_POLL: Duration = Duration::from_secs(5);
-/// Longest line kept whole; a longer one is logged in pieces.
-const MAX_LINE: u64 = 16 * 1024;
+/// Between SIGTERM and SIGKILL at shutdown.
+const GRACE: Duration = Duration::from_secs(3);
 
 /// Where a daemon answers once it runs.
 #[derive(Debug, Clone)]
@@ -68,13 +72,9 @@ pub struct Spec {
     pub on_restart: Box<dyn Fn() + Send>,
 }
 
-/// The next delay after a daemon that ran for `ran`, given the previous delay.
-fn next_backoff(previous: Duration, ran: Duration) -> Duration {
-    if ran >= HEALTHY_RUN {
-        MIN_BACKOFF
-    } else {
-        (previous * 2).clamp(MIN_BACKOFF, MAX_BACKOFF)
-    }
+/// The restart rules of a daemon: 2 s doubling to 30 s, jittered, reset by a healthy run.
+fn policy() -> RestartPolicy {
+    RestartPolicy::new(Backoff::with_entropy(MIN_BACKOFF, MAX_BACKOFF), HEALTHY_RUN)
 }
 
 async fn answering(socket: &Socket) -> bool {
@@ -91,153 +91,144 @@ async fn answering(socket: &Socket) -> bool {
     }
 }
 
-/// Logs every line of one of the child's pipes until it closes. Bytes, not `str`: adb
-/// prints USB descriptor strings as the phone gives them, and one line of invalid UTF-8
-/// must not end the draining (the daemon would then block on a full pipe).
-async fn forward_lines(
-    pipe: impl AsyncRead + Unpin,
-    target: &'static str,
-    prefix: &'static str,
-    level_of: fn(&str) -> log::Level,
-) {
-    let mut reader = BufReader::new(pipe);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut reader)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
-                log::warn!(target: target, "reading the output of {prefix}: {e}");
-                return;
-            }
-        }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        let line = String::from_utf8_lossy(&buf);
-        log::log!(target: target, level_of(&line), "{prefix}: {line}");
+/// A daemon's part in the supervised loop.
+struct Daemon {
+    spec: Spec,
+    started_once: bool,
+}
+
+impl Daemon {
+    fn command_line(&self) -> String {
+        format!(
+            "{} {}",
+            self.spec.program.display(),
+            self.spec.args.join(" ")
+        )
     }
 }
 
-fn forward(fd: Option<impl Into<OwnedFd>>, spec: &Spec) {
-    let Some(fd) = fd else { return };
-    match tokio::net::unix::pipe::Receiver::from_owned_fd(fd.into()) {
-        Ok(pipe) => {
-            tokio::spawn(forward_lines(pipe, spec.target, spec.prefix, spec.level_of));
+impl Hooks for Daemon {
+    fn target(&self) -> &'static str {
+        self.spec.target
+    }
+
+    fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    fn grace(&self) -> Duration {
+        GRACE
+    }
+
+    /// Waits while someone else's daemon answers on the socket.
+    async fn before_start(&mut self, shutdown: &mut Shutdown) -> bool {
+        let (target, name) = (self.spec.target, self.spec.name);
+        let mut foreign_logged = false;
+        loop {
+            if shutdown.is_requested() {
+                return false;
+            }
+            if !answering(&self.spec.socket).await {
+                break;
+            }
+            if !foreign_logged {
+                log::info!(
+                    target: target,
+                    "{name} already listens on {}: using it, not starting ours",
+                    self.spec.socket
+                );
+                foreign_logged = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(FOREIGN_POLL) => {}
+                _ = shutdown.requested() => return false,
+            }
         }
-        Err(e) => log::warn!(target: spec.target, "cannot read the output of {}: {e}", spec.name),
+        if self.started_once {
+            (self.spec.on_restart)();
+        }
+        self.started_once = true;
+        true
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.spec.program);
+        cmd.args(&self.spec.args);
+        cmd
+    }
+
+    fn spawn_failed(&mut self, e: &io::Error) -> Option<Exit> {
+        log::error!(
+            target: self.spec.target,
+            "cannot start {}: {}: {e}",
+            self.spec.name,
+            self.command_line()
+        );
+        None
+    }
+
+    fn started(&mut self, pid: i32) -> Sink {
+        log::info!(
+            target: self.spec.target,
+            "started {}: {} (pid {pid})",
+            self.spec.name,
+            self.command_line()
+        );
+        let (target, prefix, level_of) = (self.spec.target, self.spec.prefix, self.spec.level_of);
+        Arc::new(move |line: &str| log::log!(target: target, level_of(line), "{prefix}: {line}"))
+    }
+
+    fn exited(&mut self, exit: Option<Exit>, ran_for: Duration, decision: &Decision) {
+        let how = exit.map_or("an unknown status".to_string(), |e| e.to_string());
+        log::warn!(
+            target: self.spec.target,
+            "{} exited with {how} after {:.1}s; starting it again in {:.1}s",
+            self.spec.name,
+            ran_for.as_secs_f64(),
+            decision.delay.as_secs_f64()
+        );
+    }
+
+    fn stopping(&mut self, pid: i32) {
+        log::debug!(target: self.spec.target, "stopping {} (pid {pid})", self.spec.name);
+    }
+
+    fn killing(&mut self, _pid: i32, why: Kill) {
+        let name = self.spec.name;
+        match why {
+            Kill::Grace => log::warn!(
+                target: self.spec.target,
+                "{name} ignored SIGTERM for {}s; killing it",
+                GRACE.as_secs()
+            ),
+            Kill::Hurried => log::warn!(
+                target: self.spec.target,
+                "second termination signal: killing {name} now"
+            ),
+        }
+    }
+
+    fn stopped(&mut self, pid: i32, exit: Option<Exit>) {
+        match exit {
+            Some(exit) => {
+                log::info!(target: self.spec.target, "{} stopped ({exit})", self.spec.name)
+            }
+            None => log::error!(
+                target: self.spec.target,
+                "{} (pid {pid}) did not die after SIGKILL",
+                self.spec.name
+            ),
+        }
     }
 }
 
 /// Runs until shutdown: keeps `spec`'s daemon answering on its socket.
 pub async fn run(spec: Spec, reaper: Reaper, mut shutdown: Shutdown) {
-    let (target, name) = (spec.target, spec.name);
-    let (program, args) = (&spec.program, &spec.args);
-    let mut backoff = MIN_BACKOFF;
-    let mut started_once = false;
-    let mut foreign_logged = false;
-    loop {
-        if shutdown.is_requested() {
-            return;
-        }
-        if answering(&spec.socket).await {
-            if !foreign_logged {
-                log::info!(
-                    target: target,
-                    "{name} already listens on {}: using it, not starting ours",
-                    spec.socket
-                );
-                foreign_logged = true;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(FOREIGN_POLL) => continue,
-                _ = shutdown.requested() => return,
-            }
-        }
-        foreign_logged = false;
-        if started_once {
-            (spec.on_restart)();
-        }
-        started_once = true;
-        let spawned = reaper.spawn(
-            Command::new(program)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
-        let began = Instant::now();
-        let exit = match spawned {
-            Err(e) => {
-                log::error!(
-                    target: target,
-                    "cannot start {name}: {} {}: {e}",
-                    program.display(),
-                    args.join(" ")
-                );
-                None
-            }
-            Ok(mut child) => {
-                log::info!(
-                    target: target,
-                    "started {name}: {} {} (pid {})",
-                    program.display(),
-                    args.join(" "),
-                    child.pid
-                );
-                forward(child.stdout.take(), &spec);
-                forward(child.stderr.take(), &spec);
-                let exited = tokio::select! {
-                    exit = &mut child.exit => Some(exit.ok()),
-                    _ = shutdown.requested() => None,
-                };
-                match exited {
-                    Some(exit) => exit,
-                    None => {
-                        stop(target, name, child.pid, child.exit).await;
-                        return;
-                    }
-                }
-            }
-        };
-        let ran = began.elapsed();
-        backoff = next_backoff(backoff, ran);
-        let how = exit.map_or("an unknown status".to_string(), |e: Exit| e.to_string());
-        log::warn!(
-            target: target,
-            "{name} exited with {how} after {:.1}s; starting it again in {}s",
-            ran.as_secs_f64(),
-            backoff.as_secs()
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.requested() => return,
-        }
-    }
-}
-
-/// SIGTERM, up to 3 s for the daemon to go, then SIGKILL.
-async fn stop(target: &str, name: &str, pid: i32, mut exit: tokio::sync::oneshot::Receiver<Exit>) {
-    // SAFETY: kill has no memory preconditions; pid is our child, not yet reaped.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    match tokio::time::timeout(Duration::from_secs(3), &mut exit).await {
-        Ok(status) => log::info!(
-            target: target,
-            "{name} stopped ({})",
-            status.map_or("unknown status".into(), |e| e.to_string())
-        ),
-        Err(_) => {
-            log::warn!(target: target, "{name} ignored SIGTERM for 3s; killing it");
-            // SAFETY: as above; the reap loop has not seen it exit.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = tokio::time::timeout(Duration::from_secs(2), exit).await;
-        }
-    }
+    let mut daemon = Daemon {
+        spec,
+        started_once: false,
+    };
+    supervise::run(&mut daemon, &reaper, &mut policy(), &mut shutdown).await
 }
 
 #[cfg(test)]
@@ -247,14 +238,16 @@ mod tests {
     #[test]
     fn backoff_doubles_to_a_cap_and_resets_after_a_healthy_run() {
         let quick = Duration::from_secs(1);
-        let mut b = MIN_BACKOFF;
-        let mut seen = Vec::new();
-        for _ in 0..7 {
-            b = next_backoff(b, quick);
-            seen.push(b.as_secs());
+        let mut p = policy();
+        let t = std::time::Instant::now();
+        // Each delay is drawn from the upper half of its nominal value.
+        for nominal in [2, 4, 8, 16, 30, 30, 30] {
+            let d = p.on_exit(quick, t + HEALTHY_RUN * 10).delay.as_secs_f64();
+            let n = f64::from(nominal);
+            assert!(d >= n / 2.0 && d <= n, "{d} vs {nominal}");
         }
-        assert_eq!(seen, vec![2, 4, 8, 16, 30, 30, 30]);
-        assert_eq!(next_backoff(b, HEALTHY_RUN), MIN_BACKOFF);
+        let d = p.on_exit(HEALTHY_RUN, t + HEALTHY_RUN * 20).delay;
+        assert!(d <= MIN_BACKOFF && d >= MIN_BACKOFF / 2, "{d:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

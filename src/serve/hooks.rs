@@ -305,7 +305,7 @@ fn add_our_state(shared: &Shared, snapshot: &Snapshot, state: &mut Map<String, V
             "commit": env!("TMM_COMMIT"),
             "uptime_secs": shared.started.elapsed().as_secs(),
             "bot_restarts": bot.restarts,
-            "last_bot_exit": bot.last_exit,
+            "last_bot_exit": bot.last_exit.map(|e| e.to_string()),
         }),
     );
 }
@@ -554,6 +554,7 @@ mod tests {
     use crate::bot::token::AccessToken;
     use crate::config::{parse, Command};
     use crate::devices::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
+    use crate::runtime::reaper::Exit;
     use std::time::Duration;
 
     fn shared_with(args: &[&str]) -> Arc<Shared> {
@@ -650,7 +651,7 @@ mod tests {
         let s = shared("state");
         s.update_bot_status(|b| {
             b.restarts = 3;
-            b.last_exit = Some("exit code 1".into());
+            b.last_exit = Some(Exit::Code(1));
         });
         publish(
             &s,

@@ -3,15 +3,17 @@
 //! Components hold `&Metrics` (through `Shared`) and bump fields directly: nothing is
 //! looked up by name on a hot path. Device gauges are not stored here; they are derived
 //! from the current snapshot at scrape time, so a phone that disappears stops being
-//! exported instead of freezing at its last value.
+//! exported instead of freezing at its last value. The bot gauges are derived the same
+//! way from the supervisor's `BotStatus`, the one record of the bot.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::devices::snapshot::Link;
+use crate::state::BotStatus;
 
 /// A monotonically increasing count.
 #[derive(Default, Debug)]
@@ -22,19 +24,6 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Default, Debug)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -122,12 +111,6 @@ impl Histogram {
 /// without the `test_machine_monitor_` prefix.
 #[derive(Default, Debug)]
 pub struct Metrics {
-    /// 1 while the bot process is running.
-    pub bot_up: Gauge,
-    /// Exit code of the last bot exit, or 128+signal.
-    pub bot_last_exit_code: Gauge,
-    /// 1 while the bot is considered crash-looping.
-    pub bot_crashloop: Gauge,
     /// Label `result`: `ok`, `http_error`, `network_error`, `bad_zip`, `io_error`.
     pub bot_zip_downloads_total: LabeledCounter,
     /// Label `result`: `ok`, `http_error`, `network_error`, `bad_response`, `config_error`.
@@ -149,7 +132,8 @@ pub struct Exposition<'a> {
     pub metrics: &'a Metrics,
     pub version: &'a str,
     pub commit: &'a str,
-    pub bot_restarts: u64,
+    /// The bot gauges' source.
+    pub bot: &'a BotStatus,
     pub snapshot: &'a crate::devices::snapshot::Snapshot,
     /// 1 when the bot reports (or would report) a quarantine, else 0.
     pub quarantined: bool,
@@ -332,28 +316,28 @@ impl Exposition<'_> {
             "bot_up",
             "gauge",
             "1 while the Swarming bot process is running.",
-            m.bot_up.get() as f64,
+            flag(self.bot.running),
         );
         single(
             o,
             "bot_restarts_total",
             "counter",
             "Times the Swarming bot was started again after it exited.",
-            self.bot_restarts as f64,
+            self.bot.restarts as f64,
         );
         single(
             o,
             "bot_last_exit_code",
             "gauge",
             "Exit code of the last bot exit, or 128+signal; 0 before any exit.",
-            m.bot_last_exit_code.get() as f64,
+            f64::from(self.bot.last_exit.map_or(0, |e| e.as_code())),
         );
         single(
             o,
             "bot_crashloop",
             "gauge",
             "1 while the bot is crash-looping (five exits within a minute).",
-            m.bot_crashloop.get() as f64,
+            flag(self.bot.crashlooping),
         );
         labeled_counter(
             o,
@@ -667,7 +651,10 @@ mod tests {
             metrics,
             version: "0.1.0",
             commit: "abc",
-            bot_restarts: 2,
+            bot: &BotStatus {
+                restarts: 2,
+                ..BotStatus::default()
+            },
             snapshot: &snapshot,
             quarantined: false,
             maintenance: true,

@@ -128,7 +128,7 @@ pub fn render_html(s: &Status) -> String {
                 o,
                 "<tr class=\"{verdict}\"><td>{state}</td><td>{uptime}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 b.restarts,
-                escape(b.last_exit.as_deref().unwrap_or("")),
+                escape(&b.last_exit.map(|e| e.to_string()).unwrap_or_default()),
                 escape(&reports)
             );
         }
@@ -207,7 +207,7 @@ pub fn render_json(s: &Status) -> Value {
             "running": b.running,
             "started_at_unix": b.started_at_unix,
             "restarts": b.restarts,
-            "last_exit": b.last_exit,
+            "last_exit": b.last_exit.map(|e| e.to_string()),
             "crashlooping": b.crashlooping,
         })),
         "reasons": {"quarantined": s.reasons.quarantined, "maintenance": s.reasons.maintenance},
@@ -220,6 +220,7 @@ pub fn render_json(s: &Status) -> Value {
 mod tests {
     use super::*;
     use crate::devices::snapshot::{usable_device, DeviceKind, Temperature};
+    use crate::runtime::reaper::Exit;
 
     fn phones() -> Vec<Device> {
         let mut evil = usable_device(DeviceKind::Android, "E<1>");
@@ -320,7 +321,7 @@ mod tests {
             running: true,
             started_at_unix: Some(1_764_547_230.0 - 90_061.0),
             restarts: 3,
-            last_exit: Some("exit code 1".into()),
+            last_exit: Some(Exit::Code(1)),
             crashlooping: false,
         };
         let reasons = Reasons {

@@ -111,11 +111,12 @@ fn metrics(shared: &Shared) -> Reply {
     let statm = std::fs::read_to_string("/proc/self/statm").ok();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let bot = shared.bot_status();
     let body = Exposition {
         metrics: &shared.metrics,
         version: env!("CARGO_PKG_VERSION"),
         commit: env!("TMM_COMMIT"),
-        bot_restarts: shared.bot_status().restarts,
+        bot: &bot,
         snapshot: &snapshot,
         quarantined: !reasons.quarantined.is_empty(),
         maintenance: !reasons.maintenance.is_empty(),

@@ -1,25 +1,22 @@
 //! Runs one libimobiledevice tool under a deadline and hands back what it printed.
 //!
-//! The tool gets its own process group, so that on timeout (or when the caller gives up
-//! and drops the future) `kill(-pgid, SIGKILL)` takes its helpers down with it: a stuck
-//! `ideviceinfo` must not pile up across rounds on a Pi. Its pipes are read on the
-//! runtime through non-blocking [`AsyncFd`]s, both at once, so neither a chatty stderr
-//! nor a phone that never answers blocks the other phones' rounds; what is kept of each
-//! is bounded. The exit status comes from the [`Reaper`], never from `Child::wait`.
+//! The tool is started by `runtime::child`, in its own process group, so that on timeout
+//! (or when the caller gives up and drops the future) SIGKILL to the group takes its
+//! helpers down with it: a stuck `ideviceinfo` must not pile up across rounds on a Pi.
+//! Its pipes are read on the runtime, both at once, so neither a chatty stderr nor a
+//! phone that never answers blocks the other phones' rounds; what is kept of each is
+//! bounded. The exit status comes from the [`Reaper`], never from `Child::wait`.
 //!
 //! Must not: know about phones or parse values (the caller does, in `ios::parse`).
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::io;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::runtime::child;
 use crate::runtime::reaper::{Exit, Reaper};
 
 /// At most this much of each pipe is kept; the rest is read and dropped so that the tool
@@ -56,12 +53,8 @@ pub async fn run(
     deadline: Duration,
 ) -> Result<Output, RunError> {
     let mut cmd = Command::new(path);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let spawned = reaper.spawn(&mut cmd).map_err(|e| match e.kind() {
+    cmd.args(args);
+    let spawned = child::spawn(reaper, &mut cmd).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => RunError::Missing,
         _ => RunError::Io(format!("cannot start: {e}")),
     })?;
@@ -74,12 +67,10 @@ pub async fn run(
     let (Some(stdout), Some(stderr)) = (spawned.stdout, spawned.stderr) else {
         return Err(RunError::Io("the tool's pipes were not created".into()));
     };
-    let stdout = pipe(stdout.into()).map_err(|e| RunError::Io(format!("stdout: {e}")))?;
-    let stderr = pipe(stderr.into()).map_err(|e| RunError::Io(format!("stderr: {e}")))?;
     let exit = spawned.exit;
 
     let finished = tokio::time::timeout(deadline, async {
-        let (out, err) = tokio::join!(read_bounded(&stdout), read_bounded(&stderr));
+        let (out, err) = tokio::join!(read_bounded(stdout), read_bounded(stderr));
         (out, err, exit.await)
     })
     .await;
@@ -118,44 +109,22 @@ struct GroupKill {
 impl Drop for GroupKill {
     fn drop(&mut self) {
         if self.armed {
-            // SAFETY: kill has no memory preconditions; a negative pid names the group.
-            // ESRCH (the group is already gone) is the outcome we want anyway.
-            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+            child::signal_group(self.pgid, libc::SIGKILL);
         }
     }
-}
-
-/// Makes a pipe's read end non-blocking and registers it with the runtime.
-fn pipe(fd: OwnedFd) -> io::Result<AsyncFd<File>> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: raw is an open descriptor owned by `fd` for the duration of these calls.
-    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the File owns the descriptor, so it stays open and the same for as long
-    // as the AsyncFd that owns the File.
-    unsafe { AsyncFd::register_with_interest(File::from(fd), Interest::READABLE) }
-        .map_err(io::Error::from)
 }
 
 /// Reads until end of file, keeping the first [`KEEP_BYTES`].
-async fn read_bounded(pipe: &AsyncFd<File>) -> io::Result<Vec<u8>> {
+async fn read_bounded(mut pipe: impl AsyncRead + Unpin) -> io::Result<Vec<u8>> {
     let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let mut ready = pipe.readable().await?;
-        match ready.try_io(|f| f.get_ref().read(&mut buf)) {
-            Ok(Ok(0)) => return Ok(kept),
-            Ok(Ok(n)) => {
-                let room = KEEP_BYTES.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => return Err(e),
-            // Spurious readiness: try_io has cleared it; wait again.
-            Err(_would_block) => {}
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
         }
+        let room = KEEP_BYTES.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
     }
 }
 
