@@ -41,6 +41,7 @@ use crate::devices::snapshot::{Device, DeviceKind, Link, Reasons, Snapshot};
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
+use crate::serve::metrics::InterrogationErrorKind;
 use crate::state::{DeviceCommand, Shared};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
@@ -113,7 +114,7 @@ impl IosPhones for IosTools {
                     shared
                         .metrics
                         .interrogation_errors_total
-                        .inc(&[e.metric_kind()]);
+                        .inc(e.metric_kind());
                     e.to_string()
                 })
         })
@@ -315,7 +316,7 @@ impl Watcher {
                 self.shared
                     .metrics
                     .interrogation_duration_seconds
-                    .observe(&[], took);
+                    .observe((), took);
                 let transports: BTreeMap<String, Option<u64>> = self
                     .listing
                     .iter()
@@ -490,7 +491,7 @@ impl Watcher {
                 self.shared
                     .metrics
                     .interrogation_errors_total
-                    .inc(&["parse"]);
+                    .inc(InterrogationErrorKind::Parse);
                 log::warn!("cannot read the adb server's device list: {e}");
             }
         }
@@ -585,7 +586,10 @@ impl Watcher {
                     let round = match tokio::time::timeout(deadline, round).await {
                         Ok(round) => round,
                         Err(_) => {
-                            shared.metrics.interrogation_errors_total.inc(&["timeout"]);
+                            shared
+                                .metrics
+                                .interrogation_errors_total
+                                .inc(InterrogationErrorKind::Timeout);
                             PhoneRound {
                                 failure: Some(format!("round took longer than {deadline:?}")),
                                 ..PhoneRound::default()
