@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::bot::token_fetch::TokenWatch;
 use crate::runtime::retry::{run_detached, Retry};
 use crate::runtime::shutdown::Shutdown;
+use crate::serve::metrics::ZipDownloadResult;
 use crate::state::Shared;
 
 pub const ZIP_NAME: &str = "swarming_bot.zip";
@@ -135,12 +136,16 @@ pub enum DownloadErrorKind {
 
 impl DownloadErrorKind {
     /// The `result` label of `bot_zip_downloads_total`.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ZipDownloadResult {
         match self {
-            DownloadErrorKind::Forbidden | DownloadErrorKind::Http(_) => "http_error",
-            DownloadErrorKind::Network(_) => "network_error",
-            DownloadErrorKind::BadZip(_) => "bad_zip",
-            DownloadErrorKind::Io { .. } | DownloadErrorKind::Cancelled => "io_error",
+            DownloadErrorKind::Forbidden | DownloadErrorKind::Http(_) => {
+                ZipDownloadResult::HttpError
+            }
+            DownloadErrorKind::Network(_) => ZipDownloadResult::NetworkError,
+            DownloadErrorKind::BadZip(_) => ZipDownloadResult::BadZip,
+            DownloadErrorKind::Io { .. } | DownloadErrorKind::Cancelled => {
+                ZipDownloadResult::IoError
+            }
         }
     }
 }
@@ -451,7 +456,10 @@ async fn download(
         };
         match result {
             Ok((size, entries)) => {
-                shared.metrics.bot_zip_downloads_total.inc(&["ok"]);
+                shared
+                    .metrics
+                    .bot_zip_downloads_total
+                    .inc(ZipDownloadResult::Ok);
                 retry.succeeded();
                 log::info!(
                     "downloaded {} from {url}: {size} bytes, {entries} entries",
@@ -463,7 +471,7 @@ async fn download(
                 shared
                     .metrics
                     .bot_zip_downloads_total
-                    .inc(&[e.kind.metric_label()]);
+                    .inc(e.kind.metric_label());
                 if retry
                     .failed(module_path!(), log::Level::Warn, e, shutdown)
                     .await
@@ -578,6 +586,6 @@ mod tests {
         assert!(e
             .to_string()
             .contains("does not allow this bot id or these credentials"));
-        assert_eq!(e.kind.metric_label(), "http_error");
+        assert_eq!(e.kind.metric_label().as_str(), "http_error");
     }
 }

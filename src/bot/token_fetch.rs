@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::bot::token::AccessToken;
 use crate::runtime::retry::{run_detached, sleep_or_shutdown, Retry};
 use crate::runtime::shutdown::Shutdown;
+use crate::serve::metrics::TokenFetchResult;
 use crate::state::Shared;
 
 /// Refetch once less than this much validity remains.
@@ -57,12 +58,12 @@ pub enum TokenErrorKind {
 
 impl TokenErrorKind {
     /// The `result` label of `token_fetches_total`.
-    pub fn metric_label(self) -> &'static str {
+    pub fn metric_label(self) -> TokenFetchResult {
         match self {
-            TokenErrorKind::Config => "config_error",
-            TokenErrorKind::Network => "network_error",
-            TokenErrorKind::Http(_) => "http_error",
-            TokenErrorKind::BadResponse => "bad_response",
+            TokenErrorKind::Config => TokenFetchResult::ConfigError,
+            TokenErrorKind::Network => TokenFetchResult::NetworkError,
+            TokenErrorKind::Http(_) => TokenFetchResult::HttpError,
+            TokenErrorKind::BadResponse => TokenFetchResult::BadResponse,
         }
     }
 }
@@ -331,7 +332,7 @@ async fn refresh_loop(
                 let next = refresh_after(&token, now);
                 shared.token.set(token);
                 tx.send_modify(|g| *g += 1);
-                shared.metrics.token_fetches_total.inc(&["ok"]);
+                shared.metrics.token_fetches_total.inc(TokenFetchResult::Ok);
                 retry.succeeded();
                 log::info!(
                     "access token fetched: valid for {}s, next fetch in {}s",
@@ -344,7 +345,7 @@ async fn refresh_loop(
                 shared
                     .metrics
                     .token_fetches_total
-                    .inc(&[e.kind.metric_label()]);
+                    .inc(e.kind.metric_label());
                 retry
                     .failed(module_path!(), log::Level::Warn, e, &mut shutdown)
                     .await

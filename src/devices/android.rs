@@ -24,6 +24,7 @@ use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::
 use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
+use crate::serve::metrics::InterrogationErrorKind;
 use crate::state::Shared;
 
 /// Props of one phone, as `getprop` printed them.
@@ -268,11 +269,14 @@ async fn interrogate(
         shared
             .metrics
             .interrogation_errors_total
-            .inc(&[e.metric_kind()]);
+            .inc(e.metric_kind());
         log::debug!("{e}");
     };
     let parse_failed = |what: &str, e: &dyn std::fmt::Display| {
-        shared.metrics.interrogation_errors_total.inc(&["parse"]);
+        shared
+            .metrics
+            .interrogation_errors_total
+            .inc(InterrogationErrorKind::Parse);
         log::debug!("{serial}: {what}: {e}");
     };
     let protocol = match known {
@@ -323,7 +327,10 @@ async fn interrogate(
             )),
             None => {
                 // The script ran to its end: the phone's shell mangled it.
-                shared.metrics.interrogation_errors_total.inc(&["parse"]);
+                shared
+                    .metrics
+                    .interrogation_errors_total
+                    .inc(InterrogationErrorKind::Parse);
                 Err(format!(
                     "{serial}: {name}: the round's script ended without this output"
                 ))
@@ -426,7 +433,7 @@ impl Adb {
         self.shared
             .metrics
             .interrogation_errors_total
-            .inc(&[e.metric_kind()]);
+            .inc(e.metric_kind());
     }
 }
 

@@ -85,7 +85,7 @@ impl IosPhones for IosTools {
                     shared
                         .metrics
                         .interrogation_errors_total
-                        .inc(&[e.metric_kind()]);
+                        .inc(e.metric_kind());
                     e.to_string()
                 })
         })

@@ -9,7 +9,7 @@ use super::android::PhoneRound;
 use super::phones::BoxFuture;
 use crate::devices::ios;
 use crate::devices::snapshot::Device;
-use crate::serve::metrics::Metrics;
+use crate::serve::metrics::{InterrogationErrorKind, Metrics};
 
 /// A finished round: what each phone said, and how long the round took.
 pub struct RoundDone {
@@ -41,7 +41,9 @@ pub async fn run(
             continue;
         };
         let round = round.unwrap_or_else(|_| {
-            metrics.interrogation_errors_total.inc(&["timeout"]);
+            metrics
+                .interrogation_errors_total
+                .inc(InterrogationErrorKind::Timeout);
             PhoneRound {
                 failure: Some(format!("round took longer than {deadline:?}")),
                 ..PhoneRound::default()

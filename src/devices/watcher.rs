@@ -41,6 +41,7 @@ use crate::devices::snapshot::{self, Device, DeviceKind, Link, Reasons, Snapshot
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
+use crate::serve::metrics::InterrogationErrorKind;
 use crate::state::{DeviceCommand, Shared};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
@@ -234,7 +235,7 @@ impl Watcher {
                 self.shared
                     .metrics
                     .interrogation_duration_seconds
-                    .observe(&[], took);
+                    .observe((), took);
                 let transports: BTreeMap<String, Option<u64>> = self
                     .listing
                     .iter()
@@ -360,7 +361,7 @@ impl Watcher {
                 self.shared
                     .metrics
                     .interrogation_errors_total
-                    .inc(&["parse"]);
+                    .inc(InterrogationErrorKind::Parse);
                 log::warn!("cannot read the adb server's device list: {e}");
             }
         }

@@ -40,6 +40,7 @@ use crate::serve::dimension_rules;
 use crate::serve::http::{
     body_is_buffered, error_reply, json_reply, read_body, send, Reply, BODY_DEADLINE, MAX_BODY,
 };
+use crate::serve::metrics::HookRoute;
 use crate::state::{DeviceCommand, Shared};
 
 /// Threads answering requests. The bot calls one hook at a time; the rest is slack for
@@ -75,15 +76,15 @@ impl Route {
     }
 
     /// The metrics label: the path without its slash.
-    fn label(self) -> &'static str {
+    fn label(self) -> HookRoute {
         match self {
-            Route::GetDimensions => "get_dimensions",
-            Route::GetState => "get_state",
-            Route::GetSettings => "get_settings",
-            Route::GetAuthenticationHeaders => "get_authentication_headers",
-            Route::OnBeforeTask => "on_before_task",
-            Route::OnAfterTask => "on_after_task",
-            Route::OnBotShutdown => "on_bot_shutdown",
+            Route::GetDimensions => HookRoute::GetDimensions,
+            Route::GetState => HookRoute::GetState,
+            Route::GetSettings => HookRoute::GetSettings,
+            Route::GetAuthenticationHeaders => HookRoute::GetAuthenticationHeaders,
+            Route::OnBeforeTask => HookRoute::OnBeforeTask,
+            Route::OnAfterTask => HookRoute::OnAfterTask,
+            Route::OnBotShutdown => HookRoute::OnBotShutdown,
         }
     }
 
@@ -418,12 +419,9 @@ fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
         Ok(body) => hooks.handle(shared, SystemTime::now(), &method, &url, &body),
         Err(reply) => reply,
     };
-    let label = route.map_or("unknown", Route::label);
+    let label = route.map_or(HookRoute::Unknown, Route::label);
     let status = reply.status;
-    shared
-        .metrics
-        .hook_requests_total
-        .inc(&[label, &status.to_string()]);
+    shared.metrics.hook_requests_total.inc((label, status));
     if status >= 400 {
         log::warn!("hook {method} {url}: {status} {}", reply.body);
     }
@@ -433,7 +431,7 @@ fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
     shared
         .metrics
         .hook_request_duration_seconds
-        .observe(&[label], elapsed);
+        .observe(label, elapsed);
     log::debug!(
         "hook {method} {url}: {status} in {:.3}ms",
         elapsed.as_secs_f64() * 1000.0

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::proto::{self, Decode, PacketId, Status};
+use crate::serve::metrics::InterrogationErrorKind;
 
 /// The most a shell command may print (stdout and stderr together). A phone that
 /// floods us costs a bounded amount of memory.
@@ -73,13 +74,13 @@ impl Error {
     }
 
     /// The `kind` label of `interrogation_errors_total`.
-    pub fn metric_kind(&self) -> &'static str {
+    pub fn metric_kind(&self) -> InterrogationErrorKind {
         match self.kind {
-            ErrorKind::Connect => "adb_connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Fail { .. } => "adb_fail",
-            ErrorKind::Protocol => "adb_protocol",
-            ErrorKind::Io => "adb_io",
+            ErrorKind::Connect => InterrogationErrorKind::AdbConnect,
+            ErrorKind::Timeout => InterrogationErrorKind::Timeout,
+            ErrorKind::Fail { .. } => InterrogationErrorKind::AdbFail,
+            ErrorKind::Protocol => InterrogationErrorKind::AdbProtocol,
+            ErrorKind::Io => InterrogationErrorKind::AdbIo,
         }
     }
 }
@@ -652,7 +653,7 @@ mod tests {
         drop(listener);
         let e = client(addr).version().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Connect);
-        assert_eq!(e.metric_kind(), "adb_connect");
+        assert_eq!(e.metric_kind().as_str(), "adb_connect");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -46,7 +46,7 @@ use crate::devices::dimensions;
 use crate::devices::parse::ParseError;
 use crate::devices::snapshot::{Device, DeviceKind, Dimensions, Fault, Link};
 use crate::runtime::reaper::{Exit, Reaper};
-use crate::serve::metrics::Metrics;
+use crate::serve::metrics::{InterrogationErrorKind, Metrics};
 use run::RunError;
 pub use watch::Iphones;
 
@@ -128,11 +128,13 @@ pub struct IosError {
 
 impl IosError {
     /// The `kind` label of `interrogation_errors_total`.
-    pub fn metric_kind(&self) -> &'static str {
+    pub fn metric_kind(&self) -> InterrogationErrorKind {
         match self.kind {
-            IosErrorKind::Timeout { .. } | IosErrorKind::NotBack { .. } => "timeout",
-            IosErrorKind::Parse(_) => "parse",
-            _ => "ios_tool",
+            IosErrorKind::Timeout { .. } | IosErrorKind::NotBack { .. } => {
+                InterrogationErrorKind::Timeout
+            }
+            IosErrorKind::Parse(_) => InterrogationErrorKind::Parse,
+            _ => InterrogationErrorKind::IosTool,
         }
     }
 
@@ -252,7 +254,7 @@ pub async fn interrogate(
     let dir = config.idevice_dir.as_path();
     let deadline = tool_deadline(config.interrogate_every);
     let udids = list(reaper, dir, deadline).await.inspect_err(|e| {
-        metrics.interrogation_errors_total.inc(&[e.metric_kind()]);
+        metrics.interrogation_errors_total.inc(e.metric_kind());
     })?;
     let phones = udids.iter().map(|udid| async move {
         let (product_type, version, battery) = tokio::join!(
@@ -279,7 +281,7 @@ pub async fn interrogate(
         .into_iter()
         .flatten()
         {
-            metrics.interrogation_errors_total.inc(&[e.metric_kind()]);
+            metrics.interrogation_errors_total.inc(e.metric_kind());
             log::debug!("{e}");
         }
         build_device(udid, product_type, version, battery.ok())
@@ -860,7 +862,7 @@ mod tests {
                 e.to_string(),
                 format!("iPhone {A}: waiting for the phone to return after its restart: not listed again within 3s (it never left the list: did it restart?)")
             );
-            assert_eq!(e.metric_kind(), "timeout");
+            assert_eq!(e.metric_kind().as_str(), "timeout");
 
             // Restarted (it leaves the list) but never back.
             lab.mark(B, "stays");
@@ -964,18 +966,22 @@ mod tests {
             e(IosErrorKind::Timeout {
                 after: Duration::ZERO
             })
-            .metric_kind(),
+            .metric_kind()
+            .as_str(),
             "timeout"
         );
         assert_eq!(
             e(IosErrorKind::Parse(crate::devices::parse::ParseError::new(
                 "x", "y"
             )))
-            .metric_kind(),
+            .metric_kind()
+            .as_str(),
             "parse"
         );
         assert_eq!(
-            e(IosErrorKind::ToolMissing { path: "/x".into() }).metric_kind(),
+            e(IosErrorKind::ToolMissing { path: "/x".into() })
+                .metric_kind()
+                .as_str(),
             "ios_tool"
         );
         assert_eq!(
