@@ -81,7 +81,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     listen_for_signals(trigger);
     reaper::become_subreaper();
     let (shared, device_commands) = Shared::new(config);
-    shared.tick();
+    shared.liveness.tick();
 
     let status = status_server::start(
         shared.clone(),
@@ -101,7 +101,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         bind("--hook-addr", hook_addr)?,
     )
     .map_err(AppError::Start)?;
-    shared.set_hooks_serving();
+    shared.liveness.set_hooks_serving();
     log::info!("serving the bot's hooks on {hook_addr}");
 
     let reaper = Reaper::new();
@@ -125,8 +125,8 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     };
     if !watch_devices {
         // No phones to watch: the empty picture is already complete.
-        shared.publish_snapshot(Snapshot::default());
-        shared.mark_first_round_done();
+        shared.snapshot.publish(Snapshot::default());
+        shared.snapshot.mark_first_round_done();
         tokio::spawn(tick_loop(shared.clone()));
     }
 
@@ -186,7 +186,7 @@ async fn tick_loop(shared: Arc<Shared>) {
     let mut every = tokio::time::interval(shared.config.interrogate_every);
     loop {
         every.tick().await;
-        shared.tick();
+        shared.liveness.tick();
     }
 }
 

@@ -1,4 +1,10 @@
-//! State shared by the runtime and the server threads.
+//! State shared by the runtime and the server threads, as one handle per piece, each
+//! with one writer: the snapshot cell (the device watcher), the bot status (the
+//! supervisor), the forced quarantine and the device commands (the hooks), the liveness
+//! (the round clock's tick; the hooks' server start), and the operator events (appended
+//! by the watcher and the supervisor). A component is handed the handles it uses and
+//! nothing else, so who writes what shows in its signature. [`Shared`] is the bundle
+//! `app` builds, and what the status server, which reads everything, is given.
 //!
 //! Readers (the hook and metrics servers, on their own threads) take short locks that
 //! are never held across I/O or an `.await`; writers swap whole values in. That is why
@@ -52,50 +58,17 @@ pub struct Event {
 /// How many events the status page shows.
 pub const EVENTS_KEPT: usize = 50;
 
-pub struct Shared {
-    pub config: Config,
-    pub started: Instant,
-    pub metrics: Metrics,
-    pub token: TokenCache,
+/// The latest [`Snapshot`] of the phones. Written by the device watcher only (or once by
+/// `app` when no phone is watched).
+#[derive(Default)]
+pub struct SnapshotCell {
     snapshot: RwLock<Arc<Snapshot>>,
-    bot: Mutex<BotStatus>,
-    /// Milliseconds since `started` of the main loop's last tick (for the watchdog).
-    last_tick_ms: AtomicU64,
     /// Set once the first device round has been published.
     first_round_done: AtomicBool,
-    /// Set once the hook server is accepting requests.
-    hooks_serving: AtomicBool,
-    device_commands: mpsc::UnboundedSender<DeviceCommand>,
-    /// The forced quarantine the last `get_state` answer carried, if any: the bot stays
-    /// quarantined on the server until its next `get_state`, so `/metrics` and
-    /// `/status.json` show it until then.
-    forced_quarantine: Mutex<Option<String>>,
-    /// The last [`EVENTS_KEPT`] events, oldest first.
-    events: Mutex<VecDeque<Event>>,
 }
 
-impl Shared {
-    /// Builds the shared state and the receiving end of the device-command channel.
-    pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Shared {
-            config,
-            started: Instant::now(),
-            metrics: Metrics::default(),
-            token: TokenCache::default(),
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            bot: Mutex::new(BotStatus::default()),
-            last_tick_ms: AtomicU64::new(0),
-            first_round_done: AtomicBool::new(false),
-            hooks_serving: AtomicBool::new(false),
-            device_commands: tx,
-            forced_quarantine: Mutex::new(None),
-            events: Mutex::new(VecDeque::with_capacity(EVENTS_KEPT)),
-        };
-        (Arc::new(shared), rx)
-    }
-
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+impl SnapshotCell {
+    pub fn get(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -103,7 +76,7 @@ impl Shared {
     }
 
     /// Swaps in a new snapshot.
-    pub fn publish_snapshot(&self, snapshot: Snapshot) {
+    pub fn publish(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
     }
 
@@ -116,14 +89,20 @@ impl Shared {
     pub fn first_round_done(&self) -> bool {
         self.first_round_done.load(Ordering::Acquire)
     }
+}
 
-    /// Keeps an operator event for the status page (the caller logs it too).
-    pub fn record_event(&self, text: impl Into<String>) {
+/// The last [`EVENTS_KEPT`] operator events, oldest first, for the status page.
+#[derive(Default)]
+pub struct Events(Mutex<VecDeque<Event>>);
+
+impl Events {
+    /// Keeps an operator event (the caller logs it too).
+    pub fn record(&self, text: impl Into<String>) {
         let at_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if events.len() == EVENTS_KEPT {
             events.pop_front();
         }
@@ -134,41 +113,70 @@ impl Shared {
     }
 
     /// The kept events, oldest first.
-    pub fn events(&self) -> Vec<Event> {
-        self.events
+    pub fn list(&self) -> Vec<Event> {
+        self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .cloned()
             .collect()
     }
+}
 
-    /// Records what the latest `get_state` answered of the forced quarantine.
-    pub fn set_forced_quarantine(&self, reason: Option<String>) {
-        *self
-            .forced_quarantine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = reason;
+/// What the supervisor knows of the bot; written by the supervisor only. The bot gauges,
+/// the state hook's bot facts and the status page all derive from it.
+#[derive(Default)]
+pub struct BotStatusCell(Mutex<BotStatus>);
+
+impl BotStatusCell {
+    pub fn get(&self) -> BotStatus {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut BotStatus)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// The forced quarantine the last `get_state` answer carried, if any: the bot stays
+/// quarantined on the server until its next `get_state`, so `/metrics` and
+/// `/status.json` show it until then. Written by the state hook only.
+#[derive(Default)]
+pub struct ForcedQuarantine(Mutex<Option<String>>);
+
+impl ForcedQuarantine {
+    pub fn set(&self, reason: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
     /// The bot's reasons as the latest `get_state` reported them: the snapshot's, with
     /// the forced quarantine in force (see `verdict::with_forced`).
     pub fn bot_reasons(&self, snapshot: &Snapshot) -> Reasons {
-        let forced = self
-            .forced_quarantine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let forced = self.0.lock().unwrap_or_else(|p| p.into_inner());
         verdict::with_forced(&snapshot.reasons, forced.as_deref())
     }
+}
 
-    pub fn bot_status(&self) -> BotStatus {
-        self.bot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+/// Proof of life for `/healthz` and the hook server's readiness for `/readyz`. The round
+/// clock's tick writes the one, `app` the other.
+pub struct Liveness {
+    started: Instant,
+    /// Milliseconds since `started` of the main loop's last tick.
+    last_tick_ms: AtomicU64,
+    hooks_serving: AtomicBool,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            started: Instant::now(),
+            last_tick_ms: AtomicU64::new(0),
+            hooks_serving: AtomicBool::new(false),
+        }
     }
+}
 
-    pub fn update_bot_status(&self, f: impl FnOnce(&mut BotStatus)) {
-        f(&mut self.bot.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
+impl Liveness {
     pub fn tick(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_tick_ms.store(ms, Ordering::Relaxed);
@@ -182,6 +190,11 @@ impl Shared {
         )
     }
 
+    /// How long the program has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     pub fn set_hooks_serving(&self) {
         self.hooks_serving.store(true, Ordering::Release);
     }
@@ -189,11 +202,49 @@ impl Shared {
     pub fn hooks_serving(&self) -> bool {
         self.hooks_serving.load(Ordering::Acquire)
     }
+}
 
-    /// Hands work to the device watcher; a closed channel (shutting down) is ignored.
-    pub fn send_device_command(&self, cmd: DeviceCommand) {
-        if self.device_commands.send(cmd.clone()).is_err() {
+/// Hands work to the device watcher; the hooks are its only sender.
+#[derive(Clone)]
+pub struct DeviceCommands(mpsc::UnboundedSender<DeviceCommand>);
+
+impl DeviceCommands {
+    /// A closed channel (shutting down) is ignored.
+    pub fn send(&self, cmd: DeviceCommand) {
+        if self.0.send(cmd.clone()).is_err() {
             log::debug!("device watcher gone; dropped {cmd:?}");
         }
+    }
+}
+
+/// Every handle, as `app` builds them.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub token: Arc<TokenCache>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub events: Arc<Events>,
+    pub bot: Arc<BotStatusCell>,
+    pub forced: Arc<ForcedQuarantine>,
+    pub liveness: Arc<Liveness>,
+    pub commands: DeviceCommands,
+}
+
+impl Shared {
+    /// Builds the handles and the receiving end of the device-command channel.
+    pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            config: Arc::new(config),
+            metrics: Arc::default(),
+            token: Arc::default(),
+            snapshot: Arc::default(),
+            events: Arc::default(),
+            bot: Arc::default(),
+            forced: Arc::default(),
+            liveness: Arc::default(),
+            commands: DeviceCommands(tx),
+        };
+        (Arc::new(shared), rx)
     }
 }

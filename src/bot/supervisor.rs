@@ -155,9 +155,11 @@ impl Hooks for Bot {
             self.launch.python.display(),
             self.launch.dir.join(bot_zip::ZIP_NAME).display()
         );
-        self.shared.record_event(format!("bot started (pid {pid})"));
+        self.shared
+            .events
+            .record(format!("bot started (pid {pid})"));
         let restarts = self.launches - 1;
-        self.shared.update_bot_status(|s| {
+        self.shared.bot.update(|s| {
             s.running = true;
             s.started_at_unix = Some(unix_now());
             s.restarts = restarts;
@@ -174,12 +176,12 @@ impl Hooks for Bot {
 
     fn exited(&mut self, exit: Option<Exit>, ran_for: Duration, decision: &Decision) {
         let exit = exit.unwrap_or(Exit::Code(-1));
-        self.shared.update_bot_status(|s| {
+        self.shared.bot.update(|s| {
             s.running = false;
             s.started_at_unix = None;
             s.last_exit = Some(exit);
         });
-        self.shared.record_event(format!(
+        self.shared.events.record(format!(
             "bot exited with {exit} after {:.1}s",
             ran_for.as_secs_f64()
         ));
@@ -205,12 +207,12 @@ impl Hooks for Bot {
                 "bot is crash-looping: {CRASH_DEATHS} exits within {}s (last: {exit}); restarts back off up to 5 minutes",
                 CRASH_WINDOW.as_secs()
             );
-            self.shared.update_bot_status(|s| s.crashlooping = true);
+            self.shared.bot.update(|s| s.crashlooping = true);
         }
     }
 
     fn recovered(&mut self) {
-        self.shared.update_bot_status(|s| s.crashlooping = false);
+        self.shared.bot.update(|s| s.crashlooping = false);
         log::info!(
             "bot has run for {}s: no longer crash-looping",
             CRASH_WINDOW.as_secs()
@@ -240,7 +242,7 @@ impl Hooks for Bot {
         match exit {
             Some(exit) => {
                 log::info!("bot (pid {pid}) stopped: {exit}");
-                self.shared.update_bot_status(|s| {
+                self.shared.bot.update(|s| {
                     s.running = false;
                     s.last_exit = Some(exit);
                 });
@@ -250,7 +252,7 @@ impl Hooks for Bot {
                     "bot (pid {pid}) did not die within {}s of SIGKILL",
                     child::KILL_WAIT.as_secs()
                 );
-                self.shared.update_bot_status(|s| s.running = false);
+                self.shared.bot.update(|s| s.running = false);
             }
         }
     }

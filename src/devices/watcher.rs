@@ -119,7 +119,7 @@ async fn watch(
             _ = shutdown.requested() => break,
             _ = clock.tick() => {
                 // This timer doubles as the runtime's proof of life for `/healthz`.
-                w.shared.tick();
+                w.shared.liveness.tick();
                 w.tick();
             }
             Some(cmd) = commands.recv() => w.command(cmd),
@@ -263,7 +263,7 @@ impl Watcher {
                 for action in self.publish(true) {
                     match action {
                         Action::Reboot { serial, why } => {
-                            let snapshot = self.shared.snapshot();
+                            let snapshot = self.shared.snapshot.get();
                             if let Some(d) = snapshot.devices.iter().find(|d| d.serial == serial) {
                                 log::info!("rebooting {serial} while idle, {why}");
                                 self.reboot(d, &why);
@@ -528,13 +528,13 @@ impl Watcher {
             dimensions: dims,
             reasons: outcome.reasons,
         };
-        for change in snapshot::changes(&self.shared.snapshot(), &snapshot) {
+        for change in snapshot::changes(&self.shared.snapshot.get(), &snapshot) {
             log::info!("{change}");
-            self.shared.record_event(change);
+            self.shared.events.record(change);
         }
-        self.shared.publish_snapshot(snapshot);
+        self.shared.snapshot.publish(snapshot);
         if round_done {
-            self.shared.mark_first_round_done();
+            self.shared.snapshot.mark_first_round_done();
             self.memory = outcome.memory;
             outcome.actions
         } else {
@@ -545,7 +545,7 @@ impl Watcher {
     /// Reboots every usable phone (Android `reboot:`, iPhone `idevicediagnostics
     /// restart`), each on its own deadline.
     fn reboot_usable(&mut self) {
-        let snapshot = self.shared.snapshot();
+        let snapshot = self.shared.snapshot.get();
         let usable: Vec<&Device> = snapshot.devices.iter().filter(|d| d.reachable()).collect();
         if usable.is_empty() {
             self.want_round();
@@ -813,7 +813,7 @@ mod tests {
         async fn until(&self, what: &str, f: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
             let start = tokio::time::Instant::now();
             loop {
-                let s = self.shared.snapshot();
+                let s = self.shared.snapshot.get();
                 if f(&s) {
                     return s;
                 }
@@ -847,7 +847,7 @@ mod tests {
             .await;
         assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
         assert_eq!(s.dimensions["device_type"], vec!["redfin"]);
-        assert!(rig.shared.first_round_done());
+        assert!(rig.shared.snapshot.first_round_done());
         let before = rig.fake.calls("interrogate S1");
         tokio::time::sleep(Duration::from_secs(95)).await;
         assert!(rig.fake.calls("interrogate S1") >= before + 3);
@@ -993,7 +993,7 @@ mod tests {
         old.uptime = Some(100_000.0);
         busy.fake.answer("B", Answer::Reads(Box::new(old.clone())));
         // B's task runs from the start: it is not rebooted for its uptime meanwhile.
-        busy.shared.send_device_command(DeviceCommand::TaskStarted);
+        busy.shared.commands.send(DeviceCommand::TaskStarted);
         tokio::task::yield_now().await;
         busy.fake.list("B device\n");
         busy.until("B read", |s| device(s, "B").is_some_and(Device::reachable))
@@ -1027,7 +1027,7 @@ mod tests {
                 device(s, "R").is_some_and(Device::reachable)
             })
             .await;
-        rig.shared.send_device_command(DeviceCommand::TaskEnded);
+        rig.shared.commands.send(DeviceCommand::TaskEnded);
         let s = rig
             .until("R rebooting", |s| !s.reasons.maintenance.is_empty())
             .await;
@@ -1038,7 +1038,7 @@ mod tests {
         assert_eq!(s.dimensions, before.dimensions);
         rig.fake.list("");
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let s = rig.shared.snapshot();
+        let s = rig.shared.snapshot.get();
         assert_eq!(s.reasons.maintenance, vec!["rebooting R after task"]);
         assert!(s.reasons.quarantined.is_empty(), "{:?}", s.reasons);
         rig.fake.list("R device\n");
@@ -1127,7 +1127,7 @@ mod tests {
             .unwrap();
         async fn wait(shared: &Shared, what: &str, f: impl Fn(&Snapshot) -> bool) {
             let start = Instant::now();
-            while !f(&shared.snapshot()) {
+            while !f(&shared.snapshot.get()) {
                 assert!(
                     start.elapsed() < Duration::from_secs(60),
                     "gave up waiting: {what}"
@@ -1156,29 +1156,34 @@ mod tests {
             .await
             .unwrap();
             wait(&shared, "the phone to be usable", usable).await;
-            let dims = shared.snapshot().dimensions.clone();
+            let dims = shared.snapshot.get().dimensions.clone();
             assert!(!dims.is_empty());
 
-            shared.send_device_command(DeviceCommand::TaskEnded);
+            shared.commands.send(DeviceCommand::TaskEnded);
             wait(&shared, "the rebooting reason", |s: &Snapshot| {
                 s.reasons.maintenance.contains(&rebooting)
             })
             .await;
             // While it reboots, the dimensions keep their last values.
-            assert_eq!(shared.snapshot().dimensions, dims);
+            assert_eq!(shared.snapshot.get().dimensions, dims);
             // It still answers, boot completed, but has not gone down yet: still rebooting.
             tokio::time::sleep(Duration::from_secs(3)).await;
             assert!(
-                shared.snapshot().reasons.maintenance.contains(&rebooting),
+                shared
+                    .snapshot
+                    .get()
+                    .reasons
+                    .maintenance
+                    .contains(&rebooting),
                 "a phone that has not gone down yet counted as back: {:?}",
-                shared.snapshot().reasons
+                shared.snapshot.get().reasons
             );
             wait(&shared, "the phone to come back", |s: &Snapshot| {
                 usable(s) && !s.reasons.maintenance.contains(&rebooting)
             })
             .await;
-            assert!(shared.snapshot().reasons.quarantined.is_empty());
-            assert_eq!(shared.snapshot().dimensions, dims);
+            assert!(shared.snapshot.get().reasons.quarantined.is_empty());
+            assert_eq!(shared.snapshot.get().dimensions, dims);
             trigger.fire();
             watcher.await.unwrap();
         });

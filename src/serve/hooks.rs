@@ -247,7 +247,7 @@ impl Hooks {
             Route::GetAuthenticationHeaders => Ok(authentication_headers(shared, now)),
             Route::OnBeforeTask => optional_object(body).map(|_| {
                 log::info!("task starting: holding off device reboots until it ends");
-                shared.send_device_command(DeviceCommand::TaskStarted);
+                shared.commands.send(DeviceCommand::TaskStarted);
                 json_reply(200, &json!({}))
             }),
             Route::OnAfterTask => on_after_task(shared, body),
@@ -262,7 +262,7 @@ impl Hooks {
 
 fn get_dimensions(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
     let mut dims = parse_dimensions(body)?;
-    let snapshot = shared.snapshot();
+    let snapshot = shared.snapshot.get();
     for (key, values) in &snapshot.dimensions {
         dims.insert(key.clone(), values.clone());
     }
@@ -281,10 +281,10 @@ fn get_dimensions(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
 
 fn get_state(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
     let mut state = parse_object(body, "a JSON object of the bot's state")?;
-    let snapshot = shared.snapshot();
+    let snapshot = shared.snapshot.get();
     add_our_state(shared, &snapshot, &mut state);
-    shared.set_forced_quarantine(take_forced_quarantine(shared));
-    let reasons = shared.bot_reasons(&snapshot);
+    shared.forced.set(take_forced_quarantine(shared));
+    let reasons = shared.forced.bot_reasons(&snapshot);
     let quarantined = &reasons.quarantined;
     if !quarantined.is_empty() {
         state.insert("quarantined".into(), json!(quarantined.join("; ")));
@@ -298,13 +298,13 @@ fn get_state(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
 fn add_our_state(shared: &Shared, snapshot: &Snapshot, state: &mut Map<String, Value>) {
     let devices: Vec<Value> = snapshot.devices.iter().map(device_json).collect();
     state.insert("devices".into(), Value::Array(devices));
-    let bot = shared.bot_status();
+    let bot = shared.bot.get();
     state.insert(
         "monitor".into(),
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "commit": env!("TMM_COMMIT"),
-            "uptime_secs": shared.started.elapsed().as_secs(),
+            "uptime_secs": shared.liveness.uptime().as_secs(),
             "bot_restarts": bot.restarts,
             "last_bot_exit": bot.last_exit.map(|e| e.to_string()),
         }),
@@ -399,7 +399,7 @@ fn on_after_task(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
         shown(failure),
         shown(internal_failure)
     );
-    shared.send_device_command(DeviceCommand::TaskEnded);
+    shared.commands.send(DeviceCommand::TaskEnded);
     Ok(json_reply(200, &json!({})))
 }
 
@@ -605,7 +605,7 @@ mod tests {
             .iter()
             .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
             .collect();
-        s.publish_snapshot(Snapshot {
+        s.snapshot.publish(Snapshot {
             taken_at_unix: 1.0,
             devices: vec![android("S1")],
             dimensions,
@@ -647,7 +647,7 @@ mod tests {
     #[test]
     fn state_keeps_the_bot_keys_and_adds_ours() {
         let s = shared("state");
-        s.update_bot_status(|b| {
+        s.bot.update(|b| {
             b.restarts = 3;
             b.last_exit = Some(Exit::Code(1));
         });

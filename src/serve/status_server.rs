@@ -43,7 +43,10 @@ pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
 }
 
 fn healthz(shared: &Shared) -> Reply {
-    health(shared.since_last_tick(), shared.config.interrogate_every)
+    health(
+        shared.liveness.since_last_tick(),
+        shared.config.interrogate_every,
+    )
 }
 
 /// How many interrogation periods without a main-loop tick make the process dead.
@@ -71,7 +74,10 @@ pub fn health(since_last_tick: Duration, interval: Duration) -> Reply {
 }
 
 fn readyz(shared: &Shared) -> Reply {
-    readiness(shared.hooks_serving(), shared.first_round_done())
+    readiness(
+        shared.liveness.hooks_serving(),
+        shared.snapshot.first_round_done(),
+    )
 }
 
 /// Readiness: the bot may be sent work once the hook server serves and the first
@@ -86,10 +92,10 @@ pub fn readiness(hooks_serving: bool, first_round_done: bool) -> Reply {
 
 /// Builds the status page's data from the current snapshot and bot status.
 fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
-    let snapshot = shared.snapshot();
-    let reasons = shared.bot_reasons(&snapshot);
-    let bot = shared.bot_status();
-    let events = shared.events();
+    let snapshot = shared.snapshot.get();
+    let reasons = shared.forced.bot_reasons(&snapshot);
+    let bot = shared.bot.get();
+    let events = shared.events.list();
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -106,12 +112,12 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
 }
 
 fn metrics(shared: &Shared) -> Reply {
-    let snapshot = shared.snapshot();
-    let reasons = shared.bot_reasons(&snapshot);
+    let snapshot = shared.snapshot.get();
+    let reasons = shared.forced.bot_reasons(&snapshot);
     let statm = std::fs::read_to_string("/proc/self/statm").ok();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let bot = shared.bot_status();
+    let bot = shared.bot.get();
     let body = Exposition {
         metrics: &shared.metrics,
         version: env!("CARGO_PKG_VERSION"),
@@ -157,7 +163,7 @@ mod tests {
     #[test]
     fn healthz_is_ok_while_ticking() {
         let s = shared();
-        s.tick();
+        s.liveness.tick();
         assert_eq!(route(&s, "GET", "/healthz").status, 200);
     }
 
@@ -187,13 +193,13 @@ mod tests {
             panic!("config")
         };
         let s = Shared::new(*config).0;
-        s.tick();
+        s.liveness.tick();
         assert_eq!(route(&s, "GET", "/healthz").status, 200);
         // No tick for just over 3 × 1 s: the watchdog trips; one tick revives it.
         std::thread::sleep(Duration::from_millis(3100));
         let r = route(&s, "GET", "/healthz");
         assert_eq!(r.status, 503, "{}", r.body);
-        s.tick();
+        s.liveness.tick();
         assert_eq!(route(&s, "GET", "/healthz").status, 200);
     }
 
@@ -213,12 +219,12 @@ mod tests {
         let r = route(&s, "GET", "/readyz");
         assert_eq!(r.status, 503);
         assert!(r.body.contains("hook server"));
-        s.set_hooks_serving();
+        s.liveness.set_hooks_serving();
         assert!(route(&s, "GET", "/readyz").body.contains("interrogation"));
         // A snapshot of a bare device list is not a finished round.
-        s.publish_snapshot(Snapshot::default());
+        s.snapshot.publish(Snapshot::default());
         assert_eq!(route(&s, "GET", "/readyz").status, 503);
-        s.mark_first_round_done();
+        s.snapshot.mark_first_round_done();
         assert_eq!(route(&s, "GET", "/readyz").status, 200);
     }
 
