@@ -22,7 +22,7 @@ use crate::runtime::reaper::{self, Reaper};
 use crate::runtime::shutdown;
 use crate::serve::hooks::{self, Hooks};
 use crate::serve::status_server;
-use crate::state::Shared;
+use crate::state::{Liveness, Shared};
 
 /// Why the program could not run. Each maps to exit code 1.
 #[derive(Debug)]
@@ -96,7 +96,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
 
     let hook_addr = shared.config.hook_addr;
     let hooks = hooks::start(
-        shared.clone(),
+        Arc::new(shared.hooks_context()),
         Hooks::new(&bot_settings),
         bind("--hook-addr", hook_addr)?,
     )
@@ -114,7 +114,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     let watcher = if watch_devices {
         let ticker = Ticker::new(shared.config.interrogate_every).map_err(AppError::Start)?;
         Some(tokio::spawn(devices::run(
-            shared.clone(),
+            shared.devices_context(),
             device_commands,
             reaper.clone(),
             ticker,
@@ -127,7 +127,10 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         // No phones to watch: the empty picture is already complete.
         shared.snapshot.publish(Snapshot::default());
         shared.snapshot.mark_first_round_done();
-        tokio::spawn(tick_loop(shared.clone()));
+        tokio::spawn(tick_loop(
+            shared.liveness.clone(),
+            shared.config.interrogate_every,
+        ));
     }
 
     let bot = if shared.config.no_bot {
@@ -135,12 +138,13 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         None
     } else {
         let tokens = token_fetch::spawn_refresher(
-            shared.clone(),
+            shared.token.clone(),
+            shared.metrics.clone(),
             shared.config.token_config.clone(),
             shutdown.clone(),
         );
         Some(tokio::spawn(supervisor::run(
-            shared.clone(),
+            shared.supervisor_context(),
             reaper.clone(),
             tokens,
             shutdown.clone(),
@@ -164,7 +168,10 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         }
         // The watcher ticked for the watchdog; the rest of the shutdown still may not
         // look stalled to it.
-        tokio::spawn(tick_loop(shared.clone()));
+        tokio::spawn(tick_loop(
+            shared.liveness.clone(),
+            shared.config.interrogate_every,
+        ));
     }
     let killed = procs::kill_descendants(Duration::from_secs(5)).await;
     if killed > 0 {
@@ -182,11 +189,11 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
 /// device watcher, which ticks on its own timer, does not run. One timer per
 /// `--interrogate-every` rather than one per component: on a Pi every wake-up costs.
 /// Runs until the runtime is dropped.
-async fn tick_loop(shared: Arc<Shared>) {
-    let mut every = tokio::time::interval(shared.config.interrogate_every);
+async fn tick_loop(liveness: Arc<Liveness>, period: Duration) {
+    let mut every = tokio::time::interval(period);
     loop {
         every.tick().await;
-        shared.liveness.tick();
+        liveness.tick();
     }
 }
 

@@ -231,6 +231,41 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The device watcher's part: what it writes, and what it reads to do so.
+    pub fn devices_context(&self) -> crate::devices::Context {
+        crate::devices::Context {
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            snapshot: self.snapshot.clone(),
+            events: self.events.clone(),
+            liveness: self.liveness.clone(),
+        }
+    }
+
+    /// The bot supervisor's part.
+    pub fn supervisor_context(&self) -> crate::bot::supervisor::Context {
+        crate::bot::supervisor::Context {
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            status: self.bot.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// The hooks' part.
+    pub fn hooks_context(&self) -> crate::serve::hooks::Context {
+        crate::serve::hooks::Context {
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            snapshot: self.snapshot.clone(),
+            bot: self.bot.clone(),
+            token: self.token.clone(),
+            liveness: self.liveness.clone(),
+            forced: self.forced.clone(),
+            commands: self.commands.clone(),
+        }
+    }
+
     /// Builds the handles and the receiving end of the device-command channel.
     pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -28,8 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::bot::token_fetch::TokenWatch;
 use crate::runtime::retry::{run_detached, Retry};
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::ZipDownloadResult;
-use crate::state::Shared;
+use crate::serve::metrics::{Metrics, ZipDownloadResult};
 
 pub const ZIP_NAME: &str = "swarming_bot.zip";
 /// Prefix of our temporary download files in the bot directory.
@@ -330,11 +329,18 @@ pub fn prepare_dir(dir: &Path) -> io::Result<PathBuf> {
     fs::canonicalize(dir)
 }
 
+/// Where and as which bot the zip is downloaded, and where the attempts are counted.
+pub struct Source<'a> {
+    /// The Swarming server's base URL.
+    pub server: &'a str,
+    pub bot_id: &'a str,
+    pub metrics: &'a Metrics,
+}
+
 /// Makes sure the bot directory holds a good zip; downloads one if needed, retrying for
 /// ever. `false` when shutdown came first.
 pub async fn ensure(
-    shared: &Arc<Shared>,
-    server: &str,
+    source: &Source<'_>,
     dir: &Path,
     tokens: &mut TokenWatch,
     shutdown: &mut Shutdown,
@@ -404,21 +410,20 @@ pub async fn ensure(
             }
         }
         // A download is checked before it is renamed into place.
-        return download(shared, server, dir, tokens, shutdown, &mut retry).await;
+        return download(source, dir, tokens, shutdown, &mut retry).await;
     }
 }
 
 /// Downloads until one attempt succeeds. `false` on shutdown.
 async fn download(
-    shared: &Arc<Shared>,
-    server: &str,
+    source: &Source<'_>,
     dir: &Path,
     tokens: &mut TokenWatch,
     shutdown: &mut Shutdown,
     retry: &mut Retry,
 ) -> bool {
     remove_stale_temps(dir);
-    let url = format!("{server}/bot_code");
+    let url = format!("{}/bot_code", source.server);
     loop {
         let Some(token) = tokens.current(shutdown).await else {
             return false;
@@ -427,7 +432,7 @@ async fn download(
         let req = Request {
             url: url.clone(),
             token: token.value,
-            bot_id: shared.config.bot_id.clone(),
+            bot_id: source.bot_id.to_string(),
             dir: dir.to_path_buf(),
             cancel: cancel.clone(),
         };
@@ -456,7 +461,7 @@ async fn download(
         };
         match result {
             Ok((size, entries)) => {
-                shared
+                source
                     .metrics
                     .bot_zip_downloads_total
                     .inc(ZipDownloadResult::Ok);
@@ -468,7 +473,7 @@ async fn download(
                 return true;
             }
             Err(e) => {
-                shared
+                source
                     .metrics
                     .bot_zip_downloads_total
                     .inc(e.kind.metric_label());

@@ -22,13 +22,15 @@ use std::time::Duration;
 use crate::bot::bot_zip;
 use crate::bot::shim;
 use crate::bot::token_fetch::TokenWatch;
+use crate::config::Config;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::child::{self, Kill, Sink};
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy, CRASH_DEATHS, CRASH_WINDOW};
-use crate::state::Shared;
+use crate::serve::metrics::Metrics;
+use crate::state::{BotStatusCell, Events};
 
 /// A bot that runs this long has its restart backoff reset.
 const STABLE_RUN: Duration = Duration::from_secs(600);
@@ -81,9 +83,18 @@ struct Launch {
     env: Vec<(&'static str, OsString)>,
 }
 
+/// What the supervisor is given: its configuration, the counters, the bot status it
+/// alone writes, and the events it appends to.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<BotStatusCell>,
+    pub events: Arc<Events>,
+}
+
 /// The bot's part in the supervised loop.
 struct Bot {
-    shared: Arc<Shared>,
+    ctx: Context,
     server: String,
     launch: Launch,
     tokens: TokenWatch,
@@ -109,18 +120,16 @@ impl Hooks for Bot {
     }
 
     fn grace(&self) -> Duration {
-        self.shared.config.grace
+        self.ctx.config.grace
     }
 
     async fn before_start(&mut self, shutdown: &mut Shutdown) -> bool {
-        bot_zip::ensure(
-            &self.shared,
-            &self.server,
-            &self.launch.dir,
-            &mut self.tokens,
-            shutdown,
-        )
-        .await
+        let source = bot_zip::Source {
+            server: &self.server,
+            bot_id: &self.ctx.config.bot_id,
+            metrics: &self.ctx.metrics,
+        };
+        bot_zip::ensure(&source, &self.launch.dir, &mut self.tokens, shutdown).await
     }
 
     fn command(&self) -> Command {
@@ -155,11 +164,9 @@ impl Hooks for Bot {
             self.launch.python.display(),
             self.launch.dir.join(bot_zip::ZIP_NAME).display()
         );
-        self.shared
-            .events
-            .record(format!("bot started (pid {pid})"));
+        self.ctx.events.record(format!("bot started (pid {pid})"));
         let restarts = self.launches - 1;
-        self.shared.bot.update(|s| {
+        self.ctx.status.update(|s| {
             s.running = true;
             s.started_at_unix = Some(unix_now());
             s.restarts = restarts;
@@ -176,12 +183,12 @@ impl Hooks for Bot {
 
     fn exited(&mut self, exit: Option<Exit>, ran_for: Duration, decision: &Decision) {
         let exit = exit.unwrap_or(Exit::Code(-1));
-        self.shared.bot.update(|s| {
+        self.ctx.status.update(|s| {
             s.running = false;
             s.started_at_unix = None;
             s.last_exit = Some(exit);
         });
-        self.shared.events.record(format!(
+        self.ctx.events.record(format!(
             "bot exited with {exit} after {:.1}s",
             ran_for.as_secs_f64()
         ));
@@ -207,12 +214,12 @@ impl Hooks for Bot {
                 "bot is crash-looping: {CRASH_DEATHS} exits within {}s (last: {exit}); restarts back off up to 5 minutes",
                 CRASH_WINDOW.as_secs()
             );
-            self.shared.bot.update(|s| s.crashlooping = true);
+            self.ctx.status.update(|s| s.crashlooping = true);
         }
     }
 
     fn recovered(&mut self) {
-        self.shared.bot.update(|s| s.crashlooping = false);
+        self.ctx.status.update(|s| s.crashlooping = false);
         log::info!(
             "bot has run for {}s: no longer crash-looping",
             CRASH_WINDOW.as_secs()
@@ -242,7 +249,7 @@ impl Hooks for Bot {
         match exit {
             Some(exit) => {
                 log::info!("bot (pid {pid}) stopped: {exit}");
-                self.shared.bot.update(|s| {
+                self.ctx.status.update(|s| {
                     s.running = false;
                     s.last_exit = Some(exit);
                 });
@@ -252,23 +259,18 @@ impl Hooks for Bot {
                     "bot (pid {pid}) did not die within {}s of SIGKILL",
                     child::KILL_WAIT.as_secs()
                 );
-                self.shared.bot.update(|s| s.running = false);
+                self.ctx.status.update(|s| s.running = false);
             }
         }
     }
 }
 
 /// Bootstrap, then run and restart the bot until shutdown; returns once the bot is gone.
-pub async fn run(
-    shared: Arc<Shared>,
-    reaper: Reaper,
-    mut tokens: TokenWatch,
-    mut shutdown: Shutdown,
-) {
-    let Some(server) = shared.config.swarming_server.clone() else {
+pub async fn run(ctx: Context, reaper: Reaper, mut tokens: TokenWatch, mut shutdown: Shutdown) {
+    let Some(server) = ctx.config.swarming_server.clone() else {
         return;
     };
-    let Some(launch) = prepare(&shared, &mut shutdown).await else {
+    let Some(launch) = prepare(&ctx.config, &mut shutdown).await else {
         return;
     };
     log::info!("waiting for an access token before the first bot launch");
@@ -280,7 +282,7 @@ pub async fn run(
         STABLE_RUN,
     );
     let mut bot = Bot {
-        shared,
+        ctx,
         server,
         launch,
         tokens,
@@ -291,14 +293,14 @@ pub async fn run(
 }
 
 /// Creates the bot directory and the shim, retrying until they exist or shutdown.
-async fn prepare(shared: &Shared, shutdown: &mut Shutdown) -> Option<Launch> {
+async fn prepare(config: &Config, shutdown: &mut Shutdown) -> Option<Launch> {
     let mut retry = Retry::slow();
     loop {
-        let result = bot_zip::prepare_dir(&shared.config.bot_dir)
+        let result = bot_zip::prepare_dir(&config.bot_dir)
             .map_err(|e| {
                 format!(
                     "cannot create the bot directory {}: {e}",
-                    shared.config.bot_dir.display()
+                    config.bot_dir.display()
                 )
             })
             .and_then(|dir| {
@@ -318,7 +320,7 @@ async fn prepare(shared: &Shared, shutdown: &mut Shutdown) -> Option<Launch> {
                     dir.display(),
                     shim.display()
                 );
-                let c = &shared.config;
+                let c = config;
                 // The one place we read our own environment: the bot inherits it, and its
                 // PATH only gains the shim directory in front.
                 let path = bot_path(&shim, std::env::var_os("PATH"));

@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::bot::token::AccessToken;
+use crate::bot::token::TokenCache;
 use crate::runtime::retry::{run_detached, sleep_or_shutdown, Retry};
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::TokenFetchResult;
-use crate::state::Shared;
+use crate::serve::metrics::{Metrics, TokenFetchResult};
 
 /// Refetch once less than this much validity remains.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(600);
@@ -260,7 +260,7 @@ pub fn fetch_token(config: &TokenConfig) -> Result<AccessToken, TokenError> {
 /// Tells waiters that the cache holds a new token. Cheap to clone.
 #[derive(Clone)]
 pub struct TokenWatch {
-    shared: Arc<Shared>,
+    cache: Arc<TokenCache>,
     rx: watch::Receiver<u64>,
 }
 
@@ -268,7 +268,7 @@ impl TokenWatch {
     /// A valid token, waiting for the refresher if there is none yet; `None` on shutdown.
     pub async fn current(&mut self, shutdown: &mut Shutdown) -> Option<AccessToken> {
         loop {
-            if let Some(t) = self.shared.token.get(SystemTime::now()) {
+            if let Some(t) = self.cache.get(SystemTime::now()) {
                 return Some(t);
             }
             tokio::select! {
@@ -285,15 +285,22 @@ impl TokenWatch {
     }
 }
 
-/// Starts the refresher task; the returned watch wakes token waiters.
-pub fn spawn_refresher(shared: Arc<Shared>, path: PathBuf, shutdown: Shutdown) -> TokenWatch {
+/// Starts the refresher task, the one writer of `cache`, reading the token config at
+/// `path`; the returned watch wakes token waiters.
+pub fn spawn_refresher(
+    cache: Arc<TokenCache>,
+    metrics: Arc<Metrics>,
+    path: PathBuf,
+    shutdown: Shutdown,
+) -> TokenWatch {
     let (tx, rx) = watch::channel(0u64);
-    tokio::spawn(refresh_loop(shared.clone(), path, tx, shutdown));
-    TokenWatch { shared, rx }
+    tokio::spawn(refresh_loop(cache.clone(), metrics, path, tx, shutdown));
+    TokenWatch { cache, rx }
 }
 
 async fn refresh_loop(
-    shared: Arc<Shared>,
+    cache: Arc<TokenCache>,
+    metrics: Arc<Metrics>,
     path: PathBuf,
     tx: watch::Sender<u64>,
     mut shutdown: Shutdown,
@@ -330,9 +337,9 @@ async fn refresh_loop(
                 let now = SystemTime::now();
                 let valid = token.remaining(now);
                 let next = refresh_after(&token, now);
-                shared.token.set(token);
+                cache.set(token);
                 tx.send_modify(|g| *g += 1);
-                shared.metrics.token_fetches_total.inc(TokenFetchResult::Ok);
+                metrics.token_fetches_total.inc(TokenFetchResult::Ok);
                 retry.succeeded();
                 log::info!(
                     "access token fetched: valid for {}s, next fetch in {}s",
@@ -342,10 +349,7 @@ async fn refresh_loop(
                 sleep_or_shutdown(next, &mut shutdown).await
             }
             Err(e) => {
-                shared
-                    .metrics
-                    .token_fetches_total
-                    .inc(e.kind.metric_label());
+                metrics.token_fetches_total.inc(e.kind.metric_label());
                 retry
                     .failed(module_path!(), log::Level::Warn, e, &mut shutdown)
                     .await

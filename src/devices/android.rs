@@ -25,7 +25,8 @@ use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::InterrogationErrorKind;
-use crate::state::Shared;
+use crate::serve::metrics::Metrics;
+use std::net::SocketAddr;
 
 /// Props of one phone, as `getprop` printed them.
 pub type Props = BTreeMap<String, String>;
@@ -260,21 +261,17 @@ async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Optio
 /// whatever finished before `until` counts.
 async fn interrogate(
     client: &Client,
-    shared: &Shared,
+    metrics: &Metrics,
     serial: &str,
     known: Option<ShellProtocol>,
     until: tokio::time::Instant,
 ) -> PhoneRound {
     let count = |e: &client::Error| {
-        shared
-            .metrics
-            .interrogation_errors_total
-            .inc(e.metric_kind());
+        metrics.interrogation_errors_total.inc(e.metric_kind());
         log::debug!("{e}");
     };
     let parse_failed = |what: &str, e: &dyn std::fmt::Display| {
-        shared
-            .metrics
+        metrics
             .interrogation_errors_total
             .inc(InterrogationErrorKind::Parse);
         log::debug!("{serial}: {what}: {e}");
@@ -327,8 +324,7 @@ async fn interrogate(
             )),
             None => {
                 // The script ran to its end: the phone's shell mangled it.
-                shared
-                    .metrics
+                metrics
                     .interrogation_errors_total
                     .inc(InterrogationErrorKind::Parse);
                 Err(format!(
@@ -413,27 +409,21 @@ fn says_offline(e: &client::Error) -> bool {
 /// The adb server and its phones, as the watcher uses them.
 pub struct Adb {
     client: Client,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 }
 
 impl Adb {
-    /// The adb server at `--adb-server`, each connect and read under `io`.
-    pub fn connect(shared: Arc<Shared>, io: Duration) -> Adb {
-        Adb {
-            client: Client::new(shared.config.adb_server, io),
-            shared,
-        }
+    /// The adb server at `addr` (`--adb-server`), each connect and read under `io`.
+    pub fn connect(addr: SocketAddr, io: Duration, metrics: Arc<Metrics>) -> Adb {
+        Adb::new(Client::new(addr, io), metrics)
     }
 
-    fn new(client: Client, shared: Arc<Shared>) -> Adb {
-        Adb { client, shared }
+    fn new(client: Client, metrics: Arc<Metrics>) -> Adb {
+        Adb { client, metrics }
     }
 
     fn count(&self, e: &client::Error) {
-        self.shared
-            .metrics
-            .interrogation_errors_total
-            .inc(e.metric_kind());
+        self.metrics.interrogation_errors_total.inc(e.metric_kind());
     }
 }
 
@@ -443,7 +433,7 @@ impl AndroidPhones for Adb {
     }
 
     fn list_now(&self) -> BoxFuture<Result<String, String>> {
-        let this = Adb::new(self.client.clone(), self.shared.clone());
+        let this = Adb::new(self.client.clone(), self.metrics.clone());
         Box::pin(async move {
             this.client.devices_text().await.map_err(|e| {
                 this.count(&e);
@@ -458,9 +448,12 @@ impl AndroidPhones for Adb {
         known: Option<ShellProtocol>,
         until: tokio::time::Instant,
     ) -> BoxFuture<PhoneRound> {
-        let (client, shared, serial) =
-            (self.client.clone(), self.shared.clone(), serial.to_string());
-        Box::pin(async move { interrogate(&client, &shared, &serial, known, until).await })
+        let (client, metrics, serial) = (
+            self.client.clone(),
+            self.metrics.clone(),
+            serial.to_string(),
+        );
+        Box::pin(async move { interrogate(&client, &metrics, &serial, known, until).await })
     }
 
     fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>> {
@@ -470,7 +463,7 @@ impl AndroidPhones for Adb {
 
     fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>> {
         let (client, serial) = (self.client.clone(), serial.to_string());
-        let this = Adb::new(self.client.clone(), self.shared.clone());
+        let this = Adb::new(self.client.clone(), self.metrics.clone());
         Box::pin(async move {
             client.reconnect(&serial).await.map_err(|e| {
                 this.count(&e);
@@ -480,7 +473,7 @@ impl AndroidPhones for Adb {
     }
 
     fn restart_server(&self) -> BoxFuture<Result<(), String>> {
-        let this = Adb::new(self.client.clone(), self.shared.clone());
+        let this = Adb::new(self.client.clone(), self.metrics.clone());
         Box::pin(async move {
             // The server closes the connection as it exits: that is the answer.
             match this.client.kill_server().await {
@@ -495,7 +488,7 @@ impl AndroidPhones for Adb {
     }
 
     fn reconnect_offline(&self) -> BoxFuture<Result<(), String>> {
-        let this = Adb::new(self.client.clone(), self.shared.clone());
+        let this = Adb::new(self.client.clone(), self.metrics.clone());
         Box::pin(async move {
             this.client.reconnect_offline().await.map_err(|e| {
                 this.count(&e);

@@ -33,4 +33,4 @@ pub mod usb;
 pub mod verdict;
 mod watcher;
 
-pub use watcher::run;
+pub use watcher::{run, Context};

@@ -11,13 +11,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::android::PhoneRound;
+use crate::config::Config;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::ios;
 use crate::devices::snapshot::Device;
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::state::Shared;
+use crate::serve::metrics::Metrics;
 
 /// A boxed future the loop can spawn.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -66,26 +67,33 @@ impl Clock for Ticker {
 
 /// libimobiledevice's tools, run under the reaper.
 pub struct IosTools {
-    pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
     pub reaper: Reaper,
 }
 
 impl IosPhones for IosTools {
     fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>> {
-        let (shared, reaper) = (self.shared.clone(), self.reaper.clone());
-        Box::pin(async move { ios::interrogate(&shared.config, &reaper, &shared.metrics).await })
+        let (config, metrics, reaper) = (
+            self.config.clone(),
+            self.metrics.clone(),
+            self.reaper.clone(),
+        );
+        Box::pin(async move { ios::interrogate(&config, &reaper, &metrics).await })
     }
 
     fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>> {
-        let (shared, reaper, udid) = (self.shared.clone(), self.reaper.clone(), udid.to_string());
+        let (config, metrics, reaper, udid) = (
+            self.config.clone(),
+            self.metrics.clone(),
+            self.reaper.clone(),
+            udid.to_string(),
+        );
         Box::pin(async move {
-            ios::reboot(&shared.config, &reaper, &udid, deadline)
+            ios::reboot(&config, &reaper, &udid, deadline)
                 .await
                 .map_err(|e| {
-                    shared
-                        .metrics
-                        .interrogation_errors_total
-                        .inc(e.metric_kind());
+                    metrics.interrogation_errors_total.inc(e.metric_kind());
                     e.to_string()
                 })
         })

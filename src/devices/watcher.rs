@@ -33,6 +33,7 @@ use super::phones::IosTools;
 pub use super::phones::{AndroidPhones, BoxFuture, Clock, IosPhones};
 use super::round::{self, RoundDone};
 use super::verdict::{self, Action, Memory, Thresholds};
+use crate::config::Config;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
@@ -42,7 +43,8 @@ use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::InterrogationErrorKind;
-use crate::state::{DeviceCommand, Shared};
+use crate::serve::metrics::Metrics;
+use crate::state::{DeviceCommand, Events, Liveness, SnapshotCell};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
 /// the iPhone listed again. Phones take one to two minutes.
@@ -63,36 +65,54 @@ enum Event {
     },
 }
 
+/// What the watcher is given: its configuration, the counters, and the handles it
+/// writes (the snapshot and its events, the proof of life of its tick).
+pub struct Context {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub events: Arc<Events>,
+    pub liveness: Arc<Liveness>,
+}
+
 /// Runs until shutdown: with Android, starts the adb server and follows its device list;
 /// interrogates the phones of every kind watched.
 pub async fn run(
-    shared: Arc<Shared>,
+    ctx: Context,
     commands: mpsc::UnboundedReceiver<DeviceCommand>,
     reaper: Reaper,
     ticker: Ticker,
     shutdown: Shutdown,
 ) {
-    let server = shared.config.devices.android.then(|| {
+    let config = &ctx.config;
+    let server = config.devices.android.then(|| {
         tokio::spawn(crate::devices::adb::server::run(
-            shared.clone(),
+            config.adb.clone(),
+            config.adb_server,
+            ctx.metrics.clone(),
             reaper.clone(),
             shutdown.clone(),
         ))
     });
-    let usbmuxd = shared.config.devices.ios.then(|| {
+    let usbmuxd = config.devices.ios.then(|| {
         tokio::spawn(ios::usbmuxd::run(
-            shared.clone(),
+            config.usbmuxd.clone(),
             reaper.clone(),
             shutdown.clone(),
         ))
     });
-    let budget = Budget::of(shared.config.interrogate_every);
-    let android = Arc::new(Adb::connect(shared.clone(), budget.io));
+    let budget = Budget::of(config.interrogate_every);
+    let android = Arc::new(Adb::connect(
+        config.adb_server,
+        budget.io,
+        ctx.metrics.clone(),
+    ));
     let iphones = Arc::new(IosTools {
-        shared: shared.clone(),
+        config: config.clone(),
+        metrics: ctx.metrics.clone(),
         reaper,
     });
-    watch(shared, commands, android, iphones, ticker, shutdown).await;
+    watch(ctx, commands, android, iphones, ticker, shutdown).await;
     // The adb server and usbmuxd are ours to stop: wait until they have.
     for daemon in [server, usbmuxd].into_iter().flatten() {
         let _ = daemon.await;
@@ -101,7 +121,7 @@ pub async fn run(
 
 /// The event loop, over whatever phones and clock it is given.
 async fn watch(
-    shared: Arc<Shared>,
+    ctx: Context,
     mut commands: mpsc::UnboundedReceiver<DeviceCommand>,
     android: Arc<dyn AndroidPhones>,
     iphones: Arc<dyn IosPhones>,
@@ -110,16 +130,16 @@ async fn watch(
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (lists_tx, mut lists) = mpsc::unbounded_channel();
-    if shared.config.devices.android {
+    if ctx.config.devices.android {
         tokio::spawn(android.track(lists_tx, shutdown.clone()));
     }
-    let mut w = Watcher::new(shared, android, iphones, events_tx);
+    let mut w = Watcher::new(ctx, android, iphones, events_tx);
     loop {
         tokio::select! {
             _ = shutdown.requested() => break,
             _ = clock.tick() => {
                 // This timer doubles as the runtime's proof of life for `/healthz`.
-                w.shared.liveness.tick();
+                w.ctx.liveness.tick();
                 w.tick();
             }
             Some(cmd) = commands.recv() => w.command(cmd),
@@ -130,7 +150,7 @@ async fn watch(
 }
 
 struct Watcher {
-    shared: Arc<Shared>,
+    ctx: Context,
     android: Arc<dyn AndroidPhones>,
     ios: Arc<dyn IosPhones>,
     budget: Budget,
@@ -168,16 +188,16 @@ struct Watcher {
 
 impl Watcher {
     fn new(
-        shared: Arc<Shared>,
+        ctx: Context,
         android: Arc<dyn AndroidPhones>,
         ios: Arc<dyn IosPhones>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
-        let thresholds = Thresholds::from_config(&shared.config);
-        let listing = (!shared.config.devices.android).then(Vec::new);
+        let thresholds = Thresholds::from_config(&ctx.config);
+        let listing = (!ctx.config.devices.android).then(Vec::new);
         Watcher {
-            budget: Budget::of(shared.config.interrogate_every),
-            shared,
+            budget: Budget::of(ctx.config.interrogate_every),
+            ctx,
             android,
             ios,
             events,
@@ -208,7 +228,7 @@ impl Watcher {
             }
             DeviceCommand::TaskEnded => {
                 self.task_running = false;
-                if self.shared.config.no_reboot_after_task {
+                if self.ctx.config.no_reboot_after_task {
                     self.want_round();
                 } else {
                     self.reboot_usable();
@@ -232,7 +252,7 @@ impl Watcher {
             }
             Event::RoundDone(RoundDone { results, ios, took }) => {
                 self.round_running = false;
-                self.shared
+                self.ctx
                     .metrics
                     .interrogation_duration_seconds
                     .observe((), took);
@@ -263,7 +283,7 @@ impl Watcher {
                 for action in self.publish(true) {
                     match action {
                         Action::Reboot { serial, why } => {
-                            let snapshot = self.shared.snapshot.get();
+                            let snapshot = self.ctx.snapshot.get();
                             if let Some(d) = snapshot.devices.iter().find(|d| d.serial == serial) {
                                 log::info!("rebooting {serial} while idle, {why}");
                                 self.reboot(d, &why);
@@ -275,7 +295,7 @@ impl Watcher {
                         Action::RestartAdbServer => actions::restart_server(&self.android),
                         Action::UsbReset { serial, devpath } => actions::usb_reset(serial, devpath),
                         Action::PowerCycle { serial, devpath } => {
-                            actions::power_cycle(serial, devpath, self.shared.config.power_off)
+                            actions::power_cycle(serial, devpath, self.ctx.config.power_off)
                         }
                     }
                 }
@@ -358,7 +378,7 @@ impl Watcher {
                 }
             }
             Err(e) => {
-                self.shared
+                self.ctx
                     .metrics
                     .interrogation_errors_total
                     .inc(InterrogationErrorKind::Parse);
@@ -428,14 +448,9 @@ impl Watcher {
         self.round_running = true;
         let deadline = self.budget.phone;
         let script = self.budget.script;
-        let shared = self.shared.clone();
+        let metrics = self.ctx.metrics.clone();
         let events = self.events.clone();
-        let iphones = self
-            .shared
-            .config
-            .devices
-            .ios
-            .then(|| self.ios.interrogate());
+        let iphones = self.ctx.config.devices.ios.then(|| self.ios.interrogate());
         let began = tokio::time::Instant::now();
         let phones: Vec<_> = online
             .into_iter()
@@ -449,7 +464,7 @@ impl Watcher {
             })
             .collect();
         tokio::spawn(async move {
-            let done = round::run(phones, iphones, deadline, &shared.metrics).await;
+            let done = round::run(phones, iphones, deadline, &metrics).await;
             let _ = events.send(Event::RoundDone(done));
         });
     }
@@ -528,13 +543,13 @@ impl Watcher {
             dimensions: dims,
             reasons: outcome.reasons,
         };
-        for change in snapshot::changes(&self.shared.snapshot.get(), &snapshot) {
+        for change in snapshot::changes(&self.ctx.snapshot.get(), &snapshot) {
             log::info!("{change}");
-            self.shared.events.record(change);
+            self.ctx.events.record(change);
         }
-        self.shared.snapshot.publish(snapshot);
+        self.ctx.snapshot.publish(snapshot);
         if round_done {
-            self.shared.snapshot.mark_first_round_done();
+            self.ctx.snapshot.mark_first_round_done();
             self.memory = outcome.memory;
             outcome.actions
         } else {
@@ -545,7 +560,7 @@ impl Watcher {
     /// Reboots every usable phone (Android `reboot:`, iPhone `idevicediagnostics
     /// restart`), each on its own deadline.
     fn reboot_usable(&mut self) {
-        let snapshot = self.shared.snapshot.get();
+        let snapshot = self.ctx.snapshot.get();
         let usable: Vec<&Device> = snapshot.devices.iter().filter(|d| d.reachable()).collect();
         if usable.is_empty() {
             self.want_round();
@@ -603,6 +618,7 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Shared;
     use std::sync::Mutex;
     use std::time::Instant;
 
@@ -789,7 +805,7 @@ mod tests {
         let fake = Arc::new(FakeAndroid::default());
         let clock = Every(tokio::time::interval(Duration::from_secs(30)));
         let watcher = tokio::spawn(watch(
-            shared.clone(),
+            shared.devices_context(),
             commands,
             Arc::new(fake.clone()),
             Arc::new(NoIphones),
@@ -1140,7 +1156,7 @@ mod tests {
         runtime.block_on(async {
             let ticker = Ticker::new(shared.config.interrogate_every).unwrap();
             let watcher = tokio::spawn(run(
-                shared.clone(),
+                shared.devices_context(),
                 commands,
                 Reaper::new(),
                 ticker,

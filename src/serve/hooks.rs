@@ -35,13 +35,18 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
+use crate::bot::token::TokenCache;
+use crate::config::Config;
 use crate::devices::snapshot::{Device, Dimensions, Snapshot};
 use crate::serve::dimension_rules;
 use crate::serve::http::{
     body_is_buffered, error_reply, json_reply, read_body, send, Reply, BODY_DEADLINE, MAX_BODY,
 };
 use crate::serve::metrics::HookRoute;
-use crate::state::{DeviceCommand, Shared};
+use crate::serve::metrics::Metrics;
+use crate::state::{
+    BotStatusCell, DeviceCommand, DeviceCommands, ForcedQuarantine, Liveness, SnapshotCell,
+};
 
 /// Threads answering requests. The bot calls one hook at a time; the rest is slack for
 /// stalled clients and scrapers of the wrong port.
@@ -189,8 +194,21 @@ pub fn device_json(d: &Device) -> Value {
     })
 }
 
+/// What the hooks are given: the readings they answer from, the forced quarantine and
+/// the device commands, which they alone write and send.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub bot: Arc<BotStatusCell>,
+    pub token: Arc<TokenCache>,
+    pub liveness: Arc<Liveness>,
+    pub forced: Arc<ForcedQuarantine>,
+    pub commands: DeviceCommands,
+}
+
 /// Answers the hooks. Holds what is fixed at start-up; everything else is read from
-/// [`Shared`] on each call.
+/// [`Context`] on each call.
 pub struct Hooks {
     /// The `/get_settings` answer, rendered once.
     settings: String,
@@ -208,7 +226,7 @@ impl Hooks {
     /// is what was read of the request body (at most [`MAX_BODY`] + 1 bytes).
     pub fn handle(
         &self,
-        shared: &Shared,
+        ctx: &Context,
         now: SystemTime,
         method: &str,
         path: &str,
@@ -237,20 +255,20 @@ impl Hooks {
             return error_reply(413, "request body over the 1 MiB limit");
         }
         let result = match route {
-            Route::GetDimensions => get_dimensions(shared, body),
-            Route::GetState => get_state(shared, body),
+            Route::GetDimensions => get_dimensions(ctx, body),
+            Route::GetState => get_state(ctx, body),
             Route::GetSettings => Ok(Reply {
                 status: 200,
                 content_type: "application/json",
                 body: self.settings.clone(),
             }),
-            Route::GetAuthenticationHeaders => Ok(authentication_headers(shared, now)),
+            Route::GetAuthenticationHeaders => Ok(authentication_headers(ctx, now)),
             Route::OnBeforeTask => optional_object(body).map(|_| {
                 log::info!("task starting: holding off device reboots until it ends");
-                shared.commands.send(DeviceCommand::TaskStarted);
+                ctx.commands.send(DeviceCommand::TaskStarted);
                 json_reply(200, &json!({}))
             }),
-            Route::OnAfterTask => on_after_task(shared, body),
+            Route::OnAfterTask => on_after_task(ctx, body),
             Route::OnBotShutdown => optional_object(body).map(|_| {
                 log::info!("bot is shutting down (on_bot_shutdown)");
                 json_reply(200, &json!({}))
@@ -260,13 +278,13 @@ impl Hooks {
     }
 }
 
-fn get_dimensions(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
+fn get_dimensions(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
     let mut dims = parse_dimensions(body)?;
-    let snapshot = shared.snapshot.get();
+    let snapshot = ctx.snapshot.get();
     for (key, values) in &snapshot.dimensions {
         dims.insert(key.clone(), values.clone());
     }
-    dims.insert("id".to_string(), vec![shared.config.bot_id.clone()]);
+    dims.insert("id".to_string(), vec![ctx.config.bot_id.clone()]);
     let clean = dimension_rules::sanitize(dims);
     for warning in &clean.warnings {
         log::warn!("get_dimensions: {warning}");
@@ -279,12 +297,12 @@ fn get_dimensions(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
     })
 }
 
-fn get_state(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
+fn get_state(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
     let mut state = parse_object(body, "a JSON object of the bot's state")?;
-    let snapshot = shared.snapshot.get();
-    add_our_state(shared, &snapshot, &mut state);
-    shared.forced.set(take_forced_quarantine(shared));
-    let reasons = shared.forced.bot_reasons(&snapshot);
+    let snapshot = ctx.snapshot.get();
+    add_our_state(ctx, &snapshot, &mut state);
+    ctx.forced.set(take_forced_quarantine(ctx));
+    let reasons = ctx.forced.bot_reasons(&snapshot);
     let quarantined = &reasons.quarantined;
     if !quarantined.is_empty() {
         state.insert("quarantined".into(), json!(quarantined.join("; ")));
@@ -295,16 +313,16 @@ fn get_state(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
     Ok(json_reply(200, &Value::Object(state)))
 }
 
-fn add_our_state(shared: &Shared, snapshot: &Snapshot, state: &mut Map<String, Value>) {
+fn add_our_state(ctx: &Context, snapshot: &Snapshot, state: &mut Map<String, Value>) {
     let devices: Vec<Value> = snapshot.devices.iter().map(device_json).collect();
     state.insert("devices".into(), Value::Array(devices));
-    let bot = shared.bot.get();
+    let bot = ctx.bot.get();
     state.insert(
         "monitor".into(),
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "commit": env!("TMM_COMMIT"),
-            "uptime_secs": shared.liveness.uptime().as_secs(),
+            "uptime_secs": ctx.liveness.uptime().as_secs(),
             "bot_restarts": bot.restarts,
             "last_bot_exit": bot.last_exit.map(|e| e.to_string()),
         }),
@@ -312,8 +330,8 @@ fn add_our_state(shared: &Shared, snapshot: &Snapshot, state: &mut Map<String, V
 }
 
 /// Consumes the forced-quarantine file: `Some(reason)` when it was there.
-fn take_forced_quarantine(shared: &Shared) -> Option<String> {
-    let path = &shared.config.force_quarantine_file;
+fn take_forced_quarantine(ctx: &Context) -> Option<String> {
+    let path = &ctx.config.force_quarantine_file;
     let reason = format!("forced quarantine ({} was present)", path.display());
     match std::fs::remove_file(path) {
         Ok(()) => {
@@ -336,8 +354,8 @@ fn take_forced_quarantine(shared: &Shared) -> Option<String> {
     }
 }
 
-fn authentication_headers(shared: &Shared, now: SystemTime) -> Reply {
-    match shared.token.get(now) {
+fn authentication_headers(ctx: &Context, now: SystemTime) -> Reply {
+    match ctx.token.get(now) {
         Some(token) => {
             let expiry = token
                 .expires_at
@@ -368,7 +386,7 @@ fn optional_object(body: &[u8]) -> Result<Option<Map<String, Value>>, String> {
     parse_object(body, "an empty body or a JSON object").map(Some)
 }
 
-fn on_after_task(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
+fn on_after_task(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
     let task = optional_object(body)?.unwrap_or_default();
     let flag = |name: &str| -> Result<Option<bool>, String> {
         match task.get(name) {
@@ -399,12 +417,12 @@ fn on_after_task(shared: &Shared, body: &[u8]) -> Result<Reply, String> {
         shown(failure),
         shown(internal_failure)
     );
-    shared.commands.send(DeviceCommand::TaskEnded);
+    ctx.commands.send(DeviceCommand::TaskEnded);
     Ok(json_reply(200, &json!({})))
 }
 
 /// Reads, answers, counts and logs one request.
-fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
+fn serve_one(ctx: &Context, hooks: &Hooks, mut request: tiny_http::Request) {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
     let url = request.url().to_string();
@@ -416,20 +434,19 @@ fn serve_one(shared: &Shared, hooks: &Hooks, mut request: tiny_http::Request) {
         _ => Ok(Vec::new()),
     };
     let reply = match body {
-        Ok(body) => hooks.handle(shared, SystemTime::now(), &method, &url, &body),
+        Ok(body) => hooks.handle(ctx, SystemTime::now(), &method, &url, &body),
         Err(reply) => reply,
     };
     let label = route.map_or(HookRoute::Unknown, Route::label);
     let status = reply.status;
-    shared.metrics.hook_requests_total.inc((label, status));
+    ctx.metrics.hook_requests_total.inc((label, status));
     if status >= 400 {
         log::warn!("hook {method} {url}: {status} {}", reply.body);
     }
     // Dropping the request reads and discards any unread body (tiny_http does it).
     send(request, reply);
     let elapsed = started.elapsed();
-    shared
-        .metrics
+    ctx.metrics
         .hook_request_duration_seconds
         .observe(label, elapsed);
     log::debug!(
@@ -465,7 +482,7 @@ type SlowQueue = Arc<Mutex<mpsc::Receiver<tiny_http::Request>>>;
 fn spawn_slow_worker(
     i: usize,
     queue: SlowQueue,
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     hooks: Arc<Hooks>,
 ) -> std::io::Result<()> {
     thread::Builder::new()
@@ -475,7 +492,7 @@ fn spawn_slow_worker(
             // serving one.
             let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
             match next {
-                Ok(request) => serve_one(&shared, &hooks, request),
+                Ok(request) => serve_one(&ctx, &hooks, request),
                 Err(_) => return,
             }
         })
@@ -487,7 +504,7 @@ fn spawn_slow_worker(
 /// [`SLOW_WORKERS`] threads, so a client that stalls mid-body only delays other
 /// clients with large bodies.
 pub fn start(
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     hooks: Hooks,
     server: tiny_http::Server,
 ) -> std::io::Result<HookServer> {
@@ -497,13 +514,13 @@ pub fn start(
     let (slow_tx, slow_rx) = mpsc::channel::<tiny_http::Request>();
     let slow_rx: SlowQueue = Arc::new(Mutex::new(slow_rx));
     for i in 0..SLOW_WORKERS {
-        spawn_slow_worker(i, slow_rx.clone(), shared.clone(), hooks.clone())?;
+        spawn_slow_worker(i, slow_rx.clone(), ctx.clone(), hooks.clone())?;
     }
     let mut workers = Vec::with_capacity(WORKERS);
     for i in 0..WORKERS {
         let worker_server = server.clone();
         let worker_hooks = hooks.clone();
-        let worker_shared = shared.clone();
+        let worker_ctx = ctx.clone();
         let worker_stopping = stopping.clone();
         let slow = slow_tx.clone();
         let worker = thread::Builder::new()
@@ -511,11 +528,11 @@ pub fn start(
             .spawn(move || loop {
                 match worker_server.recv() {
                     Ok(request) if body_is_buffered(&request) => {
-                        serve_one(&worker_shared, &worker_hooks, request)
+                        serve_one(&worker_ctx, &worker_hooks, request)
                     }
                     Ok(request) => {
                         if let Err(mpsc::SendError(request)) = slow.send(request) {
-                            serve_one(&worker_shared, &worker_hooks, request);
+                            serve_one(&worker_ctx, &worker_hooks, request);
                         }
                     }
                     Err(e) => {
@@ -553,6 +570,7 @@ mod tests {
     use crate::config::{parse, Command};
     use crate::devices::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
     use crate::runtime::reaper::Exit;
+    use crate::state::Shared;
     use std::time::Duration;
 
     fn shared_with(args: &[&str]) -> Arc<Shared> {
@@ -583,7 +601,13 @@ mod tests {
     }
 
     fn call(s: &Shared, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let r = hooks().handle(s, SystemTime::now(), method, path, body.as_bytes());
+        let r = hooks().handle(
+            &s.hooks_context(),
+            SystemTime::now(),
+            method,
+            path,
+            body.as_bytes(),
+        );
         assert_eq!(r.content_type, "application/json");
         (r.status, serde_json::from_str(&r.body).unwrap())
     }
@@ -737,14 +761,26 @@ mod tests {
     fn authentication_headers_come_from_the_token_cache() {
         let s = shared("auth");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let r = hooks().handle(&s, now, "GET", "/get_authentication_headers", b"");
+        let r = hooks().handle(
+            &s.hooks_context(),
+            now,
+            "GET",
+            "/get_authentication_headers",
+            b"",
+        );
         assert_eq!(r.status, 503);
         assert!(r.body.contains("no OAuth access token"));
         s.token.set(AccessToken {
             value: "ya29.abc".into(),
             expires_at: now + Duration::from_secs(3600),
         });
-        let r = hooks().handle(&s, now, "GET", "/get_authentication_headers", b"");
+        let r = hooks().handle(
+            &s.hooks_context(),
+            now,
+            "GET",
+            "/get_authentication_headers",
+            b"",
+        );
         assert_eq!(r.status, 200);
         let v: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(
@@ -752,7 +788,13 @@ mod tests {
             json!({"headers": {"Authorization": "Bearer ya29.abc"}, "expiry": 1_700_003_600u64})
         );
         let later = now + Duration::from_secs(3600);
-        let r = hooks().handle(&s, later, "GET", "/get_authentication_headers", b"");
+        let r = hooks().handle(
+            &s.hooks_context(),
+            later,
+            "GET",
+            "/get_authentication_headers",
+            b"",
+        );
         assert_eq!(r.status, 503);
     }
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use crate::runtime::daemon::{self, Socket, Spec};
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::state::Shared;
+use crate::serve::metrics::Metrics;
+use std::path::PathBuf;
 
 /// The command line that runs the server in the foreground on `addr`'s port.
 fn server_args(addr: SocketAddr) -> Vec<String> {
@@ -40,18 +41,24 @@ fn level_of(line: &str) -> log::Level {
     }
 }
 
-/// Runs until shutdown: keeps an adb server listening on `shared.config.adb_server`.
-pub async fn run(shared: Arc<Shared>, reaper: Reaper, shutdown: Shutdown) {
-    let addr = shared.config.adb_server;
+/// Runs until shutdown: keeps `adb` (the program) listening on `addr`, counting its
+/// restarts in `metrics`.
+pub async fn run(
+    adb: PathBuf,
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    reaper: Reaper,
+    shutdown: Shutdown,
+) {
     let spec = Spec {
         target: module_path!(),
         name: "the adb server",
         prefix: "adb",
-        program: shared.config.adb.clone(),
+        program: adb,
         args: server_args(addr),
         socket: Socket::Tcp(addr),
         level_of,
-        on_restart: Box::new(move || shared.metrics.adb_server_restarts_total.inc()),
+        on_restart: Box::new(move || metrics.adb_server_restarts_total.inc()),
     };
     daemon::run(spec, reaper, shutdown).await
 }

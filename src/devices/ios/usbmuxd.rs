@@ -6,12 +6,10 @@
 //! pod), it is used and nothing is started.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::runtime::daemon::{self, Socket, Spec};
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::state::Shared;
 
 /// Fixed in usbmuxd and in the tools that talk to it.
 pub const SOCKET: &str = "/var/run/usbmuxd";
@@ -33,13 +31,13 @@ fn level_of(line: &str) -> log::Level {
     }
 }
 
-/// Runs until shutdown: keeps usbmuxd answering on [`SOCKET`].
-pub async fn run(shared: Arc<Shared>, reaper: Reaper, shutdown: Shutdown) {
+/// Runs until shutdown: keeps `usbmuxd` (the program) answering on [`SOCKET`].
+pub async fn run(usbmuxd: PathBuf, reaper: Reaper, shutdown: Shutdown) {
     let spec = Spec {
         target: module_path!(),
         name: "usbmuxd",
         prefix: "usbmuxd",
-        program: shared.config.usbmuxd.clone(),
+        program: usbmuxd,
         args: vec!["--foreground".into()],
         socket: Socket::Unix(PathBuf::from(SOCKET)),
         level_of,
