@@ -279,7 +279,11 @@ def check_bot(state, cid, pid1, rootfs, proc):
         return b if b and any(a.endswith(b"swarming_bot.1.zip") for a in guest_argv(b)) else None
     bot = wait_until("the bot running from swarming_bot.1.zip", on_copy, proc)
     python = os.path.join(rootfs, "usr/bin/python3.11")
-    if not maps_file(bot, python):
+    # Right after an exec under qemu the new argv can be read before qemu has mapped
+    # the program it emulates: wait for the mapping rather than look once.
+    try:
+        wait_until("the bot to map the image's python3.11", lambda: maps_file(bot, python), proc, limit=30)
+    except GaveUp:
         fail(f"the bot (host pid {bot}, exe {os.readlink(f'/proc/{bot}/exe')}) does not run the image's python3.11")
     print(f"ok: the bot zip was downloaded into the container's /b/s ({os.path.getsize(zip_path)} bytes); "
           f"the bot (host pid {bot}) re-executed the image's own Python on swarming_bot.1.zip "
