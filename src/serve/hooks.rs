@@ -761,26 +761,18 @@ mod tests {
     fn authentication_headers_come_from_the_token_cache() {
         let s = shared("auth");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let r = hooks().handle(
-            &s.hooks_context(),
-            now,
-            "GET",
-            "/get_authentication_headers",
-            b"",
-        );
+        let headers_at = |at| {
+            let ctx = s.hooks_context();
+            hooks().handle(&ctx, at, "GET", "/get_authentication_headers", b"")
+        };
+        let r = headers_at(now);
         assert_eq!(r.status, 503);
         assert!(r.body.contains("no OAuth access token"));
         s.token.set(AccessToken {
             value: "ya29.abc".into(),
             expires_at: now + Duration::from_secs(3600),
         });
-        let r = hooks().handle(
-            &s.hooks_context(),
-            now,
-            "GET",
-            "/get_authentication_headers",
-            b"",
-        );
+        let r = headers_at(now);
         assert_eq!(r.status, 200);
         let v: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(
@@ -788,13 +780,7 @@ mod tests {
             json!({"headers": {"Authorization": "Bearer ya29.abc"}, "expiry": 1_700_003_600u64})
         );
         let later = now + Duration::from_secs(3600);
-        let r = hooks().handle(
-            &s.hooks_context(),
-            later,
-            "GET",
-            "/get_authentication_headers",
-            b"",
-        );
+        let r = headers_at(later);
         assert_eq!(r.status, 503);
     }
 
