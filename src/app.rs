@@ -10,10 +10,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bot::supervisor;
 use crate::bot::token_fetch;
+use crate::bot::{bots, supervisor};
 use crate::config::settings::{self, SettingsError};
-use crate::config::Config;
+use crate::config::{BotsMode, Config};
 use crate::devices;
 use crate::devices::snapshot::Snapshot;
 use crate::runtime::clock::Ticker;
@@ -143,12 +143,34 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             shared.config.token_config.clone(),
             shutdown.clone(),
         );
-        Some(tokio::spawn(supervisor::run(
-            shared.supervisor_context(),
-            reaper.clone(),
-            tokens,
-            shutdown.clone(),
-        )))
+        let ctx = shared.supervisor_context();
+        Some(match shared.config.bots {
+            BotsMode::One => {
+                let which = supervisor::Which {
+                    id: shared.config.bot_id.clone(),
+                    dir: shared.config.bot_dir.clone(),
+                    phone_env: None,
+                    zip_seed: None,
+                    status: shared.bot.clone(),
+                };
+                tokio::spawn(supervisor::run(
+                    ctx,
+                    which,
+                    false,
+                    reaper.clone(),
+                    tokens,
+                    shutdown.clone(),
+                ))
+            }
+            BotsMode::PerDevice => tokio::spawn(bots::run(
+                ctx,
+                shared.snapshot.clone(),
+                shared.fleet.clone(),
+                reaper.clone(),
+                tokens,
+                shutdown.clone(),
+            )),
+        })
     };
 
     shutdown.requested().await;

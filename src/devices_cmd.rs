@@ -36,6 +36,8 @@ pub struct Verdict {
     pub maintenance: Vec<String>,
     /// Values the monitor could not read from the phone (`battery level (...)`).
     pub missing_values: Vec<String>,
+    /// `--bots per-device`: the phone's bot (`bot <id>`), or why it has none.
+    pub bot: Option<String>,
 }
 
 /// What the command prints, and the error that makes it exit 1 (after printing).
@@ -153,6 +155,7 @@ pub fn parse_status(body: &str) -> Result<Vec<Verdict>, String> {
                 quarantined: list(reasons.and_then(|r| r.get("quarantined")), "quarantined")?,
                 maintenance: list(reasons.and_then(|r| r.get("maintenance")), "maintenance")?,
                 missing_values: list(d.get("missing_values"), "missing_values")?,
+                bot: d.get("bot").and_then(Value::as_str).map(str::to_string),
             })
         })
         .collect()
@@ -252,6 +255,7 @@ fn describe(v: &Verdict) -> String {
     if !v.missing_values.is_empty() {
         parts.push(format!("could not read: {}", v.missing_values.join("; ")));
     }
+    parts.extend(v.bot.clone());
     parts.join("; ")
 }
 
@@ -276,7 +280,27 @@ mod tests {
             quarantined: q.iter().map(|s| s.to_string()).collect(),
             maintenance: m.iter().map(|s| s.to_string()).collect(),
             missing_values: vec![],
+            bot: None,
         }
+    }
+
+    #[test]
+    fn a_phone_of_its_own_bot_names_it() {
+        let mut v = verdict("S1", "device", &[], &[]);
+        v.bot = Some("bot pi-9--S1".into());
+        let got = lines("S1 device transport_id:1\n", &Ok(vec![v]));
+        assert_eq!(
+            got[1],
+            "S1  device  transport_id:1  -> usable; bot pi-9--S1"
+        );
+        let parsed = parse_status(
+            r#"{"devices":[{"serial":"S1","kind":"android","state":"device","reasons":{"quarantined":[],"maintenance":[]},"missing_values":[],"bot":"no bot for S1: --max-bots 1 bots run already"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed[0].bot.as_deref(),
+            Some("no bot for S1: --max-bots 1 bots run already")
+        );
     }
 
     fn lines(listing: &str, verdicts: &Result<Vec<Verdict>, String>) -> Vec<String> {

@@ -10,7 +10,7 @@
 //! are never held across I/O or an `.await`; writers swap whole values in. That is why
 //! these are `std::sync` locks and not tokio ones.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -32,6 +32,10 @@ pub enum DeviceCommand {
     TaskStarted,
     /// A task ended: reboot the phones (unless disabled), wait for them, interrogate.
     TaskEnded,
+    /// A task started on the bot of this phone alone (`--bots per-device`).
+    PhoneTaskStarted(String),
+    /// That task ended: reboot this phone alone (unless disabled).
+    PhoneTaskEnded(String),
 }
 
 /// What the supervisor knows of the bot, for the state hook, the status page and the bot
@@ -217,6 +221,45 @@ impl DeviceCommands {
     }
 }
 
+/// One bot of `--bots per-device`, as the hooks and the status views see it.
+#[derive(Clone)]
+pub struct FleetBot {
+    pub serial: String,
+    pub status: Arc<BotStatusCell>,
+}
+
+/// The bots of `--bots per-device` by id, and the phones refused a bot with the reason;
+/// written by the fleet manager (`bot::bots`) only. The hooks find a calling bot's
+/// phone through it.
+#[derive(Default)]
+pub struct Fleet(RwLock<(BTreeMap<String, FleetBot>, BTreeMap<String, String>)>);
+
+impl Fleet {
+    pub fn set(&self, bots: BTreeMap<String, FleetBot>, refused: BTreeMap<String, String>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (bots, refused);
+    }
+
+    /// The bot with this id.
+    pub fn bot(&self, id: &str) -> Option<FleetBot> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(id)
+            .cloned()
+    }
+
+    /// Every bot, by id.
+    pub fn bots(&self) -> BTreeMap<String, FleetBot> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// The phones without a bot, with the reason, by serial.
+    pub fn refused(&self) -> BTreeMap<String, String> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+}
+
 /// Every handle, as `app` builds them.
 pub struct Shared {
     pub config: Arc<Config>,
@@ -228,6 +271,7 @@ pub struct Shared {
     pub forced: Arc<ForcedQuarantine>,
     pub liveness: Arc<Liveness>,
     pub commands: DeviceCommands,
+    pub fleet: Arc<Fleet>,
 }
 
 impl Shared {
@@ -247,7 +291,6 @@ impl Shared {
         crate::bot::supervisor::Context {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
-            status: self.bot.clone(),
             events: self.events.clone(),
         }
     }
@@ -263,6 +306,7 @@ impl Shared {
             liveness: self.liveness.clone(),
             forced: self.forced.clone(),
             commands: self.commands.clone(),
+            fleet: self.fleet.clone(),
         }
     }
 
@@ -279,6 +323,7 @@ impl Shared {
             forced: Arc::default(),
             liveness: Arc::default(),
             commands: DeviceCommands(tx),
+            fleet: Arc::default(),
         };
         (Arc::new(shared), rx)
     }

@@ -36,6 +36,11 @@ except Exception:  # outside the bot, or a bot without it
     os_utilities = None
 
 ADDR_ENV = "TEST_MACHINE_MONITOR_HOOK_ADDR"
+# Every call names its bot, so that a monitor running one bot per phone (--bots
+# per-device) answers for this bot's phone alone. The monitor sets the variable for the
+# bots it runs.
+BOT_ID_ENV = "SWARMING_BOT_ID"
+BOT_HEADER = "X-Swarming-Bot-Id"
 DEFAULT_ADDR = "127.0.0.1:11000"
 # Seconds allowed for one call to the monitor or to the token endpoint, all included.
 CALL_DEADLINE = 5.0
@@ -83,6 +88,9 @@ def _call(method, path, payload=None):
     deadline = time.time() + CALL_DEADLINE
     body = None
     headers = {}
+    bot_id = os.environ.get(BOT_ID_ENV)
+    if bot_id:
+        headers[BOT_HEADER] = bot_id
     if payload is not None:
         body = json.dumps(payload).encode("utf-8")
         headers["Content-Type"] = "application/json"

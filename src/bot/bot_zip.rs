@@ -335,6 +335,32 @@ pub struct Source<'a> {
     pub server: &'a str,
     pub bot_id: &'a str,
     pub metrics: &'a Metrics,
+    /// A directory whose subdirectories may hold a good zip to copy instead of a
+    /// download (the other bots' directories, `--bots per-device`).
+    pub seed: Option<&'a Path>,
+}
+
+/// Copies the first good zip found in a subdirectory of `seed` other than `dir` into
+/// `dir` (through a temporary file, renamed into place); the zip it copied, if any.
+pub fn copy_from_siblings(seed: &Path, dir: &Path) -> io::Result<Option<PathBuf>> {
+    let mut candidates: Vec<PathBuf> = fs::read_dir(seed)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.as_path() != dir)
+        .map(|p| p.join(ZIP_NAME))
+        .collect();
+    candidates.sort();
+    for zip in candidates {
+        if check_zip_file(&zip).is_err() {
+            continue;
+        }
+        let temp = temp_path(dir);
+        fs::copy(&zip, &temp)?;
+        fs::rename(&temp, dir.join(ZIP_NAME))?;
+        fsync_dir(dir)?;
+        return Ok(Some(zip));
+    }
+    Ok(None)
 }
 
 /// Makes sure the bot directory holds a good zip; downloads one if needed, retrying for
@@ -367,6 +393,31 @@ pub async fn ensure(
                 return true;
             }
             Err(ZipFileError::Io(_, io::ErrorKind::NotFound)) => {
+                if let Some(seed) = source.seed {
+                    let (seed, to) = (seed.to_path_buf(), dir.to_path_buf());
+                    let copied =
+                        match run_detached("zip-copy", move || copy_from_siblings(&seed, &to)) {
+                            Ok(rx) => rx.await.unwrap_or_else(|_| {
+                                Err(io::Error::other("the copy thread ended without an answer"))
+                            }),
+                            Err(e) => Err(e),
+                        };
+                    match copied {
+                        Ok(Some(from)) => {
+                            log::info!(
+                                "{} is missing: copied the good zip of {}",
+                                zip.display(),
+                                from.display()
+                            );
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => log::warn!(
+                            "{} is missing and no other bot's zip could be copied ({e})",
+                            zip.display()
+                        ),
+                    }
+                }
                 log::info!("{} is missing: downloading it", zip.display());
             }
             Err(problem) => {

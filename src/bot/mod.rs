@@ -5,7 +5,9 @@
 //! `bot_config.py`, beside them.
 
 pub mod bot_zip;
+pub mod bots;
 pub mod df;
+pub mod fleet;
 pub mod shim;
 pub mod supervisor;
 pub mod token;

@@ -83,18 +83,34 @@ struct Launch {
     env: Vec<(&'static str, OsString)>,
 }
 
-/// What the supervisor is given: its configuration, the counters, the bot status it
-/// alone writes, and the events it appends to.
+/// What the supervisor is given: its configuration, the counters, and the events it
+/// appends to.
+#[derive(Clone)]
 pub struct Context {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub status: Arc<BotStatusCell>,
     pub events: Arc<Events>,
+}
+
+/// Which bot to run: `--bot-id` in `--bot-dir` (`--bots one`), or one phone's bot.
+pub struct Which {
+    pub id: String,
+    pub dir: PathBuf,
+    /// The phone's variable for a phone's bot (`ANDROID_SERIAL`, `IOS_UDID`).
+    pub phone_env: Option<(&'static str, String)>,
+    /// A directory whose subdirectories may hold a good zip to copy rather than
+    /// download: the other bots' (`--bots per-device`).
+    pub zip_seed: Option<PathBuf>,
+    /// The status this bot's supervisor alone writes.
+    pub status: Arc<BotStatusCell>,
 }
 
 /// The bot's part in the supervised loop.
 struct Bot {
     ctx: Context,
+    which: Which,
+    /// `bot`, or `bot <id>` when there are several: how the log names it.
+    who: String,
     server: String,
     launch: Launch,
     tokens: TokenWatch,
@@ -115,8 +131,8 @@ impl Hooks for Bot {
         module_path!()
     }
 
-    fn name(&self) -> &'static str {
-        "the bot"
+    fn name(&self) -> &str {
+        &self.who
     }
 
     fn grace(&self) -> Duration {
@@ -126,8 +142,9 @@ impl Hooks for Bot {
     async fn before_start(&mut self, shutdown: &mut Shutdown) -> bool {
         let source = bot_zip::Source {
             server: &self.server,
-            bot_id: &self.ctx.config.bot_id,
+            bot_id: &self.which.id,
             metrics: &self.ctx.metrics,
+            seed: self.which.zip_seed.as_deref(),
         };
         bot_zip::ensure(&source, &self.launch.dir, &mut self.tokens, shutdown).await
     }
@@ -145,7 +162,8 @@ impl Hooks for Bot {
 
     fn spawn_failed(&mut self, e: &io::Error) -> Option<Exit> {
         log::error!(
-            "cannot start the bot with {}: {e}",
+            "cannot start the {} with {}: {e}",
+            self.who,
             self.launch.python.display()
         );
         // The shell's convention for a command that cannot be run.
@@ -160,36 +178,45 @@ impl Hooks for Bot {
     fn started(&mut self, pid: i32) -> Sink {
         self.launches += 1;
         log::info!(
-            "started the bot (pid {pid}): {} {} start_bot",
+            "started the {} (pid {pid}): {} {} start_bot",
+            self.who,
             self.launch.python.display(),
             self.launch.dir.join(bot_zip::ZIP_NAME).display()
         );
-        self.ctx.events.record(format!("bot started (pid {pid})"));
+        self.ctx
+            .events
+            .record(format!("{} started (pid {pid})", self.who));
         let restarts = self.launches - 1;
-        self.ctx.status.update(|s| {
+        self.which.status.update(|s| {
             s.running = true;
             s.started_at_unix = Some(unix_now());
             s.restarts = restarts;
         });
         let shim_seen = Arc::new(Mutex::new(None));
         self.shim_seen = shim_seen.clone();
+        // With several bots each line says whose it is.
+        let prefix = match self.who.strip_prefix("bot ") {
+            Some(id) => format!("{id}: "),
+            None => String::new(),
+        };
         Arc::new(move |line: &str| {
             if let Some(args) = reboot_request(line) {
                 *shim_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(args.to_string());
             }
-            log::info!(target: "test_machine_monitor::bot", "{line}");
+            log::info!(target: "test_machine_monitor::bot", "{prefix}{line}");
         })
     }
 
     fn exited(&mut self, exit: Option<Exit>, ran_for: Duration, decision: &Decision) {
         let exit = exit.unwrap_or(Exit::Code(-1));
-        self.ctx.status.update(|s| {
+        self.which.status.update(|s| {
             s.running = false;
             s.started_at_unix = None;
             s.last_exit = Some(exit);
         });
         self.ctx.events.record(format!(
-            "bot exited with {exit} after {:.1}s",
+            "{} exited with {exit} after {:.1}s",
+            self.who,
             ran_for.as_secs_f64()
         ));
         let shim_args = self
@@ -199,36 +226,41 @@ impl Hooks for Bot {
             .take();
         match (&shim_args, exit) {
             (Some(args), Exit::Signal(libc::SIGKILL)) => log::warn!(
-                "bot requested a host reboot (sudo {args}); it was killed by the shim after {:.1}s; restarting it in {:.1}s",
+                "{} requested a host reboot (sudo {args}); it was killed by the shim after {:.1}s; restarting it in {:.1}s",
+                self.who,
                 ran_for.as_secs_f64(),
                 decision.delay.as_secs_f64()
             ),
             _ => log::warn!(
-                "bot exited with {exit} after {:.1}s; restarting it in {:.1}s",
+                "{} exited with {exit} after {:.1}s; restarting it in {:.1}s",
+                self.who,
                 ran_for.as_secs_f64(),
                 decision.delay.as_secs_f64()
             ),
         }
         if decision.crashloop_started {
             log::error!(
-                "bot is crash-looping: {CRASH_DEATHS} exits within {}s (last: {exit}); restarts back off up to 5 minutes",
+                "{} is crash-looping: {CRASH_DEATHS} exits within {}s (last: {exit}); restarts back off up to 5 minutes",
+                self.who,
                 CRASH_WINDOW.as_secs()
             );
-            self.ctx.status.update(|s| s.crashlooping = true);
+            self.which.status.update(|s| s.crashlooping = true);
         }
     }
 
     fn recovered(&mut self) {
-        self.ctx.status.update(|s| s.crashlooping = false);
+        self.which.status.update(|s| s.crashlooping = false);
         log::info!(
-            "bot has run for {}s: no longer crash-looping",
+            "{} has run for {}s: no longer crash-looping",
+            self.who,
             CRASH_WINDOW.as_secs()
         );
     }
 
     fn stopping(&mut self, pid: i32) {
         log::info!(
-            "stopping the bot (pid {pid}): SIGTERM, then SIGKILL after {}s",
+            "stopping the {} (pid {pid}): SIGTERM, then SIGKILL after {}s",
+            self.who,
             self.grace().as_secs()
         );
     }
@@ -236,11 +268,15 @@ impl Hooks for Bot {
     fn killing(&mut self, pid: i32, why: Kill) {
         match why {
             Kill::Grace => log::warn!(
-                "bot (pid {pid}) still running {}s after SIGTERM: SIGKILL",
+                "{} (pid {pid}) still running {}s after SIGTERM: SIGKILL",
+                self.who,
                 self.grace().as_secs()
             ),
             Kill::Hurried => {
-                log::warn!("second termination signal: SIGKILL the bot (pid {pid}) now")
+                log::warn!(
+                    "second termination signal: SIGKILL the {} (pid {pid}) now",
+                    self.who
+                )
             }
         }
     }
@@ -248,29 +284,38 @@ impl Hooks for Bot {
     fn stopped(&mut self, pid: i32, exit: Option<Exit>) {
         match exit {
             Some(exit) => {
-                log::info!("bot (pid {pid}) stopped: {exit}");
-                self.ctx.status.update(|s| {
+                log::info!("{} (pid {pid}) stopped: {exit}", self.who);
+                self.which.status.update(|s| {
                     s.running = false;
                     s.last_exit = Some(exit);
                 });
             }
             None => {
                 log::error!(
-                    "bot (pid {pid}) did not die within {}s of SIGKILL",
+                    "{} (pid {pid}) did not die within {}s of SIGKILL",
+                    self.who,
                     child::KILL_WAIT.as_secs()
                 );
-                self.ctx.status.update(|s| s.running = false);
+                self.which.status.update(|s| s.running = false);
             }
         }
     }
 }
 
-/// Bootstrap, then run and restart the bot until shutdown; returns once the bot is gone.
-pub async fn run(ctx: Context, reaper: Reaper, mut tokens: TokenWatch, mut shutdown: Shutdown) {
+/// Bootstrap, then run and restart the bot `which` until shutdown; returns once the bot
+/// is gone. `several` says whether other bots run beside it (the log then names it).
+pub async fn run(
+    ctx: Context,
+    which: Which,
+    several: bool,
+    reaper: Reaper,
+    mut tokens: TokenWatch,
+    mut shutdown: Shutdown,
+) {
     let Some(server) = ctx.config.swarming_server.clone() else {
         return;
     };
-    let Some(launch) = prepare(&ctx.config, &mut shutdown).await else {
+    let Some(launch) = prepare(&ctx.config, &which, &mut shutdown).await else {
         return;
     };
     log::info!("waiting for an access token before the first bot launch");
@@ -281,8 +326,15 @@ pub async fn run(ctx: Context, reaper: Reaper, mut tokens: TokenWatch, mut shutd
         Backoff::with_entropy(Duration::from_secs(1), Duration::from_secs(300)),
         STABLE_RUN,
     );
+    let who = if several {
+        format!("bot {}", which.id)
+    } else {
+        "bot".to_string()
+    };
     let mut bot = Bot {
         ctx,
+        which,
+        who,
         server,
         launch,
         tokens,
@@ -293,23 +345,27 @@ pub async fn run(ctx: Context, reaper: Reaper, mut tokens: TokenWatch, mut shutd
 }
 
 /// Creates the bot directory and the shim, retrying until they exist or shutdown.
-async fn prepare(config: &Config, shutdown: &mut Shutdown) -> Option<Launch> {
+/// The shim is shared: it sits beside `--bot-dir`, which in `--bots per-device` holds
+/// only the bots' directories.
+async fn prepare(config: &Config, which: &Which, shutdown: &mut Shutdown) -> Option<Launch> {
     let mut retry = Retry::slow();
     loop {
-        let result = bot_zip::prepare_dir(&config.bot_dir)
+        let result = bot_zip::prepare_dir(&which.dir)
             .map_err(|e| {
                 format!(
                     "cannot create the bot directory {}: {e}",
-                    config.bot_dir.display()
+                    which.dir.display()
                 )
             })
             .and_then(|dir| {
-                install_shim(&dir)
+                let base = bot_zip::prepare_dir(&config.bot_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", config.bot_dir.display()))?;
+                install_shim(&base)
                     .map(|shim| (dir.clone(), shim))
                     .map_err(|e| {
                         format!(
                             "cannot install the sudo shim in {}: {e}",
-                            shim_dir(&dir).display()
+                            shim_dir(&base).display()
                         )
                     })
             });
@@ -324,21 +380,27 @@ async fn prepare(config: &Config, shutdown: &mut Shutdown) -> Option<Launch> {
                 // The one place we read our own environment: the bot inherits it, and its
                 // PATH only gains the shim directory in front.
                 let path = bot_path(&shim, std::env::var_os("PATH"));
+                let mut env: Vec<(&'static str, OsString)> = which
+                    .phone_env
+                    .iter()
+                    .map(|(k, v)| (*k, OsString::from(v)))
+                    .collect();
+                env.extend([
+                    ("SWARMING_BOT_ID", OsString::from(&which.id)),
+                    ("SWARMING_EXTERNAL_BOT_SETUP", "1".into()),
+                    (
+                        "TEST_MACHINE_MONITOR_HOOK_ADDR",
+                        c.hook_addr.to_string().into(),
+                    ),
+                    // stdout through a pipe is block-buffered by Python: lines must reach
+                    // the log when they are written.
+                    ("PYTHONUNBUFFERED", "1".into()),
+                    ("PATH", path),
+                ]);
                 return Some(Launch {
                     python: c.python.clone(),
                     dir,
-                    env: vec![
-                        ("SWARMING_BOT_ID", c.bot_id.clone().into()),
-                        ("SWARMING_EXTERNAL_BOT_SETUP", "1".into()),
-                        (
-                            "TEST_MACHINE_MONITOR_HOOK_ADDR",
-                            c.hook_addr.to_string().into(),
-                        ),
-                        // stdout through a pipe is block-buffered by Python: lines must reach
-                        // the log when they are written.
-                        ("PYTHONUNBUFFERED", "1".into()),
-                        ("PATH", path),
-                    ],
+                    env,
                 });
             }
             Err(e) => {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::flags::{Flag, Kind, FLAGS};
-use super::Config;
+use super::{BotsMode, Config};
 
 impl Config {
     /// The effective configuration, one `key = value` per line, for `--check-config`.
@@ -54,6 +54,11 @@ impl Kind {
                 }
                 .to_string()
             }
+            Kind::Bots(f) => match (f.get)(config) {
+                BotsMode::One => "one".to_string(),
+                BotsMode::PerDevice => "per-device".to_string(),
+            },
+            Kind::Count { field, .. } => (field.get)(config).to_string(),
             Kind::Server(f) => (f.get)(config).clone().unwrap_or_else(|| "none".into()),
             Kind::BotId(f) => (f.get)(config).clone(),
         })

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, DeviceKinds};
+use super::{BotsMode, Config, DeviceKinds};
 
 /// The [`Config`] field a row fills in and describes.
 pub(super) struct Field<T: 'static> {
@@ -57,6 +57,14 @@ pub(super) enum Kind {
     },
     /// A comma list of android and ios, or none.
     Devices(Field<DeviceKinds>),
+    /// `one` or `per-device`.
+    Bots(Field<BotsMode>),
+    /// A whole number from `min` to `max`.
+    Count {
+        min: usize,
+        max: usize,
+        field: Field<usize>,
+    },
     /// The Swarming server's base URL: none only with `--no-bot`.
     Server(Field<Option<String>>),
     /// A Swarming bot id; the host name when absent.
@@ -135,6 +143,37 @@ pub(super) const FLAGS: &[Flag] = &[
         kind: Kind::BotDir(field!(bot_dir)),
         default: Fallback::Literal("/b/s"),
         help: "the bot's own directory; the zip is DIR/swarming_bot.zip",
+    },
+    Flag {
+        name: "--bots",
+        metavar: "MODE",
+        env: None,
+        kind: Kind::Bots(field!(bots)),
+        default: Fallback::Literal("one"),
+        help: "one bot for the Pi, or per-device: one bot for each phone, id <bot-id>--<serial>, in DIR/<serial>",
+    },
+    Flag {
+        name: "--gone-bot-grace",
+        metavar: "SECS",
+        env: None,
+        kind: Kind::Seconds {
+            min: 0,
+            field: field!(gone_bot_grace),
+        },
+        default: Fallback::Literal("600"),
+        help: "per-device: how long the bot of a phone that is gone stays up, quarantined",
+    },
+    Flag {
+        name: "--max-bots",
+        metavar: "N",
+        env: None,
+        kind: Kind::Count {
+            min: 1,
+            max: 64,
+            field: field!(max_bots),
+        },
+        default: Fallback::Literal("16"),
+        help: "per-device: the most bots at once (a bot is a Python process of about 55 MB)",
     },
     Flag {
         name: "--python",

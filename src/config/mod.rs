@@ -42,6 +42,13 @@ pub enum Command {
     BotConfig,
 }
 
+/// How many Swarming bots run: one for the Pi, or one for each phone (`--bots`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BotsMode {
+    One,
+    PerDevice,
+}
+
 /// Which kinds of phone to watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceKinds {
@@ -63,6 +70,11 @@ pub struct Config {
     pub adb: PathBuf,
     pub adb_server: SocketAddr,
     pub devices: DeviceKinds,
+    pub bots: BotsMode,
+    /// How long a bot whose phone is gone stays up (`--bots per-device`).
+    pub gone_bot_grace: Duration,
+    /// The most bots at once (`--bots per-device`).
+    pub max_bots: usize,
     pub interrogate_every: Duration,
     pub grace: Duration,
     pub no_bot: bool,
@@ -358,6 +370,8 @@ mod tests {
                 | Kind::FractionalSeconds { min, .. }
                 | Kind::Mebibytes { min, .. } => Some(min.to_string()),
                 Kind::Devices(_) => Some("android,ios".to_string()),
+                Kind::Bots(_) => Some("per-device".to_string()),
+                Kind::Count { min, .. } => Some(min.to_string()),
                 Kind::Server(_) => Some("https://other.example.com".to_string()),
                 Kind::BotId(_) => Some("other-id".to_string()),
             };

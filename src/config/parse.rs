@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::flags::{self, Fallback, FLAGS};
 use super::values::Context;
-use super::{usage, Command, Config, DeviceKinds, UsageError};
+use super::{usage, BotsMode, Command, Config, DeviceKinds, UsageError};
 
 /// Parses the arguments (without argv\[0\]) and the environment twins into a [`Command`].
 ///
@@ -126,6 +126,9 @@ fn unfilled() -> Config {
             android: false,
             ios: false,
         },
+        bots: BotsMode::One,
+        gone_bot_grace: Duration::ZERO,
+        max_bots: 0,
         interrogate_every: Duration::ZERO,
         grace: Duration::ZERO,
         no_bot: false,

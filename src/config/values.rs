@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::flags::Kind;
-use super::{usage, Config, DeviceKinds, UsageError};
+use super::{usage, BotsMode, Config, DeviceKinds, UsageError};
 
 /// What some kinds need beyond their own value.
 pub(super) struct Context<'a> {
@@ -49,6 +49,30 @@ impl Kind {
                 *(field.slot)(config) = (number(flag, value, *min, *max)? * 1_048_576.0) as u64;
             }
             Kind::Devices(f) => *(f.slot)(config) = device_kinds(flag, value)?,
+            Kind::Bots(f) => {
+                *(f.slot)(config) = match value {
+                    "one" => BotsMode::One,
+                    "per-device" => BotsMode::PerDevice,
+                    other => {
+                        return Err(usage(
+                            flag,
+                            format!("expected one or per-device, got {other:?}"),
+                        ))
+                    }
+                }
+            }
+            Kind::Count { min, max, field } => {
+                *(field.slot)(config) = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (*min..=*max).contains(n))
+                    .ok_or_else(|| {
+                        usage(
+                            flag,
+                            format!("expected a whole number from {min} to {max}, got {value:?}"),
+                        )
+                    })?;
+            }
             Kind::Server(f) => {
                 *(f.slot)(config) = match raw {
                     Some(url) => Some(server_url(flag, url)?),

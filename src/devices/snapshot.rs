@@ -4,7 +4,7 @@
 //! (see `state::Shared::publish_snapshot`); the hook and metrics servers clone the `Arc`
 //! and never wait on adb or on a lock held across I/O. Nothing here does I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Dimensions as Swarming takes them: key to a non-empty list of values.
 pub type Dimensions = BTreeMap<String, Vec<String>>;
@@ -285,6 +285,56 @@ pub struct Snapshot {
     /// The bot's reasons: every phone's, and the fleet's own (an iPhone listing that
     /// failed). The forced quarantine is added by `verdict::with_forced`.
     pub reasons: Reasons,
+    /// The reasons that belong to no single phone, which every phone's bot reports too
+    /// (`--bots per-device`).
+    pub fleet_reasons: Reasons,
+    /// By serial, the dimensions a bot of that phone alone offers (`--bots per-device`):
+    /// what `dimensions` would be were it the only phone; only the phones that count
+    /// for dimensions (usable, or being rebooted) are here.
+    pub phone_dimensions: BTreeMap<String, Dimensions>,
+    /// The phones whose own bot runs a task now (`--bots per-device`).
+    pub busy_phones: BTreeSet<String>,
+}
+
+/// What a bot of one phone reports (`--bots per-device`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PhoneView {
+    pub dimensions: Dimensions,
+    /// The phone's own reasons and the fleet's.
+    pub reasons: Reasons,
+}
+
+impl Snapshot {
+    /// The view of the phone `serial`; a phone the snapshot does not know is
+    /// quarantined with the reason, never silently usable.
+    pub fn phone_view(&self, serial: &str) -> PhoneView {
+        let mut reasons = self.fleet_reasons.clone();
+        match self.devices.iter().find(|d| d.serial == serial) {
+            Some(d) => {
+                reasons
+                    .quarantined
+                    .extend(d.reasons.quarantined.iter().cloned());
+                reasons
+                    .maintenance
+                    .extend(d.reasons.maintenance.iter().cloned());
+            }
+            None => reasons
+                .quarantined
+                .push(format!("device {serial} is not listed")),
+        }
+        reasons.quarantined.sort();
+        reasons.quarantined.dedup();
+        reasons.maintenance.sort();
+        reasons.maintenance.dedup();
+        PhoneView {
+            dimensions: self
+                .phone_dimensions
+                .get(serial)
+                .cloned()
+                .unwrap_or_default(),
+            reasons,
+        }
+    }
 }
 
 /// What changed between two snapshots, as operator events: a device that appeared,

@@ -38,7 +38,7 @@ use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
 use crate::devices::parse::{self, devices_l::Listed};
-use crate::devices::snapshot::{self, Device, DeviceKind, Link, Reasons, Snapshot};
+use crate::devices::snapshot::{self, Device, DeviceKind, Dimensions, Link, Reasons, Snapshot};
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
@@ -184,6 +184,8 @@ struct Watcher {
     origin: tokio::time::Instant,
     /// Between a task's start and its end: no phone is rebooted for its own care then.
     task_running: bool,
+    /// The phones whose own bot runs a task (`--bots per-device`).
+    phone_tasks: BTreeSet<String>,
 }
 
 impl Watcher {
@@ -215,6 +217,7 @@ impl Watcher {
             warned_missing: BTreeSet::new(),
             origin: tokio::time::Instant::now(),
             task_running: false,
+            phone_tasks: BTreeSet::new(),
         }
     }
 
@@ -231,7 +234,21 @@ impl Watcher {
                 if self.ctx.config.no_reboot_after_task {
                     self.want_round();
                 } else {
-                    self.reboot_usable();
+                    self.reboot_usable(None);
+                }
+            }
+            DeviceCommand::PhoneTaskStarted(serial) => {
+                log::debug!("task started on {serial}'s bot");
+                self.phone_tasks.insert(serial);
+                self.publish(false);
+            }
+            DeviceCommand::PhoneTaskEnded(serial) => {
+                self.phone_tasks.remove(&serial);
+                if self.ctx.config.no_reboot_after_task {
+                    self.publish(false);
+                    self.want_round();
+                } else {
+                    self.reboot_usable(Some(&serial));
                 }
             }
         }
@@ -521,27 +538,36 @@ impl Watcher {
             &fleet,
             &self.thresholds,
             self.origin.elapsed().as_secs_f64(),
-            !self.task_running,
+            !self.task_running && self.phone_tasks.is_empty(),
         );
         // Dimensions: the reachable phones, plus the phones being rebooted with their
         // last values, so the bot's dimensions do not flap after every task.
-        let counted: Vec<(&Props, &dimensions::Packages)> = devices
+        let counted: Vec<(&str, (&Props, &dimensions::Packages))> = devices
             .iter()
             .filter(|d| d.reachable() || self.rebooting.contains(&d.serial))
             .filter_map(|d| {
                 let r = self.rounds.get(&d.serial)?;
-                Some((r.props.as_ref()?, &r.packages))
+                Some((d.serial.as_str(), (r.props.as_ref()?, &r.packages)))
             })
             .collect();
+        let android: Vec<_> = counted.iter().map(|(_, phone)| *phone).collect();
         let dims = dimensions::merge(&[
-            &dimensions::android_fleet(&counted),
+            &dimensions::android_fleet(&android),
             &self.iphones.fleet(&self.rebooting),
         ]);
+        let mut phone_dimensions: BTreeMap<String, Dimensions> = counted
+            .iter()
+            .map(|(serial, phone)| (serial.to_string(), dimensions::android_fleet(&[*phone])))
+            .collect();
+        phone_dimensions.extend(self.iphones.each(&self.rebooting));
         let snapshot = Snapshot {
             taken_at_unix: unix_now(),
             devices: outcome.devices,
             dimensions: dims,
             reasons: outcome.reasons,
+            fleet_reasons: fleet,
+            phone_dimensions,
+            busy_phones: self.phone_tasks.clone(),
         };
         for change in snapshot::changes(&self.ctx.snapshot.get(), &snapshot) {
             log::info!("{change}");
@@ -557,11 +583,15 @@ impl Watcher {
         }
     }
 
-    /// Reboots every usable phone (Android `reboot:`, iPhone `idevicediagnostics
-    /// restart`), each on its own deadline.
-    fn reboot_usable(&mut self) {
+    /// Reboots every usable phone, or `only` that one (Android `reboot:`, iPhone
+    /// `idevicediagnostics restart`), each on its own deadline.
+    fn reboot_usable(&mut self, only: Option<&str>) {
         let snapshot = self.ctx.snapshot.get();
-        let usable: Vec<&Device> = snapshot.devices.iter().filter(|d| d.reachable()).collect();
+        let usable: Vec<&Device> = snapshot
+            .devices
+            .iter()
+            .filter(|d| d.reachable() && only.is_none_or(|s| s == d.serial))
+            .collect();
         if usable.is_empty() {
             self.want_round();
             return;
@@ -867,6 +897,43 @@ mod tests {
         let before = rig.fake.calls("interrogate S1");
         tokio::time::sleep(Duration::from_secs(95)).await;
         assert!(rig.fake.calls("interrogate S1") >= before + 3);
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_phone_has_the_view_of_a_bot_of_its_own() {
+        let rig = rig().await;
+        rig.fake.answer("W", Answer::Fails("timed out".into()));
+        rig.fake.list("S1 device\nS2 device\nW device\n");
+        let s = rig
+            .until("three phones read", |s| {
+                s.devices.len() == 3
+                    && s.devices
+                        .iter()
+                        .all(|d| d.read_at_unix.is_some() || d.fault.is_some())
+                    && s.phone_dimensions.len() == 2
+            })
+            .await;
+        assert_eq!(s.dimensions["android_devices"], vec!["1", "2"]);
+        for serial in ["S1", "S2"] {
+            let v = s.phone_view(serial);
+            assert_eq!(v.dimensions["android_devices"], vec!["1"], "{serial}");
+            assert_eq!(v.dimensions["device_type"], vec!["redfin"], "{serial}");
+            assert_eq!(v.dimensions["os"], vec!["Android"], "{serial}");
+            assert_eq!(v.reasons, Reasons::default(), "{serial}");
+        }
+        let w = s.phone_view("W");
+        assert!(w.dimensions.is_empty(), "{w:?}");
+        assert_eq!(w.reasons.maintenance.len(), 1, "{w:?}");
+        assert!(
+            w.reasons.maintenance[0].contains("W not answering"),
+            "{w:?}"
+        );
+        assert!(s
+            .phone_view("gone")
+            .reasons
+            .quarantined
+            .contains(&"device gone is not listed".to_string()));
         rig.stop().await;
     }
 

@@ -218,12 +218,7 @@ pub struct Output(Vec<JoinHandle<()>>);
 
 impl Output {
     /// Takes `child`'s pipes; a read error is logged under `target` naming `name`.
-    pub fn start(
-        child: &mut Child,
-        target: &'static str,
-        name: &'static str,
-        sink: Sink,
-    ) -> Output {
+    pub fn start(child: &mut Child, target: &'static str, name: &str, sink: Sink) -> Output {
         let pipes = [
             ("stdout", child.stdout.take()),
             ("stderr", child.stderr.take()),
@@ -231,7 +226,7 @@ impl Output {
         let tasks = pipes
             .into_iter()
             .filter_map(|(stream, pipe)| {
-                let (pipe, sink) = (pipe?, sink.clone());
+                let (pipe, sink, name) = (pipe?, sink.clone(), name.to_string());
                 Some(tokio::spawn(async move {
                     if let Err(e) = forward_lines(pipe, &sink).await {
                         log::warn!(target: target, "reading the {stream} of {name}: {e}");

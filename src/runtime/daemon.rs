@@ -112,7 +112,7 @@ impl Hooks for Daemon {
         self.spec.target
     }
 
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.spec.name
     }
 

@@ -98,7 +98,7 @@ pub trait Hooks {
     /// The target of the loop's own log lines (the owner's `module_path!()`).
     fn target(&self) -> &'static str;
     /// For log lines: `the bot`, `the adb server`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// How long the child has between SIGTERM and SIGKILL.
     fn grace(&self) -> Duration;
     /// Runs before every start; false ends the loop (shutdown came).

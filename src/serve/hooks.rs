@@ -38,6 +38,7 @@ use serde_json::{json, Map, Value};
 use crate::bot::token::TokenCache;
 use crate::config::Config;
 use crate::devices::snapshot::{Device, Dimensions, Snapshot};
+use crate::serve::caller::{self, Caller, BOT_HEADER};
 use crate::serve::dimension_rules;
 use crate::serve::http::{
     body_is_buffered, error_reply, json_reply, read_body, send, Reply, BODY_DEADLINE, MAX_BODY,
@@ -45,7 +46,7 @@ use crate::serve::http::{
 use crate::serve::metrics::HookRoute;
 use crate::serve::metrics::Metrics;
 use crate::state::{
-    BotStatusCell, DeviceCommand, DeviceCommands, ForcedQuarantine, Liveness, SnapshotCell,
+    BotStatusCell, DeviceCommand, DeviceCommands, Fleet, ForcedQuarantine, Liveness, SnapshotCell,
 };
 
 /// Threads answering requests. The bot calls one hook at a time; the rest is slack for
@@ -205,6 +206,7 @@ pub struct Context {
     pub liveness: Arc<Liveness>,
     pub forced: Arc<ForcedQuarantine>,
     pub commands: DeviceCommands,
+    pub fleet: Arc<Fleet>,
 }
 
 /// Answers the hooks. Holds what is fixed at start-up; everything else is read from
@@ -222,16 +224,18 @@ impl Hooks {
         }
     }
 
-    /// Routes one request. `path` may carry a query string, which is ignored; `body`
-    /// is what was read of the request body (at most [`MAX_BODY`] + 1 bytes).
+    /// Routes one request: `(method, path, bot)`, where `path` may carry a query
+    /// string, which is ignored, and `bot` is the calling bot's id from the
+    /// [`BOT_HEADER`] header, if it sent one; `body` is what was read of the request
+    /// body (at most [`MAX_BODY`] + 1 bytes).
     pub fn handle(
         &self,
         ctx: &Context,
         now: SystemTime,
-        method: &str,
-        path: &str,
+        request: (&str, &str, Option<&str>),
         body: &[u8],
     ) -> Reply {
+        let (method, path, bot) = request;
         let path = path.split('?').next().unwrap_or(path);
         let Some(route) = Route::from_path(path) else {
             return error_reply(
@@ -254,21 +258,33 @@ impl Hooks {
         if route.reads_body() && body.len() > MAX_BODY {
             return error_reply(413, "request body over the 1 MiB limit");
         }
+        let caller = || caller::resolve(ctx.config.bots, &ctx.fleet, bot);
         let result = match route {
-            Route::GetDimensions => get_dimensions(ctx, body),
-            Route::GetState => get_state(ctx, body),
+            Route::GetDimensions => caller().and_then(|c| get_dimensions(ctx, &c, body)),
+            Route::GetState => caller().and_then(|c| get_state(ctx, &c, body)),
             Route::GetSettings => Ok(Reply {
                 status: 200,
                 content_type: "application/json",
                 body: self.settings.clone(),
             }),
             Route::GetAuthenticationHeaders => Ok(authentication_headers(ctx, now)),
-            Route::OnBeforeTask => optional_object(body).map(|_| {
-                log::info!("task starting: holding off device reboots until it ends");
-                ctx.commands.send(DeviceCommand::TaskStarted);
-                json_reply(200, &json!({}))
+            Route::OnBeforeTask => caller().and_then(|c| {
+                optional_object(body)?;
+                match c {
+                    Caller::Pi => {
+                        log::info!("task starting: holding off device reboots until it ends");
+                        ctx.commands.send(DeviceCommand::TaskStarted);
+                    }
+                    Caller::Phone { id, serial, .. } => {
+                        log::info!(
+                            "task starting on {id}: holding off {serial}'s reboot until it ends"
+                        );
+                        ctx.commands.send(DeviceCommand::PhoneTaskStarted(serial));
+                    }
+                }
+                Ok(json_reply(200, &json!({})))
             }),
-            Route::OnAfterTask => on_after_task(ctx, body),
+            Route::OnAfterTask => caller().and_then(|c| on_after_task(ctx, c, body)),
             Route::OnBotShutdown => optional_object(body).map(|_| {
                 log::info!("bot is shutting down (on_bot_shutdown)");
                 json_reply(200, &json!({}))
@@ -278,13 +294,17 @@ impl Hooks {
     }
 }
 
-fn get_dimensions(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
+fn get_dimensions(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, String> {
     let mut dims = parse_dimensions(body)?;
     let snapshot = ctx.snapshot.get();
-    for (key, values) in &snapshot.dimensions {
-        dims.insert(key.clone(), values.clone());
+    let (ours, id) = match caller {
+        Caller::Pi => (snapshot.dimensions.clone(), ctx.config.bot_id.clone()),
+        Caller::Phone { id, serial, .. } => (snapshot.phone_view(serial).dimensions, id.clone()),
+    };
+    for (key, values) in ours {
+        dims.insert(key, values);
     }
-    dims.insert("id".to_string(), vec![ctx.config.bot_id.clone()]);
+    dims.insert("id".to_string(), vec![id]);
     let clean = dimension_rules::sanitize(dims);
     for warning in &clean.warnings {
         log::warn!("get_dimensions: {warning}");
@@ -297,12 +317,21 @@ fn get_dimensions(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
     })
 }
 
-fn get_state(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
+fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, String> {
     let mut state = parse_object(body, "a JSON object of the bot's state")?;
     let snapshot = ctx.snapshot.get();
-    add_our_state(ctx, &snapshot, &mut state);
-    ctx.forced.set(take_forced_quarantine(ctx));
-    let reasons = ctx.forced.bot_reasons(&snapshot);
+    add_our_state(ctx, caller, &snapshot, &mut state);
+    let forced = take_forced_quarantine(ctx);
+    let reasons = match caller {
+        Caller::Pi => {
+            ctx.forced.set(forced);
+            ctx.forced.bot_reasons(&snapshot)
+        }
+        Caller::Phone { serial, .. } => crate::devices::verdict::with_forced(
+            &snapshot.phone_view(serial).reasons,
+            forced.as_deref(),
+        ),
+    };
     let quarantined = &reasons.quarantined;
     if !quarantined.is_empty() {
         state.insert("quarantined".into(), json!(quarantined.join("; ")));
@@ -313,10 +342,28 @@ fn get_state(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
     Ok(json_reply(200, &Value::Object(state)))
 }
 
-fn add_our_state(ctx: &Context, snapshot: &Snapshot, state: &mut Map<String, Value>) {
-    let devices: Vec<Value> = snapshot.devices.iter().map(device_json).collect();
+fn add_our_state(
+    ctx: &Context,
+    caller: &Caller,
+    snapshot: &Snapshot,
+    state: &mut Map<String, Value>,
+) {
+    let (devices, bot): (Vec<Value>, _) = match caller {
+        Caller::Pi => (
+            snapshot.devices.iter().map(device_json).collect(),
+            ctx.bot.get(),
+        ),
+        Caller::Phone { serial, status, .. } => (
+            snapshot
+                .devices
+                .iter()
+                .filter(|d| &d.serial == serial)
+                .map(device_json)
+                .collect(),
+            status.get(),
+        ),
+    };
     state.insert("devices".into(), Value::Array(devices));
-    let bot = ctx.bot.get();
     state.insert(
         "monitor".into(),
         json!({
@@ -386,7 +433,7 @@ fn optional_object(body: &[u8]) -> Result<Option<Map<String, Value>>, String> {
     parse_object(body, "an empty body or a JSON object").map(Some)
 }
 
-fn on_after_task(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
+fn on_after_task(ctx: &Context, caller: Caller, body: &[u8]) -> Result<Reply, String> {
     let task = optional_object(body)?.unwrap_or_default();
     let flag = |name: &str| -> Result<Option<bool>, String> {
         match task.get(name) {
@@ -412,12 +459,18 @@ fn on_after_task(ctx: &Context, body: &[u8]) -> Result<Reply, String> {
         }
     }
     let shown = |f: Option<bool>| f.map_or("unknown".to_string(), |b| b.to_string());
+    let (who, command) = match caller {
+        Caller::Pi => (String::new(), DeviceCommand::TaskEnded),
+        Caller::Phone { id, serial, .. } => {
+            (format!(" on {id}"), DeviceCommand::PhoneTaskEnded(serial))
+        }
+    };
     log::info!(
-        "task ended (failure={}, internal_failure={}): starting the after-task device work",
+        "task ended{who} (failure={}, internal_failure={}): starting the after-task device work",
         shown(failure),
         shown(internal_failure)
     );
-    ctx.commands.send(DeviceCommand::TaskEnded);
+    ctx.commands.send(command);
     Ok(json_reply(200, &json!({})))
 }
 
@@ -434,7 +487,15 @@ fn serve_one(ctx: &Context, hooks: &Hooks, mut request: tiny_http::Request) {
         _ => Ok(Vec::new()),
     };
     let reply = match body {
-        Ok(body) => hooks.handle(ctx, SystemTime::now(), &method, &url, &body),
+        Ok(body) => {
+            let bot = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv(BOT_HEADER))
+                .map(|h| h.value.as_str().to_string());
+            let call = (method.as_str(), url.as_str(), bot.as_deref());
+            hooks.handle(ctx, SystemTime::now(), call, &body)
+        }
         Err(reply) => reply,
     };
     let label = route.map_or(HookRoute::Unknown, Route::label);
@@ -601,11 +662,22 @@ mod tests {
     }
 
     fn call(s: &Shared, method: &str, path: &str, body: &str) -> (u16, Value) {
+        call_as(s, None, method, path, body)
+    }
+
+    /// A call from the bot `bot` (its [`BOT_HEADER`]).
+    fn call_as(
+        s: &Shared,
+        bot: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let ctx = s.hooks_context();
         let r = hooks().handle(
-            &s.hooks_context(),
+            &ctx,
             SystemTime::now(),
-            method,
-            path,
+            (method, path, bot),
             body.as_bytes(),
         );
         assert_eq!(r.content_type, "application/json");
@@ -634,6 +706,7 @@ mod tests {
             devices: vec![android("S1")],
             dimensions,
             reasons,
+            ..Snapshot::default()
         });
     }
 
@@ -763,7 +836,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let headers_at = |at| {
             let ctx = s.hooks_context();
-            hooks().handle(&ctx, at, "GET", "/get_authentication_headers", b"")
+            hooks().handle(&ctx, at, ("GET", "/get_authentication_headers", None), b"")
         };
         let r = headers_at(now);
         assert_eq!(r.status, 503);

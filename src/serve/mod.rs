@@ -4,6 +4,7 @@
 //! `status_page`). Where `get_state`'s answer is computed: `hooks`, from the snapshot's
 //! verdicts. `http` is the plumbing both servers share.
 
+mod caller;
 pub mod dimension_rules;
 pub mod hooks;
 pub mod http;

@@ -10,6 +10,7 @@
 //!
 //! Pure: data in, text out.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde_json::{json, Value};
@@ -30,6 +31,9 @@ pub struct Status<'a> {
     pub devices: &'a [Device],
     /// Oldest first.
     pub events: &'a [Event],
+    /// `--bots per-device`: each phone's bot (`bot <id>`) or why it has none, by serial;
+    /// empty with one bot for the Pi.
+    pub phone_bots: &'a BTreeMap<String, String>,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -211,7 +215,13 @@ pub fn render_json(s: &Status) -> Value {
             "crashlooping": b.crashlooping,
         })),
         "reasons": {"quarantined": s.reasons.quarantined, "maintenance": s.reasons.maintenance},
-        "devices": s.devices.iter().map(crate::serve::hooks::device_json).collect::<Vec<_>>(),
+        "devices": s.devices.iter().map(|d| {
+            let mut v = crate::serve::hooks::device_json(d);
+            if let Some(bot) = s.phone_bots.get(&d.serial) {
+                v["bot"] = json!(bot);
+            }
+            v
+        }).collect::<Vec<_>>(),
         "events": s.events.iter().map(|e| json!({"at_unix": e.at_unix, "utc": utc(e.at_unix), "text": e.text})).collect::<Vec<_>>(),
     })
 }
@@ -260,7 +270,33 @@ mod tests {
             reasons,
             devices,
             events,
+            phone_bots: &NO_BOTS,
         }
+    }
+
+    static NO_BOTS: BTreeMap<String, String> = BTreeMap::new();
+
+    #[test]
+    fn each_phone_names_its_bot_when_it_has_one_of_its_own() {
+        let devices = phones();
+        let reasons = Reasons::default();
+        let bots = BTreeMap::from([
+            ("E<1>".to_string(), "bot pi--E-1-".to_string()),
+            (
+                "00008030-001A".to_string(),
+                "no bot for 00008030-001A: --max-bots 1 bots run already".to_string(),
+            ),
+        ]);
+        let mut s = status(&devices, &reasons, None, &[]);
+        s.phone_bots = &bots;
+        let v = render_json(&s);
+        assert_eq!(v["devices"][0]["bot"], "bot pi--E-1-");
+        assert!(v["devices"][1]["bot"]
+            .as_str()
+            .unwrap()
+            .contains("--max-bots 1"));
+        let alone = render_json(&status(&devices, &reasons, None, &[]));
+        assert!(alone["devices"][0].get("bot").is_none());
     }
 
     #[test]

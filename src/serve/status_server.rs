@@ -5,6 +5,7 @@
 //! tiny_http blocks, so it runs on its own thread and never inside the runtime. The
 //! routing is a pure function of the request line and [`Shared`], tested without sockets.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +97,13 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
     let reasons = shared.forced.bot_reasons(&snapshot);
     let bot = shared.bot.get();
     let events = shared.events.list();
+    let mut phone_bots: BTreeMap<String, String> = shared
+        .fleet
+        .bots()
+        .into_iter()
+        .map(|(id, b)| (b.serial, format!("bot {id}")))
+        .collect();
+    phone_bots.extend(shared.fleet.refused());
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -108,6 +116,7 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
         reasons: &reasons,
         devices: &snapshot.devices,
         events: &events,
+        phone_bots: &phone_bots,
     })
 }
 

@@ -16,15 +16,20 @@ Routes:
   POST /swarming/api/v1/bot/{handshake,poll,event,task_update[/<id>]}
   POST /_control  JSON, any of:
          {"token_faults": [...], "download_faults": [...],
-          "bot_cmds": [{"cmd": "bot_restart"|"host_reboot"|"crash"|"orphan"|...}, ...],
+          "bot_cmds": [{"cmd": "bot_restart"|"host_reboot"|"crash"|"orphan"|"run"|...}, ...],
+          "bot_cmds_for": {"<bot id>": [...]},   commands for that bot alone
           "poll_sleep": seconds}
+         ("run" is a task: {"cmd": "run", "duration": seconds}; the bot calls its
+         on_before_task and on_after_task hooks around it, as the real bot does.)
          Each fault fails one request, in order. Token faults: "500", "drop", "badjson",
          "expired" (expires_in 0). Download faults: "500", "drop", "403" (at /bot_code),
          "500-versioned", "truncated", "html", "stall" (at the versioned URL; "stall"
          sends half the zip, then nothing for a minute). "drop" closes the
          connection without an answer (what a refused or reset connection looks like).
   GET  /_state    what was asked and sent: counts, headers, last dimensions and state,
-                  and every `quarantined` the bot's state carried (quarantined_seen).
+                  and every `quarantined` the bot's state carried (quarantined_seen);
+                  `bots`: by bot id (dimensions["id"]), its handshakes, polls, last
+                  dimensions and last state, for several bots on one host.
 Standard library only.
 """
 
@@ -72,6 +77,7 @@ class State:
         self.token_header = token_header
         self.faults = {"token": [], "download": []}
         self.bot_cmds = []
+        self.bot_cmds_for = {}
         # A fault chosen at /bot_code that the versioned URL then serves.
         self.pending_versioned_fault = None
         self.poll_sleep = 0.3
@@ -90,6 +96,7 @@ class State:
             # so a reason reported only once can be counted.
             "quarantined_seen": [],
             "bot_authorization": None,
+            "bots": {},
         }
 
     def take_fault(self, which):
@@ -231,6 +238,8 @@ class Handler(BaseHTTPRequestHandler):
                 if "poll_sleep" in body:
                     st.poll_sleep = body["poll_sleep"]
                 st.bot_cmds.extend(body.get("bot_cmds", []))
+                for bot_id, cmds in body.get("bot_cmds_for", {}).items():
+                    st.bot_cmds_for.setdefault(bot_id, []).extend(cmds)
             return self.reply(200, {"ok": True})
         bot_paths = ("/swarming/api/v1/bot/handshake", "/swarming/api/v1/bot/poll")
         if path in bot_paths:
@@ -238,6 +247,13 @@ class Handler(BaseHTTPRequestHandler):
                 st.rec["last_dimensions"] = body.get("dimensions")
                 st.rec["last_state"] = body.get("state")
                 st.rec["bot_authorization"] = self.headers.get("Authorization")
+                ids = (body.get("dimensions") or {}).get("id") or ["?"]
+                bot_id = ids[0]
+                per = st.rec["bots"].setdefault(
+                    bot_id, {"handshakes": 0, "polls": 0, "last_dimensions": None, "last_state": None})
+                per["last_dimensions"] = body.get("dimensions")
+                per["last_state"] = body.get("state")
+                per["handshakes" if path.endswith("handshake") else "polls"] += 1
                 quarantined = (body.get("state") or {}).get("quarantined")
                 if quarantined:
                     st.rec["quarantined_seen"].append({
@@ -251,8 +267,13 @@ class Handler(BaseHTTPRequestHandler):
                         "bot_group_cfg": {"dimensions": {"pool": ["default"]}},
                     })
                 st.rec["polls"] += 1
-                cmd = st.bot_cmds.pop(0) if st.bot_cmds else {
-                    "cmd": "sleep", "duration": st.poll_sleep}
+                own = st.bot_cmds_for.get(bot_id)
+                if own:
+                    cmd = own.pop(0)
+                elif st.bot_cmds:
+                    cmd = st.bot_cmds.pop(0)
+                else:
+                    cmd = {"cmd": "sleep", "duration": st.poll_sleep}
             return self.reply(200, cmd)
         if path == "/swarming/api/v1/bot/event":
             with st.lock:

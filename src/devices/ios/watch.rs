@@ -84,14 +84,24 @@ impl Iphones {
     /// The bot's iOS dimensions: the usable phones, plus the phones being rebooted with
     /// their last values, so that the dimensions do not flap after every task.
     pub fn fleet(&self, rebooting: &BTreeSet<String>) -> Dimensions {
-        let counted: Vec<&Device> = self
-            .known
+        ios_fleet(&self.counted(rebooting))
+    }
+
+    /// By UDID, what [`Iphones::fleet`] would be with that phone alone.
+    pub fn each(&self, rebooting: &BTreeSet<String>) -> Vec<(String, Dimensions)> {
+        self.counted(rebooting)
+            .into_iter()
+            .map(|d| (d.serial.clone(), ios_fleet(&[d])))
+            .collect()
+    }
+
+    fn counted(&self, rebooting: &BTreeSet<String>) -> Vec<&Device> {
+        self.known
             .iter()
             .filter(|d| {
                 rebooting.contains(&d.serial) || (d.reachable() && self.list_error.is_none())
             })
-            .collect();
-        ios_fleet(&counted)
+            .collect()
     }
 
     /// Adds the failed listing's reason, if any, keeping both lists sorted and distinct.

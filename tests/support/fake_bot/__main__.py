@@ -205,6 +205,15 @@ def main():
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             elif kind == "orphan":
                 orphan()
+            elif kind == "run":
+                log("running a task for %ss" % cmd.get("duration", 1))
+                if hooks and hasattr(hooks, "on_before_task"):
+                    hooks.on_before_task(bot, None)
+                time.sleep(float(cmd.get("duration", 1)))
+                if hooks and hasattr(hooks, "on_after_task"):
+                    hooks.on_after_task(bot, False, False, dims, {})
+                call(server, "/swarming/api/v1/bot/task_update", {"exit_code": 0}, headers)
+                log("task done")
             else:
                 log("unknown command %r" % (cmd,))
                 time.sleep(1)

@@ -1,0 +1,207 @@
+//! `--bots per-device`: one supervised bot per phone, started and stopped as the phones
+//! come and go. Which bots should run is `fleet::plan`'s pure decision; this module does
+//! it, once a second, from the latest snapshot: each bot is a `supervisor::run` of its
+//! own (its restart backoff and crash-loop detection are its own, so one bot's failure
+//! changes nothing for the others), with a shutdown of its own, so that a bot whose
+//! phone has been gone past the grace is drained alone.
+//!
+//! A bot being drained keeps its place: its phone's new bot starts only once the old one
+//! is gone, so two bots never share a directory. On shutdown every bot is drained at
+//! once within the one `--grace`; a second signal hurries them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::bot::fleet::{self, BotSpec, Running};
+use crate::bot::supervisor::{self, Context, Which};
+use crate::bot::token_fetch::TokenWatch;
+use crate::devices::snapshot::State;
+use crate::runtime::reaper::Reaper;
+use crate::runtime::shutdown::{self, Shutdown, Trigger};
+use crate::state::{BotStatusCell, Fleet, FleetBot, SnapshotCell};
+
+/// How often the fleet is brought in line with the phones.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// One running bot.
+struct Bot {
+    spec: BotSpec,
+    status: Arc<BotStatusCell>,
+    trigger: Trigger,
+    task: JoinHandle<()>,
+    /// When (on the fleet's clock) its phone was last seen leaving the list.
+    gone_since: Option<f64>,
+}
+
+/// Runs the fleet until shutdown, then drains every bot.
+pub async fn run(
+    ctx: Context,
+    snapshot: Arc<SnapshotCell>,
+    registry: Arc<Fleet>,
+    reaper: Reaper,
+    tokens: TokenWatch,
+    mut shutdown: Shutdown,
+) {
+    let config = ctx.config.clone();
+    let rules = fleet::Rules {
+        host_id: &config.bot_id,
+        bot_dir: &config.bot_dir,
+        max_bots: config.max_bots,
+        gone_grace: config.gone_bot_grace,
+    };
+    let origin = tokio::time::Instant::now();
+    let mut bots: BTreeMap<String, Bot> = BTreeMap::new();
+    let mut draining: Vec<(String, Trigger, JoinHandle<()>)> = Vec::new();
+    let mut refused_logged: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut every = tokio::time::interval(EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.requested() => break,
+        }
+        let now = origin.elapsed().as_secs_f64();
+        let snap = snapshot.get();
+        let listed: Vec<_> = snap
+            .devices
+            .iter()
+            .filter(|d| d.state != State::Missing)
+            .map(|d| (d.kind, d.serial.clone()))
+            .collect();
+        let present: BTreeSet<&str> = listed.iter().map(|(_, s)| s.as_str()).collect();
+        for (serial, bot) in bots.iter_mut() {
+            if present.contains(serial.as_str()) {
+                bot.gone_since = None;
+            } else {
+                bot.gone_since.get_or_insert(now);
+            }
+        }
+        let running: BTreeMap<String, Running> = bots
+            .iter()
+            .map(|(serial, b)| {
+                let r = Running {
+                    spec: b.spec.clone(),
+                    gone_since: b.gone_since,
+                    task_running: snap.busy_phones.contains(serial),
+                };
+                (serial.clone(), r)
+            })
+            .collect();
+        let plan = fleet::plan(&rules, &listed, &running, now);
+        draining.retain(|(_, _, task)| !task.is_finished());
+        let stop: Vec<String> = bots
+            .keys()
+            .filter(|s| !plan.bots.contains_key(*s))
+            .cloned()
+            .collect();
+        for serial in stop {
+            let Some(bot) = bots.remove(&serial) else {
+                continue;
+            };
+            log::info!(
+                "stopping bot {}: its phone {serial} has been gone for {:.0}s (--gone-bot-grace {}s)",
+                bot.spec.id,
+                bot.gone_since.map_or(0.0, |t| now - t),
+                config.gone_bot_grace.as_secs()
+            );
+            bot.trigger.fire();
+            draining.push((serial, bot.trigger, bot.task));
+        }
+        for (serial, spec) in &plan.bots {
+            if bots.contains_key(serial) || draining.iter().any(|(s, _, _)| s == serial) {
+                continue;
+            }
+            log::info!(
+                "phone {serial} gets bot {} in {}",
+                spec.id,
+                spec.dir.display()
+            );
+            bots.insert(serial.clone(), start(&ctx, spec, &reaper, &tokens));
+        }
+        for (serial, why) in &plan.refused {
+            if refused_logged.insert((serial.clone(), why.clone())) {
+                log::warn!("{why}");
+            }
+        }
+        refused_logged.retain(|(s, why)| plan.refused.get(s) == Some(why));
+        let view = bots
+            .values()
+            .map(|b| {
+                let bot = FleetBot {
+                    serial: b.spec.serial.clone(),
+                    status: b.status.clone(),
+                };
+                (b.spec.id.clone(), bot)
+            })
+            .collect();
+        registry.set(view, plan.refused);
+    }
+    drain(bots, draining, shutdown).await;
+}
+
+/// Starts the bot `spec` under a shutdown of its own.
+fn start(ctx: &Context, spec: &BotSpec, reaper: &Reaper, tokens: &TokenWatch) -> Bot {
+    let (trigger, own) = shutdown::channel();
+    let status = Arc::new(BotStatusCell::default());
+    let (variable, serial) = spec.phone_env();
+    let which = Which {
+        id: spec.id.clone(),
+        dir: spec.dir.clone(),
+        phone_env: Some((variable, serial.to_string())),
+        zip_seed: Some(PathBuf::from(&ctx.config.bot_dir)),
+        status: status.clone(),
+    };
+    let task = tokio::spawn(supervisor::run(
+        ctx.clone(),
+        which,
+        true,
+        reaper.clone(),
+        tokens.clone(),
+        own,
+    ));
+    Bot {
+        spec: spec.clone(),
+        status,
+        trigger,
+        task,
+        gone_since: None,
+    }
+}
+
+/// Drains every bot at once; a second termination signal hurries them all.
+async fn drain(
+    bots: BTreeMap<String, Bot>,
+    draining: Vec<(String, Trigger, JoinHandle<()>)>,
+    mut shutdown: Shutdown,
+) {
+    let (triggers, tasks): (Vec<Trigger>, Vec<JoinHandle<()>>) = bots
+        .into_values()
+        .map(|b| (b.trigger, b.task))
+        .chain(draining.into_iter().map(|(_, t, task)| (t, task)))
+        .unzip();
+    if tasks.is_empty() {
+        return;
+    }
+    log::info!("draining {} bots", tasks.len());
+    for trigger in &triggers {
+        trigger.fire();
+    }
+    let tasks = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    tokio::pin!(tasks);
+    tokio::select! {
+        _ = &mut tasks => return,
+        _ = shutdown.hurried() => {
+            for trigger in &triggers {
+                trigger.fire();
+            }
+        }
+    }
+    tasks.await;
+}

@@ -1,0 +1,211 @@
+//! `--bots per-device`, everything real but the Swarming server and the phones: the
+//! binary runs one stand-in bot (real Python, our hook script) per simulated phone that
+//! the real adb server lists, each with its own id, directory and phone; what is checked
+//! is what reached the stand-in server from each bot, the phones' reboots, and the log.
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::android::{connect_phone, wait_for, Sim, ADB};
+use support::bot_lab::{descendants, FakeSwarming};
+use support::{free_port, KillOnDrop, OutputWithin, TempDir, BIN, EXIT_LIMIT};
+
+const HOST: &str = "pi-9";
+const LONG: Duration = Duration::from_secs(90);
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The bot id of the simulated phone on `port`.
+fn bot_of(port: u16) -> String {
+    format!("{HOST}--127.0.0.1-{port}")
+}
+
+#[test]
+fn each_phone_has_a_bot_of_its_own() {
+    let dir = TempDir::new("bots");
+    let hook_script = dir.path().join("bot_config.py");
+    let printed = Command::new(BIN)
+        .arg("bot-config")
+        .output_within(EXIT_LIMIT);
+    assert!(printed.status.success());
+    std::fs::write(&hook_script, &printed.stdout).unwrap();
+    let server = FakeSwarming::start(&["--hook-script", hook_script.to_str().unwrap()]);
+    server.control(json!({"poll_sleep": 0.5}));
+    let token_config = server.write_token_config(dir.path());
+
+    let sim = Sim::start(&["reboots:A", "reboots:B", "hot:C"], &[]);
+    let adb_port = free_port();
+    let bot_dir = dir.path().join("b").join("s");
+    let log_path = dir.path().join("monitor.log");
+    let metrics_port = free_port();
+    let mut monitor = KillOnDrop(
+        Command::new(BIN)
+            .args(["--swarming-server", &server.url, "--bot-id", HOST])
+            .arg("--bot-dir")
+            .arg(&bot_dir)
+            .args(["--python", "python3", "--adb", ADB])
+            .arg("--token-config")
+            .arg(&token_config)
+            .arg("--adb-server")
+            .arg(format!("127.0.0.1:{adb_port}"))
+            .args(["--interrogate-every", "1", "--grace", "10"])
+            .args(["--bots", "per-device", "--gone-bot-grace", "4"])
+            .arg("--hook-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .env("HOME", dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for(LONG, "the adb server to listen", || {
+        TcpStream::connect(("127.0.0.1", adb_port)).ok()
+    });
+    sim.connect_all(adb_port);
+    let (a, b, c) = (sim.port("A"), sim.port("B"), sim.port("C"));
+    let (bot_a, bot_b, bot_c) = (bot_of(a), bot_of(b), bot_of(c));
+
+    // Three bots, each polling with its own phone's dimensions alone.
+    let bots = wait_for(LONG, "three bots polling with their phones", || {
+        let got = server.state();
+        let bots = got["bots"].clone();
+        let ready = [&bot_a, &bot_b, &bot_c].iter().all(|id| {
+            bots[id.as_str()]["polls"].as_u64().unwrap_or(0) >= 1
+                && strings(&bots[id.as_str()]["last_dimensions"]["android_devices"]) == ["1"]
+        });
+        ready.then_some(bots)
+    });
+    for (id, port, device_type) in [
+        (&bot_a, a, "redfin"),
+        (&bot_b, b, "redfin"),
+        (&bot_c, c, "redfin"),
+    ] {
+        let dims = &bots[id.as_str()]["last_dimensions"];
+        assert_eq!(strings(&dims["id"]), [id.as_str()], "{dims}");
+        assert_eq!(strings(&dims["device_type"]), [device_type], "{dims}");
+        let state = &bots[id.as_str()]["last_state"];
+        let devices = state["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), 1, "{id} sees other phones: {state}");
+        assert_eq!(devices[0]["serial"], format!("127.0.0.1:{port}"), "{state}");
+        let own = bot_dir.join(format!("127.0.0.1-{port}"));
+        assert!(own.join("swarming_bot.zip").is_file(), "{}", own.display());
+    }
+    // `devices` names each phone's bot.
+    let out = Command::new(BIN)
+        .args(["devices", "--no-bot"])
+        .arg("--adb-server")
+        .arg(format!("127.0.0.1:{adb_port}"))
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .output_within(EXIT_LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for (port, id) in [(a, &bot_a), (b, &bot_b), (c, &bot_c)] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("127.0.0.1:{port} ")))
+            .unwrap_or_else(|| panic!("no line for {port}: {text}"));
+        assert!(line.ends_with(&format!("; bot {id}")), "{line}");
+    }
+    // --bot-dir holds only the bots' directories.
+    let mut entries: Vec<String> = std::fs::read_dir(&bot_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    let mut want = vec![
+        format!("127.0.0.1-{a}"),
+        format!("127.0.0.1-{b}"),
+        format!("127.0.0.1-{c}"),
+    ];
+    want.sort();
+    assert_eq!(entries, want);
+
+    // The hot phone puts its own bot alone into maintenance.
+    wait_for(LONG, "C's bot in maintenance for heat", || {
+        let got = server.state();
+        let m = got["bots"][bot_c.as_str()]["last_state"]["maintenance"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        m.contains("too hot").then_some(())
+    });
+    let got = server.state();
+    for id in [&bot_a, &bot_b] {
+        let state = &got["bots"][id.as_str()]["last_state"];
+        assert!(state.get("maintenance").is_none(), "{id}: {state}");
+        assert!(state.get("quarantined").is_none(), "{id}: {state}");
+    }
+
+    // A task on A's bot reboots A alone.
+    server.control(json!({"bot_cmds_for": {bot_a.as_str(): [{"cmd": "run", "duration": 0.5}]}}));
+    wait_for(LONG, "A rebooted after its bot's task", || {
+        (sim.control("reboots A") == "OK 1").then_some(())
+    });
+    assert_eq!(sim.control("reboots B"), "OK 0");
+
+    // B unplugged: only its bot is quarantined; after the grace only it is stopped.
+    sim.control("unplug B");
+    wait_for(LONG, "B's bot quarantined", || {
+        let got = server.state();
+        let q = got["bots"][bot_b.as_str()]["last_state"]["quarantined"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        q.contains(&format!("127.0.0.1:{b}")).then_some(())
+    });
+    let got = server.state();
+    assert!(
+        got["bots"][bot_a.as_str()]["last_state"]
+            .get("quarantined")
+            .is_none(),
+        "{got}"
+    );
+    wait_for(LONG, "B's bot stopped after the grace", || {
+        log()
+            .contains(&format!(
+                "stopping bot {bot_b}: its phone 127.0.0.1:{b} has been gone"
+            ))
+            .then_some(())
+    });
+    assert!(
+        !log().contains(&format!("stopping bot {bot_a}")),
+        "{}",
+        log()
+    );
+    // Plugged back: a bot again, in the same directory.
+    sim.control("replug B");
+    connect_phone(adb_port, b);
+    wait_for(LONG, "B's bot back", || {
+        (log()
+            .matches(&format!("phone 127.0.0.1:{b} gets bot {bot_b} in"))
+            .count()
+            == 2)
+            .then_some(())
+    });
+
+    // SIGTERM: every bot drained, a clean exit, nothing left.
+    let pid = monitor.0.id() as i32;
+    let children = descendants(pid);
+    let status = monitor.terminate_and_wait();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", log());
+    assert!(log().contains("draining 3 bots"), "{}", log());
+    let left: Vec<i32> = children
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
