@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::android::{connect_phone, wait_for, Sim, ADB};
 use support::bot_lab::{descendants, FakeSwarming};
-use support::{free_port, KillOnDrop, OutputWithin, TempDir, BIN, EXIT_LIMIT};
+use support::{free_port, http_get, KillOnDrop, OutputWithin, TempDir, BIN, EXIT_LIMIT};
 
 const HOST: &str = "pi-9";
 const LONG: Duration = Duration::from_secs(90);
@@ -118,6 +118,17 @@ fn each_phone_has_a_bot_of_its_own() {
             .find(|l| l.starts_with(&format!("127.0.0.1:{port} ")))
             .unwrap_or_else(|| panic!("no line for {port}: {text}"));
         assert!(line.ends_with(&format!("; bot {id}")), "{line}");
+    }
+    // /metrics: one bot_up per bot, and each phone's series names its bot.
+    let (code, metrics) = http_get(metrics_port, "/metrics");
+    assert_eq!(code, 200);
+    for (port, id) in [(a, &bot_a), (b, &bot_b), (c, &bot_c)] {
+        let up = format!("test_machine_monitor_bot_up{{bot=\"{id}\"}} 1\n");
+        assert!(metrics.contains(&up), "{up} missing");
+        let phone = format!(
+            "test_machine_monitor_device_bot{{serial=\"127.0.0.1:{port}\",bot=\"{id}\"}} 1\n"
+        );
+        assert!(metrics.contains(&phone), "{phone} missing");
     }
     // --bot-dir holds only the bots' directories.
     let mut entries: Vec<String> = std::fs::read_dir(&bot_dir)

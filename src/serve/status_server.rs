@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::BotsMode;
 use crate::serve::http::{send, serve, Reply, ServerHandle};
 use crate::serve::metrics::{parse_statm_resident, Exposition};
 use crate::serve::status_page::{self, Status};
-use crate::state::Shared;
+use crate::state::{BotStatus, Shared};
 
 /// Routes one request.
 pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
@@ -120,18 +121,53 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
     })
 }
 
+/// Each bot with its status, and each phone's bot id by serial (empty for a phone
+/// refused a bot): the Pi's one bot serves every phone with `--bots one`.
+fn bots_of(
+    shared: &Shared,
+    snapshot: &crate::devices::snapshot::Snapshot,
+) -> (Vec<(String, BotStatus)>, BTreeMap<String, String>) {
+    match shared.config.bots {
+        BotsMode::One => {
+            let id = shared.config.bot_id.clone();
+            let phones = snapshot
+                .devices
+                .iter()
+                .map(|d| (d.serial.clone(), id.clone()))
+                .collect();
+            (vec![(id, shared.bot.get())], phones)
+        }
+        BotsMode::PerDevice => {
+            let fleet = shared.fleet.bots();
+            let mut phones: BTreeMap<String, String> = shared
+                .fleet
+                .refused()
+                .into_keys()
+                .map(|serial| (serial, String::new()))
+                .collect();
+            phones.extend(fleet.iter().map(|(id, b)| (b.serial.clone(), id.clone())));
+            let bots = fleet
+                .into_iter()
+                .map(|(id, b)| (id, b.status.get()))
+                .collect();
+            (bots, phones)
+        }
+    }
+}
+
 fn metrics(shared: &Shared) -> Reply {
     let snapshot = shared.snapshot.get();
     let reasons = shared.forced.bot_reasons(&snapshot);
     let statm = std::fs::read_to_string("/proc/self/statm").ok();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let bot = shared.bot.get();
+    let (bots, phone_bots) = bots_of(shared, &snapshot);
     let body = Exposition {
         metrics: &shared.metrics,
         version: env!("CARGO_PKG_VERSION"),
         commit: env!("TMM_COMMIT"),
-        bot: &bot,
+        bots: &bots,
+        phone_bots: &phone_bots,
         snapshot: &snapshot,
         quarantined: !reasons.quarantined.is_empty(),
         maintenance: !reasons.maintenance.is_empty(),

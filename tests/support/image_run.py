@@ -183,8 +183,9 @@ def http_json(method, url, body=None):
 def metric(port, name):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith(f"test_machine_monitor_{name} "):
-                return float(line.split()[1])
+            # The first series of the family, labelled (bot_up{bot="..."}) or not.
+            if line.startswith((f"test_machine_monitor_{name} ", f"test_machine_monitor_{name}{{")):
+                return float(line.rsplit(None, 1)[1])
     return None
 
 

@@ -57,13 +57,13 @@ macro_rules! families {
 families! {
     BuildInfo: "build_info" Gauge ["version", "commit"]
         "Version and git commit of the running binary; always 1.";
-    BotUp: "bot_up" Gauge []
+    BotUp: "bot_up" Gauge ["bot"]
         "1 while the Swarming bot process is running.";
-    BotRestartsTotal: "bot_restarts_total" Counter []
+    BotRestartsTotal: "bot_restarts_total" Counter ["bot"]
         "Times the Swarming bot was started again after it exited.";
-    BotLastExitCode: "bot_last_exit_code" Gauge []
+    BotLastExitCode: "bot_last_exit_code" Gauge ["bot"]
         "Exit code of the last bot exit, or 128+signal; 0 before any exit.";
-    BotCrashloop: "bot_crashloop" Gauge []
+    BotCrashloop: "bot_crashloop" Gauge ["bot"]
         "1 while the bot is crash-looping (five exits within a minute).";
     BotZipDownloadsTotal: "bot_zip_downloads_total" Counter ["result"]
         "Downloads of swarming_bot.zip, by result.";
@@ -76,6 +76,8 @@ families! {
     DeviceUp: "device_up" Gauge ["serial", "kind", "device_type"]
         "1 when the device is online and has no fault of its own (bot-wide \
          maintenance, such as too hot, is test_machine_monitor_maintenance), else 0.";
+    DeviceBot: "device_bot" Gauge ["serial", "bot"]
+        "1 for each phone and the bot that serves it (the Pi's one bot with --bots one); 0, with bot \"\", for a phone refused a bot (the log and `devices` say why).";
     DeviceState: "device_state" Gauge ["serial", "state"]
         "1 for the state the device is in, 0 for the others.";
     DeviceVerdict: "device_verdict" Gauge ["serial", "verdict"]

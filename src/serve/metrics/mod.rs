@@ -150,7 +150,10 @@ pub struct Exposition<'a> {
     pub version: &'a str,
     pub commit: &'a str,
     /// The bot gauges' source.
-    pub bot: &'a BotStatus,
+    /// Each bot's id and status: the Pi's one, or one per phone (`--bots per-device`).
+    pub bots: &'a [(String, BotStatus)],
+    /// Each phone's bot, by serial.
+    pub phone_bots: &'a BTreeMap<String, String>,
     pub snapshot: &'a crate::devices::snapshot::Snapshot,
     /// 1 when the bot reports (or would report) a quarantine, else 0.
     pub quarantined: bool,
@@ -201,6 +204,12 @@ impl Exposition<'_> {
         out
     }
 
+    fn per_bot(&self, o: &mut String, f: &families::Row, value: impl Fn(&BotStatus) -> f64) {
+        for (id, bot) in self.bots {
+            sample(o, f, &[id], value(bot));
+        }
+    }
+
     fn samples(&self, o: &mut String, family: Family) {
         let m = self.metrics;
         let devices = &self.snapshot.devices;
@@ -208,12 +217,17 @@ impl Exposition<'_> {
         let single = |o: &mut String, v: f64| sample(o, f, &[], v);
         match family {
             Family::BuildInfo => sample(o, f, &[self.version, self.commit], 1.0),
-            Family::BotUp => single(o, flag(self.bot.running)),
-            Family::BotRestartsTotal => single(o, self.bot.restarts as f64),
+            Family::BotUp => self.per_bot(o, f, |b| flag(b.running)),
+            Family::BotRestartsTotal => self.per_bot(o, f, |b| b.restarts as f64),
             Family::BotLastExitCode => {
-                single(o, f64::from(self.bot.last_exit.map_or(0, |e| e.as_code())))
+                self.per_bot(o, f, |b| f64::from(b.last_exit.map_or(0, |e| e.as_code())))
             }
-            Family::BotCrashloop => single(o, flag(self.bot.crashlooping)),
+            Family::BotCrashloop => self.per_bot(o, f, |b| flag(b.crashlooping)),
+            Family::DeviceBot => {
+                for (serial, bot) in self.phone_bots {
+                    sample(o, f, &[serial, bot], flag(!bot.is_empty()));
+                }
+            }
             Family::BotZipDownloadsTotal => text::counter(o, f, m.bot_zip_downloads_total.series()),
             Family::TokenFetchesTotal => text::counter(o, f, m.token_fetches_total.series()),
             Family::HookRequestsTotal => text::counter(o, f, m.hook_requests_total.series()),
@@ -337,18 +351,24 @@ mod tests {
     }
 
     fn render(metrics: &Metrics, devices: Vec<Device>) -> String {
+        let phone_bots = devices
+            .iter()
+            .map(|d| (d.serial.clone(), "pi-7".to_string()))
+            .collect();
         let snapshot = Snapshot {
             devices,
             ..Snapshot::default()
+        };
+        let bot = BotStatus {
+            restarts: 2,
+            ..BotStatus::default()
         };
         Exposition {
             metrics,
             version: "0.1.0",
             commit: "abc",
-            bot: &BotStatus {
-                restarts: 2,
-                ..BotStatus::default()
-            },
+            bots: &[("pi-7".to_string(), bot)],
+            phone_bots: &phone_bots,
             snapshot: &snapshot,
             quarantined: false,
             maintenance: true,
@@ -426,7 +446,10 @@ mod tests {
         assert!(text.contains(&format!(
             "{PREFIX}interrogation_duration_seconds_bucket{{le=\"+Inf\"}} 0\n"
         )));
-        assert!(text.contains(&format!("{PREFIX}bot_restarts_total 2\n")));
+        assert!(text.contains(&format!("{PREFIX}bot_restarts_total{{bot=\"pi-7\"}} 2\n")));
+        assert!(text.contains(&format!(
+            "{PREFIX}device_bot{{serial=\"A1\",bot=\"pi-7\"}} 1\n"
+        )));
     }
 
     #[test]
