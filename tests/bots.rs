@@ -28,53 +28,119 @@ fn bot_of(port: u16) -> String {
     format!("{HOST}--127.0.0.1-{port}")
 }
 
+/// The monitor in `--bots per-device` with the stand-in server and the phones `specs`.
+struct Rig {
+    /// Kept for its drop: the directory goes with the rig.
+    _dir: TempDir,
+    server: FakeSwarming,
+    sim: Sim,
+    adb_port: u16,
+    metrics_port: u16,
+    bot_dir: std::path::PathBuf,
+    log_path: std::path::PathBuf,
+    monitor: KillOnDrop,
+}
+
+impl Rig {
+    fn start(name: &str, specs: &[&str], extra: &[&str]) -> Rig {
+        let dir = TempDir::new(name);
+        let hook_script = dir.path().join("bot_config.py");
+        let printed = Command::new(BIN)
+            .arg("bot-config")
+            .output_within(EXIT_LIMIT);
+        assert!(printed.status.success());
+        std::fs::write(&hook_script, &printed.stdout).unwrap();
+        let server = FakeSwarming::start(&["--hook-script", hook_script.to_str().unwrap()]);
+        server.control(json!({"poll_sleep": 0.5}));
+        let token_config = server.write_token_config(dir.path());
+        let sim = Sim::start(specs, &[]);
+        let (adb_port, metrics_port) = (free_port(), free_port());
+        let bot_dir = dir.path().join("b").join("s");
+        let log_path = dir.path().join("monitor.log");
+        let monitor = KillOnDrop(
+            Command::new(BIN)
+                .args(["--swarming-server", &server.url, "--bot-id", HOST])
+                .arg("--bot-dir")
+                .arg(&bot_dir)
+                .args(["--python", "python3", "--adb", ADB])
+                .arg("--token-config")
+                .arg(&token_config)
+                .arg("--adb-server")
+                .arg(format!("127.0.0.1:{adb_port}"))
+                .args(["--interrogate-every", "1", "--grace", "10"])
+                .args(["--bots", "per-device"])
+                .args(extra)
+                .arg("--hook-addr")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .arg("--metrics-addr")
+                .arg(format!("127.0.0.1:{metrics_port}"))
+                .env("HOME", dir.path())
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log_path).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(LONG, "the adb server to listen", || {
+            TcpStream::connect(("127.0.0.1", adb_port)).ok()
+        });
+        sim.connect_all(adb_port);
+        Rig {
+            _dir: dir,
+            server,
+            sim,
+            adb_port,
+            metrics_port,
+            bot_dir,
+            log_path,
+            monitor,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// What the stand-in server last heard from bot `id`.
+    fn bot(&self, id: &str) -> Value {
+        self.server.state()["bots"][id].clone()
+    }
+
+    /// The `devices` subcommand's line for the phone on `port`.
+    fn devices_line(&self, port: u16) -> String {
+        let out = Command::new(BIN)
+            .args(["devices", "--no-bot"])
+            .arg("--adb-server")
+            .arg(format!("127.0.0.1:{}", self.adb_port))
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .output_within(EXIT_LIMIT);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with(&format!("127.0.0.1:{port} ")))
+            .unwrap_or_else(|| panic!("no line for {port}: {text}"))
+            .to_string()
+    }
+}
+
 #[test]
 fn each_phone_has_a_bot_of_its_own() {
-    let dir = TempDir::new("bots");
-    let hook_script = dir.path().join("bot_config.py");
-    let printed = Command::new(BIN)
-        .arg("bot-config")
-        .output_within(EXIT_LIMIT);
-    assert!(printed.status.success());
-    std::fs::write(&hook_script, &printed.stdout).unwrap();
-    let server = FakeSwarming::start(&["--hook-script", hook_script.to_str().unwrap()]);
-    server.control(json!({"poll_sleep": 0.5}));
-    let token_config = server.write_token_config(dir.path());
-
-    let sim = Sim::start(&["reboots:A", "reboots:B", "hot:C"], &[]);
-    let adb_port = free_port();
-    let bot_dir = dir.path().join("b").join("s");
-    let log_path = dir.path().join("monitor.log");
-    let metrics_port = free_port();
-    let mut monitor = KillOnDrop(
-        Command::new(BIN)
-            .args(["--swarming-server", &server.url, "--bot-id", HOST])
-            .arg("--bot-dir")
-            .arg(&bot_dir)
-            .args(["--python", "python3", "--adb", ADB])
-            .arg("--token-config")
-            .arg(&token_config)
-            .arg("--adb-server")
-            .arg(format!("127.0.0.1:{adb_port}"))
-            .args(["--interrogate-every", "1", "--grace", "10"])
-            .args(["--bots", "per-device", "--gone-bot-grace", "4"])
-            .arg("--hook-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .env("HOME", dir.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
+    let rig = Rig::start(
+        "bots",
+        &["reboots:A", "reboots:B", "hot:C"],
+        &["--gone-bot-grace", "4"],
     );
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    wait_for(LONG, "the adb server to listen", || {
-        TcpStream::connect(("127.0.0.1", adb_port)).ok()
-    });
-    sim.connect_all(adb_port);
+    let Rig {
+        server,
+        sim,
+        adb_port,
+        metrics_port,
+        bot_dir,
+        ..
+    } = &rig;
+    let (adb_port, metrics_port) = (*adb_port, *metrics_port);
+    let log = || rig.log();
     let (a, b, c) = (sim.port("A"), sim.port("B"), sim.port("C"));
     let (bot_a, bot_b, bot_c) = (bot_of(a), bot_of(b), bot_of(c));
 
@@ -104,19 +170,8 @@ fn each_phone_has_a_bot_of_its_own() {
         assert!(own.join("swarming_bot.zip").is_file(), "{}", own.display());
     }
     // `devices` names each phone's bot.
-    let out = Command::new(BIN)
-        .args(["devices", "--no-bot"])
-        .arg("--adb-server")
-        .arg(format!("127.0.0.1:{adb_port}"))
-        .arg("--metrics-addr")
-        .arg(format!("127.0.0.1:{metrics_port}"))
-        .output_within(EXIT_LIMIT);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     for (port, id) in [(a, &bot_a), (b, &bot_b), (c, &bot_c)] {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("127.0.0.1:{port} ")))
-            .unwrap_or_else(|| panic!("no line for {port}: {text}"));
+        let line = rig.devices_line(port);
         assert!(line.ends_with(&format!("; bot {id}")), "{line}");
     }
     // /metrics: one bot_up per bot, and each phone's series names its bot.
@@ -131,7 +186,7 @@ fn each_phone_has_a_bot_of_its_own() {
         assert!(metrics.contains(&phone), "{phone} missing");
     }
     // --bot-dir holds only the bots' directories.
-    let mut entries: Vec<String> = std::fs::read_dir(&bot_dir)
+    let mut entries: Vec<String> = std::fs::read_dir(bot_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -208,15 +263,73 @@ fn each_phone_has_a_bot_of_its_own() {
     });
 
     // SIGTERM: every bot drained, a clean exit, nothing left.
-    let pid = monitor.0.id() as i32;
+    let mut rig = rig;
+    let pid = rig.monitor.0.id() as i32;
     let children = descendants(pid);
-    let status = monitor.terminate_and_wait();
-    assert_eq!(status.code(), Some(0), "{status}\n{}", log());
-    assert!(log().contains("draining 3 bots"), "{}", log());
+    let status = rig.monitor.terminate_and_wait();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", rig.log());
+    assert!(rig.log().contains("draining 3 bots"), "{}", rig.log());
     let left: Vec<i32> = children
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
         .collect();
     assert!(left.is_empty(), "left running: {left:?}");
+}
+
+#[test]
+fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
+    let rig = Rig::start(
+        "bots-cap",
+        &["modern:A", "modern:B", "modern:C"],
+        &["--max-bots", "2"],
+    );
+    let (a, b, c) = (rig.sim.port("A"), rig.sim.port("B"), rig.sim.port("C"));
+    // The phones come in a random order: whichever is third has no bot.
+    let polling = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0) >= 1;
+    let ports = wait_for(LONG, "two bots polling", || {
+        let up: Vec<u16> = [a, b, c]
+            .into_iter()
+            .filter(|p| polling(&bot_of(*p)))
+            .collect();
+        (up.len() == 2).then_some(up)
+    });
+    let refused = [a, b, c].into_iter().find(|p| !ports.contains(p)).unwrap();
+    wait_for(LONG, "the refusal in the log", || {
+        rig.log()
+            .contains(&format!(
+                "no bot for 127.0.0.1:{refused}: --max-bots 2 bots run already"
+            ))
+            .then_some(())
+    });
+    let line = rig.devices_line(refused);
+    let why = format!("no bot for 127.0.0.1:{refused}: --max-bots 2 bots run already");
+    assert!(line.ends_with(&why), "{line}");
+    let (_, metrics) = http_get(rig.metrics_port, "/metrics");
+    let zero =
+        format!("test_machine_monitor_device_bot{{serial=\"127.0.0.1:{refused}\",bot=\"\"}} 0\n");
+    assert!(metrics.contains(&zero), "{zero} missing");
+
+    // One bot crashes on every poll: it alone crash-loops, the other keeps polling.
+    let (looping, steady) = (bot_of(ports[0]), bot_of(ports[1]));
+    let crashes: Vec<Value> = (0..6).map(|_| json!({"cmd": "crash", "code": 3})).collect();
+    rig.server
+        .control(json!({"bot_cmds_for": {looping.as_str(): crashes}}));
+    wait_for(LONG, "the crash loop", || {
+        rig.log()
+            .contains(&format!("bot {looping} is crash-looping"))
+            .then_some(())
+    });
+    let before = rig.bot(&steady)["polls"].as_u64().unwrap();
+    wait_for(LONG, "the steady bot polling on", || {
+        (rig.bot(&steady)["polls"].as_u64().unwrap() >= before + 3).then_some(())
+    });
+    assert!(
+        !rig.log().contains(&format!("bot {steady} exited")),
+        "{}",
+        rig.log()
+    );
+    assert!(!rig
+        .log()
+        .contains(&format!("bot {steady} is crash-looping")));
 }
