@@ -333,3 +333,27 @@ fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
         .log()
         .contains(&format!("bot {steady} is crash-looping")));
 }
+
+#[test]
+fn an_unauthorized_phone_gets_a_bot_that_says_so() {
+    let rig = Rig::start("bots-unauth", &["modern:M", "unauthorized:U"], &[]);
+    let (m, u) = (bot_of(rig.sim.port("M")), bot_of(rig.sim.port("U")));
+    let state = wait_for(LONG, "U's bot quarantined for its key", || {
+        let state = rig.bot(&u)["last_state"].clone();
+        state["quarantined"]
+            .as_str()
+            .is_some_and(|q| q.contains("is unauthorized: accept this host's adb key"))
+            .then_some(state)
+    });
+    assert_eq!(
+        state["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{state}"
+    );
+    wait_for(LONG, "M's bot polling", || {
+        (rig.bot(&m)["polls"].as_u64().unwrap_or(0) >= 1).then_some(())
+    });
+    let dims = rig.bot(&u)["last_dimensions"].clone();
+    assert!(dims.get("device_type").is_none(), "{dims}");
+    assert!(rig.bot(&m)["last_state"].get("quarantined").is_none());
+}
