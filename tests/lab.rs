@@ -136,6 +136,39 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 }
 
 #[test]
+fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("per-device");
+    let (mut child, rx) = start_lab(&[
+        "--once",
+        "--native",
+        "--bots",
+        "per-device",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let lines = read_until(&rx, "lab: stopped", Duration::from_secs(900));
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let text = lines.join("\n");
+    assert!(
+        status.success(),
+        "ci/lab --bots per-device: {status}\n{text}"
+    );
+    for step in ["start", "heat", "cool", "unplug", "replug", "rebooted"] {
+        assert!(
+            text.contains(&format!("lab: step {step}: seen")),
+            "{step}: {text}"
+        );
+    }
+    assert!(text.contains("lab: only pixel was rebooted"), "{text}");
+    assert!(
+        text.contains("test_machine_monitor exited with 0"),
+        "{text}"
+    );
+    assert!(text.contains("is left"), "{text}");
+}
+
+#[test]
 fn lab_once_sees_every_step_and_leaves_nothing_running() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("once");
