@@ -146,9 +146,38 @@ impl BotStatusCell {
 /// quarantined on the server until its next `get_state`, so `/metrics` and
 /// `/status.json` show it until then. Written by the state hook only.
 #[derive(Default)]
-pub struct ForcedQuarantine(Mutex<Option<String>>);
+pub struct ForcedQuarantine(Mutex<Option<String>>, Mutex<ForcedForBots>);
+
+/// With `--bots per-device` the file quarantines every bot of the Pi once: the reason,
+/// and the bots that have not reported it yet.
+#[derive(Default)]
+struct ForcedForBots {
+    reason: Option<String>,
+    pending: std::collections::BTreeSet<String>,
+}
 
 impl ForcedQuarantine {
+    /// `--bots per-device`: the forced quarantine bot `id` reports now. A file just
+    /// consumed (`fresh`) is owed to every bot in `bots`; each reports it once.
+    pub fn for_bot(
+        &self,
+        fresh: Option<String>,
+        bots: impl IntoIterator<Item = String>,
+        id: &str,
+    ) -> Option<String> {
+        let mut f = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reason) = fresh {
+            f.reason = Some(reason);
+            f.pending = bots.into_iter().collect();
+            f.pending.insert(id.to_string());
+        }
+        if f.pending.remove(id) {
+            f.reason.clone()
+        } else {
+            None
+        }
+    }
+
     pub fn set(&self, reason: Option<String>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
@@ -326,5 +355,23 @@ impl Shared {
             fleet: Arc::default(),
         };
         (Arc::new(shared), rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forced_quarantine_reaches_every_bot_once() {
+        let f = ForcedQuarantine::default();
+        let bots = || ["a".to_string(), "b".to_string(), "c".to_string()];
+        let reason = Some("forced quarantine (/b/pi.force_quarantine was present)".to_string());
+        assert_eq!(f.for_bot(reason.clone(), bots(), "a"), reason);
+        assert_eq!(f.for_bot(None, bots(), "a"), None);
+        assert_eq!(f.for_bot(None, bots(), "b"), reason);
+        assert_eq!(f.for_bot(None, bots(), "c"), reason);
+        assert_eq!(f.for_bot(None, bots(), "b"), None);
+        assert_eq!(f.for_bot(None, bots(), "c"), None);
     }
 }

@@ -215,6 +215,43 @@ fn each_phone_has_a_bot_of_its_own() {
         assert!(state.get("quarantined").is_none(), "{id}: {state}");
     }
 
+    // The forced-quarantine file quarantines every bot of the Pi, each once.
+    let forced = |got: &Value| {
+        got["quarantined_seen"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|q| {
+                q["quarantined"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("forced quarantine ("))
+            })
+            .count()
+    };
+    std::fs::write(
+        bot_dir
+            .parent()
+            .unwrap()
+            .join(format!("{HOST}.force_quarantine")),
+        "",
+    )
+    .unwrap();
+    wait_for(LONG, "the forced quarantine from every bot", || {
+        (forced(&server.state()) >= 3).then_some(())
+    });
+    let polls = |got: &Value| -> u64 {
+        [&bot_a, &bot_b, &bot_c]
+            .iter()
+            .map(|id| got["bots"][id.as_str()]["polls"].as_u64().unwrap_or(0))
+            .min()
+            .unwrap_or(0)
+    };
+    let then = polls(&server.state());
+    wait_for(LONG, "two more polls of every bot", || {
+        (polls(&server.state()) >= then + 2).then_some(())
+    });
+    assert_eq!(forced(&server.state()), 3);
+
     // A task on A's bot reboots A alone.
     server.control(json!({"bot_cmds_for": {bot_a.as_str(): [{"cmd": "run", "duration": 0.5}]}}));
     wait_for(LONG, "A rebooted after its bot's task", || {

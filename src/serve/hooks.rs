@@ -327,10 +327,13 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
             ctx.forced.set(forced);
             ctx.forced.bot_reasons(&snapshot)
         }
-        Caller::Phone { serial, .. } => crate::devices::verdict::with_forced(
-            &snapshot.phone_view(serial).reasons,
-            forced.as_deref(),
-        ),
+        Caller::Phone { id, serial, .. } => {
+            let forced = ctx.forced.for_bot(forced, ctx.fleet.bots().into_keys(), id);
+            crate::devices::verdict::with_forced(
+                &snapshot.phone_view(serial).reasons,
+                forced.as_deref(),
+            )
+        }
     };
     let quarantined = &reasons.quarantined;
     if !quarantined.is_empty() {
