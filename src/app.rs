@@ -96,7 +96,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
 
     let hook_addr = shared.config.hook_addr;
     let hooks = hooks::start(
-        Arc::new(shared.hooks_context()),
+        Arc::new(hooks::Context::of(&shared)),
         Hooks::new(&bot_settings),
         bind("--hook-addr", hook_addr)?,
     )
@@ -114,7 +114,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     let watcher = if watch_devices {
         let ticker = Ticker::new(shared.config.interrogate_every).map_err(AppError::Start)?;
         Some(tokio::spawn(devices::run(
-            shared.devices_context(),
+            devices::Context::of(&shared),
             device_commands,
             reaper.clone(),
             ticker,
@@ -143,7 +143,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             shared.config.token_config.clone(),
             shutdown.clone(),
         );
-        let ctx = shared.supervisor_context();
+        let ctx = supervisor::Context::of(&shared);
         Some(match shared.config.bots {
             BotsMode::One => {
                 let which = supervisor::Which {

@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+pub use crate::bot::status::BotStatus;
 use crate::bot::token::TokenCache;
 use crate::config::Config;
 use crate::devices::snapshot::{Reasons, Snapshot};
 use crate::devices::verdict;
-use crate::runtime::reaper::Exit;
 use crate::serve::metrics::Metrics;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
@@ -36,19 +36,6 @@ pub enum DeviceCommand {
     PhoneTaskStarted(String),
     /// That task ended: reboot this phone alone (unless disabled).
     PhoneTaskEnded(String),
-}
-
-/// What the supervisor knows of the bot, for the state hook, the status page and the bot
-/// gauges, which are all derived from it. The supervisor is its one writer.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BotStatus {
-    pub running: bool,
-    /// Unix seconds when the running bot process started.
-    pub started_at_unix: Option<f64>,
-    pub restarts: u64,
-    /// How the last bot process ended.
-    pub last_exit: Option<Exit>,
-    pub crashlooping: bool,
 }
 
 /// One operator event (a reason set or cleared, a phone appeared or gone, the bot
@@ -304,41 +291,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The device watcher's part: what it writes, and what it reads to do so.
-    pub fn devices_context(&self) -> crate::devices::Context {
-        crate::devices::Context {
-            config: self.config.clone(),
-            metrics: self.metrics.clone(),
-            snapshot: self.snapshot.clone(),
-            events: self.events.clone(),
-            liveness: self.liveness.clone(),
-        }
-    }
-
-    /// The bot supervisor's part.
-    pub fn supervisor_context(&self) -> crate::bot::supervisor::Context {
-        crate::bot::supervisor::Context {
-            config: self.config.clone(),
-            metrics: self.metrics.clone(),
-            events: self.events.clone(),
-        }
-    }
-
-    /// The hooks' part.
-    pub fn hooks_context(&self) -> crate::serve::hooks::Context {
-        crate::serve::hooks::Context {
-            config: self.config.clone(),
-            metrics: self.metrics.clone(),
-            snapshot: self.snapshot.clone(),
-            bot: self.bot.clone(),
-            token: self.token.clone(),
-            liveness: self.liveness.clone(),
-            forced: self.forced.clone(),
-            commands: self.commands.clone(),
-            fleet: self.fleet.clone(),
-        }
-    }
-
     /// Builds the handles and the receiving end of the device-command channel.
     pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -30,7 +30,7 @@ use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy, CRASH_DEATHS, CRASH_WINDOW};
 use crate::serve::metrics::Metrics;
-use crate::state::{BotStatusCell, Events};
+use crate::state::{BotStatusCell, Events, Shared};
 
 /// A bot that runs this long has its restart backoff reset.
 const STABLE_RUN: Duration = Duration::from_secs(600);
@@ -90,6 +90,17 @@ pub struct Context {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<Events>,
+}
+
+impl Context {
+    /// The supervisor's handles out of `app`'s bundle.
+    pub fn of(shared: &Shared) -> Context {
+        Context {
+            config: shared.config.clone(),
+            metrics: shared.metrics.clone(),
+            events: shared.events.clone(),
+        }
+    }
 }
 
 /// Which bot to run: `--bot-id` in `--bot-dir` (`--bots one`), or one phone's bot.

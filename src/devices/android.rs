@@ -11,13 +11,12 @@
 //! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`),
 //! or compute dimensions (that is `dimensions`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::watcher::{AndroidPhones, BoxFuture};
+use super::phones::{AndroidPhones, BoxFuture, PhoneRound};
 use crate::devices::adb::client::{self, Client, ShellProtocol};
 use crate::devices::dimensions;
 use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
@@ -27,9 +26,6 @@ use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::InterrogationErrorKind;
 use crate::serve::metrics::Metrics;
 use std::net::SocketAddr;
-
-/// Props of one phone, as `getprop` printed them.
-pub type Props = BTreeMap<String, String>;
 
 /// A round's commands (name, command), least likely to hang first: the kernel answers
 /// `/proc/uptime` and `df`, init answers `getprop`, and the dumpsys calls need system_server
@@ -49,31 +45,6 @@ const BOOT_POLL: Duration = Duration::from_secs(2);
 /// Delays between attempts to follow the device list while the server is away.
 const TRACK_RETRY_MIN: Duration = Duration::from_millis(200);
 const TRACK_RETRY_MAX: Duration = Duration::from_secs(2);
-
-/// What one phone's round found. Only `props` is required for the phone to be usable;
-/// the others are best effort (a phone without a thermal HAL is still a phone).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PhoneRound {
-    pub props: Option<Props>,
-    /// The packages the dimensions name, to their versions.
-    pub packages: dimensions::Packages,
-    pub battery: Option<Battery>,
-    pub thermal: Vec<Temperature>,
-    pub uptime: Option<f64>,
-    /// Why `props` is missing.
-    pub failure: Option<String>,
-    /// The adb server answered the transport with `device offline`: the link is gone
-    /// although the device list may still say `device`.
-    pub offline: bool,
-    /// Values every phone has that this round could not read, with why.
-    pub missing_values: Vec<String>,
-    /// Unix seconds when the round ended (set by the watcher).
-    pub at_unix: Option<f64>,
-    /// Free bytes on `/data`.
-    pub data_free: Option<u64>,
-    /// The shell protocol the phone's features called for, once they were read.
-    pub protocol: Option<ShellProtocol>,
-}
 
 /// The HAL's temperatures, plus the battery's own reading as `battery` when the HAL
 /// named no sensor so (older phones have only the battery's).
@@ -501,6 +472,7 @@ impl AndroidPhones for Adb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::phones::Props;
     use crate::devices::snapshot::Reasons;
     use crate::devices::verdict::Memory;
     use std::collections::BTreeSet;

@@ -10,15 +10,46 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::android::PhoneRound;
 use crate::config::Config;
+use std::collections::BTreeMap;
+
 use crate::devices::adb::client::ShellProtocol;
+use crate::devices::dimensions;
 use crate::devices::ios;
-use crate::devices::snapshot::Device;
+use crate::devices::parse::battery::Battery;
+use crate::devices::snapshot::{Device, Temperature};
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::Metrics;
+
+/// Props of one phone, as `getprop` printed them.
+pub type Props = BTreeMap<String, String>;
+
+/// What one phone's round found. Only `props` is required for the phone to be usable;
+/// the others are best effort (a phone without a thermal HAL is still a phone).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PhoneRound {
+    pub props: Option<Props>,
+    /// The packages the dimensions name, to their versions.
+    pub packages: dimensions::Packages,
+    pub battery: Option<Battery>,
+    pub thermal: Vec<Temperature>,
+    pub uptime: Option<f64>,
+    /// Why `props` is missing.
+    pub failure: Option<String>,
+    /// The adb server answered the transport with `device offline`: the link is gone
+    /// although the device list may still say `device`.
+    pub offline: bool,
+    /// Values every phone has that this round could not read, with why.
+    pub missing_values: Vec<String>,
+    /// Unix seconds when the round ended (set by the watcher).
+    pub at_unix: Option<f64>,
+    /// Free bytes on `/data`.
+    pub data_free: Option<u64>,
+    /// The shell protocol the phone's features called for, once they were read.
+    pub protocol: Option<ShellProtocol>,
+}
 
 /// A boxed future the loop can spawn.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::android::PhoneRound;
-use super::phones::BoxFuture;
+use super::phones::{BoxFuture, PhoneRound};
 use crate::devices::ios;
 use crate::devices::snapshot::Device;
 use crate::serve::metrics::{InterrogationErrorKind, Metrics};

@@ -27,10 +27,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::actions;
-use super::android::{build_device, settled_state, Adb, PhoneRound, Props};
+use super::android::{build_device, settled_state, Adb};
 use super::budget::Budget;
 use super::phones::IosTools;
-pub use super::phones::{AndroidPhones, BoxFuture, Clock, IosPhones};
+use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
 use super::verdict::{self, Action, Memory, Thresholds};
 use crate::config::Config;
@@ -44,7 +44,7 @@ use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::InterrogationErrorKind;
 use crate::serve::metrics::Metrics;
-use crate::state::{DeviceCommand, Events, Liveness, SnapshotCell};
+use crate::state::{DeviceCommand, Events, Liveness, Shared, SnapshotCell};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
 /// the iPhone listed again. Phones take one to two minutes.
@@ -73,6 +73,19 @@ pub struct Context {
     pub snapshot: Arc<SnapshotCell>,
     pub events: Arc<Events>,
     pub liveness: Arc<Liveness>,
+}
+
+impl Context {
+    /// The watcher's handles out of `app`'s bundle.
+    pub fn of(shared: &Shared) -> Context {
+        Context {
+            config: shared.config.clone(),
+            metrics: shared.metrics.clone(),
+            snapshot: shared.snapshot.clone(),
+            events: shared.events.clone(),
+            liveness: shared.liveness.clone(),
+        }
+    }
 }
 
 /// Runs until shutdown: with Android, starts the adb server and follows its device list;
@@ -648,7 +661,7 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Shared;
+    use crate::devices::phones::BoxFuture;
     use std::sync::Mutex;
     use std::time::Instant;
 
@@ -835,7 +848,7 @@ mod tests {
         let fake = Arc::new(FakeAndroid::default());
         let clock = Every(tokio::time::interval(Duration::from_secs(30)));
         let watcher = tokio::spawn(watch(
-            shared.devices_context(),
+            Context::of(&shared),
             commands,
             Arc::new(fake.clone()),
             Arc::new(NoIphones),
@@ -1139,6 +1152,7 @@ mod tests {
     #[test]
     fn reboot_after_task_through_the_real_adb_server() {
         use std::io::{BufRead, Read, Write};
+        let _turn = crate::runtime::reaper::children_lock();
         /// Kills the child when the test ends, passed or not.
         struct Guard(std::process::Child);
         impl Drop for Guard {
@@ -1223,7 +1237,7 @@ mod tests {
         runtime.block_on(async {
             let ticker = Ticker::new(shared.config.interrogate_every).unwrap();
             let watcher = tokio::spawn(run(
-                shared.devices_context(),
+                Context::of(&shared),
                 commands,
                 Reaper::new(),
                 ticker,

@@ -318,38 +318,45 @@ mod tests {
         assert!(line_text(b"abc", true).starts_with("abc [cut at 16384 bytes"));
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_child_in_its_own_group_is_forwarded_and_stopped() {
-        let reaper = Reaper::new();
-        tokio::spawn(reaper.clone().run());
-        let mut child = spawn(
-            &reaper,
-            Command::new("/bin/sh").args(["-c", "echo out; echo err >&2; exec sleep 30"]),
-        )
-        .unwrap();
-        // SAFETY: getpgid has no preconditions.
-        assert_eq!(unsafe { libc::getpgid(child.pid) }, child.pid);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let sink: Sink = Arc::new(move |l: &str| {
-            let _ = tx.send(l.to_string());
+    #[test]
+    fn a_child_in_its_own_group_is_forwarded_and_stopped() {
+        let _turn = crate::runtime::reaper::children_lock();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let reaper = Reaper::new();
+            tokio::spawn(reaper.clone().run());
+            let mut child = spawn(
+                &reaper,
+                Command::new("/bin/sh").args(["-c", "echo out; echo err >&2; exec sleep 30"]),
+            )
+            .unwrap();
+            // SAFETY: getpgid has no preconditions.
+            assert_eq!(unsafe { libc::getpgid(child.pid) }, child.pid);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let sink: Sink = Arc::new(move |l: &str| {
+                let _ = tx.send(l.to_string());
+            });
+            let output = Output::start(&mut child, module_path!(), "sh", sink);
+            let mut seen = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+            seen.sort();
+            assert_eq!(seen, ["err", "out"]);
+            let (_trigger, mut shutdown) = crate::runtime::shutdown::channel();
+            let mut killed = None;
+            let exit = stop(
+                child.pid,
+                &mut child.exit,
+                Duration::from_secs(5),
+                &mut shutdown,
+                |k| killed = Some(k),
+            )
+            .await;
+            output.drained(Duration::from_secs(5)).await;
+            assert_eq!(exit, Some(Exit::Signal(libc::SIGTERM)));
+            assert_eq!(killed, None);
+            assert_eq!(rx.recv().await, None, "both pipes reached end of file");
         });
-        let output = Output::start(&mut child, module_path!(), "sh", sink);
-        let mut seen = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
-        seen.sort();
-        assert_eq!(seen, ["err", "out"]);
-        let (_trigger, mut shutdown) = crate::runtime::shutdown::channel();
-        let mut killed = None;
-        let exit = stop(
-            child.pid,
-            &mut child.exit,
-            Duration::from_secs(5),
-            &mut shutdown,
-            |k| killed = Some(k),
-        )
-        .await;
-        output.drained(Duration::from_secs(5)).await;
-        assert_eq!(exit, Some(Exit::Signal(libc::SIGTERM)));
-        assert_eq!(killed, None);
-        assert_eq!(rx.recv().await, None, "both pipes reached end of file");
     }
 }

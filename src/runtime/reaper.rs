@@ -194,6 +194,15 @@ pub fn become_subreaper() {
     }
 }
 
+/// For unit tests, which share one process: a test that runs the reap loop
+/// (`waitpid(-1)`) and a test that waits on a child of its own must not overlap, or the
+/// loop steals the other's exit status (`ECHILD`). Each such test holds this.
+#[cfg(test)]
+pub fn children_lock() -> std::sync::MutexGuard<'static, ()> {
+    static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,8 @@ use crate::serve::http::{
 use crate::serve::metrics::HookRoute;
 use crate::serve::metrics::Metrics;
 use crate::state::{
-    BotStatusCell, DeviceCommand, DeviceCommands, Fleet, ForcedQuarantine, Liveness, SnapshotCell,
+    BotStatusCell, DeviceCommand, DeviceCommands, Fleet, ForcedQuarantine, Liveness, Shared,
+    SnapshotCell,
 };
 
 /// Threads answering requests. The bot calls one hook at a time; the rest is slack for
@@ -207,6 +208,23 @@ pub struct Context {
     pub forced: Arc<ForcedQuarantine>,
     pub commands: DeviceCommands,
     pub fleet: Arc<Fleet>,
+}
+
+impl Context {
+    /// The hooks' handles out of `app`'s bundle.
+    pub fn of(shared: &Shared) -> Context {
+        Context {
+            config: shared.config.clone(),
+            metrics: shared.metrics.clone(),
+            snapshot: shared.snapshot.clone(),
+            bot: shared.bot.clone(),
+            token: shared.token.clone(),
+            liveness: shared.liveness.clone(),
+            forced: shared.forced.clone(),
+            commands: shared.commands.clone(),
+            fleet: shared.fleet.clone(),
+        }
+    }
 }
 
 /// Answers the hooks. Holds what is fixed at start-up; everything else is read from
@@ -634,7 +652,6 @@ mod tests {
     use crate::config::{parse, Command};
     use crate::devices::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
     use crate::runtime::reaper::Exit;
-    use crate::state::Shared;
     use std::time::Duration;
 
     fn shared_with(args: &[&str]) -> Arc<Shared> {
@@ -676,7 +693,7 @@ mod tests {
         path: &str,
         body: &str,
     ) -> (u16, Value) {
-        let ctx = s.hooks_context();
+        let ctx = Context::of(s);
         let r = hooks().handle(
             &ctx,
             SystemTime::now(),
@@ -838,7 +855,7 @@ mod tests {
         let s = shared("auth");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let headers_at = |at| {
-            let ctx = s.hooks_context();
+            let ctx = Context::of(&s);
             hooks().handle(&ctx, at, ("GET", "/get_authentication_headers", None), b"")
         };
         let r = headers_at(now);

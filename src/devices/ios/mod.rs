@@ -432,7 +432,6 @@ mod tests {
     use crate::devices::snapshot::{usable_device, Reasons, State};
     use crate::devices::verdict::{self, Memory, Thresholds};
     use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Mutex;
 
     use test_lab::{dead, Lab};
 
@@ -464,8 +463,7 @@ mod tests {
         F: FnOnce(Reaper) -> Fut,
         Fut: Future<Output = ()>,
     {
-        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = crate::runtime::reaper::children_lock();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -123,6 +123,7 @@ mod tests {
 
     #[test]
     fn a_real_posix_shell_runs_the_script() {
+        let _turn = crate::runtime::reaper::children_lock();
         let text = script(&[
             ("one", "printf 'no newline'"),
             ("two", "echo out; echo err >&2"),

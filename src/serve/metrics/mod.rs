@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::bot::status::BotStatus;
 use crate::devices::snapshot::Link;
-use crate::state::BotStatus;
 use families::Family;
 pub use labels::{
     HookRoute, InterrogationErrorKind, LabelValues, TokenFetchResult, ZipDownloadResult,

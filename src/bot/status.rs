@@ -1,0 +1,18 @@
+//! The record of one bot that its supervisor keeps: plain data, so that the readers
+//! (the state hook, the status page, the bot gauges) depend on it and not on the
+//! supervisor.
+
+use crate::runtime::reaper::Exit;
+
+/// What the supervisor knows of the bot, for the state hook, the status page and the bot
+/// gauges, which are all derived from it. The supervisor is its one writer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BotStatus {
+    pub running: bool,
+    /// Unix seconds when the running bot process started.
+    pub started_at_unix: Option<f64>,
+    pub restarts: u64,
+    /// How the last bot process ended.
+    pub last_exit: Option<Exit>,
+    pub crashlooping: bool,
+}
