@@ -320,14 +320,7 @@ mod tests {
 
     #[test]
     fn a_child_in_its_own_group_is_forwarded_and_stopped() {
-        let _turn = crate::runtime::reaper::children_lock();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let reaper = Reaper::new();
-            tokio::spawn(reaper.clone().run());
+        crate::runtime::reaper::with_reap_loop(|reaper| async move {
             let mut child = spawn(
                 &reaper,
                 Command::new("/bin/sh").args(["-c", "echo out; echo err >&2; exec sleep 30"]),

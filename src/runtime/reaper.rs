@@ -203,6 +203,26 @@ pub fn children_lock() -> std::sync::MutexGuard<'static, ()> {
     CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs `test` on a current-thread runtime with the reap loop, holding
+/// [`children_lock`].
+#[cfg(test)]
+pub fn with_reap_loop<F, Fut>(test: F)
+where
+    F: FnOnce(Reaper) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _turn = children_lock();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime");
+    runtime.block_on(async {
+        let reaper = Reaper::new();
+        tokio::spawn(reaper.clone().run());
+        test(reaper).await;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

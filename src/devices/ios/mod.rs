@@ -456,23 +456,13 @@ mod tests {
         }
     }
 
-    /// Runs a test that spawns the stand-ins on a current-thread runtime with the reap
-    /// loop. One at a time: the loop's `waitpid(-1)` would steal another test's children.
+    /// Runs a test that spawns the stand-ins with the reap loop, one at a time.
     fn with_tools<F, Fut>(test: F)
     where
         F: FnOnce(Reaper) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let _turn = crate::runtime::reaper::children_lock();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let reaper = Reaper::new();
-            tokio::spawn(reaper.clone().run());
-            test(reaper).await;
-        });
+        crate::runtime::reaper::with_reap_loop(test)
     }
 
     const T: Thresholds = verdict::TEST_THRESHOLDS;
