@@ -151,6 +151,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
                     dir: shared.config.bot_dir.clone(),
                     phone_env: None,
                     zip_seed: None,
+                    zip_turn: None,
                     status: shared.bot.clone(),
                 };
                 tokio::spawn(supervisor::run(

@@ -394,3 +394,85 @@ fn an_unauthorized_phone_gets_a_bot_that_says_so() {
     assert!(dims.get("device_type").is_none(), "{dims}");
     assert!(rig.bot(&m)["last_state"].get("quarantined").is_none());
 }
+
+/// The environment of the bot running in `dir` (a descendant of the monitor `root`).
+fn bot_environ(root: i32, dir: &std::path::Path) -> Vec<String> {
+    descendants(root)
+        .into_iter()
+        .find_map(|(pid, _)| {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_bot = cmdline.windows(9).any(|w| w == b"start_bot");
+            (is_bot && cwd == dir).then(|| std::fs::read(format!("/proc/{pid}/environ")).ok())?
+        })
+        .map(|env| {
+            env.split(|b| *b == 0)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
+    const UDID: &str = "00008030-001A2D3E0E38802E";
+    let ios = support::ios::Lab::new("bots-ios");
+    ios.phones(&[UDID]);
+    ios.phone(UDID, "iPhone14,2", "17.1", "87");
+    let tools = ios.dir.to_str().unwrap().to_string();
+    let usbmuxd = ios.dir.join("usbmuxd").to_str().unwrap().to_string();
+    let rig = Rig::start(
+        "bots-ios",
+        &["modern:P"],
+        &[
+            "--devices",
+            "android,ios",
+            "--idevice-dir",
+            &tools,
+            "--usbmuxd",
+            &usbmuxd,
+        ],
+    );
+    let port = rig.sim.port("P");
+    let (android, iphone) = (bot_of(port), format!("{HOST}--{UDID}"));
+    let dims = wait_for(LONG, "the iPhone's bot polling with its dimensions", || {
+        let dims = rig.bot(&iphone)["last_dimensions"].clone();
+        (strings(&dims["ios_devices"]) == ["1"]).then_some(dims)
+    });
+    assert_eq!(strings(&dims["device_type"]), ["iPhone14,2"], "{dims}");
+    assert_eq!(strings(&dims["os"]), ["iOS", "iOS-17.1"], "{dims}");
+    assert!(dims.get("android_devices").is_none(), "{dims}");
+    wait_for(LONG, "the Android phone's bot polling alone", || {
+        let dims = rig.bot(&android)["last_dimensions"].clone();
+        (strings(&dims["android_devices"]) == ["1"] && dims.get("ios_devices").is_none())
+            .then_some(())
+    });
+    let root = rig.monitor.0.id() as i32;
+    let env = bot_environ(root, &rig.bot_dir.join(UDID).canonicalize().unwrap());
+    assert!(env.contains(&format!("IOS_UDID={UDID}")), "{env:?}");
+    assert!(
+        env.contains(&format!("SWARMING_BOT_ID={iphone}")),
+        "{env:?}"
+    );
+    assert!(
+        !env.iter().any(|v| v.starts_with("ANDROID_SERIAL=")),
+        "{env:?}"
+    );
+    let dir = rig.bot_dir.join(format!("127.0.0.1-{port}"));
+    let env = bot_environ(root, &dir.canonicalize().unwrap());
+    assert!(
+        env.contains(&format!("ANDROID_SERIAL=127.0.0.1:{port}")),
+        "{env:?}"
+    );
+    // One download served both bots; the second bot's zip is a copy.
+    let downloads = rig.server.state()["bot_code_requests"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(downloads, 1, "{}", rig.log());
+    assert!(
+        rig.log().contains("copied the good zip of"),
+        "{}",
+        rig.log()
+    );
+}

@@ -427,7 +427,10 @@ pub async fn ensure(
                 };
                 // Off the runtime: across file systems this is a copy of the whole zip.
                 let moved = {
-                    let (dir, path) = (dir.to_path_buf(), zip.clone());
+                    // Next to the directory the bot cleans: with one bot per phone, next to
+                    // --bot-dir, which holds only the bots' directories.
+                    let beside = source.seed.unwrap_or(dir);
+                    let (dir, path) = (beside.to_path_buf(), zip.clone());
                     match run_detached("zip-set-aside", move || set_aside(&dir, &path)) {
                         Ok(rx) => rx.await.unwrap_or_else(|_| {
                             Err(io::Error::other(

@@ -57,6 +57,7 @@ pub async fn run(
     let mut bots: BTreeMap<String, Bot> = BTreeMap::new();
     let mut draining: Vec<(String, Trigger, JoinHandle<()>)> = Vec::new();
     let mut refused_logged: BTreeSet<(String, String)> = BTreeSet::new();
+    let zip_turn = Arc::new(tokio::sync::Mutex::new(()));
     let mut every = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
@@ -119,7 +120,10 @@ pub async fn run(
                 spec.id,
                 spec.dir.display()
             );
-            bots.insert(serial.clone(), start(&ctx, spec, &reaper, &tokens));
+            bots.insert(
+                serial.clone(),
+                start(&ctx, spec, &reaper, &tokens, &zip_turn),
+            );
         }
         for (serial, why) in &plan.refused {
             if refused_logged.insert((serial.clone(), why.clone())) {
@@ -143,7 +147,13 @@ pub async fn run(
 }
 
 /// Starts the bot `spec` under a shutdown of its own.
-fn start(ctx: &Context, spec: &BotSpec, reaper: &Reaper, tokens: &TokenWatch) -> Bot {
+fn start(
+    ctx: &Context,
+    spec: &BotSpec,
+    reaper: &Reaper,
+    tokens: &TokenWatch,
+    zip_turn: &Arc<tokio::sync::Mutex<()>>,
+) -> Bot {
     let (trigger, own) = shutdown::channel();
     let status = Arc::new(BotStatusCell::default());
     let (variable, serial) = spec.phone_env();
@@ -152,6 +162,7 @@ fn start(ctx: &Context, spec: &BotSpec, reaper: &Reaper, tokens: &TokenWatch) ->
         dir: spec.dir.clone(),
         phone_env: Some((variable, serial.to_string())),
         zip_seed: Some(PathBuf::from(&ctx.config.bot_dir)),
+        zip_turn: Some(zip_turn.clone()),
         status: status.clone(),
     };
     let task = tokio::spawn(supervisor::run(

@@ -112,6 +112,10 @@ pub struct Which {
     /// A directory whose subdirectories may hold a good zip to copy rather than
     /// download: the other bots' (`--bots per-device`).
     pub zip_seed: Option<PathBuf>,
+    /// Held while this bot checks, copies or downloads its zip, shared by the bots of
+    /// `--bots per-device`: bots that start together then download once, and the others
+    /// copy that zip.
+    pub zip_turn: Option<Arc<tokio::sync::Mutex<()>>>,
     /// The status this bot's supervisor alone writes.
     pub status: Arc<BotStatusCell>,
 }
@@ -156,6 +160,10 @@ impl Hooks for Bot {
             bot_id: &self.which.id,
             metrics: &self.ctx.metrics,
             seed: self.which.zip_seed.as_deref(),
+        };
+        let _turn = match &self.which.zip_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
         };
         bot_zip::ensure(&source, &self.launch.dir, &mut self.tokens, shutdown).await
     }
