@@ -20,6 +20,7 @@ use crate::runtime::clock::Ticker;
 use crate::runtime::procs;
 use crate::runtime::reaper::{self, Reaper};
 use crate::runtime::shutdown;
+use crate::serve::hook_server;
 use crate::serve::hooks::{self, Hooks};
 use crate::serve::status_server;
 use crate::state::{Liveness, Shared};
@@ -95,7 +96,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     );
 
     let hook_addr = shared.config.hook_addr;
-    let hooks = hooks::start(
+    let hooks = hook_server::start(
         Arc::new(hooks::Context::of(&shared)),
         Hooks::new(&bot_settings),
         bind("--hook-addr", hook_addr)?,

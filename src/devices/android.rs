@@ -11,6 +11,7 @@
 //! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`),
 //! or compute dimensions (that is `dimensions`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +76,47 @@ pub fn settled_state(
         l.state = Link::Connecting;
     }
     l
+}
+
+/// For each phone whose state in `polled` (the list asked once) is not `tracked`'s (the
+/// tracker's), a line saying so.
+pub fn untracked_changes(tracked: &[Listed], polled: &[Listed]) -> Vec<String> {
+    polled
+        .iter()
+        .filter_map(|l| {
+            let was = tracked.iter().find(|t| t.serial == l.serial)?;
+            (was.state != l.state).then(|| {
+                format!(
+                    "the adb server lists {} as {}; its device tracker still says {}",
+                    l.serial,
+                    l.state.as_str(),
+                    was.state.as_str()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Warnings for the values of `missing` (`battery level (why)`, ...) that `serial` has
+/// not been warned about: one per phone and value, until the value is read again, so
+/// that losing it later warns again. `warned` holds (serial, value name).
+pub fn missing_value_warnings(
+    warned: &mut BTreeSet<(String, String)>,
+    serial: &str,
+    missing: &[String],
+) -> Vec<String> {
+    let name = |v: &str| v.split(" (").next().unwrap_or(v).to_string();
+    let names: BTreeSet<String> = missing.iter().map(|v| name(v)).collect();
+    warned.retain(|(s, n)| s != serial || names.contains(n));
+    missing
+        .iter()
+        .filter(|v| warned.insert((serial.to_string(), name(v))))
+        .map(|v| {
+            format!(
+                "{serial}: cannot read its {v}; the rules that need it cannot run until it is read again"
+            )
+        })
+        .collect()
 }
 
 /// One phone as the snapshot shows it, from its listing and its last round (if any).
@@ -488,6 +530,43 @@ mod tests {
             device: Some("redfin".into()),
             transport_id: Some(3),
         }
+    }
+
+    #[test]
+    fn a_state_the_tracker_did_not_report_is_named() {
+        let tracked = [listed("U", "offline"), listed("S", "device")];
+        let polled = [
+            listed("U", "unauthorized"),
+            listed("S", "device"),
+            listed("N", "device"),
+        ];
+        assert_eq!(
+            untracked_changes(&tracked, &polled),
+            ["the adb server lists U as unauthorized; its device tracker still says offline"]
+        );
+    }
+
+    #[test]
+    fn a_missing_value_warns_once_until_it_is_read_again() {
+        let mut warned = BTreeSet::new();
+        let lost = [
+            "temperature (no sensor)".to_string(),
+            "battery level (no line)".to_string(),
+        ];
+        let first = missing_value_warnings(&mut warned, "S1", &lost);
+        assert_eq!(first.len(), 2);
+        assert!(
+            first[0].starts_with("S1: cannot read its temperature (no sensor);"),
+            "{first:?}"
+        );
+        assert!(missing_value_warnings(&mut warned, "S1", &lost).is_empty());
+        assert_eq!(
+            missing_value_warnings(&mut warned, "S2", &lost[..1]).len(),
+            1
+        );
+        // Read again, then lost again: a new warning.
+        assert!(missing_value_warnings(&mut warned, "S1", &lost[1..]).is_empty());
+        assert_eq!(missing_value_warnings(&mut warned, "S1", &lost).len(), 1);
     }
 
     fn props(boot_completed: bool) -> Props {

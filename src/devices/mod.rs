@@ -18,6 +18,9 @@
 //! - `ios`: the iPhones, through libimobiledevice's tools and usbmuxd;
 //! - `dimensions`: pure, properties to Swarming dimensions;
 //! - `snapshot`: the immutable picture of the phones that every reader shares.
+//!
+//! [`Context`] is what the folder is given by `app`: its configuration, the counters,
+//! and the handles it alone writes.
 
 mod actions;
 pub mod adb;
@@ -33,4 +36,33 @@ pub mod usb;
 pub mod verdict;
 mod watcher;
 
-pub use watcher::{run, Context};
+pub use watcher::run;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::serve::metrics::Metrics;
+use crate::state::{Events, Liveness, Shared, SnapshotCell};
+
+/// What the watcher is given: its configuration, the counters, and the handles it
+/// writes (the snapshot and its events, the proof of life of its tick).
+pub struct Context {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub events: Arc<Events>,
+    pub liveness: Arc<Liveness>,
+}
+
+impl Context {
+    /// The watcher's handles out of `app`'s bundle.
+    pub fn of(shared: &Shared) -> Context {
+        Context {
+            config: shared.config.clone(),
+            metrics: shared.metrics.clone(),
+            snapshot: shared.snapshot.clone(),
+            events: shared.events.clone(),
+            liveness: shared.liveness.clone(),
+        }
+    }
+}

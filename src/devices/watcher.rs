@@ -27,13 +27,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::actions;
-use super::android::{build_device, settled_state, Adb};
+use super::android::{self, build_device, settled_state, Adb};
 use super::budget::Budget;
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
 use super::verdict::{self, Action, Memory, Thresholds};
-use crate::config::Config;
+use super::Context;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
@@ -43,8 +43,7 @@ use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::InterrogationErrorKind;
-use crate::serve::metrics::Metrics;
-use crate::state::{DeviceCommand, Events, Liveness, Shared, SnapshotCell};
+use crate::state::DeviceCommand;
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
 /// the iPhone listed again. Phones take one to two minutes.
@@ -63,29 +62,6 @@ enum Event {
         serial: String,
         outcome: Result<(), String>,
     },
-}
-
-/// What the watcher is given: its configuration, the counters, and the handles it
-/// writes (the snapshot and its events, the proof of life of its tick).
-pub struct Context {
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    pub snapshot: Arc<SnapshotCell>,
-    pub events: Arc<Events>,
-    pub liveness: Arc<Liveness>,
-}
-
-impl Context {
-    /// The watcher's handles out of `app`'s bundle.
-    pub fn of(shared: &Shared) -> Context {
-        Context {
-            config: shared.config.clone(),
-            metrics: shared.metrics.clone(),
-            snapshot: shared.snapshot.clone(),
-            events: shared.events.clone(),
-            liveness: shared.liveness.clone(),
-        }
-    }
 }
 
 /// Runs until shutdown: with Android, starts the adb server and follows its device list;
@@ -419,45 +395,17 @@ impl Watcher {
 
     /// Logs each phone whose state in a list asked once is not what the tracker said.
     fn log_untracked_changes(&self, polled: &[Listed]) {
-        let tracked: BTreeMap<&str, &Link> = self
-            .listing
-            .iter()
-            .flatten()
-            .map(|l| (l.serial.as_str(), &l.state))
-            .collect();
-        for l in polled {
-            match tracked.get(l.serial.as_str()) {
-                Some(&was) if *was != l.state => log::info!(
-                    "the adb server lists {} as {}; its device tracker still says {}",
-                    l.serial,
-                    l.state.as_str(),
-                    was.as_str()
-                ),
-                _ => {}
-            }
+        let tracked = self.listing.as_deref().unwrap_or_default();
+        for line in android::untracked_changes(tracked, polled) {
+            log::info!("{line}");
         }
     }
 
-    /// Logs, once per phone, each value its rounds could not read; a value read again
-    /// is forgotten, so that losing it later warns again.
+    /// Logs, once per phone, each value its rounds could not read.
     fn warn_missing_values(&mut self, serial: &str, round: &PhoneRound) {
-        let names: BTreeSet<String> = round
-            .missing_values
-            .iter()
-            .map(|v| v.split(" (").next().unwrap_or(v).to_string())
-            .collect();
-        self.warned_missing
-            .retain(|(s, name)| s != serial || names.contains(name));
-        for (value, name) in round.missing_values.iter().zip(&names) {
-            if self
-                .warned_missing
-                .insert((serial.to_string(), name.clone()))
-            {
-                log::warn!(
-                    "{serial}: cannot read its {value}; the rules that need it cannot run \
-                     until it is read again"
-                );
-            }
+        let warned = &mut self.warned_missing;
+        for line in android::missing_value_warnings(warned, serial, &round.missing_values) {
+            log::warn!("{line}");
         }
     }
 
@@ -661,6 +609,7 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Shared;
     use crate::devices::phones::BoxFuture;
     use std::sync::Mutex;
     use std::time::Instant;

@@ -6,6 +6,7 @@
 
 mod caller;
 pub mod dimension_rules;
+pub mod hook_server;
 pub mod hooks;
 pub mod http;
 pub mod metrics;
