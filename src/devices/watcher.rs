@@ -609,8 +609,8 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Shared;
     use crate::devices::phones::BoxFuture;
+    use crate::state::Shared;
     use std::sync::Mutex;
     use std::time::Instant;
 
