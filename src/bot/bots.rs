@@ -102,12 +102,16 @@ pub async fn run(
             let Some(bot) = bots.remove(&serial) else {
                 continue;
             };
-            log::info!(
-                "stopping bot {}: its phone {serial} has been gone for {:.0}s (--gone-bot-grace {}s)",
-                bot.spec.id,
-                bot.gone_since.map_or(0.0, |t| now - t),
-                config.gone_bot_grace.as_secs()
-            );
+            match plan.refused.get(&serial) {
+                // Still listed, but refused now (a new phone's serial gives its id).
+                Some(why) => log::warn!("stopping bot {}: {why}", bot.spec.id),
+                None => log::info!(
+                    "stopping bot {}: its phone {serial} has been gone for {:.0}s (--gone-bot-grace {}s)",
+                    bot.spec.id,
+                    bot.gone_since.map_or(0.0, |t| now - t),
+                    config.gone_bot_grace.as_secs()
+                ),
+            }
             bot.trigger.fire();
             draining.push((serial, bot.trigger, bot.task));
         }

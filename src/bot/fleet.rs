@@ -302,6 +302,25 @@ mod tests {
     }
 
     #[test]
+    fn a_running_bot_whose_id_a_new_phone_also_gives_is_refused_too() {
+        let first = plan(
+            &rules(8),
+            &android(&["10.0.0.1:5555"]),
+            &BTreeMap::new(),
+            0.0,
+        );
+        let now = running(&first, &[], &[]);
+        let p = plan(
+            &rules(8),
+            &android(&["10.0.0.1:5555", "10.0.0.1-5555"]),
+            &now,
+            1.0,
+        );
+        assert!(p.bots.is_empty(), "{p:?}");
+        assert_eq!(p.refused.len(), 2);
+    }
+
+    #[test]
     fn an_id_over_swarmings_limit_is_refused() {
         let long = "x".repeat(300);
         let p = plan(&rules(8), &android(&[&long]), &BTreeMap::new(), 0.0);
