@@ -229,6 +229,12 @@ impl Liveness {
 pub struct DeviceCommands(mpsc::UnboundedSender<DeviceCommand>);
 
 impl DeviceCommands {
+    /// A channel of device commands: the hooks' end and the watcher's.
+    pub fn channel() -> (DeviceCommands, mpsc::UnboundedReceiver<DeviceCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (DeviceCommands(tx), rx)
+    }
+
     /// A closed channel (shutting down) is ignored.
     pub fn send(&self, cmd: DeviceCommand) {
         if self.0.send(cmd.clone()).is_err() {
@@ -293,7 +299,7 @@ pub struct Shared {
 impl Shared {
     /// Builds the handles and the receiving end of the device-command channel.
     pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (commands, rx) = DeviceCommands::channel();
         let shared = Shared {
             config: Arc::new(config),
             metrics: Arc::default(),
@@ -303,7 +309,7 @@ impl Shared {
             bot: Arc::default(),
             forced: Arc::default(),
             liveness: Arc::default(),
-            commands: DeviceCommands(tx),
+            commands,
             fleet: Arc::default(),
         };
         (Arc::new(shared), rx)

@@ -40,14 +40,53 @@ pub use watcher::run;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Config, DeviceKinds};
 use crate::serve::metrics::Metrics;
 use crate::state::{Events, Liveness, Shared, SnapshotCell};
 
-/// What the watcher is given: its configuration, the counters, and the handles it
-/// writes (the snapshot and its events, the proof of life of its tick).
+/// The part of the configuration the phones' side reads, so that its tests build it
+/// rather than parse a command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub devices: DeviceKinds,
+    pub interrogate_every: Duration,
+    pub no_reboot_after_task: bool,
+    /// `--power-off-seconds`, for the hub port power cycle.
+    pub power_off: Duration,
+    pub adb: PathBuf,
+    pub adb_server: SocketAddr,
+    pub usbmuxd: PathBuf,
+    pub ios: ios::Tools,
+    pub thresholds: verdict::Thresholds,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            devices: config.devices,
+            interrogate_every: config.interrogate_every,
+            no_reboot_after_task: config.no_reboot_after_task,
+            power_off: config.power_off,
+            adb: config.adb.clone(),
+            adb_server: config.adb_server,
+            usbmuxd: config.usbmuxd.clone(),
+            ios: ios::Tools {
+                dir: config.idevice_dir.clone(),
+                interrogate_every: config.interrogate_every,
+            },
+            thresholds: verdict::Thresholds::from_config(config),
+        }
+    }
+}
+
+/// What the watcher is given: its settings, the counters, and the handles it writes
+/// (the snapshot and its events, the proof of life of its tick).
 pub struct Context {
-    pub config: Arc<Config>,
+    pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub snapshot: Arc<SnapshotCell>,
     pub events: Arc<Events>,
@@ -58,7 +97,7 @@ impl Context {
     /// The watcher's handles out of `app`'s bundle.
     pub fn of(shared: &Shared) -> Context {
         Context {
-            config: shared.config.clone(),
+            settings: Settings::of(&shared.config),
             metrics: shared.metrics.clone(),
             snapshot: shared.snapshot.clone(),
             events: shared.events.clone(),

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::config::Config;
 use std::collections::BTreeMap;
 
 use crate::devices::adb::client::ShellProtocol;
@@ -98,30 +97,30 @@ impl Clock for Ticker {
 
 /// libimobiledevice's tools, run under the reaper.
 pub struct IosTools {
-    pub config: Arc<Config>,
+    pub tools: ios::Tools,
     pub metrics: Arc<Metrics>,
     pub reaper: Reaper,
 }
 
 impl IosPhones for IosTools {
     fn interrogate(&self) -> BoxFuture<Result<Vec<Device>, ios::IosError>> {
-        let (config, metrics, reaper) = (
-            self.config.clone(),
+        let (tools, metrics, reaper) = (
+            self.tools.clone(),
             self.metrics.clone(),
             self.reaper.clone(),
         );
-        Box::pin(async move { ios::interrogate(&config, &reaper, &metrics).await })
+        Box::pin(async move { ios::interrogate(&tools, &reaper, &metrics).await })
     }
 
     fn reboot(&self, udid: &str, deadline: Duration) -> BoxFuture<Result<(), String>> {
-        let (config, metrics, reaper, udid) = (
-            self.config.clone(),
+        let (tools, metrics, reaper, udid) = (
+            self.tools.clone(),
             self.metrics.clone(),
             self.reaper.clone(),
             udid.to_string(),
         );
         Box::pin(async move {
-            ios::reboot(&config, &reaper, &udid, deadline)
+            ios::reboot(&tools, &reaper, &udid, deadline)
                 .await
                 .map_err(|e| {
                     metrics.interrogation_errors_total.inc(e.metric_kind());

@@ -73,7 +73,7 @@ pub async fn run(
     ticker: Ticker,
     shutdown: Shutdown,
 ) {
-    let config = &ctx.config;
+    let config = &ctx.settings;
     let server = config.devices.android.then(|| {
         tokio::spawn(crate::devices::adb::server::run(
             config.adb.clone(),
@@ -97,7 +97,7 @@ pub async fn run(
         ctx.metrics.clone(),
     ));
     let iphones = Arc::new(IosTools {
-        config: config.clone(),
+        tools: config.ios.clone(),
         metrics: ctx.metrics.clone(),
         reaper,
     });
@@ -119,7 +119,7 @@ async fn watch(
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (lists_tx, mut lists) = mpsc::unbounded_channel();
-    if ctx.config.devices.android {
+    if ctx.settings.devices.android {
         tokio::spawn(android.track(lists_tx, shutdown.clone()));
     }
     let mut w = Watcher::new(ctx, android, iphones, events_tx);
@@ -184,10 +184,10 @@ impl Watcher {
         ios: Arc<dyn IosPhones>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
-        let thresholds = Thresholds::from_config(&ctx.config);
-        let listing = (!ctx.config.devices.android).then(Vec::new);
+        let thresholds = ctx.settings.thresholds;
+        let listing = (!ctx.settings.devices.android).then(Vec::new);
         Watcher {
-            budget: Budget::of(ctx.config.interrogate_every),
+            budget: Budget::of(ctx.settings.interrogate_every),
             ctx,
             android,
             ios,
@@ -220,7 +220,7 @@ impl Watcher {
             }
             DeviceCommand::TaskEnded => {
                 self.task_running = false;
-                if self.ctx.config.no_reboot_after_task {
+                if self.ctx.settings.no_reboot_after_task {
                     self.want_round();
                 } else {
                     self.reboot_usable(None);
@@ -233,7 +233,7 @@ impl Watcher {
             }
             DeviceCommand::PhoneTaskEnded(serial) => {
                 self.phone_tasks.remove(&serial);
-                if self.ctx.config.no_reboot_after_task {
+                if self.ctx.settings.no_reboot_after_task {
                     self.publish(false);
                     self.want_round();
                 } else {
@@ -301,7 +301,7 @@ impl Watcher {
                         Action::RestartAdbServer => actions::restart_server(&self.android),
                         Action::UsbReset { serial, devpath } => actions::usb_reset(serial, devpath),
                         Action::PowerCycle { serial, devpath } => {
-                            actions::power_cycle(serial, devpath, self.ctx.config.power_off)
+                            actions::power_cycle(serial, devpath, self.ctx.settings.power_off)
                         }
                     }
                 }
@@ -428,7 +428,12 @@ impl Watcher {
         let script = self.budget.script;
         let metrics = self.ctx.metrics.clone();
         let events = self.events.clone();
-        let iphones = self.ctx.config.devices.ios.then(|| self.ios.interrogate());
+        let iphones = self
+            .ctx
+            .settings
+            .devices
+            .ios
+            .then(|| self.ios.interrogate());
         let began = tokio::time::Instant::now();
         let phones: Vec<_> = online
             .into_iter()
@@ -609,8 +614,10 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DeviceKinds;
     use crate::devices::phones::BoxFuture;
-    use crate::state::Shared;
+    use crate::devices::Settings;
+    use crate::state::{DeviceCommands, SnapshotCell};
     use std::sync::Mutex;
     use std::time::Instant;
 
@@ -774,8 +781,51 @@ mod tests {
         }
     }
 
+    /// What a test reads and sends: the watcher's snapshot and the hooks' commands.
+    struct Handles {
+        snapshot: Arc<SnapshotCell>,
+        commands: DeviceCommands,
+    }
+
+    /// The watcher's settings for a test: Android only, rounds every `every`, the test
+    /// thresholds, the adb server at `adb_server`.
+    fn settings(every: Duration, adb_server: u16) -> Settings {
+        Settings {
+            devices: DeviceKinds {
+                android: true,
+                ios: false,
+            },
+            interrogate_every: every,
+            no_reboot_after_task: false,
+            power_off: Duration::from_secs(5),
+            adb: "/usr/bin/adb".into(),
+            adb_server: ([127, 0, 0, 1], adb_server).into(),
+            usbmuxd: "/usr/sbin/usbmuxd".into(),
+            ios: ios::Tools {
+                dir: "/usr/bin".into(),
+                interrogate_every: every,
+            },
+            thresholds: verdict::TEST_THRESHOLDS,
+        }
+    }
+
+    /// A context of fresh handles for `settings`, the handles the test keeps, and the
+    /// watcher's end of the command channel.
+    fn context(settings: Settings) -> (Context, Handles, mpsc::UnboundedReceiver<DeviceCommand>) {
+        let snapshot = Arc::new(SnapshotCell::default());
+        let (commands, rx) = DeviceCommands::channel();
+        let ctx = Context {
+            settings,
+            metrics: Arc::default(),
+            snapshot: snapshot.clone(),
+            events: Arc::default(),
+            liveness: Arc::default(),
+        };
+        (ctx, Handles { snapshot, commands }, rx)
+    }
+
     struct Rig {
-        shared: Arc<Shared>,
+        shared: Handles,
         fake: Arc<FakeAndroid>,
         trigger: crate::runtime::shutdown::Trigger,
         watcher: tokio::task::JoinHandle<()>,
@@ -783,21 +833,12 @@ mod tests {
 
     /// The watcher with fake phones, rounds every 30 s and reboots after tasks.
     async fn rig() -> Rig {
-        let args: Vec<String> = ["--no-bot", "--interrogate-every", "30"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let crate::config::Command::Run(config) =
-            crate::config::parse(&args, &|_| None, "host").unwrap()
-        else {
-            panic!("expected a run configuration")
-        };
-        let (shared, commands) = Shared::new(*config);
+        let (ctx, shared, commands) = context(settings(Duration::from_secs(30), 5037));
         let (trigger, shutdown) = crate::runtime::shutdown::channel();
         let fake = Arc::new(FakeAndroid::default());
         let clock = Every(tokio::time::interval(Duration::from_secs(30)));
         let watcher = tokio::spawn(watch(
-            Context::of(&shared),
+            ctx,
             commands,
             Arc::new(fake.clone()),
             Arc::new(NoIphones),
@@ -1150,28 +1191,14 @@ mod tests {
         let control = next_port();
         let serial = format!("127.0.0.1:{port}");
 
-        let args: Vec<String> = [
-            "--no-bot",
-            "--adb-server",
-            &format!("127.0.0.1:{adb_port}"),
-            "--interrogate-every",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let crate::config::Command::Run(config) =
-            crate::config::parse(&args, &|_| None, "host").unwrap()
-        else {
-            panic!("expected a run configuration")
-        };
-        let (shared, commands) = Shared::new(*config);
+        let every = Duration::from_secs(1);
+        let (ctx, shared, commands) = context(settings(every, adb_port));
         let (trigger, shutdown) = crate::runtime::shutdown::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        async fn wait(shared: &Shared, what: &str, f: impl Fn(&Snapshot) -> bool) {
+        async fn wait(shared: &Handles, what: &str, f: impl Fn(&Snapshot) -> bool) {
             let start = Instant::now();
             while !f(&shared.snapshot.get()) {
                 assert!(
@@ -1184,14 +1211,8 @@ mod tests {
         let usable = |s: &Snapshot| s.devices.iter().any(|d| d.unusable().is_none());
         let rebooting = format!("rebooting {serial} after task");
         runtime.block_on(async {
-            let ticker = Ticker::new(shared.config.interrogate_every).unwrap();
-            let watcher = tokio::spawn(run(
-                Context::of(&shared),
-                commands,
-                Reaper::new(),
-                ticker,
-                shutdown,
-            ));
+            let ticker = Ticker::new(every).unwrap();
+            let watcher = tokio::spawn(run(ctx, commands, Reaper::new(), ticker, shutdown));
             tokio::task::spawn_blocking(move || {
                 let mut s = std::net::TcpStream::connect(("127.0.0.1", adb_port)).unwrap();
                 let req = format!("host:connect:127.0.0.1:{port}");

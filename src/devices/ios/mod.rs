@@ -40,7 +40,6 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::devices::budget::Budget;
 use crate::devices::dimensions;
 use crate::devices::parse::ParseError;
@@ -241,18 +240,26 @@ async fn info(
     tool(reaper, dir, step, Some(udid), args, deadline).await
 }
 
+/// Where the tools are (`--idevice-dir`) and the round's period their deadlines come
+/// from (`--interrogate-every`): all of the configuration the iPhones' side reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tools {
+    pub dir: std::path::PathBuf,
+    pub interrogate_every: Duration,
+}
+
 /// Lists the iPhones and reads each of them, all phones at once. Every phone listed is
 /// returned, usable or with its [`Fault`]; each failure is counted in
 /// `interrogation_errors_total`. An `Err` means the list itself could not be had (the
 /// tool is missing, usbmuxd is not running...): the caller should report it rather
 /// than take it for "no phone".
 pub async fn interrogate(
-    config: &Config,
+    tools: &Tools,
     reaper: &Reaper,
     metrics: &Metrics,
 ) -> Result<Vec<Device>, IosError> {
-    let dir = config.idevice_dir.as_path();
-    let deadline = tool_deadline(config.interrogate_every);
+    let dir = tools.dir.as_path();
+    let deadline = tool_deadline(tools.interrogate_every);
     let udids = list(reaper, dir, deadline).await.inspect_err(|e| {
         metrics.interrogation_errors_total.inc(e.metric_kind());
     })?;
@@ -346,14 +353,14 @@ pub fn ios_fleet(usable: &[&Device]) -> Dimensions {
 /// `idevice_id -l` has stopped listing it and lists it again, polling every second,
 /// for at most `deadline` in all.
 pub async fn reboot(
-    config: &Config,
+    tools: &Tools,
     reaper: &Reaper,
     udid: &str,
     deadline: Duration,
 ) -> Result<(), IosError> {
-    let dir = config.idevice_dir.as_path();
+    let dir = tools.dir.as_path();
     let until = tokio::time::Instant::now() + deadline;
-    let step_deadline = tool_deadline(config.interrogate_every).min(deadline);
+    let step_deadline = tool_deadline(tools.interrogate_every).min(deadline);
     tool(
         reaper,
         dir,
@@ -439,20 +446,10 @@ mod tests {
     const B: &str = "00008101-000C19A82E10001E";
     const C: &str = "abcdef0123456789abcdef0123456789abcdef01";
 
-    fn config_for(dir: &Path, interval_secs: u64) -> Config {
-        let args: Vec<String> = [
-            "--no-bot",
-            "--idevice-dir",
-            &dir.display().to_string(),
-            "--interrogate-every",
-            &interval_secs.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        match crate::config::parse(&args, &|_| None, "pi") {
-            Ok(crate::config::Command::Run(c)) => *c,
-            other => panic!("expected Run, got {other:?}"),
+    fn config_for(dir: &Path, interval_secs: u64) -> Tools {
+        Tools {
+            dir: dir.to_path_buf(),
+            interrogate_every: Duration::from_secs(interval_secs),
         }
     }
 
