@@ -423,7 +423,7 @@ fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
     // A hook error is one warn line.
     let (code, _) = http_request(tmm.hook_port, "POST", "/get_state", b"{not json").unwrap();
     assert_eq!(code, 400);
-    tmm.wait_log("WARN  serve::hooks: hook POST /get_state: 400");
+    tmm.wait_log("WARN  serve::hook_server: hook POST /get_state: 400");
 
     let token = server.state()["token"].as_str().unwrap().to_string();
     assert!(token.len() > 16);
@@ -449,7 +449,7 @@ fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
         // A successful hook request is per-request chatter: debug, so absent here.
         if line.contains("hooks: hook ") {
             assert!(
-                line.contains("WARN  serve::hooks: hook POST /get_state: 400"),
+                line.contains("WARN  serve::hook_server: hook POST /get_state: 400"),
                 "{line}"
             );
         }
