@@ -4,6 +4,7 @@
 
 pub mod android;
 pub mod bot_lab;
+pub mod faults;
 pub mod ios;
 
 use std::io::{Read, Write};
