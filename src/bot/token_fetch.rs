@@ -208,6 +208,15 @@ pub fn refresh_after(token: &AccessToken, now: SystemTime) -> Duration {
 fn network_problem(e: &ureq::Error) -> (TokenErrorKind, String) {
     match e {
         ureq::Error::StatusCode(s) => (TokenErrorKind::Http(*s), "unexpected status".into()),
+        // ureq says only "timeout: global": the operator needs to know that the endpoint
+        // was reached and is what hung.
+        ureq::Error::Timeout(_) => (
+            TokenErrorKind::Network,
+            format!(
+                "no complete answer within {}s (the endpoint is reachable but hangs or dribbles)",
+                TOKEN_TIMEOUT.as_secs()
+            ),
+        ),
         other => (TokenErrorKind::Network, other.to_string()),
     }
 }
@@ -448,6 +457,16 @@ mod tests {
             let line = format!("{e} {e:?}");
             assert!(!line.contains("SECRET"), "{line}");
         }
+    }
+
+    #[test]
+    fn a_timeout_says_the_endpoint_hung_and_for_how_long() {
+        let (kind, problem) = network_problem(&ureq::Error::Timeout(ureq::Timeout::Global));
+        assert_eq!(kind, TokenErrorKind::Network);
+        assert_eq!(
+            problem,
+            "no complete answer within 20s (the endpoint is reachable but hangs or dribbles)"
+        );
     }
 
     #[test]

@@ -134,6 +134,8 @@ pub struct Lab {
     pub bot_dir: PathBuf,
     pub token_config: PathBuf,
     pub grace: u64,
+    pub hook_port: u16,
+    pub metrics_port: u16,
     pub env: Vec<(String, String)>,
     /// Command prefix, e.g. `unshare --pid --fork --mount-proc`.
     pub wrapper: Vec<String>,
@@ -150,6 +152,8 @@ impl Lab {
             dir,
             token_config,
             grace: 10,
+            hook_port: free_port(),
+            metrics_port: free_port(),
             env: Vec::new(),
             wrapper: Vec::new(),
         }
@@ -179,9 +183,9 @@ impl Lab {
             .arg("--token-config")
             .arg(&self.token_config)
             .arg("--hook-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{}", self.hook_port))
             .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--grace")
             .arg(self.grace.to_string())
             .env("RUST_LOG", "info")

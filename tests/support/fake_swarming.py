@@ -22,7 +22,8 @@ Routes:
          ("run" is a task: {"cmd": "run", "duration": seconds}; the bot calls its
          on_before_task and on_after_task hooks around it, as the real bot does.)
          Each fault fails one request, in order. Token faults: "500", "drop", "badjson",
-         "expired" (expires_in 0). Download faults: "500", "drop", "403" (at /bot_code),
+         "expired" (expires_in 0), "stall" (never answers), "dribble" (a good answer,
+         one byte a second). Download faults: "500", "drop", "403" (at /bot_code),
          "500-versioned", "truncated", "html", "stall" (at the versioned URL; "stall"
          sends half the zip, then nothing for a minute). "drop" closes the
          connection without an answer (what a refused or reset connection looks like).
@@ -48,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_BOT = os.path.join(HERE, "fake_bot")
+# How long a "stall" fault holds a connection without answering.
+STALL_SECONDS = 120
 
 
 def build_bot_zip(server_url, hook_script=None):
@@ -138,6 +141,31 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def stall(self):
+        """Accepts the request and never answers: what a wedged metadata server does.
+        Ends when the client goes away, or after STALL_SECONDS."""
+        self.close_connection = True
+        self.connection.settimeout(STALL_SECONDS)
+        try:
+            self.connection.recv(1)
+        except OSError:
+            pass
+
+    def dribble(self, body):
+        """A complete, valid answer sent one byte a second: each byte in time, the whole
+        far too late. Stops when the client goes away."""
+        data = json.dumps(body).encode()
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                "Content-Length: %d\r\n\r\n" % len(data)).encode()
+        self.close_connection = True
+        try:
+            for i in range(len(head + data)):
+                self.wfile.write((head + data)[i:i + 1])
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass
+
     def body_json(self):
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
@@ -164,6 +192,11 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(500, "internal error\n", "text/plain")
             if mode == "badjson":
                 return self.reply(200, "<html>not json</html>", "text/html")
+            if mode == "stall":
+                return self.stall()
+            if mode == "dribble":
+                return self.dribble({"access_token": st.token, "expires_in": 3600,
+                                     "token_type": "Bearer"})
             expires = 0 if mode == "expired" else 3600
             return self.reply(200, {"access_token": st.token, "expires_in": expires,
                                     "token_type": "Bearer"})
