@@ -369,6 +369,22 @@ fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
     assert!(!rig
         .log()
         .contains(&format!("bot {steady} is crash-looping")));
+
+    // The status page and /status.json show each bot's own state, not the Pi's.
+    let (_, status) = http_get(rig.metrics_port, "/status.json");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let bots = status["bots"].as_array().expect("a bots list");
+    assert_eq!(bots.len(), 2, "{status}");
+    let find = |id: &str| bots.iter().find(|b| b["id"] == id).unwrap().clone();
+    assert_eq!(find(&looping)["crashlooping"], true, "{status}");
+    assert_eq!(find(&steady)["running"], true, "{status}");
+    assert_eq!(
+        find(&steady)["phone"],
+        format!("127.0.0.1:{}", ports[1]).as_str()
+    );
+    let (_, page) = http_get(rig.metrics_port, "/");
+    assert!(page.contains("<h2>Bots (2)</h2>"), "{page}");
+    assert!(page.contains("crash-looping"), "{page}");
 }
 
 #[test]

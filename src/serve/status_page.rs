@@ -24,9 +24,11 @@ pub struct Status<'a> {
     pub bot_id: &'a str,
     pub version: &'a str,
     pub now_unix: f64,
-    /// `None` with `--no-bot`.
-    pub bot: Option<&'a BotStatus>,
-    /// The bot's reasons, as `get_state` reports them.
+    /// The Pi's bots: its one bot, or one per phone with `--bots per-device`; `None`
+    /// with `--no-bot`.
+    pub bots: Option<&'a [BotView]>,
+    /// The Pi's reasons: its one bot's, as `get_state` reports them; with
+    /// `--bots per-device`, every phone's together.
     pub reasons: &'a Reasons,
     pub devices: &'a [Device],
     /// Oldest first.
@@ -34,6 +36,16 @@ pub struct Status<'a> {
     /// `--bots per-device`: each phone's bot (`bot <id>`) or why it has none, by serial;
     /// empty with one bot for the Pi.
     pub phone_bots: &'a BTreeMap<String, String>,
+}
+
+/// One bot as the page shows it.
+pub struct BotView {
+    pub id: String,
+    /// The phone it serves (`--bots per-device`); `None` for the Pi's one bot.
+    pub phone: Option<String>,
+    pub status: BotStatus,
+    /// What its `get_state` reports.
+    pub reasons: Reasons,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -79,6 +91,23 @@ fn reasons_text(r: &Reasons) -> String {
         .join("; ")
 }
 
+fn verdict_of(r: &Reasons) -> &'static str {
+    if !r.quarantined.is_empty() {
+        "quarantined"
+    } else if !r.maintenance.is_empty() {
+        "maintenance"
+    } else {
+        "usable"
+    }
+}
+
+fn reports_of(r: &Reasons) -> String {
+    match reasons_text(r) {
+        t if t.is_empty() => "no reason: takes tasks".to_string(),
+        t => t,
+    }
+}
+
 /// The page.
 pub fn render_html(s: &Status) -> String {
     let mut o = String::with_capacity(4096 + 600 * s.devices.len());
@@ -98,43 +127,48 @@ pub fn render_html(s: &Status) -> String {
         now = utc(s.now_unix),
     );
 
-    o.push_str("<h2>Bot</h2>\n<table id=\"bot\"><tr><th>state</th><th>uptime</th><th>restarts</th><th>last exit</th><th>reports</th></tr>\n");
-    let verdict = if !s.reasons.quarantined.is_empty() {
-        "quarantined"
-    } else if !s.reasons.maintenance.is_empty() {
-        "maintenance"
-    } else {
-        "usable"
+    let heading = match s.bots {
+        Some(bots) if bots.len() != 1 => format!("Bots ({})", bots.len()),
+        _ => "Bot".to_string(),
     };
-    let reports = match reasons_text(s.reasons) {
-        r if r.is_empty() => "no reason: takes tasks".to_string(),
-        r => r,
-    };
-    match s.bot {
+    let _ = writeln!(
+        o,
+        "<h2>{heading}</h2>\n<table id=\"bot\"><tr><th>bot</th><th>phone</th><th>state</th>\
+         <th>uptime</th><th>restarts</th><th>last exit</th><th>reports</th></tr>"
+    );
+    match s.bots {
         None => {
             let _ = writeln!(
                 o,
-                "<tr class=\"{verdict}\"><td>not run (--no-bot)</td><td></td><td></td><td></td><td>{}</td></tr>",
-                escape(&reports)
+                "<tr class=\"{}\"><td>{}</td><td></td><td>not run (--no-bot)</td><td></td><td></td><td></td><td>{}</td></tr>",
+                verdict_of(s.reasons),
+                escape(s.bot_id),
+                escape(&reports_of(s.reasons))
             );
         }
-        Some(b) => {
-            let state = match (b.running, b.crashlooping) {
-                (true, _) => "running",
-                (false, true) => "crash-looping",
-                (false, false) => "not running",
-            };
-            let uptime = b
-                .started_at_unix
-                .map(|t| duration(s.now_unix - t))
-                .unwrap_or_default();
-            let _ = writeln!(
-                o,
-                "<tr class=\"{verdict}\"><td>{state}</td><td>{uptime}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                b.restarts,
-                escape(&b.last_exit.map(|e| e.to_string()).unwrap_or_default()),
-                escape(&reports)
-            );
+        Some(bots) => {
+            for b in bots {
+                let state = match (b.status.running, b.status.crashlooping) {
+                    (true, _) => "running",
+                    (false, true) => "crash-looping",
+                    (false, false) => "not running",
+                };
+                let uptime = b
+                    .status
+                    .started_at_unix
+                    .map(|t| duration(s.now_unix - t))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "<tr class=\"{}\" id=\"bot-{id}\"><td>{id}</td><td>{}</td><td>{state}</td><td>{uptime}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    verdict_of(&b.reasons),
+                    escape(b.phone.as_deref().unwrap_or("")),
+                    b.status.restarts,
+                    escape(&b.status.last_exit.map(|e| e.to_string()).unwrap_or_default()),
+                    escape(&reports_of(&b.reasons)),
+                    id = escape(&b.id),
+                );
+            }
         }
     }
     o.push_str("</table>\n");
@@ -207,13 +241,16 @@ pub fn render_json(s: &Status) -> Value {
         "bot_id": s.bot_id,
         "version": s.version,
         "taken_at_unix": s.now_unix,
-        "bot": s.bot.map(|b| json!({
-            "running": b.running,
-            "started_at_unix": b.started_at_unix,
-            "restarts": b.restarts,
-            "last_exit": b.last_exit.map(|e| e.to_string()),
-            "crashlooping": b.crashlooping,
-        })),
+        "bots": s.bots.map(|bots| bots.iter().map(|b| json!({
+            "id": b.id,
+            "phone": b.phone,
+            "running": b.status.running,
+            "started_at_unix": b.status.started_at_unix,
+            "restarts": b.status.restarts,
+            "last_exit": b.status.last_exit.map(|e| e.to_string()),
+            "crashlooping": b.status.crashlooping,
+            "reasons": {"quarantined": b.reasons.quarantined, "maintenance": b.reasons.maintenance},
+        })).collect::<Vec<_>>()),
         "reasons": {"quarantined": s.reasons.quarantined, "maintenance": s.reasons.maintenance},
         "devices": s.devices.iter().map(|d| {
             let mut v = crate::serve::hooks::device_json(d);
@@ -259,14 +296,14 @@ mod tests {
     fn status<'a>(
         devices: &'a [Device],
         reasons: &'a Reasons,
-        bot: Option<&'a BotStatus>,
+        bots: Option<&'a [BotView]>,
         events: &'a [Event],
     ) -> Status<'a> {
         Status {
             bot_id: "pi-<01>",
             version: "0.1.0",
             now_unix: 1_764_547_230.0,
-            bot,
+            bots,
             reasons,
             devices,
             events,
@@ -374,8 +411,15 @@ mod tests {
                 text: "second".into(),
             },
         ];
-        let html = render_html(&status(&[], &reasons, Some(&bot), &events));
-        assert!(html.contains("<tr class=\"maintenance\"><td>running</td><td>1d 1h</td><td>3</td><td>exit code 1</td><td>maintenance: booting: S1</td></tr>"), "{html}");
+        let bots = [BotView {
+            id: "pi-<01>".into(),
+            phone: None,
+            status: bot,
+            reasons: reasons.clone(),
+        }];
+        let html = render_html(&status(&[], &reasons, Some(&bots), &events));
+        assert!(html.contains("<h2>Bot</h2>"), "{html}");
+        assert!(html.contains("<tr class=\"maintenance\" id=\"bot-pi-&lt;01&gt;\"><td>pi-&lt;01&gt;</td><td></td><td>running</td><td>1d 1h</td><td>3</td><td>exit code 1</td><td>maintenance: booting: S1</td></tr>"), "{html}");
         let (first, second) = (html.find("first").unwrap(), html.find("second").unwrap());
         assert!(second < first, "newest first");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
@@ -402,7 +446,60 @@ mod tests {
         assert_eq!(v["devices"][1]["verdict"], "quarantined");
         assert_eq!(v["reasons"]["quarantined"][0], "q");
         assert_eq!(v["events"][0]["utc"], "2025-12-01T00:00:00Z");
-        assert!(v["bot"].is_null());
+        assert!(v["bots"].is_null());
+    }
+
+    #[test]
+    fn with_a_bot_per_phone_each_bot_has_its_row_status_and_reasons() {
+        let devices = phones();
+        let pi = Reasons {
+            quarantined: vec!["device 00008030-001A (iPhone14,2) has gone missing".into()],
+            maintenance: vec!["too hot: E<1>".into()],
+        };
+        let running = BotStatus {
+            running: true,
+            started_at_unix: Some(1_764_547_230.0 - 60.0),
+            ..BotStatus::default()
+        };
+        let looping = BotStatus {
+            crashlooping: true,
+            restarts: 5,
+            last_exit: Some(Exit::Code(2)),
+            ..BotStatus::default()
+        };
+        let bots = [
+            BotView {
+                id: "pi--E-1-".into(),
+                phone: Some("E<1>".into()),
+                status: running,
+                reasons: devices[0].reasons.clone(),
+            },
+            BotView {
+                id: "pi--00008030-001A".into(),
+                phone: Some("00008030-001A".into()),
+                status: looping,
+                reasons: devices[1].reasons.clone(),
+            },
+        ];
+        let html = render_html(&status(&devices, &pi, Some(&bots), &[]));
+        assert!(html.contains("<h2>Bots (2)</h2>"), "{html}");
+        assert!(html.contains("<tr class=\"maintenance\" id=\"bot-pi--E-1-\"><td>pi--E-1-</td><td>E&lt;1&gt;</td><td>running</td><td>1m 0s</td>"), "{html}");
+        assert!(html.contains("<tr class=\"quarantined\" id=\"bot-pi--00008030-001A\"><td>pi--00008030-001A</td><td>00008030-001A</td><td>crash-looping</td><td></td><td>5</td><td>exit code 2</td><td>quarantined: device 00008030-001A (iPhone14,2) has gone missing</td></tr>"), "{html}");
+        assert!(!html.contains("not running"), "{html}");
+        let v = render_json(&status(&devices, &pi, Some(&bots), &[]));
+        assert_eq!(v["bots"][0]["id"], "pi--E-1-");
+        assert_eq!(v["bots"][0]["phone"], "E<1>");
+        assert_eq!(v["bots"][0]["running"], true);
+        assert!(v["bots"][0]["reasons"]["quarantined"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert_eq!(v["bots"][1]["crashlooping"], true);
+        assert_eq!(v["bots"][1]["restarts"], 5);
+        assert_eq!(
+            v["bots"][1]["reasons"]["quarantined"][0],
+            "device 00008030-001A (iPhone14,2) has gone missing"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::config::BotsMode;
 use crate::serve::http::{send, serve, Reply, ServerHandle};
 use crate::serve::metrics::{parse_statm_resident, Exposition};
-use crate::serve::status_page::{self, Status};
+use crate::serve::status_page::{self, BotView, Status};
 use crate::state::{BotStatus, Shared};
 
 /// Routes one request.
@@ -96,13 +96,31 @@ pub fn readiness(hooks_serving: bool, first_round_done: bool) -> Reply {
 fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
     let snapshot = shared.snapshot.get();
     let reasons = shared.forced.bot_reasons(&snapshot);
-    let bot = shared.bot.get();
     let events = shared.events.list();
-    let mut phone_bots: BTreeMap<String, String> = shared
-        .fleet
-        .bots()
-        .into_iter()
-        .map(|(id, b)| (b.serial, format!("bot {id}")))
+    let bots: Vec<BotView> = match shared.config.bots {
+        BotsMode::One => vec![BotView {
+            id: shared.config.bot_id.clone(),
+            phone: None,
+            status: shared.bot.get(),
+            reasons: reasons.clone(),
+        }],
+        // A forced quarantine is owed to each bot once, by its own get_state: the page
+        // shows what the phones and the fleet say, which is what lasts.
+        BotsMode::PerDevice => shared
+            .fleet
+            .bots()
+            .into_iter()
+            .map(|(id, b)| BotView {
+                reasons: snapshot.phone_view(&b.serial).reasons,
+                status: b.status.get(),
+                phone: Some(b.serial),
+                id,
+            })
+            .collect(),
+    };
+    let mut phone_bots: BTreeMap<String, String> = bots
+        .iter()
+        .filter_map(|b| Some((b.phone.clone()?, format!("bot {}", b.id))))
         .collect();
     phone_bots.extend(shared.fleet.refused());
     let now_unix = std::time::SystemTime::now()
@@ -113,7 +131,7 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
         bot_id: &shared.config.bot_id,
         version: env!("CARGO_PKG_VERSION"),
         now_unix,
-        bot: (!shared.config.no_bot).then_some(&bot),
+        bots: (!shared.config.no_bot).then_some(bots.as_slice()),
         reasons: &reasons,
         devices: &snapshot.devices,
         events: &events,
