@@ -325,7 +325,9 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
             ctx.forced.bot_reasons(&snapshot)
         }
         Caller::Phone { id, serial, .. } => {
-            let forced = ctx.forced.for_bot(forced, ctx.fleet.bots().into_keys(), id);
+            let forced = ctx
+                .forced
+                .for_bot(forced, || ctx.fleet.bots().into_keys(), id);
             crate::devices::verdict::with_forced(
                 &snapshot.phone_view(serial).reasons,
                 forced.as_deref(),
