@@ -137,11 +137,18 @@ pub struct Lab {
     pub env: Vec<(String, String)>,
     /// Command prefix, e.g. `unshare --pid --fork --mount-proc`.
     pub wrapper: Vec<String>,
+    /// More flags for the monitor.
+    pub args: Vec<String>,
 }
 
 impl Lab {
     pub fn new(name: &str) -> Lab {
-        let server = FakeSwarming::start(&[]);
+        Lab::with_server(name, &[])
+    }
+
+    /// A lab whose stand-in server is started with `server_args`.
+    pub fn with_server(name: &str, server_args: &[&str]) -> Lab {
+        let server = FakeSwarming::start(server_args);
         let dir = TempDir::new(name);
         let token_config = server.write_token_config(&dir.0);
         Lab {
@@ -152,6 +159,7 @@ impl Lab {
             grace: 10,
             env: Vec::new(),
             wrapper: Vec::new(),
+            args: Vec::new(),
         }
     }
 
@@ -160,7 +168,26 @@ impl Lab {
         self
     }
 
+    /// Runs the monitor in a private mount namespace of its own where `script` (`sh`,
+    /// with the bot directory, which it creates, as `$0`) has run first: what the
+    /// monitor sees of the bot directory, the test sees through [`Monitor::seen`].
+    pub fn mount_first(&mut self, script: &str) {
+        fs::create_dir_all(&self.bot_dir).unwrap();
+        self.wrapper = vec![
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            format!("{script} && exec \"$@\""),
+            self.bot_dir.display().to_string(),
+        ];
+    }
+
     pub fn start(&self) -> Monitor {
+        let hook_addr = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let log_path = self.dir.0.join(format!("monitor-{}.log", free_port()));
         let log = fs::File::create(&log_path).unwrap();
         let (program, wrapper_args) = match self.wrapper.split_first() {
@@ -179,11 +206,12 @@ impl Lab {
             .arg("--token-config")
             .arg(&self.token_config)
             .arg("--hook-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(&hook_addr)
             .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(&metrics_addr)
             .arg("--grace")
             .arg(self.grace.to_string())
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -194,6 +222,8 @@ impl Lab {
         Monitor {
             child: cmd.spawn().unwrap(),
             log_path,
+            hook_addr: hook_addr.parse().unwrap(),
+            metrics_addr: metrics_addr.parse().unwrap(),
         }
     }
 }
@@ -202,6 +232,8 @@ impl Lab {
 pub struct Monitor {
     pub child: Child,
     pub log_path: PathBuf,
+    pub hook_addr: std::net::SocketAddr,
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl Monitor {
@@ -226,6 +258,21 @@ impl Monitor {
 
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
         self.wait_for_n(needle, 1, timeout)
+    }
+
+    /// `path` as the monitor sees it, in its mount namespace (see [`Lab::mount_first`]).
+    pub fn seen(&self, path: &Path) -> PathBuf {
+        let inside = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.child.id())).join(inside)
+    }
+
+    /// The value of the `/metrics` sample `series` (name and labels, no prefix).
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        let (code, body) = super::http_get(self.metrics_addr.port(), "/metrics");
+        assert_eq!(code, 200, "{body}");
+        let want = format!("test_machine_monitor_{series} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&want).map(|v| v.trim().parse().unwrap()))
     }
 
     pub fn signal(&self, pid: i32, sig: i32) {
@@ -261,6 +308,21 @@ impl Drop for Monitor {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The lines of `log` that hold `needle`.
+pub fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Seconds since the Unix epoch of a log line's leading `2026-11-26T17:31:15.123Z`.
