@@ -368,3 +368,89 @@ fn fault_10_bad_zips() {
     assert!(!lab.dir.0.join("x").exists());
     assert_eq!(status.code(), Some(0), "{log}");
 }
+
+/// The pids of the `started the bot (pid N)` lines of `log`, in order.
+fn bot_pids(log: &str) -> Vec<i32> {
+    lines_with(log, "started the bot (pid ")
+        .iter()
+        .map(|l| {
+            let (_, rest) = l.split_once("(pid ").unwrap();
+            rest.split(')').next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn fault_08_bot_hangs() {
+    let mut lab = Lab::with_hooks("fault08");
+    lab.grace = 2;
+    lab.args = ["--bot-silence-limit", "3"].map(String::from).to_vec();
+    // A first task longer than the limit: no hook is called during a task, which must
+    // not count as silence.
+    lab.server.control(json!({
+        "poll_sleep": 0.2,
+        "bot_cmds": [{"cmd": "run", "duration": 5}],
+    }));
+    let mut m = lab.start();
+    let log = m.wait_for("task done", LONG);
+    let first = bot_pids(&log);
+    let during_task = lines_with(&log, "has called no hook").len();
+    let polls_before = lab.server.state()["polls"].as_u64().unwrap();
+    let stopped_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    m.signal(first[0], libc::SIGSTOP);
+    let log = m.wait_for("has called no hook for", LONG);
+    let log_after = m.wait_for_n("handshake done", 2, LONG);
+    let pids = bot_pids(&log_after);
+    let deadline = Instant::now() + LONG;
+    let polls_after = loop {
+        let polls = lab.server.state()["polls"].as_u64().unwrap();
+        if polls > polls_before + 2 || Instant::now() > deadline {
+            break polls;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let kills = m.sample("bot_silence_kills_total{bot=\"test-bot\"}");
+    let restarts = m.sample("bot_restarts_total{bot=\"test-bot\"}");
+    let silent = lines_with(&log, "has called no hook for");
+    let killed = lines_with(&log_after, "still running 2s after SIGTERM: SIGKILL");
+    let exited = lines_with(&log_after, "bot exited with signal 9");
+    let noticed = silent.first().map(|l| line_time(l) - stopped_at);
+    m.term();
+    let status = m.wait_exit(LONG);
+    report(
+        8,
+        "bot hangs (SIGSTOP), calls no hook",
+        "after --bot-silence-limit (3 s here) without a hook call outside a task: one warning naming the bot, pid and silence; counted; killed (TERM, grace, KILL); restarted; hooks called again; a 5 s task is no silence",
+        &format!(
+            "warnings during the 5 s task: {during_task}; after SIGSTOP {} warning(s) {:?}, {:.1?} s after it; SIGKILL line(s) {}, signal 9 exit line(s) {}; bot pids {pids:?}; bot_silence_kills_total {kills:?}, bot_restarts_total {restarts:?}; polls {polls_before} then {polls_after}; {status}",
+            silent.len(),
+            silent.first().map_or("", |l| l.split_once(": ").map_or(*l, |(_, m)| m)),
+            noticed,
+            killed.len(),
+            exited.len(),
+        ),
+    );
+    assert_eq!((first.len(), during_task), (1, 0), "{log}");
+    assert_eq!(silent.len(), 1, "{log_after}");
+    assert!(
+        silent[0].contains(&format!("bot (pid {})", first[0])),
+        "{}",
+        silent[0]
+    );
+    assert!(
+        silent[0].contains("(--bot-silence-limit 3s)"),
+        "{}",
+        silent[0]
+    );
+    // Silence counts from the last call, made before the SIGSTOP.
+    assert!(noticed.is_some_and(|t| t > 0.0), "{noticed:?}");
+    assert_eq!((killed.len(), exited.len()), (1, 1), "{log_after}");
+    assert_eq!(pids.len(), 2, "{log_after}");
+    assert_ne!(pids[0], pids[1]);
+    assert_eq!((kills, restarts), (Some(1.0), Some(1.0)));
+    assert!(polls_after > polls_before + 2, "no polls after the restart");
+    assert_eq!(status.code(), Some(0));
+}

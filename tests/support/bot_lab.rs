@@ -146,6 +146,24 @@ impl Lab {
         Lab::with_server(name, &[])
     }
 
+    /// A lab whose stand-in bot calls the hooks: the server injects our `bot-config`
+    /// script, as the real server does.
+    pub fn with_hooks(name: &str) -> Lab {
+        let script =
+            std::env::temp_dir().join(format!("tmm-hooks-{name}-{}.py", std::process::id()));
+        let printed = Command::new(BIN)
+            .arg("bot-config")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(printed.status.success(), "{printed:?}");
+        fs::write(&script, &printed.stdout).unwrap();
+        let lab = Lab::with_server(name, &["--hook-script", script.to_str().unwrap()]);
+        // The server has read it into its zip.
+        let _ = fs::remove_file(&script);
+        lab
+    }
+
     /// A lab whose stand-in server is started with `server_args`.
     pub fn with_server(name: &str, server_args: &[&str]) -> Lab {
         let server = FakeSwarming::start(server_args);
