@@ -156,7 +156,11 @@ fn small_good_zip(dir: &Path) -> PathBuf {
 fn fault_01_bot_dir_full() {
     // More than the volume holds: the download fails part way with ENOSPC.
     let mut lab = Lab::with_server("fault01", &["--pad-bytes", "1572864"]);
-    let served = lab.server.zip_bytes().len();
+    let zip = lab.server.zip_bytes();
+    let served = zip.len();
+    let padding = zip::ZipArchive::new(Cursor::new(zip))
+        .ok()
+        .and_then(|mut z| z.by_name("padding.bin").ok().map(|e| e.size()));
     let volume = "mount -t tmpfs -o size=1m tmm-fault01 \"$0\"";
     lab.mount_first(volume);
     let mut m = lab.start();
@@ -179,6 +183,7 @@ fn fault_01_bot_dir_full() {
         &format!("zip of {served} B: {seen}; exit {status}; {kept}"),
     );
     assert!(served > 1 << 20, "the stand-in's zip is {served} B");
+    assert_eq!(padding, Some(1572864), "--pad-bytes");
     assert_eq!(status.code(), Some(0));
     assert!(failures.is_empty(), "{failures:?}\n{}", m.log());
 }
