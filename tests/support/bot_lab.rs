@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::OutputWithin;
 pub use super::{free_port, TempDir, BIN};
 
 pub const BOT_ID: &str = "test-bot";
@@ -153,9 +154,7 @@ impl Lab {
             std::env::temp_dir().join(format!("tmm-hooks-{name}-{}.py", std::process::id()));
         let printed = Command::new(BIN)
             .arg("bot-config")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .output_within(super::EXIT_LIMIT);
         assert!(printed.status.success(), "{printed:?}");
         fs::write(&script, &printed.stdout).unwrap();
         let lab = Lab::with_server(name, &["--hook-script", script.to_str().unwrap()]);
