@@ -154,6 +154,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
                     zip_seed: None,
                     zip_turn: None,
                     status: shared.bot.clone(),
+                    calls: shared.calls.clone(),
                 };
                 tokio::spawn(supervisor::run(
                     ctx,

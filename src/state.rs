@@ -1,6 +1,7 @@
 //! State shared by the runtime and the server threads, as one handle per piece, each
 //! with one writer: the snapshot cell (the device watcher), the bot status (the
-//! supervisor), the forced quarantine and the device commands (the hooks), the liveness
+//! supervisor), the forced quarantine, the device commands and each bot's hook calls
+//! (the hooks), the liveness
 //! (the round clock's tick; the hooks' server start), and the operator events (appended
 //! by the watcher and the supervisor). A component is handed the handles it uses and
 //! nothing else, so who writes what shows in its signature. [`Shared`] is the bundle
@@ -129,6 +130,41 @@ impl BotStatusCell {
     }
 }
 
+/// When one bot last called a hook, and since when it runs a task; the hooks write it,
+/// the bot's supervisor reads it to notice a bot that hangs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub last: Option<Instant>,
+    /// Set by `on_before_task`, cleared by `on_after_task`: a bot calls no hook while
+    /// it runs a task.
+    pub task_since: Option<Instant>,
+}
+
+/// One bot's [`Calls`]; written by the hooks only. The clock is read here, as the call
+/// arrives.
+#[derive(Default)]
+pub struct HookCalls(Mutex<Calls>);
+
+impl HookCalls {
+    pub fn get(&self) -> Calls {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Any hook call of this bot.
+    pub fn called(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).last = Some(Instant::now());
+    }
+
+    pub fn task_started(&self) {
+        let mut calls = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        calls.task_since = Some(Instant::now());
+    }
+
+    pub fn task_ended(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).task_since = None;
+    }
+}
+
 /// The forced quarantine the last `get_state` answer carried, if any: the bot stays
 /// quarantined on the server until its next `get_state`, so `/metrics` and
 /// `/status.json` show it until then. Written by the state hook only.
@@ -249,6 +285,7 @@ impl DeviceCommands {
 pub struct FleetBot {
     pub serial: String,
     pub status: Arc<BotStatusCell>,
+    pub calls: Arc<HookCalls>,
 }
 
 /// The bots of `--bots per-device` by id, and the phones refused a bot with the reason;
@@ -291,6 +328,8 @@ pub struct Shared {
     pub snapshot: Arc<SnapshotCell>,
     pub events: Arc<Events>,
     pub bot: Arc<BotStatusCell>,
+    /// The hook calls of the Pi's one bot (`--bots one`).
+    pub calls: Arc<HookCalls>,
     pub forced: Arc<ForcedQuarantine>,
     pub liveness: Arc<Liveness>,
     pub commands: DeviceCommands,
@@ -308,6 +347,7 @@ impl Shared {
             snapshot: Arc::default(),
             events: Arc::default(),
             bot: Arc::default(),
+            calls: Arc::default(),
             forced: Arc::default(),
             liveness: Arc::default(),
             commands,

@@ -8,22 +8,9 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::bot_lab::{self, descendants, line_time, Lab, BOT_ID};
+use support::bot_lab::{self, descendants, dir_names, line_time, lines_with, Lab, BOT_ID};
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
-    log.lines().filter(|l| l.contains(needle)).collect()
-}
-
-fn dir_names(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn bootstrap_sends_auth_headers_never_logs_the_token_and_drains_gracefully() {

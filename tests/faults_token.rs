@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::bot_lab::{line_time, Lab};
+use support::bot_lab::{line_time, Lab, Monitor};
 use support::{faults, http_request};
 
 /// The fetch's end-to-end deadline in `src/bot/token_fetch.rs`.
@@ -21,18 +21,18 @@ fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
 }
 
 /// The hooks and /metrics, each answered while a fetch hangs; returns the slowest.
-fn answers_while_fetch_hangs(lab: &Lab) -> Duration {
+fn answers_while_fetch_hangs(m: &Monitor) -> Duration {
     let mut slowest = Duration::ZERO;
     for (port, method, path, body) in [
-        (lab.hook_port, "POST", "/get_state", &b"{}"[..]),
+        (m.hook_addr.port(), "POST", "/get_state", &b"{}"[..]),
         (
             lab.hook_port,
             "POST",
             "/get_dimensions",
             &br#"{"id": ["test-bot"]}"#[..],
         ),
-        (lab.hook_port, "GET", "/get_settings", &b""[..]),
-        (lab.metrics_port, "GET", "/metrics", &b""[..]),
+        (m.hook_addr.port(), "GET", "/get_settings", &b""[..]),
+        (m.metrics_addr.port(), "GET", "/metrics", &b""[..]),
     ] {
         let started = Instant::now();
         let (code, text) = http_request(port, method, path, body)
@@ -63,13 +63,13 @@ fn fault_05_token_endpoint_stalls_then_dribbles() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let slowest_stalled = answers_while_fetch_hangs(&lab);
+    let slowest_stalled = answers_while_fetch_hangs(&m);
 
     let log = m.wait_for("token fetch from", Duration::from_secs(60));
     let first = lines_with(&log, "token fetch from")[0].to_string();
     // Mid-dribble: the second fetch is receiving its answer a byte at a time.
     std::thread::sleep(Duration::from_secs(3));
-    let slowest_dribbled = answers_while_fetch_hangs(&lab);
+    let slowest_dribbled = answers_while_fetch_hangs(&m);
 
     let log = m.wait_for("access token fetched", Duration::from_secs(90));
     let failures: Vec<String> = lines_with(&log, "token fetch from")

@@ -2,8 +2,9 @@
 //!
 //! The bot overwrites its own zip when it updates, so we download only when the file is
 //! missing or unusable. "Usable" is checked with the zip crate: the central directory
-//! reads, every entry inflates to its recorded CRC, and `__main__.py` and
-//! `config/config.json` are there. A bad file is moved aside OUTSIDE the bot directory
+//! reads, every entry inflates to its recorded CRC, no entry's name is absolute or has a
+//! `..` component (the bot unpacks parts of its zip; such a name would write outside the
+//! bot directory), and `__main__.py` and `config/config.json` are there. A bad file is moved aside OUTSIDE the bot directory
 //! (the bot deletes what it does not know there), never deleted.
 //!
 //! A download goes to a temporary file in the bot directory (same file system, so the
@@ -49,6 +50,8 @@ pub enum ZipProblem {
         reason: String,
     },
     Missing(&'static str),
+    /// An absolute name or one with a `..` component.
+    UnsafeName(String),
 }
 
 impl fmt::Display for ZipProblem {
@@ -59,8 +62,22 @@ impl fmt::Display for ZipProblem {
                 write!(f, "entry {name:?} is corrupt: {reason}")
             }
             ZipProblem::Missing(name) => write!(f, "no {name} in the zip"),
+            ZipProblem::UnsafeName(name) => write!(
+                f,
+                "entry {name:?} would unpack outside the bot directory (an absolute name or a `..` component)"
+            ),
         }
     }
+}
+
+/// Whether an entry named `name` unpacks inside the directory it is unpacked in.
+fn enclosed(name: &str) -> bool {
+    Path::new(name).components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    })
 }
 
 /// Checks a whole zip; returns its number of entries.
@@ -82,6 +99,9 @@ pub fn check_zip<R: Read + Seek>(reader: R) -> Result<usize, ZipProblem> {
             Ok(n) => n.into_owned(),
             Err(_) => String::from_utf8_lossy(entry.name_raw()).into_owned(),
         };
+        if !enclosed(&name) {
+            return Err(ZipProblem::UnsafeName(name));
+        }
         // Reading to the end is what makes the zip crate compare the CRC.
         loop {
             match entry.read(&mut sink) {
@@ -163,10 +183,31 @@ impl fmt::Display for DownloadError {
                 write!(f, "bot code download from {url}: HTTP 200 but {p}")
             }
             DownloadErrorKind::Io { path, error } => {
-                write!(f, "bot code download from {url}: {}: {error}", path.display())
+                write!(f, "bot code download from {url}: {}: {error}", path.display())?;
+                match remedy(error) {
+                    Some(r) => write!(f, " ({r})"),
+                    None => Ok(()),
+                }
             }
             DownloadErrorKind::Cancelled => write!(f, "bot code download from {url}: cancelled"),
         }
+    }
+}
+
+/// What the operator can do about an error writing in the bot directory, when the
+/// error says.
+fn remedy(error: &io::Error) -> Option<&'static str> {
+    match error.raw_os_error()? {
+        libc::ENOSPC | libc::EDQUOT => Some(
+            "free space on the bot directory's file system or give it a larger volume: the bot needs several times its zip's size",
+        ),
+        libc::EROFS => Some(
+            "the bot directory is on a read-only file system: mount it (the pod's volume) read-write",
+        ),
+        libc::EACCES | libc::EPERM => {
+            Some("make the bot directory writable by the monitor's user")
+        }
+        _ => None,
     }
 }
 
@@ -617,6 +658,51 @@ mod tests {
             check_zip(Cursor::new(z)),
             Err(ZipProblem::Missing("__main__.py"))
         );
+    }
+
+    #[test]
+    fn names_that_unpack_outside_are_refused() {
+        for name in ["../../x", "/etc/x", "bot_code/../../x"] {
+            let z = build(&[
+                ("__main__.py", b"x"),
+                ("config/config.json", b"{}"),
+                (name, b"x"),
+            ]);
+            assert_eq!(
+                check_zip(Cursor::new(z)),
+                Err(ZipProblem::UnsafeName(name.to_string())),
+                "{name}"
+            );
+        }
+        let z = build(&[
+            ("__main__.py", b"x"),
+            ("config/config.json", b"{}"),
+            ("./bot_code/x..y", b"x"),
+        ]);
+        assert_eq!(check_zip(Cursor::new(z)), Ok(3));
+    }
+
+    #[test]
+    fn write_errors_in_the_bot_dir_say_what_to_do() {
+        let text = |errno| {
+            DownloadError {
+                url: "https://s/v".into(),
+                kind: DownloadErrorKind::Io {
+                    path: "/b/s/swarming_bot.zip.download-7".into(),
+                    error: io::Error::from_raw_os_error(errno),
+                },
+            }
+            .to_string()
+        };
+        let full = text(libc::ENOSPC);
+        assert!(
+            full.starts_with("bot code download from https://s/v: /b/s/swarming_bot.zip.download-7: No space left on device"),
+            "{full}"
+        );
+        assert!(full.contains("give it a larger volume"), "{full}");
+        assert!(text(libc::EROFS).contains("mount it (the pod's volume) read-write"));
+        assert!(text(libc::EACCES).contains("writable by the monitor's user"));
+        assert!(text(libc::EIO).ends_with("Input/output error (os error 5)"));
     }
 
     #[test]

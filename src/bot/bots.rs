@@ -22,7 +22,7 @@ use crate::bot::token_fetch::TokenWatch;
 use crate::devices::snapshot::State;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::{self, Shutdown, Trigger};
-use crate::state::{BotStatusCell, Fleet, FleetBot, SnapshotCell};
+use crate::state::{BotStatusCell, Fleet, FleetBot, HookCalls, SnapshotCell};
 
 /// How often the fleet is brought in line with the phones.
 const EVERY: Duration = Duration::from_secs(1);
@@ -31,6 +31,7 @@ const EVERY: Duration = Duration::from_secs(1);
 struct Bot {
     spec: BotSpec,
     status: Arc<BotStatusCell>,
+    calls: Arc<HookCalls>,
     trigger: Trigger,
     task: JoinHandle<()>,
     /// When (on the fleet's clock) its phone was last seen leaving the list.
@@ -141,6 +142,7 @@ pub async fn run(
                 let bot = FleetBot {
                     serial: b.spec.serial.clone(),
                     status: b.status.clone(),
+                    calls: b.calls.clone(),
                 };
                 (b.spec.id.clone(), bot)
             })
@@ -160,6 +162,7 @@ fn start(
 ) -> Bot {
     let (trigger, own) = shutdown::channel();
     let status = Arc::new(BotStatusCell::default());
+    let calls = Arc::new(HookCalls::default());
     let (variable, serial) = spec.phone_env();
     let which = Which {
         id: spec.id.clone(),
@@ -168,6 +171,7 @@ fn start(
         zip_seed: Some(PathBuf::from(&ctx.config.bot_dir)),
         zip_turn: Some(zip_turn.clone()),
         status: status.clone(),
+        calls: calls.clone(),
     };
     let task = tokio::spawn(supervisor::run(
         ctx.clone(),
@@ -180,6 +184,7 @@ fn start(
     Bot {
         spec: spec.clone(),
         status,
+        calls,
         trigger,
         task,
         gone_since: None,

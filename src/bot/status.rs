@@ -15,4 +15,6 @@ pub struct BotStatus {
     /// How the last bot process ended.
     pub last_exit: Option<Exit>,
     pub crashlooping: bool,
+    /// Times the bot was killed for calling no hook past `--bot-silence-limit`.
+    pub silence_kills: u64,
 }

@@ -6,8 +6,10 @@
 //! line, restarts backed off exponentially with jitter and reset after a ten-minute run.
 //! What is the bot's own is its [`Hooks`]: the zip checked (and downloaded) before every
 //! start, the sudo shim's host-reboot request read from its output, the `BotStatus`
-//! that the state hook, the status page and the bot gauges are derived from, and its
-//! log lines.
+//! that the state hook, the status page and the bot gauges are derived from, its log
+//! lines, and the silence rule: a bot that hangs (stopped, deadlocked) calls no hook, so
+//! one that has called none for `--bot-silence-limit` outside a task is killed and
+//! started again ([`silence`] decides, from the calls the hooks note).
 //!
 //! It must not kill anything but the bot's process group: the remaining descendants are
 //! killed by `app` through [`crate::runtime::procs`] once every component has stopped.
@@ -17,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::bot::bot_zip;
 use crate::bot::shim;
@@ -30,10 +32,25 @@ use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy, CRASH_DEATHS, CRASH_WINDOW};
 use crate::serve::metrics::Metrics;
-use crate::state::{BotStatusCell, Events, Shared};
+use crate::state::{BotStatusCell, Calls, Events, HookCalls, Shared};
 
 /// A bot that runs this long has its restart backoff reset.
 const STABLE_RUN: Duration = Duration::from_secs(600);
+/// How often a running bot's silence is looked at: a kill comes at most this late.
+const SILENCE_CHECK: Duration = Duration::from_secs(1);
+
+/// How long the bot started at `started` has called no hook at `now`, if that is
+/// `limit` or more: since its last call, or its start before its first. Never while it
+/// runs a task, when the real bot calls no hook. Calls and tasks of an earlier run of
+/// the bot (before `started`) do not count. Pure.
+pub fn silence(calls: Calls, started: Instant, now: Instant, limit: Duration) -> Option<Duration> {
+    if calls.task_since.is_some_and(|t| t >= started) {
+        return None;
+    }
+    let since = calls.last.filter(|t| *t >= started).unwrap_or(started);
+    let silent = now.saturating_duration_since(since);
+    (silent >= limit).then_some(silent)
+}
 
 /// The arguments of a `sudo shim:` line, if `line` is one.
 pub fn reboot_request(line: &str) -> Option<&str> {
@@ -118,6 +135,8 @@ pub struct Which {
     pub zip_turn: Option<Arc<tokio::sync::Mutex<()>>>,
     /// The status this bot's supervisor alone writes.
     pub status: Arc<BotStatusCell>,
+    /// Its hook calls, which the hooks note.
+    pub calls: Arc<HookCalls>,
 }
 
 /// The bot's part in the supervised loop.
@@ -274,6 +293,31 @@ impl Hooks for Bot {
             self.who,
             CRASH_WINDOW.as_secs()
         );
+    }
+
+    fn silence_check_every(&self) -> Option<Duration> {
+        Some(SILENCE_CHECK)
+    }
+
+    fn silent(&mut self, pid: i32, started: Instant, now: Instant) -> bool {
+        let limit = self.ctx.config.bot_silence_limit;
+        let Some(silent) = silence(self.which.calls.get(), started, now, limit) else {
+            return false;
+        };
+        log::warn!(
+            "{} (pid {pid}) has called no hook for {:.0}s outside a task (--bot-silence-limit {}s): it hangs; killing it (SIGTERM, then SIGKILL after {}s) to start it again",
+            self.who,
+            silent.as_secs_f64(),
+            limit.as_secs(),
+            self.grace().as_secs()
+        );
+        self.ctx.events.record(format!(
+            "{} (pid {pid}) silent for {:.0}s: killed",
+            self.who,
+            silent.as_secs_f64()
+        ));
+        self.which.status.update(|s| s.silence_kills += 1);
+        true
     }
 
     fn stopping(&mut self, pid: i32) {
@@ -437,6 +481,62 @@ async fn prepare(config: &Config, which: &Which, shutdown: &mut Shutdown) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(600);
+
+    fn at(t0: Instant, secs: u64) -> Instant {
+        t0 + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn silence_counts_from_the_start_until_the_first_call() {
+        let t0 = Instant::now();
+        let none = Calls::default();
+        assert_eq!(silence(none, t0, at(t0, 599), LIMIT), None);
+        assert_eq!(
+            silence(none, t0, at(t0, 600), LIMIT),
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_call() {
+        let t0 = Instant::now();
+        let calls = Calls {
+            last: Some(at(t0, 500)),
+            task_since: None,
+        };
+        assert_eq!(silence(calls, t0, at(t0, 1099), LIMIT), None);
+        assert_eq!(
+            silence(calls, t0, at(t0, 1130), LIMIT),
+            Some(Duration::from_secs(630))
+        );
+    }
+
+    #[test]
+    fn a_bot_in_a_task_is_never_silent() {
+        let t0 = Instant::now();
+        let calls = Calls {
+            last: Some(at(t0, 10)),
+            task_since: Some(at(t0, 10)),
+        };
+        assert_eq!(silence(calls, t0, at(t0, 100_000), LIMIT), None);
+    }
+
+    #[test]
+    fn calls_and_tasks_of_an_earlier_run_do_not_count() {
+        let t0 = Instant::now();
+        let earlier = Calls {
+            last: Some(t0),
+            task_since: Some(t0),
+        };
+        let restarted = at(t0, 1000);
+        assert_eq!(silence(earlier, restarted, at(t0, 1599), LIMIT), None);
+        assert_eq!(
+            silence(earlier, restarted, at(t0, 1600), LIMIT),
+            Some(Duration::from_secs(600))
+        );
+    }
 
     #[test]
     fn shim_lines_carry_the_arguments() {

@@ -254,6 +254,17 @@ pub(super) const FLAGS: &[Flag] = &[
         help: "how long SIGTERM waits for the bot before killing it",
     },
     Flag {
+        name: "--bot-silence-limit",
+        metavar: "SECS",
+        env: None,
+        kind: Kind::Seconds {
+            min: 1,
+            field: field!(bot_silence_limit),
+        },
+        default: Fallback::Literal("600"),
+        help: "a running bot that calls no hook this long hangs: it is killed (SIGTERM, --grace, SIGKILL) and started again; the time within a task (on_before_task to on_after_task) does not count, the bot calls no hook then",
+    },
+    Flag {
         name: "--no-bot",
         metavar: "",
         env: None,

@@ -77,6 +77,9 @@ pub struct Config {
     pub max_bots: usize,
     pub interrogate_every: Duration,
     pub grace: Duration,
+    /// A running bot that calls no hook this long, outside a task, hangs: it is killed
+    /// and started again.
+    pub bot_silence_limit: Duration,
     pub no_bot: bool,
     /// A JSON file merged over the default bot settings.
     pub settings: Option<PathBuf>,

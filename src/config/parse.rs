@@ -128,6 +128,7 @@ fn unfilled() -> Config {
         },
         bots: BotsMode::One,
         gone_bot_grace: Duration::ZERO,
+        bot_silence_limit: Duration::ZERO,
         max_bots: 0,
         interrogate_every: Duration::ZERO,
         grace: Duration::ZERO,

@@ -1,6 +1,7 @@
 //! The supervised loop of the bot and the daemons: start the child (see `child`), forward
 //! its output, wait for it to exit, restart it after a jittered [`Backoff`] that starts
-//! over after a good run, notice crash loops, and stop it on shutdown.
+//! over after a good run, notice crash loops, stop a child that its owner finds silent
+//! (then restart it as after an exit), and stop it on shutdown.
 //!
 //! What is particular to one child (what runs before each start, what its lines mean,
 //! what its exits update, its log lines) are the [`Hooks`] of its owner. The restart
@@ -112,6 +113,16 @@ pub trait Hooks {
     fn exited(&mut self, exit: Option<Exit>, ran_for: Duration, decision: &Decision);
     /// The child ran a whole [`CRASH_WINDOW`] while crash-looping.
     fn recovered(&mut self) {}
+    /// How often [`Hooks::silent`] is asked while the child runs; `None`: never.
+    fn silence_check_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Whether the child `pid`, started at `started`, has gone silent at `now`; if so
+    /// it logs and counts that, and the loop stops the child (SIGTERM, grace, SIGKILL
+    /// of its group) and restarts it as after an exit.
+    fn silent(&mut self, _pid: i32, _started: Instant, _now: Instant) -> bool {
+        false
+    }
     /// Shutdown: logs that the child is being stopped.
     fn stopping(&mut self, pid: i32);
     /// The grace was cut short; SIGKILL follows.
@@ -171,6 +182,7 @@ async fn watch<H: Hooks>(
     policy: &mut RestartPolicy,
     shutdown: &mut Shutdown,
 ) -> Option<Option<Exit>> {
+    let check_every = hooks.silence_check_every();
     loop {
         let recover_in = CRASH_WINDOW.saturating_sub(started.elapsed());
         let crashlooping = policy.crash.active;
@@ -179,6 +191,17 @@ async fn watch<H: Hooks>(
             _ = tokio::time::sleep(recover_in), if crashlooping => {
                 policy.crash.recovered();
                 hooks.recovered();
+            }
+            _ = tokio::time::sleep(check_every.unwrap_or_default()), if check_every.is_some() => {
+                let pid = child.pid;
+                if hooks.silent(pid, started, Instant::now()) {
+                    let grace = hooks.grace();
+                    let exit = child::stop(pid, &mut child.exit, grace, shutdown, |why| {
+                        hooks.killing(pid, why)
+                    })
+                    .await;
+                    return Some(exit);
+                }
             }
             _ = shutdown.requested() => return None,
         }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::BotsMode;
-use crate::state::{BotStatusCell, Fleet};
+use crate::state::{BotStatusCell, Fleet, HookCalls};
 
 /// The header in which `bot_config.py` sends its bot's id.
 pub const BOT_HEADER: &str = "X-Swarming-Bot-Id";
@@ -21,6 +21,7 @@ pub enum Caller {
         id: String,
         serial: String,
         status: Arc<BotStatusCell>,
+        calls: Arc<HookCalls>,
     },
 }
 
@@ -39,6 +40,7 @@ pub fn resolve(mode: BotsMode, fleet: &Fleet, named: Option<&str>) -> Result<Cal
             id: id.to_string(),
             serial: bot.serial,
             status: bot.status,
+            calls: bot.calls,
         }),
         None => {
             let ids: Vec<String> = fleet.bots().into_keys().collect();
@@ -65,6 +67,7 @@ mod tests {
         let bot = FleetBot {
             serial: "127.0.0.1:5555".into(),
             status: Arc::default(),
+            calls: Arc::default(),
         };
         f.set(
             BTreeMap::from([("pi--127.0.0.1-5555".to_string(), bot)]),

@@ -14,6 +14,9 @@
 //!
 //! The threads that serve these routes are `hook_server`'s.
 //!
+//! Each call a bot makes is noted in its [`HookCalls`], with its tasks' start and end:
+//! its supervisor kills a bot that has gone silent (`--bot-silence-limit`).
+//!
 //! This module must not block on anything but its own sockets, and must never log a
 //! token.
 
@@ -31,8 +34,8 @@ use crate::serve::http::{error_reply, json_reply, Reply, MAX_BODY};
 use crate::serve::metrics::HookRoute;
 use crate::serve::metrics::Metrics;
 use crate::state::{
-    BotStatusCell, DeviceCommand, DeviceCommands, Fleet, ForcedQuarantine, Liveness, Shared,
-    SnapshotCell,
+    BotStatusCell, DeviceCommand, DeviceCommands, Fleet, ForcedQuarantine, HookCalls, Liveness,
+    Shared, SnapshotCell,
 };
 
 /// The hooks `bot_config.py` forwards, one route each.
@@ -182,6 +185,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub snapshot: Arc<SnapshotCell>,
     pub bot: Arc<BotStatusCell>,
+    /// The Pi's one bot's calls; a phone's bot's are in its [`Caller`].
+    pub calls: Arc<HookCalls>,
     pub token: Arc<TokenCache>,
     pub liveness: Arc<Liveness>,
     pub forced: Arc<ForcedQuarantine>,
@@ -197,6 +202,7 @@ impl Context {
             metrics: shared.metrics.clone(),
             snapshot: shared.snapshot.clone(),
             bot: shared.bot.clone(),
+            calls: shared.calls.clone(),
             token: shared.token.clone(),
             liveness: shared.liveness.clone(),
             forced: shared.forced.clone(),
@@ -255,7 +261,11 @@ impl Hooks {
         if route.reads_body() && body.len() > MAX_BODY {
             return error_reply(413, "request body over the 1 MiB limit");
         }
-        let caller = || caller::resolve(ctx.config.bots, &ctx.fleet, bot);
+        let caller = || {
+            let c = caller::resolve(ctx.config.bots, &ctx.fleet, bot)?;
+            calls_of(ctx, &c).called();
+            Ok::<Caller, String>(c)
+        };
         let result = match route {
             Route::GetDimensions => caller().and_then(|c| get_dimensions(ctx, &c, body)),
             Route::GetState => caller().and_then(|c| get_state(ctx, &c, body)),
@@ -266,6 +276,8 @@ impl Hooks {
             }),
             Route::GetAuthenticationHeaders => Ok(authentication_headers(ctx, now)),
             Route::OnBeforeTask => caller().and_then(|c| {
+                // Whatever the body, the bot runs the task and calls no hook meanwhile.
+                calls_of(ctx, &c).task_started();
                 optional_object(body)?;
                 match c {
                     Caller::Pi => {
@@ -281,13 +293,24 @@ impl Hooks {
                 }
                 Ok(json_reply(200, &json!({})))
             }),
-            Route::OnAfterTask => caller().and_then(|c| on_after_task(ctx, c, body)),
+            Route::OnAfterTask => caller().and_then(|c| {
+                calls_of(ctx, &c).task_ended();
+                on_after_task(ctx, c, body)
+            }),
             Route::OnBotShutdown => optional_object(body).map(|_| {
                 log::info!("bot is shutting down (on_bot_shutdown)");
                 json_reply(200, &json!({}))
             }),
         };
         result.unwrap_or_else(|why| error_reply(400, why))
+    }
+}
+
+/// Where the calls of `caller` are noted.
+fn calls_of<'a>(ctx: &'a Context, caller: &'a Caller) -> &'a HookCalls {
+    match caller {
+        Caller::Pi => &ctx.calls,
+        Caller::Phone { calls, .. } => calls,
     }
 }
 
@@ -559,6 +582,44 @@ mod tests {
             reasons,
             ..Snapshot::default()
         });
+    }
+
+    #[test]
+    fn calls_and_tasks_are_noted_for_the_silence_limit() {
+        let s = shared("calls");
+        assert_eq!(s.calls.get(), crate::state::Calls::default());
+        call(&s, "POST", "/get_state", "{}");
+        let first = s.calls.get().last.expect("get_state noted");
+        assert_eq!(s.calls.get().task_since, None);
+        call(&s, "POST", "/on_before_task", "{}");
+        let task = s.calls.get().task_since.expect("the task noted");
+        assert!(task >= first && s.calls.get().last >= Some(first));
+        // A body the hook refuses still means the task has ended.
+        let (code, _) = call(&s, "POST", "/on_after_task", "[]");
+        assert_eq!(code, 400);
+        assert_eq!(s.calls.get().task_since, None);
+        // Settings and tokens are not the bot's polling.
+        let before = s.calls.get();
+        call(&s, "GET", "/get_settings", "");
+        assert_eq!(s.calls.get(), before);
+    }
+
+    #[test]
+    fn a_phone_bots_calls_are_noted_for_that_bot_alone() {
+        let s = shared_with(&["--bots", "per-device"]);
+        let bot = crate::state::FleetBot {
+            serial: "S1".into(),
+            status: Arc::default(),
+            calls: Arc::default(),
+        };
+        let calls = bot.calls.clone();
+        s.fleet.set(
+            std::collections::BTreeMap::from([("pi-7--S1".to_string(), bot)]),
+            std::collections::BTreeMap::new(),
+        );
+        call_as(&s, Some("pi-7--S1"), "POST", "/on_before_task", "{}");
+        assert!(calls.get().last.is_some() && calls.get().task_since.is_some());
+        assert_eq!(s.calls.get(), crate::state::Calls::default());
     }
 
     #[test]

@@ -396,6 +396,7 @@ mod tests {
             restarts: 3,
             last_exit: Some(Exit::Code(1)),
             crashlooping: false,
+            silence_kills: 0,
         };
         let reasons = Reasons {
             quarantined: vec![],

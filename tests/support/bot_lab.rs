@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::OutputWithin;
 pub use super::{free_port, TempDir, BIN};
 
 pub const BOT_ID: &str = "test-bot";
@@ -134,16 +135,37 @@ pub struct Lab {
     pub bot_dir: PathBuf,
     pub token_config: PathBuf,
     pub grace: u64,
-    pub hook_port: u16,
-    pub metrics_port: u16,
     pub env: Vec<(String, String)>,
     /// Command prefix, e.g. `unshare --pid --fork --mount-proc`.
     pub wrapper: Vec<String>,
+    /// More flags for the monitor.
+    pub args: Vec<String>,
 }
 
 impl Lab {
     pub fn new(name: &str) -> Lab {
-        let server = FakeSwarming::start(&[]);
+        Lab::with_server(name, &[])
+    }
+
+    /// A lab whose stand-in bot calls the hooks: the server injects our `bot-config`
+    /// script, as the real server does.
+    pub fn with_hooks(name: &str) -> Lab {
+        let script =
+            std::env::temp_dir().join(format!("tmm-hooks-{name}-{}.py", std::process::id()));
+        let printed = Command::new(BIN)
+            .arg("bot-config")
+            .output_within(super::EXIT_LIMIT);
+        assert!(printed.status.success(), "{printed:?}");
+        fs::write(&script, &printed.stdout).unwrap();
+        let lab = Lab::with_server(name, &["--hook-script", script.to_str().unwrap()]);
+        // The server has read it into its zip.
+        let _ = fs::remove_file(&script);
+        lab
+    }
+
+    /// A lab whose stand-in server is started with `server_args`.
+    pub fn with_server(name: &str, server_args: &[&str]) -> Lab {
+        let server = FakeSwarming::start(server_args);
         let dir = TempDir::new(name);
         let token_config = server.write_token_config(&dir.0);
         Lab {
@@ -152,10 +174,9 @@ impl Lab {
             dir,
             token_config,
             grace: 10,
-            hook_port: free_port(),
-            metrics_port: free_port(),
             env: Vec::new(),
             wrapper: Vec::new(),
+            args: Vec::new(),
         }
     }
 
@@ -164,7 +185,26 @@ impl Lab {
         self
     }
 
+    /// Runs the monitor in a private mount namespace of its own where `script` (`sh`,
+    /// with the bot directory, which it creates, as `$0`) has run first: what the
+    /// monitor sees of the bot directory, the test sees through [`Monitor::seen`].
+    pub fn mount_first(&mut self, script: &str) {
+        fs::create_dir_all(&self.bot_dir).unwrap();
+        self.wrapper = vec![
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            format!("{script} && exec \"$@\""),
+            self.bot_dir.display().to_string(),
+        ];
+    }
+
     pub fn start(&self) -> Monitor {
+        let hook_addr = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let log_path = self.dir.0.join(format!("monitor-{}.log", free_port()));
         let log = fs::File::create(&log_path).unwrap();
         let (program, wrapper_args) = match self.wrapper.split_first() {
@@ -183,11 +223,12 @@ impl Lab {
             .arg("--token-config")
             .arg(&self.token_config)
             .arg("--hook-addr")
-            .arg(format!("127.0.0.1:{}", self.hook_port))
+            .arg(&hook_addr)
             .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg(&metrics_addr)
             .arg("--grace")
             .arg(self.grace.to_string())
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -198,6 +239,8 @@ impl Lab {
         Monitor {
             child: cmd.spawn().unwrap(),
             log_path,
+            hook_addr: hook_addr.parse().unwrap(),
+            metrics_addr: metrics_addr.parse().unwrap(),
         }
     }
 }
@@ -206,6 +249,8 @@ impl Lab {
 pub struct Monitor {
     pub child: Child,
     pub log_path: PathBuf,
+    pub hook_addr: std::net::SocketAddr,
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl Monitor {
@@ -230,6 +275,21 @@ impl Monitor {
 
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
         self.wait_for_n(needle, 1, timeout)
+    }
+
+    /// `path` as the monitor sees it, in its mount namespace (see [`Lab::mount_first`]).
+    pub fn seen(&self, path: &Path) -> PathBuf {
+        let inside = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.child.id())).join(inside)
+    }
+
+    /// The value of the `/metrics` sample `series` (name and labels, no prefix).
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        let (code, body) = super::http_get(self.metrics_addr.port(), "/metrics");
+        assert_eq!(code, 200, "{body}");
+        let want = format!("test_machine_monitor_{series} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&want).map(|v| v.trim().parse().unwrap()))
     }
 
     pub fn signal(&self, pid: i32, sig: i32) {
@@ -265,6 +325,21 @@ impl Drop for Monitor {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The lines of `log` that hold `needle`.
+pub fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Seconds since the Unix epoch of a log line's leading `2026-11-26T17:31:15.123Z`.

@@ -2,10 +2,13 @@
 """A stand-in Swarming server (and OAuth token endpoint) for tests and a local lab.
 
     python3 tests/support/fake_swarming.py --port 0 [--bot-zip PATH] [--hook-script PATH]
+        [--pad-bytes N]
 
 prints `PORT <n>` once it listens on 127.0.0.1. Without --bot-zip it builds the stand-in
 bot (tests/support/fake_bot) with config/config.json pointing at itself, and injects the
 hook script as config/bot_config.py when given one, as the real server does.
+--pad-bytes adds an entry `padding.bin` of N random bytes, stored uncompressed, so the
+zip is N bytes larger than the bot (a zip that cannot fit a small volume).
 
 Routes:
   GET  /token                       needs the --token-header; {access_token, expires_in}
@@ -24,8 +27,11 @@ Routes:
          Each fault fails one request, in order. Token faults: "500", "drop", "badjson",
          "expired" (expires_in 0), "stall" (never answers), "dribble" (a good answer,
          one byte a second). Download faults: "500", "drop", "403" (at /bot_code),
-         "500-versioned", "truncated", "html", "stall" (at the versioned URL; "stall"
-         sends half the zip, then nothing for a minute). "drop" closes the
+         "500-versioned", "truncated", "html", "stall", "dribble", "no-main",
+         "traversal" (at the versioned URL; "stall" sends half the zip, then nothing
+         for a minute; "dribble" sends all of it, 256 bytes every 0.1 s; "no-main" is
+         the zip without __main__.py, "traversal" the zip with an entry named
+         "../../x", both whole zips with good CRCs). "drop" closes the
          connection without an answer (what a refused or reset connection looks like).
   GET  /_state    what was asked and sent: counts, headers, last dimensions and state,
                   and every `quarantined` the bot's state carried (quarantined_seen);
@@ -68,6 +74,20 @@ def build_bot_zip(server_url, hook_script=None):
         if hook_script:
             with open(hook_script, "rb") as f:
                 z.writestr("config/bot_config.py", f.read())
+    return buf.getvalue()
+
+
+def rewrite_zip(data, drop=(), extra=()):
+    """`data`'s entries but those named in `drop`, then the (name, bytes) of `extra`."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            if info.filename not in drop:
+                z.writestr(info, src.read(info))
+        for name, content in extra:
+            # A ZipInfo of our own: zipfile keeps its name as given, `..` and all.
+            z.writestr(zipfile.ZipInfo(name), content)
     return buf.getvalue()
 
 
@@ -151,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def dribble(self, body):
+    def dribble_answer(self, body):
         """A complete, valid answer sent one byte a second: each byte in time, the whole
         far too late. Stops when the client goes away."""
         data = json.dumps(body).encode()
@@ -195,7 +215,7 @@ class Handler(BaseHTTPRequestHandler):
             if mode == "stall":
                 return self.stall()
             if mode == "dribble":
-                return self.dribble({"access_token": st.token, "expires_in": 3600,
+                return self.dribble_answer({"access_token": st.token, "expires_in": 3600,
                                      "token_type": "Bearer"})
             expires = 0 if mode == "expired" else 3600
             return self.reply(200, {"access_token": st.token, "expires_in": expires,
@@ -243,6 +263,22 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(60)
                 return self.drop()
+            if mode == "dribble":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(st.zip)))
+                self.end_headers()
+                for at in range(0, len(st.zip), 256):
+                    self.wfile.write(st.zip[at:at + 256])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                return
+            if mode == "no-main":
+                return self.reply(200, rewrite_zip(st.zip, drop=("__main__.py",)),
+                                  "application/octet-stream")
+            if mode == "traversal":
+                return self.reply(200, rewrite_zip(st.zip, extra=(("../../x", b"x\n"),)),
+                                  "application/octet-stream")
             if mode == "truncated":
                 return self.reply(200, st.zip[: len(st.zip) // 2], "application/octet-stream")
             return self.reply(200, st.zip, "application/octet-stream")
@@ -326,6 +362,8 @@ def main():
     p.add_argument("--hook-script", help="inject this file as config/bot_config.py")
     p.add_argument("--token-header", default="Metadata-Flavor: Google",
                    help="the header the token endpoint requires, NAME: VALUE")
+    p.add_argument("--pad-bytes", type=int, default=0,
+                   help="add a stored entry of this many random bytes to the zip")
     p.add_argument("--write-zip", metavar="PATH",
                    help="also write the served zip to PATH")
     args = p.parse_args()
@@ -338,6 +376,8 @@ def main():
             zip_bytes = f.read()
     else:
         zip_bytes = build_bot_zip("http://127.0.0.1:%d" % port, args.hook_script)
+    if args.pad_bytes:
+        zip_bytes = rewrite_zip(zip_bytes, extra=(("padding.bin", os.urandom(args.pad_bytes)),))
     if args.write_zip:
         with open(args.write_zip, "wb") as f:
             f.write(zip_bytes)

@@ -65,6 +65,8 @@ families! {
         "Exit code of the last bot exit, or 128+signal; 0 before any exit.";
     BotCrashloop: "bot_crashloop" Gauge ["bot"]
         "1 while the bot is crash-looping (five exits within a minute).";
+    BotSilenceKillsTotal: "bot_silence_kills_total" Counter ["bot"]
+        "Times the bot was killed, to be started again, for calling no hook for --bot-silence-limit outside a task.";
     BotZipDownloadsTotal: "bot_zip_downloads_total" Counter ["result"]
         "Downloads of swarming_bot.zip, by result.";
     TokenFetchesTotal: "token_fetches_total" Counter ["result"]

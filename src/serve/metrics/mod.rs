@@ -223,6 +223,7 @@ impl Exposition<'_> {
                 self.per_bot(o, f, |b| f64::from(b.last_exit.map_or(0, |e| e.as_code())))
             }
             Family::BotCrashloop => self.per_bot(o, f, |b| flag(b.crashlooping)),
+            Family::BotSilenceKillsTotal => self.per_bot(o, f, |b| b.silence_kills as f64),
             Family::DeviceBot => {
                 for (serial, bot) in self.phone_bots {
                     sample(o, f, &[serial, bot], flag(!bot.is_empty()));
