@@ -26,7 +26,7 @@ fn answers_while_fetch_hangs(m: &Monitor) -> Duration {
     for (port, method, path, body) in [
         (m.hook_addr.port(), "POST", "/get_state", &b"{}"[..]),
         (
-            lab.hook_port,
+            m.hook_addr.port(),
             "POST",
             "/get_dimensions",
             &br#"{"id": ["test-bot"]}"#[..],
