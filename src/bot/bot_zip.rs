@@ -395,9 +395,14 @@ pub fn copy_from_siblings(seed: &Path, dir: &Path) -> io::Result<Option<PathBuf>
         if check_zip_file(&zip).is_err() {
             continue;
         }
-        let temp = temp_path(dir);
-        fs::copy(&zip, &temp)?;
-        fs::rename(&temp, dir.join(ZIP_NAME))?;
+        // A copy cut short (a full disk) must not leave its partial file behind.
+        let mut temp = TempFile {
+            path: temp_path(dir),
+            kept: false,
+        };
+        fs::copy(&zip, &temp.path)?;
+        fs::rename(&temp.path, dir.join(ZIP_NAME))?;
+        temp.kept = true;
         fsync_dir(dir)?;
         return Ok(Some(zip));
     }
@@ -720,6 +725,24 @@ mod tests {
         let second = set_aside(&dir, &zip).unwrap();
         assert_ne!(second, aside);
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_sibling_copy_that_fails_leaves_no_partial_file() {
+        let seed = std::env::temp_dir().join(format!("tmm-siblings-{}", std::process::id()));
+        let (from, to) = (seed.join("a"), seed.join("b"));
+        fs::create_dir_all(&from).unwrap();
+        let good = build(&[("__main__.py", b"x"), ("config/config.json", b"{}")]);
+        fs::write(from.join(ZIP_NAME), good).unwrap();
+        // The copy lands, then the rename onto a non-empty directory fails.
+        fs::create_dir_all(to.join(ZIP_NAME).join("x")).unwrap();
+        assert!(copy_from_siblings(&seed, &to).is_err());
+        let left: Vec<_> = fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [ZIP_NAME], "{left:?}");
+        fs::remove_dir_all(&seed).unwrap();
     }
 
     #[test]
