@@ -411,16 +411,20 @@ fn an_unauthorized_phone_gets_a_bot_that_says_so() {
     assert!(rig.bot(&m)["last_state"].get("quarantined").is_none());
 }
 
+/// The pid of the bot running in `dir` (a descendant of the monitor `root`).
+fn bot_pid(root: i32, dir: &std::path::Path) -> Option<i32> {
+    descendants(root).into_iter().find_map(|(pid, _)| {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let is_bot = cmdline.windows(9).any(|w| w == b"start_bot");
+        (is_bot && cwd == dir).then_some(pid)
+    })
+}
+
 /// The environment of the bot running in `dir` (a descendant of the monitor `root`).
 fn bot_environ(root: i32, dir: &std::path::Path) -> Vec<String> {
-    descendants(root)
-        .into_iter()
-        .find_map(|(pid, _)| {
-            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let is_bot = cmdline.windows(9).any(|w| w == b"start_bot");
-            (is_bot && cwd == dir).then(|| std::fs::read(format!("/proc/{pid}/environ")).ok())?
-        })
+    bot_pid(root, dir)
+        .and_then(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
         .map(|env| {
             env.split(|b| *b == 0)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -491,4 +495,47 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
         "{}",
         rig.log()
     );
+}
+
+#[test]
+fn a_hung_bot_alone_is_killed_and_started_again() {
+    let rig = Rig::start(
+        "bots-silence",
+        &["modern:A", "modern:B"],
+        &["--bot-silence-limit", "6"],
+    );
+    let (a, b) = (bot_of(rig.sim.port("A")), bot_of(rig.sim.port("B")));
+    let polls = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0);
+    wait_for(LONG, "both bots polling", || {
+        (polls(&a) >= 1 && polls(&b) >= 1).then_some(())
+    });
+    let root = rig.monitor.0.id() as i32;
+    let dir = rig
+        .bot_dir
+        .join(format!("127.0.0.1-{}", rig.sim.port("A")))
+        .canonicalize()
+        .unwrap();
+    let hung = bot_pid(root, &dir).expect("A's bot process");
+    // SAFETY: kill(2) on a process of the monitor's that the test found in /proc.
+    assert_eq!(unsafe { libc::kill(hung, libc::SIGSTOP) }, 0);
+    let line = wait_for(LONG, "the silence to be noticed", || {
+        rig.log()
+            .lines()
+            .find(|l| l.contains("has called no hook for"))
+            .map(str::to_string)
+    });
+    assert!(line.contains(&format!("bot {a} (pid {hung})")), "{line}");
+    assert!(line.contains("--bot-silence-limit 6s"), "{line}");
+    let before = polls(&a);
+    wait_for(LONG, "A's bot polling again from a new process", || {
+        let pid = bot_pid(root, &dir)?;
+        (pid != hung && polls(&a) > before).then_some(())
+    });
+    let (_, metrics) = http_get(rig.metrics_port, "/metrics");
+    let kills = |id: &str| format!("test_machine_monitor_bot_silence_kills_total{{bot=\"{id}\"}}");
+    assert!(metrics.contains(&format!("{} 1\n", kills(&a))), "{metrics}");
+    assert!(metrics.contains(&format!("{} 0\n", kills(&b))), "{metrics}");
+    let log = rig.log();
+    assert!(!log.contains(&format!("bot {b} exited")), "{log}");
+    assert_eq!(log.matches("has called no hook for").count(), 1, "{log}");
 }
