@@ -539,3 +539,43 @@ fn a_hung_bot_alone_is_killed_and_started_again() {
     assert!(!log.contains(&format!("bot {b} exited")), "{log}");
     assert_eq!(log.matches("has called no hook for").count(), 1, "{log}");
 }
+
+#[test]
+fn a_bad_zip_of_one_bot_is_set_aside_beside_the_bot_directory_and_fetched_again() {
+    let rig = Rig::start("bots-badzip", &["modern:A"], &[]);
+    let a = bot_of(rig.sim.port("A"));
+    let polls = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0);
+    wait_for(LONG, "A's bot polling", || (polls(&a) >= 1).then_some(()));
+    let dir = rig.bot_dir.join(format!("127.0.0.1-{}", rig.sim.port("A")));
+    let zip = dir.join("swarming_bot.zip");
+    std::fs::write(&zip, b"not a zip").unwrap();
+    // The zip is checked before each start: a crash makes the next one.
+    rig.server
+        .control(json!({"bot_cmds_for": {a.as_str(): [{"cmd": "crash", "code": 3}]}}));
+    let line = wait_for(LONG, "the bad zip set aside", || {
+        rig.log()
+            .lines()
+            .find(|l| l.contains("is unusable") && l.contains("moved aside to"))
+            .map(str::to_string)
+    });
+    assert!(line.contains(&zip.display().to_string()), "{line}");
+    let aside = line
+        .split("moved aside to ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .map(std::path::PathBuf::from)
+        .unwrap();
+    // Beside --bot-dir, which holds nothing but the bots' directories.
+    assert_eq!(aside.parent(), rig.bot_dir.parent(), "{line}");
+    assert_eq!(std::fs::read(&aside).unwrap(), b"not a zip");
+    let before = polls(&a);
+    wait_for(LONG, "A's bot polling again on a fetched zip", || {
+        (polls(&a) > before).then_some(())
+    });
+    let entries: Vec<String> = std::fs::read_dir(&rig.bot_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, [format!("127.0.0.1-{}", rig.sim.port("A"))]);
+    assert_ne!(std::fs::read(&zip).unwrap(), b"not a zip");
+}
