@@ -434,6 +434,10 @@ class Phone:
                 await proc.wait()
             if not pumps.done():
                 pumps.cancel()
+                try:
+                    await pumps
+                except asyncio.CancelledError:
+                    pass
 
 
 async def control(phones, reader, writer):

@@ -401,6 +401,17 @@ impl Monitor {
             .cloned()
     }
 
+    /// Every log line containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     pub fn log_count(&self, needle: &str) -> usize {
         self.log
             .lock()

@@ -18,8 +18,11 @@ use super::proto::{self, Decode, PacketId, Status};
 use crate::serve::metrics::InterrogationErrorKind;
 
 /// The most a shell command may print (stdout and stderr together). A phone that
-/// floods us costs a bounded amount of memory.
-pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// floods us costs a bounded amount of memory: a few times this while its output is
+/// collected and split. A round's whole script prints about 60 KB on a phone with a
+/// thousand properties, so this is room for any real phone, and sixteen phones that
+/// flood at once cost tens of MB of a Pi's memory, not hundreds.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// What went wrong, for callers to branch on.
 #[derive(Debug, Clone, PartialEq, Eq)]
