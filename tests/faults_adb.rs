@@ -251,3 +251,89 @@ fn fault_09_phone_floods_or_breaks_shell_v2() {
     assert!(uptime_now > uptime_then, "{uptime_then} -> {uptime_now}");
     assert!(!h_reasons.contains(&h), "{h_reasons}");
 }
+
+/// Stalled clients of the hook port: `n` connections, half that never finish their
+/// headers, half that send headers announcing a 100 000-byte body and then dribble it.
+struct Stalled {
+    headers: Vec<std::net::TcpStream>,
+    bodies: Vec<std::net::TcpStream>,
+}
+
+impl Stalled {
+    fn open(port: u16, n: usize) -> Stalled {
+        use std::io::Write;
+        let mut s = Stalled {
+            headers: Vec::new(),
+            bodies: Vec::new(),
+        };
+        for i in 0..n {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("stalled client {i} of {n}: {e}"));
+            if i % 2 == 0 {
+                let _ = c.write_all(b"POST /get_state HTTP/1.1\r\nHost: x\r\nContent-Type: appl");
+                s.headers.push(c);
+            } else {
+                let _ = c.write_all(
+                    b"POST /get_state HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{",
+                );
+                s.bodies.push(c);
+            }
+        }
+        s
+    }
+
+    /// One more byte of every body (a write to a connection the server closed fails,
+    /// which is what a server may do to a dribbler).
+    fn dribble(&mut self) {
+        use std::io::Write;
+        for c in &mut self.bodies {
+            let _ = c.write_all(b" ");
+        }
+    }
+}
+
+#[test]
+fn fault_06_stalled_hook_connections() {
+    const CLIENTS: usize = 600;
+    let tmm = Monitor::start_without_adb("fault06", 2, &["--devices", "none"]);
+    let pid = tmm.pid();
+    let status = |field: &str| proc_status(pid, field).unwrap_or(0);
+    for _ in 0..3 {
+        tmm.hook("/get_state");
+    }
+    let (threads0, rss0) = (status("Threads"), status("VmRSS"));
+
+    let mut stalled = Stalled::open(tmm.hook_port, CLIENTS);
+    let (mut threads_max, mut rss_max, mut answers) = (0, 0, 0);
+    for _ in 0..10 {
+        stalled.dribble();
+        let state = tmm.hook("/get_state");
+        answers += usize::from(state.is_object());
+        threads_max = threads_max.max(status("Threads"));
+        rss_max = rss_max.max(status("VmRSS"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(stalled);
+    let closed = Instant::now();
+    let back = wait_for(Duration::from_secs(60), "threads and RSS back", || {
+        let (t, r) = (status("Threads"), status("VmRSS"));
+        (t <= threads0 + 2 && r <= rss0 + 2048).then_some((t, r))
+    });
+    let after = closed.elapsed();
+    report(
+        6,
+        "600 stalled hook connections",
+        "get_state answers; no thread per stalled client (baseline + 2); threads at \
+         baseline + 2 and RSS within 2 MiB of baseline within 60 s of the clients closing",
+        &format!(
+            "baseline {threads0} threads, {rss0} KiB; with {CLIENTS} stalled: up to \
+             {threads_max} threads, {rss_max} KiB, get_state answered {answers}/10; \
+             {:.1}s after they closed: {} threads, {} KiB",
+            after.as_secs_f64(),
+            back.0,
+            back.1
+        ),
+    );
+    assert_eq!(answers, 10);
+    assert!(threads_max <= threads0 + 2, "{threads_max} threads");
+}
