@@ -20,9 +20,9 @@ use crate::runtime::clock::Ticker;
 use crate::runtime::procs;
 use crate::runtime::reaper::{self, Reaper};
 use crate::runtime::shutdown;
-use crate::serve::hook_server;
 use crate::serve::hooks::{self, Hooks};
 use crate::serve::status_server;
+use crate::serve::{hook_front, hook_server};
 use crate::state::{Liveness, Shared};
 
 /// Why the program could not run. Each maps to exit code 1.
@@ -62,6 +62,35 @@ fn bind(flag: &'static str, addr: std::net::SocketAddr) -> Result<tiny_http::Ser
     })
 }
 
+/// The hook port (`addr`, for `hook_front`) and, behind it, the hook server's threads
+/// on a loopback port of their own, with that port's address.
+fn bind_hooks(
+    addr: std::net::SocketAddr,
+) -> Result<
+    (
+        tokio::net::TcpListener,
+        tiny_http::Server,
+        std::net::SocketAddr,
+    ),
+    AppError,
+> {
+    let bind_error = |e: &dyn fmt::Display| AppError::Bind {
+        flag: "--hook-addr",
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
+    let port = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| bind_error(&e))?;
+    let server = tiny_http::Server::http("127.0.0.1:0").map_err(|e| bind_error(&e))?;
+    let inner = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| bind_error(&"the hook server's own port is not an IP port"))?;
+    Ok((port, server, inner))
+}
+
 pub fn run(config: Config) -> Result<(), AppError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -96,12 +125,14 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     );
 
     let hook_addr = shared.config.hook_addr;
+    let (hook_port, hook_threads, inner) = bind_hooks(hook_addr)?;
     let hooks = hook_server::start(
         Arc::new(hooks::Context::of(&shared)),
         Hooks::new(&bot_settings),
-        bind("--hook-addr", hook_addr)?,
+        hook_threads,
     )
     .map_err(AppError::Start)?;
+    tokio::spawn(hook_front::run(hook_port, inner, shared.metrics.clone()));
     shared.liveness.set_hooks_serving();
     log::info!("serving the bot's hooks on {hook_addr}");
 

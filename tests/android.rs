@@ -10,25 +10,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::android::{connect_phone, disconnect_phone, send_signal, wait_for, Monitor, Sim};
+use support::android::{
+    connect_phone, device_service, disconnect_phone, reasons, send_signal, up, wait_for,
+    wait_reason, wait_rounds, Monitor, Sim,
+};
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn up(serial: &str, device_type: &str) -> String {
-    format!("device_up{{serial=\"{serial}\",kind=\"android\",device_type=\"{device_type}\"}}")
-}
-
-/// Waits until `n` more device rounds have finished.
-fn wait_rounds(tmm: &Monitor, n: u32) {
-    let rounds = || {
-        tmm.sample("interrogation_duration_seconds_count")
-            .unwrap_or(0.0)
-    };
-    let before = rounds();
-    wait_for(LONG, &format!("{n} more rounds"), || {
-        (rounds() >= before + f64::from(n)).then_some(())
-    });
-}
 
 fn state(serial: &str, state: &str) -> String {
     format!("device_state{{serial=\"{serial}\",state=\"{state}\"}}")
@@ -231,8 +218,8 @@ fn the_adb_server_killed_under_us_comes_back() {
     wait_for(LONG, "following the new server's list", || {
         (tmm.log_count("following the device list") >= 2).then_some(())
     });
-    // A new server knows no TCP phones: connect it again, as a lab's USB would show up.
-    connect_phone(tmm.adb_port, sim.port("K"));
+    // A new server knows no TCP phones: the monitor connects the ones it followed.
+    tmm.wait_log(&format!("connecting {k} again"), LONG);
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
 
     // An adb client of another version does `host:kill`: same recovery.
@@ -243,7 +230,9 @@ fn the_adb_server_killed_under_us_comes_back() {
     wait_for(LONG, "following the third server's list", || {
         (tmm.log_count("following the device list") >= 3).then_some(())
     });
-    connect_phone(tmm.adb_port, sim.port("K"));
+    wait_for(LONG, "the phone connected to the third server", || {
+        (tmm.log_count(&format!("connecting {k} again")) == 2).then_some(())
+    });
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
 }
 
@@ -356,21 +345,6 @@ fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
     assert_eq!(sim.control("reboots R"), "OK 0");
     assert!(!tmm.log_has("rebooting"), "a reboot was started");
     assert_eq!(tmm.sample(&up(&r, "redfin")), Some(1.0));
-}
-
-/// The get_state answer's reasons of one kind, as one string.
-fn reasons(tmm: &Monitor, kind: &str) -> String {
-    tmm.hook("/get_state")[kind]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn wait_reason(tmm: &Monitor, kind: &str, needle: &str) -> String {
-    wait_for(LONG, &format!("{kind} reason {needle:?}"), || {
-        let r = reasons(tmm, kind);
-        r.contains(needle).then_some(r)
-    })
 }
 
 #[test]
@@ -663,4 +637,52 @@ fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulat
     );
     assert_eq!(sim.control("set C data_free_mb 4000"), "OK");
     tmm.wait_sample("maintenance", 0.0, LONG);
+}
+
+/// The simulator's broken phones, seen through the real adb server: a `getprop` that
+/// prints exactly the bytes asked, in well-formed shell v2 packets, and the malformed
+/// packets forwarded byte for byte.
+#[test]
+fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
+    let sim = Sim::start(&["modern:F"], &[]);
+    let tmm = Monitor::start("sim-broken", &[]);
+    let f = sim.serial("F");
+    connect_phone(tmm.adb_port, sim.port("F"));
+    tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
+
+    assert_eq!(sim.control("flood F 3000000"), "OK");
+    let raw = device_service(tmm.adb_port, &f, "shell,v2,raw:getprop", LONG).unwrap();
+    let (mut stdout, mut exit, mut rest) = (Vec::new(), None, raw.as_slice());
+    while rest.len() >= 5 {
+        let n = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let data = &rest[5..5 + n];
+        match rest[0] {
+            1 => stdout.extend_from_slice(data),
+            3 => exit = data.first().copied(),
+            id => panic!("unexpected packet id {id}"),
+        }
+        rest = &rest[5 + n..];
+    }
+    assert!(rest.is_empty(), "a packet cut short: {rest:?}");
+    assert_eq!(stdout.len(), 3_000_000);
+    assert!(
+        stdout.starts_with(b"[flood.filler]: [xxx"),
+        "{:?}",
+        &stdout[..40]
+    );
+    assert_eq!(exit, Some(0));
+    assert_eq!(sim.control("flood F 0"), "OK");
+
+    for (kind, bytes) in [
+        ("badid", &b"\x09\x01\x00\x00\x00x"[..]),
+        ("overlong", b"\x01\xe8\x03\x00\x00short"),
+        ("truncated", b"\x01\x05\x00"),
+    ] {
+        assert_eq!(sim.control(&format!("v2 F {kind}")), "OK");
+        let raw = device_service(tmm.adb_port, &f, "shell,v2,raw:echo hi", LONG).unwrap();
+        assert_eq!(raw, bytes, "{kind}");
+    }
+    assert_eq!(sim.control("v2 F ok"), "OK");
+    let raw = device_service(tmm.adb_port, &f, "shell,v2,raw:echo hi", LONG).unwrap();
+    assert_eq!(raw, b"\x01\x03\x00\x00\x00hi\n\x03\x01\x00\x00\x00\x00");
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::phones::{AndroidPhones, BoxFuture, PhoneRound};
-use crate::devices::adb::client::{self, Client, ShellProtocol};
+use crate::devices::adb::client::{self, Client, End, ShellProtocol, MAX_OUTPUT};
 use crate::devices::dimensions;
 use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
 use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
@@ -175,11 +175,46 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
     d
 }
 
+/// The serials of `text`'s phones that are reached over the network: `host:port`, as
+/// `adb connect` names them (USB serials have no port).
+pub fn network_serials(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| {
+            s.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// `host:connect` for a network phone the previous server had, on its own task (the
+/// server answers once the phone's handshake is over).
+fn connect_again(client: &Client, serial: String) {
+    log::info!(
+        "connecting {serial} again: the adb server was restarted and the new one does not \
+         know this network phone"
+    );
+    let client = client.clone();
+    tokio::spawn(async move {
+        match client.connect_device(&serial).await {
+            Ok(said) if said.contains("connected to") => log::info!("{serial}: {said}"),
+            Ok(said) => log::warn!("cannot connect {serial} again: the adb server said {said:?}"),
+            Err(e) => log::warn!("cannot connect {serial} again: {e}"),
+        }
+    });
+}
+
 /// Follows `host:track-devices-l`, again and again: the server may be starting, or be
-/// killed and restarted under us (an adb client of another version does that).
+/// killed and restarted under us (an adb client of another version does that). A
+/// restarted server knows only the USB phones: the network phones (`adb connect`) of
+/// the last list before it went away are connected again, since losing them was not
+/// anyone's decision; a phone disconnected on purpose had left the list before.
 async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdown: Shutdown) {
     let mut retry = Retry::new(TRACK_RETRY_MIN, TRACK_RETRY_MAX);
     let mut waiting_logged = false;
+    // The network phones of the last list.
+    let mut network = BTreeSet::new();
     loop {
         match client.track_devices().await {
             Ok(mut tracker) => {
@@ -189,10 +224,18 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                 }
                 retry.succeeded();
                 waiting_logged = false;
+                let mut first = true;
                 loop {
                     tokio::select! {
                         frame = tracker.next() => match frame {
                             Ok(text) => {
+                                let listed = network_serials(&text);
+                                if std::mem::take(&mut first) {
+                                    for serial in network.difference(&listed) {
+                                        connect_again(&client, serial.clone());
+                                    }
+                                }
+                                network = listed;
                                 if lists.send(text).is_err() {
                                     return;
                                 }
@@ -309,8 +352,8 @@ async fn interrogate(
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
     let ran = client.shell_until(serial, script, protocol, until).await;
-    let (sections, finished) = match ran {
-        Ok(p) => (parse::batch::split(&p.output.stdout), p.finished),
+    let (sections, end) = match ran {
+        Ok(p) => (parse::batch::split(&p.output.stdout), p.end),
         Err(e) => {
             count(&e);
             return PhoneRound {
@@ -321,9 +364,22 @@ async fn interrogate(
             };
         }
     };
-    if !finished {
+    // The command whose output was cut: the one after the last finished section.
+    let cut = ROUND_COMMANDS
+        .get(sections.len())
+        .map_or("", |(name, _)| *name);
+    match end {
+        End::Finished => {}
         // One timeout per round, whichever command hung.
-        count(&client::Error::timed_out("the round's script", serial));
+        End::Deadline => count(&client::Error::timed_out("the round's script", serial)),
+        End::OverLimit => {
+            metrics
+                .interrogation_errors_total
+                .inc(InterrogationErrorKind::AdbProtocol);
+            log::debug!(
+                "{serial}: {cut} printed over {MAX_OUTPUT} bytes; dropped the round's connection"
+            );
+        }
     }
     for s in sections.iter().filter(|s| s.exit_code != Some(0)) {
         // The output still counts if it parses: `dumpsys` exits non-zero on some OEMs.
@@ -332,7 +388,13 @@ async fn interrogate(
     let section = |name: &str| -> Result<String, String> {
         match sections.iter().find(|s| s.name == name) {
             Some(s) => Ok(s.text.clone()),
-            None if !finished => Err(format!(
+            None if end == End::OverLimit && name == cut => {
+                Err(format!("{name} output over {MAX_OUTPUT} bytes"))
+            }
+            None if end == End::OverLimit => Err(format!(
+                "{serial}: {name}: not read, {cut} printed over {MAX_OUTPUT} bytes before it"
+            )),
+            None if end == End::Deadline => Err(format!(
                 "{serial}: {name}: no answer before the round's deadline"
             )),
             None => {
@@ -420,19 +482,28 @@ fn says_offline(e: &client::Error) -> bool {
 }
 
 /// The adb server and its phones, as the watcher uses them.
+#[derive(Clone)]
 pub struct Adb {
     client: Client,
     metrics: Arc<Metrics>,
+    /// To the supervisor of our adb server (see `adb::server`): kill it, and why.
+    kill: mpsc::UnboundedSender<String>,
 }
 
 impl Adb {
-    /// The adb server at `addr` (`--adb-server`), each connect and read under `io`.
-    pub fn connect(addr: SocketAddr, io: Duration, metrics: Arc<Metrics>) -> Adb {
-        Adb::new(Client::new(addr, io), metrics)
-    }
-
-    fn new(client: Client, metrics: Arc<Metrics>) -> Adb {
-        Adb { client, metrics }
+    /// The adb server at `addr` (`--adb-server`), each connect and read under `io`;
+    /// `kill` reaches the supervisor of the server we run.
+    pub fn connect(
+        addr: SocketAddr,
+        io: Duration,
+        metrics: Arc<Metrics>,
+        kill: mpsc::UnboundedSender<String>,
+    ) -> Adb {
+        Adb {
+            client: Client::new(addr, io),
+            metrics,
+            kill,
+        }
     }
 
     fn count(&self, e: &client::Error) {
@@ -446,7 +517,7 @@ impl AndroidPhones for Adb {
     }
 
     fn list_now(&self) -> BoxFuture<Result<String, String>> {
-        let this = Adb::new(self.client.clone(), self.metrics.clone());
+        let this = self.clone();
         Box::pin(async move {
             this.client.devices_text().await.map_err(|e| {
                 this.count(&e);
@@ -476,7 +547,7 @@ impl AndroidPhones for Adb {
 
     fn reconnect(&self, serial: &str) -> BoxFuture<Result<(), String>> {
         let (client, serial) = (self.client.clone(), serial.to_string());
-        let this = Adb::new(self.client.clone(), self.metrics.clone());
+        let this = self.clone();
         Box::pin(async move {
             client.reconnect(&serial).await.map_err(|e| {
                 this.count(&e);
@@ -486,7 +557,7 @@ impl AndroidPhones for Adb {
     }
 
     fn restart_server(&self) -> BoxFuture<Result<(), String>> {
-        let this = Adb::new(self.client.clone(), self.metrics.clone());
+        let this = self.clone();
         Box::pin(async move {
             // The server closes the connection as it exits: that is the answer.
             match this.client.kill_server().await {
@@ -500,8 +571,24 @@ impl AndroidPhones for Adb {
         })
     }
 
+    fn probe_server(&self) -> BoxFuture<Result<(), String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.client.version().await.map(drop).map_err(|e| {
+                this.count(&e);
+                e.to_string()
+            })
+        })
+    }
+
+    fn kill_server(&self, why: String) {
+        if self.kill.send(why).is_err() {
+            log::warn!("cannot kill the adb server: its supervisor has stopped");
+        }
+    }
+
     fn reconnect_offline(&self) -> BoxFuture<Result<(), String>> {
-        let this = Adb::new(self.client.clone(), self.metrics.clone());
+        let this = self.clone();
         Box::pin(async move {
             this.client.reconnect_offline().await.map_err(|e| {
                 this.count(&e);
@@ -530,6 +617,17 @@ mod tests {
             device: Some("redfin".into()),
             transport_id: Some(3),
         }
+    }
+
+    #[test]
+    fn network_phones_are_the_host_port_serials() {
+        let text = "127.0.0.1:5555         device transport_id:1\n\
+                    0A1B2C3D               device usb:1-1.4 transport_id:2\n\
+                    emulator-5554          offline transport_id:3\n\
+                    pixel.lab:40001        offline transport_id:4\n\
+                    odd:serial             device transport_id:5\n";
+        let got: Vec<String> = network_serials(text).into_iter().collect();
+        assert_eq!(got, ["127.0.0.1:5555", "pixel.lab:40001"]);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! queries in parallel, two tool runs in a row, so each tool run gets 0.375 of the
 //! interval (at most 5 s). A single socket read never waits longer than a phone's round.
 //! A new transport's handshake may keep it `offline` for a round before the offline
-//! rule counts it.
+//! rule counts it. The adb server is probed every round; one that has not answered
+//! [`SERVER_SILENT_ROUNDS`] probes in a row is killed and started again: one silent
+//! round can be a busy host, the second is reported, the third is the deadline.
 //!
 //! Pure: durations in, durations out.
 
@@ -20,6 +22,9 @@ const MAX_PHONE: Duration = Duration::from_secs(20);
 const MAX_IOS_TOOL: Duration = Duration::from_secs(5);
 /// The longest one connect or read to the adb server may take.
 const MAX_IO: Duration = Duration::from_secs(5);
+
+/// Probes in a row the adb server may fail before it is killed and started again.
+pub const SERVER_SILENT_ROUNDS: u32 = 3;
 
 /// The deadlines of one round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

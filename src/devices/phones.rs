@@ -74,6 +74,11 @@ pub trait AndroidPhones: Send + Sync {
     fn reconnect_offline(&self) -> BoxFuture<Result<(), String>>;
     /// Has the adb server exit, for its supervisor to start it again.
     fn restart_server(&self) -> BoxFuture<Result<(), String>>;
+    /// Whether the adb server answers a request (`host:version`) within its deadline.
+    fn probe_server(&self) -> BoxFuture<Result<(), String>>;
+    /// Has the supervisor of our adb server kill it (SIGKILL) and start it again: for a
+    /// server that accepts connections and answers none, which `host:kill` cannot stop.
+    fn kill_server(&self, why: String);
 }
 
 /// What the watcher needs of the iPhones (libimobiledevice's tools, for real).

@@ -1,5 +1,5 @@
 //! One round: every phone's interrogation at once, each under its own deadline, with
-//! the iPhones' round beside them. A phone that overruns costs only its own result (a
+//! the iPhones' round and a probe of the adb server beside them. A phone that overruns costs only its own result (a
 //! failure saying so), never the others' or the next round's start.
 
 use std::collections::BTreeMap;
@@ -15,19 +15,29 @@ pub struct RoundDone {
     pub results: BTreeMap<String, PhoneRound>,
     /// The iPhones' round, when they are watched.
     pub ios: Option<Result<Vec<Device>, ios::IosError>>,
+    /// Whether the adb server answered, when the Android phones are watched.
+    pub server: Option<Result<(), String>>,
     pub took: Duration,
 }
 
 /// Runs `phones` (serial and interrogation) in parallel, each cut at `deadline`, and
-/// `iphones` beside them.
+/// `iphones` and the `server` probe beside them.
 pub async fn run(
     phones: Vec<(String, BoxFuture<PhoneRound>)>,
     iphones: Option<BoxFuture<Result<Vec<Device>, ios::IosError>>>,
+    server: Option<BoxFuture<Result<(), String>>>,
     deadline: Duration,
     metrics: &Metrics,
 ) -> RoundDone {
     let began = tokio::time::Instant::now();
     let iphones = iphones.map(tokio::spawn);
+    let server = server.map(|probe| {
+        tokio::spawn(async move {
+            tokio::time::timeout(deadline, probe)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")))
+        })
+    });
     let handles: Vec<_> = phones
         .into_iter()
         .map(|(serial, round)| {
@@ -54,9 +64,14 @@ pub async fn run(
         Some(round) => round.await.ok(),
         None => None,
     };
+    let server = match server {
+        Some(probe) => probe.await.ok(),
+        None => None,
+    };
     RoundDone {
         results,
         ios,
+        server,
         took: began.elapsed(),
     }
 }

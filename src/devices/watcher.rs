@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::actions;
 use super::android::{self, build_device, settled_state, Adb};
-use super::budget::Budget;
+use super::budget::{Budget, SERVER_SILENT_ROUNDS};
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
@@ -74,11 +74,13 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let config = &ctx.settings;
+    let (kill, kill_requests) = mpsc::unbounded_channel();
     let server = config.devices.android.then(|| {
         tokio::spawn(crate::devices::adb::server::run(
             config.adb.clone(),
             config.adb_server,
             ctx.metrics.clone(),
+            kill_requests,
             reaper.clone(),
             shutdown.clone(),
         ))
@@ -95,6 +97,7 @@ pub async fn run(
         config.adb_server,
         budget.io,
         ctx.metrics.clone(),
+        kill,
     ));
     let iphones = Arc::new(IosTools {
         tools: config.ios.clone(),
@@ -175,6 +178,16 @@ struct Watcher {
     task_running: bool,
     /// The phones whose own bot runs a task (`--bots per-device`).
     phone_tasks: BTreeSet<String>,
+    /// Since when the adb server has not answered the rounds' probes.
+    server_silent: Option<Silence>,
+}
+
+/// The adb server's silence: the failed probes in a row, since when, and the first
+/// failure (the reason shown, stable while it lasts).
+struct Silence {
+    rounds: u32,
+    since: tokio::time::Instant,
+    first: String,
 }
 
 impl Watcher {
@@ -207,6 +220,7 @@ impl Watcher {
             origin: tokio::time::Instant::now(),
             task_running: false,
             phone_tasks: BTreeSet::new(),
+            server_silent: None,
         }
     }
 
@@ -256,8 +270,16 @@ impl Watcher {
                     self.want_round();
                 }
             }
-            Event::RoundDone(RoundDone { results, ios, took }) => {
+            Event::RoundDone(RoundDone {
+                results,
+                ios,
+                server,
+                took,
+            }) => {
                 self.round_running = false;
+                if let Some(answered) = server {
+                    self.server_probed(answered, took);
+                }
                 self.ctx
                     .metrics
                     .interrogation_duration_seconds
@@ -393,6 +415,40 @@ impl Watcher {
         }
     }
 
+    /// Follows the adb server's answer to a round's probe; kills it after
+    /// [`SERVER_SILENT_ROUNDS`] silent rounds in a row, and again after as many more.
+    fn server_probed(&mut self, answered: Result<(), String>, took: Duration) {
+        match answered {
+            Ok(()) => {
+                if let Some(s) = self.server_silent.take() {
+                    log::info!(
+                        "the adb server answers again, after {} silent rounds",
+                        s.rounds
+                    );
+                }
+            }
+            Err(e) => {
+                let began = tokio::time::Instant::now() - took;
+                let s = self.server_silent.get_or_insert_with(|| {
+                    log::warn!("the adb server does not answer: {e}");
+                    Silence {
+                        rounds: 0,
+                        since: began,
+                        first: e.clone(),
+                    }
+                });
+                s.rounds += 1;
+                if s.rounds.is_multiple_of(SERVER_SILENT_ROUNDS) {
+                    self.android.kill_server(format!(
+                        "has not answered for {:.1}s ({} rounds in a row; last: {e})",
+                        s.since.elapsed().as_secs_f64(),
+                        s.rounds
+                    ));
+                }
+            }
+        }
+    }
+
     /// Logs each phone whose state in a list asked once is not what the tracker said.
     fn log_untracked_changes(&self, polled: &[Listed]) {
         let tracked = self.listing.as_deref().unwrap_or_default();
@@ -434,6 +490,12 @@ impl Watcher {
             .devices
             .ios
             .then(|| self.ios.interrogate());
+        let probe = self
+            .ctx
+            .settings
+            .devices
+            .android
+            .then(|| self.android.probe_server());
         let began = tokio::time::Instant::now();
         let phones: Vec<_> = online
             .into_iter()
@@ -447,7 +509,7 @@ impl Watcher {
             })
             .collect();
         tokio::spawn(async move {
-            let done = round::run(phones, iphones, deadline, &metrics).await;
+            let done = round::run(phones, iphones, probe, deadline, &metrics).await;
             let _ = events.send(Event::RoundDone(done));
         });
     }
@@ -497,6 +559,11 @@ impl Watcher {
         }
         let mut fleet = Reasons::default();
         self.iphones.add_reasons(&mut fleet);
+        if let Some(s) = &self.server_silent {
+            fleet
+                .maintenance
+                .push(format!("adb server not answering: {}", s.first));
+        }
         let outcome = verdict::decide(
             &self.memory,
             &devices,
@@ -647,6 +714,8 @@ mod tests {
         last_list: Mutex<String>,
         answers: Mutex<BTreeMap<String, Answer>>,
         calls: Mutex<Vec<String>>,
+        /// The server accepts and never answers (stopped).
+        server_silent: Mutex<bool>,
     }
 
     impl FakeAndroid {
@@ -756,6 +825,21 @@ mod tests {
         fn restart_server(&self) -> BoxFuture<Result<(), String>> {
             self.record("restart-server".into());
             Box::pin(async { Ok(()) })
+        }
+
+        fn probe_server(&self) -> BoxFuture<Result<(), String>> {
+            let silent = *self.server_silent.lock().unwrap();
+            Box::pin(async move {
+                if silent {
+                    std::future::pending().await
+                } else {
+                    Ok(())
+                }
+            })
+        }
+
+        fn kill_server(&self, why: String) {
+            self.record(format!("kill-server {why}"));
         }
     }
 
@@ -937,6 +1021,49 @@ mod tests {
             .reasons
             .quarantined
             .contains(&"device gone is not listed".to_string()));
+        rig.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_adb_server_is_reported_then_killed_after_its_rounds() {
+        let rig = rig().await;
+        rig.fake.list("S1 device transport_id:1\n");
+        rig.until("S1 usable", |s| {
+            device(s, "S1").is_some_and(Device::reachable)
+        })
+        .await;
+        *rig.fake.server_silent.lock().unwrap() = true;
+        let s = rig
+            .until("the server reported", |s| {
+                s.fleet_reasons
+                    .maintenance
+                    .iter()
+                    .any(|r| r.starts_with("adb server not answering: no answer within"))
+            })
+            .await;
+        assert!(s
+            .reasons
+            .maintenance
+            .iter()
+            .any(|r| r.starts_with("adb server")));
+        // Rounds every 30 s: the third silent one kills it, not the second.
+        assert_eq!(rig.fake.calls("kill-server"), 0);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(rig.fake.calls("kill-server"), 0);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // The first silent round began 60 s before the third, which ran to its 20 s deadline.
+        assert_eq!(
+            rig.fake
+                .calls("kill-server has not answered for 80.0s (3 rounds in a row;"),
+            1,
+            "{:?}",
+            rig.fake.calls.lock().unwrap()
+        );
+        *rig.fake.server_silent.lock().unwrap() = false;
+        rig.until("the reason cleared", |s| {
+            s.fleet_reasons.maintenance.is_empty()
+        })
+        .await;
         rig.stop().await;
     }
 

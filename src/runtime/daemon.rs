@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::mpsc;
 
 use crate::runtime::backoff::Backoff;
 use crate::runtime::child::{Kill, Sink};
@@ -70,6 +71,9 @@ pub struct Spec {
     pub level_of: fn(&str) -> log::Level,
     /// Runs before each restart (not before the first start).
     pub on_restart: Box<dyn Fn() + Send>,
+    /// Requests to kill our daemon so that it starts again, each with why: its socket
+    /// accepts but it no longer answers (only its protocol's speaker can tell).
+    pub kill: Option<mpsc::UnboundedReceiver<String>>,
 }
 
 /// The restart rules of a daemon: 2 s doubling to 30 s, jittered, reset by a healthy run.
@@ -144,6 +148,13 @@ impl Hooks for Daemon {
                 _ = shutdown.requested() => return false,
             }
         }
+        // A request made while none of ours ran is about a daemon that is gone.
+        while let Some(why) = self.spec.kill.as_mut().and_then(|k| k.try_recv().ok()) {
+            log::info!(
+                target: target,
+                "not killing {name}: none of ours runs (asked because it {why})"
+            );
+        }
         if self.started_once {
             (self.spec.on_restart)();
         }
@@ -206,6 +217,24 @@ impl Hooks for Daemon {
                 "second termination signal: killing {name} now"
             ),
         }
+    }
+
+    async fn kill_requested(&mut self) -> String {
+        match self.spec.kill.as_mut() {
+            Some(requests) => match requests.recv().await {
+                Some(why) => why,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    fn killing_on_request(&mut self, pid: i32, why: &str) {
+        log::warn!(
+            target: self.spec.target,
+            "{} (pid {pid}) {why}: killing it (SIGKILL) to start it again",
+            self.spec.name
+        );
     }
 
     fn stopped(&mut self, pid: i32, exit: Option<Exit>) {

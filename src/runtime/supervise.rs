@@ -127,6 +127,13 @@ pub trait Hooks {
     fn stopping(&mut self, pid: i32);
     /// The grace was cut short; SIGKILL follows.
     fn killing(&mut self, pid: i32, why: Kill);
+    /// Resolves when the child's owner wants it killed and started again, with why
+    /// (a daemon that no longer answers on its socket). Never, by default.
+    fn kill_requested(&mut self) -> impl Future<Output = String> + Send {
+        std::future::pending()
+    }
+    /// Logs the kill that [`Hooks::kill_requested`] asked for (the child's pid, why).
+    fn killing_on_request(&mut self, _pid: i32, _why: &str) {}
     /// The child is gone (`None`: it outlived SIGKILL); the loop ends.
     fn stopped(&mut self, pid: i32, exit: Option<Exit>);
 }
@@ -188,6 +195,12 @@ async fn watch<H: Hooks>(
         let crashlooping = policy.crash.active;
         tokio::select! {
             exit = &mut child.exit => return Some(exit.ok()),
+            why = hooks.kill_requested() => {
+                // SIGKILL: a stopped process keeps a SIGTERM pending for ever. Its exit
+                // comes through `child.exit`, and the restart follows as after a crash.
+                hooks.killing_on_request(child.pid, &why);
+                child::signal_group(child.pid, libc::SIGKILL);
+            }
             _ = tokio::time::sleep(recover_in), if crashlooping => {
                 policy.crash.recovered();
                 hooks.recovered();

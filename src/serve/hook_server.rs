@@ -9,8 +9,11 @@
 //! and the `on_*` calls), and pass the others (a full bot state is often over 1 KiB)
 //! to [`SLOW_WORKERS`] threads that read with an overall deadline ([`BODY_DEADLINE`])
 //! against dribbling clients.
-//! A client that stalls mid-body holds one slow worker until it goes away, and delays
-//! only other large-body requests. Known limit: tiny_http drains an unread over-long
+//! A connection reaches these threads only once `hook_front` has its first request in
+//! full, so a client that stalls before that costs no thread here; one that stalls on
+//! a later request of a kept-alive connection, or mid-way through a chunked body,
+//! holds a connection thread, or one slow worker, until it goes away, and delays only
+//! other large-body requests. Known limit: tiny_http drains an unread over-long
 //! body when the request is dropped, with a buffer the size of what is left; the
 //! server is loopback-only and the script never sends more than 1 MiB.
 //!

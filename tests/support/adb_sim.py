@@ -35,6 +35,10 @@ Control port, one command per line, answered `OK` or `ERR <why>`:
                     phone as `device`) but no new stream is ever answered
     unwedge <name>  answer again
     reboots <name>  how many times the phone was rebooted (answers `OK <n>`)
+    flood <name> <bytes>   `getprop` prints that many bytes of property lines (0: normal)
+    v2 <name> badid|overlong|truncated|ok   every shell v2 stream of the phone answers
+                    one malformed packet, as a broken adbd would, and closes: an id
+                    outside 0..=5, a length beyond the data, or a header cut short
 
 Installed packages: modern phones have Google Play services and the Play Store
 (`dumpsys package <name>` prints their `versionName=`), android6 phones neither.
@@ -62,6 +66,14 @@ MAX_DATA = 256 * 1024
 AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
 
 PROFILES = ("modern", "android6", "hot", "unauthorized", "offline", "reboots", "hangs")
+
+
+# What a broken adbd sends on a shell v2 stream instead of its output.
+V2_FAULTS = {
+    "badid": struct.pack("<BI", 9, 1) + b"x",
+    "overlong": struct.pack("<BI", 1, 1000) + b"short",
+    "truncated": b"\x01\x05\x00",
+}
 
 
 def message(cmd, arg0, arg1, data=b""):
@@ -125,6 +137,8 @@ class Phone:
         self.battery_health = 2
         self.data_free_mb = 20000
         self.wedged = False
+        self.flood_bytes = 0
+        self.v2_fault = "ok"
         self.packages = {} if old else {
             "com.google.android.gms": "24.08.12 (190400-1)",
             "com.android.vending": "39.9.20-21 [0] [PR] 612345678",
@@ -222,8 +236,11 @@ class Phone:
             out, code = result
             return f"printf '%s' {shlex.quote(out)}; return {code}"
 
+        getprop = body("getprop")
+        if self.flood_bytes:
+            getprop = f"yes '[flood.filler]: [{'x' * 100}]' | head -c {self.flood_bytes}"
         return (
-            f"getprop() {{ {body('getprop')}; }}\n"
+            f"getprop() {{ {getprop}; }}\n"
             "dumpsys() { case \"$1\" in "
             f"battery) {body('dumpsys battery')};; "
             f"thermalservice) {body('dumpsys thermalservice')};; "
@@ -350,7 +367,9 @@ class Phone:
                 writer.write(message(A_CLSE, stream.local, stream.remote))
                 return
             v2 = "v2" in args
-            if self.known(cmd):
+            if v2 and self.v2_fault != "ok":
+                await self.send(writer, stream, V2_FAULTS[self.v2_fault], maxdata)
+            elif self.known(cmd):
                 result = self.run(cmd)
                 if result is None:
                     return
@@ -368,9 +387,11 @@ class Phone:
         except (ConnectionError, OSError):
             pass
 
-    @staticmethod
-    def known(cmd):
+    def known(self, cmd):
         cmd = cmd.strip()
+        if self.flood_bytes and cmd == "getprop":
+            # Streamed from a real `sh`: 100 MB is not built in memory.
+            return False
         return cmd in ("getprop", "dumpsys battery", "dumpsys thermalservice", "cat /proc/uptime") or (
             cmd.startswith(("getprop ", "echo ")) or "thermal_zone" in cmd
         )
@@ -413,6 +434,10 @@ class Phone:
                 await proc.wait()
             if not pumps.done():
                 pumps.cancel()
+                try:
+                    await pumps
+                except asyncio.CancelledError:
+                    pass
 
 
 async def control(phones, reader, writer):
@@ -465,6 +490,14 @@ async def control(phones, reader, writer):
             elif words[0] == "replug":
                 if by_name[words[1]].server is None:
                     await by_name[words[1]].listen()
+                reply = "OK"
+            elif words[0] == "flood" and len(words) == 3:
+                by_name[words[1]].flood_bytes = int(words[2])
+                reply = "OK"
+            elif words[0] == "v2" and len(words) == 3:
+                if words[2] != "ok" and words[2] not in V2_FAULTS:
+                    raise ValueError(f"v2 {words[2]!r}: ok or one of {', '.join(V2_FAULTS)}")
+                by_name[words[1]].v2_fault = words[2]
                 reply = "OK"
             elif words[0] == "reboots":
                 reply = f"OK {by_name[words[1]].reboot_count}"

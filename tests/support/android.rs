@@ -39,6 +39,42 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// A generous deadline for what a monitor with 2 s rounds does within a few rounds.
+const ROUNDS_LIMIT: Duration = Duration::from_secs(30);
+
+/// The `device_up` series of an Android phone.
+pub fn up(serial: &str, device_type: &str) -> String {
+    format!("device_up{{serial=\"{serial}\",kind=\"android\",device_type=\"{device_type}\"}}")
+}
+
+/// Waits until `n` more device rounds have finished.
+pub fn wait_rounds(tmm: &Monitor, n: u32) {
+    let rounds = || {
+        tmm.sample("interrogation_duration_seconds_count")
+            .unwrap_or(0.0)
+    };
+    let before = rounds();
+    wait_for(ROUNDS_LIMIT, &format!("{n} more rounds"), || {
+        (rounds() >= before + f64::from(n)).then_some(())
+    });
+}
+
+/// The get_state answer's reasons of one kind, as one string.
+pub fn reasons(tmm: &Monitor, kind: &str) -> String {
+    tmm.hook("/get_state")[kind]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until the get_state reasons of `kind` contain `needle`; returns them.
+pub fn wait_reason(tmm: &Monitor, kind: &str, needle: &str) -> String {
+    wait_for(ROUNDS_LIMIT, &format!("{kind} reason {needle:?}"), || {
+        let r = reasons(tmm, kind);
+        r.contains(needle).then_some(r)
+    })
+}
+
 /// One host request to the adb server; returns the status and the rest of the reply.
 pub fn adb_request(server_port: u16, request: &str, timeout: Duration) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", server_port))?;
@@ -48,6 +84,36 @@ pub fn adb_request(server_port: u16, request: &str, timeout: Duration) -> std::i
     // Host requests close after their reply; a timeout leaves what arrived.
     let _ = s.read_to_end(&mut out);
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// What the adb server forwards of `service` (`shell,v2,raw:echo hi`) on `serial`:
+/// every byte after the two `OKAY`s of the transport switch and the service, until the
+/// stream closes or `timeout` passes between reads.
+pub fn device_service(
+    server_port: u16,
+    serial: &str,
+    service: &str,
+    timeout: Duration,
+) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", server_port))?;
+    s.set_read_timeout(Some(timeout))?;
+    for request in [format!("host:transport:{serial}"), service.to_string()] {
+        s.write_all(format!("{:04x}{request}", request.len()).as_bytes())?;
+        let mut status = [0u8; 4];
+        s.read_exact(&mut status)?;
+        if &status != b"OKAY" {
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            return Err(std::io::Error::other(format!(
+                "{request}: {}{}",
+                String::from_utf8_lossy(&status),
+                String::from_utf8_lossy(&rest)
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Ok(out)
 }
 
 /// `adb connect` without the adb client (which would also start a server of its own).
@@ -333,6 +399,17 @@ impl Monitor {
             .iter()
             .find(|l| l.contains(needle))
             .cloned()
+    }
+
+    /// Every log line containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     pub fn log_count(&self, needle: &str) -> usize {

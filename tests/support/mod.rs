@@ -90,6 +90,15 @@ impl OutputWithin for Command {
     }
 }
 
+/// A number field of `/proc/<pid>/status` (`Threads`, `VmRSS` and `VmHWM` in KiB);
+/// `None` once the process is gone.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// A loopback port nothing listens on right now, for a server the test starts next.
 ///
 /// Ports come from 20000-31999, below Linux's ephemeral range (32768 and up), so no

@@ -18,8 +18,11 @@ use super::proto::{self, Decode, PacketId, Status};
 use crate::serve::metrics::InterrogationErrorKind;
 
 /// The most a shell command may print (stdout and stderr together). A phone that
-/// floods us costs a bounded amount of memory.
-pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// floods us costs a bounded amount of memory: a few times this while its output is
+/// collected and split. A round's whole script prints about 60 KB on a phone with a
+/// thousand properties, so this is room for any real phone, and sixteen phones that
+/// flood at once cost tens of MB of a Pi's memory, not hundreds.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// What went wrong, for callers to branch on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,6 +406,13 @@ impl Client {
         self.host_command(None, "host:reconnect-offline").await
     }
 
+    /// `host:connect:<host:port>` (`adb connect`): the server's own words, which say
+    /// whether it connected (`connected to ...`, `already connected to ...`) or not.
+    pub async fn connect_device(&self, serial: &str) -> Result<String, Error> {
+        self.host_query(Some(serial), &format!("host:connect:{serial}"))
+            .await
+    }
+
     /// `host:kill`: the server exits (its supervisor starts it again).
     pub async fn kill_server(&self) -> Result<(), Error> {
         self.host_command(None, "host:kill").await
@@ -443,9 +453,10 @@ impl Client {
         Ok(got.output(protocol))
     }
 
-    /// Like [`Client::shell`], but reads only until `until` and then returns what the
-    /// command printed so far, with `finished` false. For a script whose output is
-    /// useful in part (see `parse::batch`).
+    /// Like [`Client::shell`], but reads only until `until`, or until the output is
+    /// over [`MAX_OUTPUT`], and then returns what the command printed so far and which
+    /// of those ended it. For a script whose output is useful in part (see
+    /// `parse::batch`).
     pub async fn shell_until(
         &self,
         serial: &str,
@@ -455,14 +466,15 @@ impl Client {
     ) -> Result<Partial, Error> {
         let mut conn = self.start_shell(serial, cmd, protocol).await?;
         let mut got = Collected::default();
-        let finished = match collect(&mut conn, protocol, Wait::Until(until), &mut got).await {
-            Ok(()) => true,
-            Err(e) if e.kind == ErrorKind::Timeout => false,
+        let end = match collect(&mut conn, protocol, Wait::Until(until), &mut got).await {
+            Ok(()) => End::Finished,
+            Err(e) if e.kind == ErrorKind::Timeout => End::Deadline,
+            Err(_) if got.len() > MAX_OUTPUT => End::OverLimit,
             Err(e) => return Err(e),
         };
         Ok(Partial {
             output: got.output(protocol),
-            finished,
+            end,
         })
     }
 
@@ -494,8 +506,18 @@ impl Client {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partial {
     pub output: ShellOutput,
+    pub end: End,
+}
+
+/// What ended the reading of a shell command's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
     /// The command ended (V2: its exit code came; V1: the phone closed the stream).
-    pub finished: bool,
+    Finished,
+    /// The caller's deadline came first.
+    Deadline,
+    /// It printed more than [`MAX_OUTPUT`] bytes; the connection was dropped there.
+    OverLimit,
 }
 
 /// A shell command's bytes so far.
@@ -507,6 +529,10 @@ struct Collected {
 }
 
 impl Collected {
+    fn len(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
+    }
+
     fn output(self, protocol: ShellProtocol) -> ShellOutput {
         let stdout = String::from_utf8_lossy(&self.stdout);
         ShellOutput {
@@ -565,7 +591,7 @@ async fn read_v2(conn: &mut Conn<'_>, wait: Wait, got: &mut Collected) -> Result
             }
             PacketId::Stdin | PacketId::CloseStdin | PacketId::WindowSize => {}
         }
-        if got.stdout.len() + got.stderr.len() > MAX_OUTPUT {
+        if got.len() > MAX_OUTPUT {
             return Err(conn.err(
                 ErrorKind::Protocol,
                 format!("output larger than {MAX_OUTPUT} bytes"),
@@ -703,7 +729,7 @@ mod tests {
             .shell_until("S1", "script", ShellProtocol::V2, until)
             .await
             .unwrap();
-        assert!(!got.finished);
+        assert_eq!(got.end, End::Deadline);
         assert_eq!(got.output.stdout, "early\n");
         assert_eq!(got.output.exit_code, None);
         assert!(tokio::time::Instant::now() < until + Duration::from_secs(1));
@@ -717,7 +743,7 @@ mod tests {
             .shell_until("S1", "script", ShellProtocol::V1, until)
             .await
             .unwrap();
-        assert!(!got.finished);
+        assert_eq!(got.end, End::Deadline);
         assert_eq!(got.output.stdout, "a\nb\npart");
     }
 
@@ -729,7 +755,7 @@ mod tests {
             .shell_until("S1", "script", ShellProtocol::V2, until)
             .await
             .unwrap();
-        assert!(got.finished);
+        assert_eq!(got.end, End::Finished);
         assert_eq!(got.output.stdout, "hi\n");
         assert_eq!(got.output.exit_code, Some(0));
         // A stream that breaks before the exit code is an error, not a partial output.
@@ -739,6 +765,24 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Io);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shell_until_stops_reading_a_flood_at_the_limit() {
+        let mut flood = Vec::new();
+        for _ in 0..5 {
+            flood.extend_from_slice(&[1, 0, 0, 0x10, 0]);
+            flood.extend(std::iter::repeat_n(b'x', 1 << 20));
+        }
+        let addr = fake_shell(Vec::leak(flood), true).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        let got = client(addr)
+            .shell_until("S1", "getprop", ShellProtocol::V2, until)
+            .await
+            .unwrap();
+        assert_eq!(got.end, End::OverLimit);
+        let n = got.output.stdout.len();
+        assert!(n > MAX_OUTPUT && n <= MAX_OUTPUT + (1 << 20), "{n}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -7,6 +7,10 @@
 //! first start. That file must persist (in the manifests it comes from a Secret):
 //! with a new key every phone shows `unauthorized` until someone taps "allow" again.
 //!
+//! The watcher, which speaks the protocol, asks through `kill` for the server to be
+//! killed and started again when it accepts connections but no longer answers them
+//! (stopped, or wedged).
+//!
 //! This module never talks the adb protocol (that is `client`).
 
 use std::net::SocketAddr;
@@ -17,6 +21,7 @@ use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::Metrics;
 use std::path::PathBuf;
+use tokio::sync::mpsc;
 
 /// The command line that runs the server in the foreground on `addr`'s port.
 fn server_args(addr: SocketAddr) -> Vec<String> {
@@ -42,11 +47,12 @@ fn level_of(line: &str) -> log::Level {
 }
 
 /// Runs until shutdown: keeps `adb` (the program) listening on `addr`, counting its
-/// restarts in `metrics`.
+/// restarts in `metrics`; kills ours whenever `kill` says why.
 pub async fn run(
     adb: PathBuf,
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    kill: mpsc::UnboundedReceiver<String>,
     reaper: Reaper,
     shutdown: Shutdown,
 ) {
@@ -59,6 +65,7 @@ pub async fn run(
         socket: Socket::Tcp(addr),
         level_of,
         on_restart: Box::new(move || metrics.adb_server_restarts_total.inc()),
+        kill: Some(kill),
     };
     daemon::run(spec, reaper, shutdown).await
 }

@@ -42,6 +42,7 @@ pub async fn run(usbmuxd: PathBuf, reaper: Reaper, shutdown: Shutdown) {
         socket: Socket::Unix(PathBuf::from(SOCKET)),
         level_of,
         on_restart: Box::new(|| {}),
+        kill: None,
     };
     daemon::run(spec, reaper, shutdown).await
 }
