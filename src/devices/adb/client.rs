@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -189,16 +189,17 @@ enum Wait {
     Forever,
 }
 
-/// One request's connection, with the bytes read but not yet used.
-struct Conn<'a> {
-    stream: TcpStream,
+/// One request's connection, with the bytes read but not yet used. The stream is a
+/// socket, except in [`replay`], where it is in-memory bytes.
+struct Conn<'a, S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
     client: &'a Client,
     request: String,
     serial: Option<String>,
 }
 
-impl Conn<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     fn err(&self, kind: ErrorKind, detail: impl Into<String>) -> Error {
         Error::new(kind, &self.request, self.serial.as_deref(), detail)
     }
@@ -547,8 +548,8 @@ impl Collected {
 }
 
 /// Reads a shell stream into `got` until it ends; on an error, `got` keeps what arrived.
-async fn collect(
-    conn: &mut Conn<'_>,
+async fn collect<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
     protocol: ShellProtocol,
     wait: Wait,
     got: &mut Collected,
@@ -568,7 +569,11 @@ async fn collect(
     }
 }
 
-async fn read_v2(conn: &mut Conn<'_>, wait: Wait, got: &mut Collected) -> Result<(), Error> {
+async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
+    wait: Wait,
+    got: &mut Collected,
+) -> Result<(), Error> {
     loop {
         if conn.buf.is_empty() && !conn.fill(wait).await? {
             // Closed without an exit packet: the phone went away mid-command.
@@ -610,6 +615,71 @@ impl Tracker<'_> {
     /// server went away (or spoke nonsense) and the caller should track again.
     pub async fn next(&mut self) -> Result<String, Error> {
         self.conn.read_length_prefixed(Wait::Forever).await
+    }
+}
+
+/// A request's reading over any byte stream instead of a socket, for the fuzz targets
+/// (`crate::fuzzing`): in-memory bytes go through exactly the decoding, the limits and
+/// the errors that a server's bytes go through. The deadlines are the client's usual
+/// ones; a stream that is always ready never meets them.
+pub(crate) mod replay {
+    use super::*;
+
+    fn client() -> Client {
+        Client::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Duration::from_secs(5),
+        )
+    }
+
+    fn conn<'a, S>(client: &'a Client, stream: S, request: &str) -> Conn<'a, S> {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            client,
+            request: request.to_string(),
+            serial: None,
+        }
+    }
+
+    /// A host request's reply, read as a query reads it (`OKAY` or `FAIL`, then a
+    /// length-prefixed string) and then as the tracker goes on reading (one
+    /// length-prefixed device list after another): each read's outcome in order, up to
+    /// and with the first error (the end of the stream is one).
+    pub(crate) async fn host<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+    ) -> Vec<Result<String, Error>> {
+        let client = client();
+        let mut conn = conn(&client, stream, "host:track-devices-l");
+        if let Err(e) = conn.expect_okay().await {
+            return vec![Err(e)];
+        }
+        let mut out = Vec::new();
+        loop {
+            let wait = match out.len() {
+                0 => Wait::Each(client.io_timeout),
+                _ => Wait::Forever,
+            };
+            let read = conn.read_length_prefixed(wait).await;
+            let end = read.is_err();
+            out.push(read);
+            if end {
+                return out;
+            }
+        }
+    }
+
+    /// A shell service's stream after its `OKAY`, collected as [`Client::shell`]
+    /// collects it: how the collection ended, and the output as the caller gets it.
+    pub(crate) async fn shell<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+        protocol: ShellProtocol,
+    ) -> (Result<(), Error>, ShellOutput) {
+        let client = client();
+        let mut conn = conn(&client, stream, "shell,v2,raw:script");
+        let mut got = Collected::default();
+        let ended = collect(&mut conn, protocol, Wait::Each(client.io_timeout), &mut got).await;
+        (ended, got.output(protocol))
     }
 }
 

@@ -23,7 +23,7 @@
 //! Must not: decide health, publish snapshots, or wait on a child other than through the
 //! [`Reaper`].
 
-mod parse;
+pub(crate) mod parse;
 mod run;
 pub mod usbmuxd;
 mod watch;
