@@ -38,6 +38,7 @@ use crate::devices::parse::{
 };
 use crate::devices::snapshot::{Device, DeviceKind, Dimensions, Link, Snapshot};
 use crate::serve::dimension_rules;
+use crate::serve::hook_front::{first_request_len, MAX_HEAD};
 use crate::serve::hooks::{self, Hooks};
 use crate::state::{FleetBot, Shared};
 
@@ -418,6 +419,7 @@ fn hook_context(extra: &[&str]) -> hooks::Context {
             FleetBot {
                 serial: "S1".to_string(),
                 status: Arc::default(),
+                calls: Arc::default(),
             },
         )]),
         BTreeMap::new(),
@@ -472,6 +474,27 @@ pub fn hooks(data: &[u8]) {
             assert_eq!(again.dimensions, sent, "{:?}", again.warnings);
         }
     });
+}
+
+/// The hook port's front door deciding, from a connection's first bytes, when its first
+/// request is in full. A complete head always decides, and decides on the head alone
+/// (more bytes change nothing); without one, only a head of [`MAX_HEAD`] or more is
+/// handed on, whole.
+pub fn hook_front(data: &[u8]) {
+    let decided = first_request_len(data);
+    match data.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => {
+            let n = decided.expect("a complete head decides");
+            assert!(n >= end + 4, "{n} bytes for a head of {}", end + 4);
+            assert_eq!(
+                first_request_len(&data[..end + 4]),
+                decided,
+                "decided on the head"
+            );
+        }
+        None if data.len() >= MAX_HEAD => assert_eq!(decided, Some(data.len())),
+        None => assert_eq!(decided, None),
+    }
 }
 
 /// The check of `swarming_bot.zip` on any bytes: an accepted zip has the bot's two

@@ -29,6 +29,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("settings", fuzzing::settings),
     ("hooks", fuzzing::hooks),
     ("bot_zip", fuzzing::bot_zip),
+    ("hook_front", fuzzing::hook_front),
 ];
 
 fn fixtures() -> PathBuf {
