@@ -188,6 +188,37 @@ pub fn network_serials(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The network phones the monitor keeps connected across adb server restarts: those of
+/// the last list, and those it connected again after a restart that no list has shown
+/// since (the new server may itself go away before the phone is in).
+#[derive(Debug, Default)]
+pub struct NetworkPhones {
+    listed: BTreeSet<String>,
+    reconnecting: BTreeSet<String>,
+}
+
+impl NetworkPhones {
+    /// Takes a device list, the first of a new server when `first`; returns the network
+    /// phones to connect again. A phone that leaves the list of a running server was
+    /// disconnected on purpose and is forgotten. Pure.
+    pub fn follow(&mut self, text: &str, first: bool) -> Vec<String> {
+        let listed = network_serials(text);
+        let mut again = Vec::new();
+        if first {
+            for serial in self.listed.union(&self.reconnecting) {
+                if !listed.contains(serial) {
+                    again.push(serial.clone());
+                }
+            }
+            self.reconnecting = again.iter().cloned().collect();
+        } else {
+            self.reconnecting.retain(|s| !listed.contains(s));
+        }
+        self.listed = listed;
+        again
+    }
+}
+
 /// `host:connect` for a network phone the previous server had, on its own task (the
 /// server answers once the phone's handshake is over).
 fn connect_again(client: &Client, serial: String) {
@@ -213,8 +244,7 @@ fn connect_again(client: &Client, serial: String) {
 async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdown: Shutdown) {
     let mut retry = Retry::new(TRACK_RETRY_MIN, TRACK_RETRY_MAX);
     let mut waiting_logged = false;
-    // The network phones of the last list.
-    let mut network = BTreeSet::new();
+    let mut network = NetworkPhones::default();
     loop {
         match client.track_devices().await {
             Ok(mut tracker) => {
@@ -229,13 +259,9 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                     tokio::select! {
                         frame = tracker.next() => match frame {
                             Ok(text) => {
-                                let listed = network_serials(&text);
-                                if std::mem::take(&mut first) {
-                                    for serial in network.difference(&listed) {
-                                        connect_again(&client, serial.clone());
-                                    }
+                                for serial in network.follow(&text, std::mem::take(&mut first)) {
+                                    connect_again(&client, serial);
                                 }
-                                network = listed;
                                 if lists.send(text).is_err() {
                                     return;
                                 }
@@ -628,6 +654,23 @@ mod tests {
                     odd:serial             device transport_id:5\n";
         let got: Vec<String> = network_serials(text).into_iter().collect();
         assert_eq!(got, ["127.0.0.1:5555", "pixel.lab:40001"]);
+    }
+
+    #[test]
+    fn network_phones_are_connected_again_after_each_restart_until_listed() {
+        let mut n = NetworkPhones::default();
+        let both = "10.0.0.5:5555\tdevice\nSERIAL1\tdevice\n";
+        assert!(n.follow(both, true).is_empty());
+        // A new server lists only the USB phone: the network one is connected again.
+        assert_eq!(n.follow("SERIAL1\tdevice\n", true), ["10.0.0.5:5555"]);
+        assert!(n.follow("SERIAL1\tdevice\n", false).is_empty());
+        // That server goes away before the phone is in: the next one is asked again.
+        assert_eq!(n.follow("", true), ["10.0.0.5:5555"]);
+        assert!(n.follow(both, false).is_empty());
+        // Once listed, a phone that leaves a running server's list was disconnected on
+        // purpose: the next server is not asked for it.
+        assert!(n.follow("SERIAL1\tdevice\n", false).is_empty());
+        assert!(n.follow("SERIAL1\tdevice\n", true).is_empty());
     }
 
     #[test]

@@ -26,14 +26,24 @@ pub fn temp_home(name: &str) -> PathBuf {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` with `what`.
-pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_showing(limit, what, f, String::new)
+}
+
+/// [`wait_for`], whose panic also shows what `context` gives then (a monitor's log).
+pub fn wait_showing<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
         if start.elapsed() > limit {
-            panic!("gave up after {limit:?} waiting for {what}");
+            panic!("gave up after {limit:?} waiting for {what}{}", context());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -382,9 +392,19 @@ impl Monitor {
     }
 
     pub fn wait_sample(&self, series: &str, want: f64, limit: Duration) {
-        wait_for(limit, &format!("{series} == {want}"), || {
-            (self.sample(series) == Some(want)).then_some(())
-        });
+        wait_showing(
+            limit,
+            &format!("{series} == {want}"),
+            || (self.sample(series) == Some(want)).then_some(()),
+            || self.log_tail(),
+        );
+    }
+
+    /// The monitor's last log lines, for a failed wait: a CI log then says why.
+    fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap();
+        let tail = &log[log.len().saturating_sub(60)..];
+        format!("; the monitor's last log lines:\n{}", tail.join("\n"))
     }
 
     pub fn log_has(&self, needle: &str) -> bool {
@@ -422,9 +442,12 @@ impl Monitor {
     }
 
     pub fn wait_log(&self, needle: &str, limit: Duration) {
-        wait_for(limit, &format!("a log line with {needle:?}"), || {
-            self.log_has(needle).then_some(())
-        });
+        wait_showing(
+            limit,
+            &format!("a log line with {needle:?}"),
+            || self.log_has(needle).then_some(()),
+            || self.log_tail(),
+        );
     }
 
     /// The pids of this process's direct children (the adb server).
