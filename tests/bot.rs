@@ -332,19 +332,7 @@ fn shutdown_during_a_download_leaves_no_partial_file() {
     let lab = Lab::new("stall");
     lab.server.control(json!({"download_faults": ["stall"]}));
     let mut m = lab.start();
-    let deadline = Instant::now() + LONG;
-    while !lab.bot_dir.exists()
-        || !dir_names(&lab.bot_dir)
-            .iter()
-            .any(|n| n.starts_with("swarming_bot.zip.download-"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no download started:\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    m.wait_partial_download(&lab.bot_dir, 0, LONG);
     let t0 = Instant::now();
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));

@@ -225,27 +225,7 @@ fn fault_07_sigterm_mid_download() {
     let size = lab.server.zip_bytes().len() as u64;
     lab.server.control(json!({"download_faults": ["dribble"]}));
     let mut m = lab.start();
-    let deadline = Instant::now() + LONG;
-    let partial = loop {
-        let temp = fs::read_dir(&lab.bot_dir).ok().and_then(|entries| {
-            entries.flatten().find(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("swarming_bot.zip.download-")
-            })
-        });
-        if let Some(len) = temp.and_then(|e| e.metadata().ok()).map(|md| md.len()) {
-            if len > 0 {
-                break len;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no download started:\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let partial = m.wait_partial_download(&lab.bot_dir, 1, LONG);
     let t0 = Instant::now();
     m.term();
     let status = m.wait_exit(LONG);

@@ -277,6 +277,33 @@ impl Monitor {
         self.wait_for_n(needle, 1, timeout)
     }
 
+    /// Waits until a download into `bot_dir` is under way, its temporary file holding at
+    /// least `min` bytes; returns how many it holds.
+    pub fn wait_partial_download(&self, bot_dir: &Path, min: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let temp = fs::read_dir(bot_dir).ok().and_then(|entries| {
+                entries.flatten().find(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("swarming_bot.zip.download-")
+                })
+            });
+            if let Some(len) = temp.and_then(|e| e.metadata().ok()).map(|md| md.len()) {
+                if len >= min {
+                    return len;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no download under way within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `path` as the monitor sees it, in its mount namespace (see [`Lab::mount_first`]).
     pub fn seen(&self, path: &Path) -> PathBuf {
         let inside = path.strip_prefix("/").unwrap_or(path);
