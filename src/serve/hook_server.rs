@@ -1,4 +1,5 @@
-//! The hook server's threads on `--hook-addr`: they read each request, have
+//! The hook server's threads, on a loopback port of their own behind the front door
+//! that listens on `--hook-addr` (`hook_front`): they read each request, have
 //! [`Hooks::handle`] answer it, and count and log it.
 //!
 //! The transport: tiny_http reads a request's headers, and bodies of at most 1 KiB,
