@@ -895,6 +895,7 @@ mod tests {
             &[d],
             &BTreeSet::new(),
             &Reasons::default(),
+            &crate::devices::verdict::Notes::default(),
             &t,
             0.0,
             true,
