@@ -1109,6 +1109,9 @@ mod tests {
             clock,
             shutdown,
         ));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
         notes.set(Notes {
             pi: Some("new USB hub (ana)".into()),
             phones: BTreeMap::new(),
