@@ -23,7 +23,7 @@ use crate::runtime::shutdown;
 use crate::serve::hooks::{self, Hooks};
 use crate::serve::status_server;
 use crate::serve::{hook_front, hook_server};
-use crate::state::{Liveness, Shared};
+use crate::state::{EventReason, Liveness, Shared};
 
 /// Why the program could not run. Each maps to exit code 1.
 #[derive(Debug)]
@@ -135,6 +135,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     tokio::spawn(hook_front::run(hook_port, inner, shared.metrics.clone()));
     shared.liveness.set_hooks_serving();
     log::info!("serving the bot's hooks on {hook_addr}");
+    crate::kube::start(&shared);
 
     let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
@@ -208,6 +209,10 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     };
 
     shutdown.requested().await;
+    // The drain is the node's event too (posted while the bots drain).
+    let draining = "draining: stopping the bots, then the phones' watch";
+    log::info!("{draining}");
+    shared.events.report(EventReason::Draining, draining);
 
     // The bot drains first (SIGTERM, --grace, SIGKILL); then whatever it left behind,
     // such as task process groups, is killed, so that nothing outlives us.

@@ -332,6 +332,32 @@ impl NodeNotes {
     }
 }
 
+/// What the Kubernetes client shows on the status page; written by it only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KubeView {
+    /// `off: <why>`, or what it watches.
+    pub state: String,
+    /// The node's `metadata.uid`, once read (the node events carry it).
+    pub node_uid: Option<String>,
+    /// Since when (Unix seconds) the node could not be read or watched.
+    pub unreachable_since_unix: Option<f64>,
+    /// The last failure, while it lasts.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct KubeStatus(Mutex<KubeView>);
+
+impl KubeStatus {
+    pub fn get(&self) -> KubeView {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut KubeView)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
 /// Proof of life for `/healthz` and the hook server's readiness for `/readyz`. The round
 /// clock's tick writes the one, `app` the other.
 pub struct Liveness {
@@ -453,6 +479,7 @@ pub struct Shared {
     pub commands: DeviceCommands,
     pub fleet: Arc<Fleet>,
     pub notes: Arc<NodeNotes>,
+    pub kube: Arc<KubeStatus>,
 }
 
 impl Shared {
@@ -472,6 +499,7 @@ impl Shared {
             commands,
             fleet: Arc::default(),
             notes: Arc::default(),
+            kube: Arc::default(),
         };
         (Arc::new(shared), rx)
     }

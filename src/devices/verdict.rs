@@ -295,19 +295,18 @@ impl Collect {
 /// Applies the rules to this round's `devices` (the phones listed now, and the phones
 /// being rebooted; a device in [`State::Missing`] is treated as absent). `rebooting`
 /// holds the serials the watcher rebooted after a task and has not yet seen come back;
-/// `fleet` the reasons that belong to no single phone (an iPhone listing that failed);
-/// `notes` the operators' maintenance notes (the node's annotations); `now` is the watcher's clock in seconds (only differences matter); `idle` is false
+/// `outside` what the phones do not say themselves; `now` is the watcher's clock in seconds (only differences matter); `idle` is false
 /// while a task runs, when no phone is rebooted for its own care.
 pub fn decide(
     memory: &Memory,
     devices: &[Device],
     rebooting: &BTreeSet<String>,
-    fleet: &Reasons,
-    notes: &Notes,
+    outside: Outside,
     t: &Thresholds,
     now: f64,
     idle: bool,
 ) -> Outcome {
+    let Outside { fleet, notes } = outside;
     let mut actions = Vec::new();
     let mut next = Memory {
         seen: memory.seen.clone(),
@@ -731,6 +730,15 @@ pub fn decide(
     }
 }
 
+/// What [`decide`] is given besides the phones.
+#[derive(Debug, Clone, Copy)]
+pub struct Outside<'a> {
+    /// The reasons that belong to no single phone (an iPhone listing that failed).
+    pub fleet: &'a Reasons,
+    /// The operators' maintenance notes (the node's annotations).
+    pub notes: &'a Notes,
+}
+
 /// The operators' maintenance notes, from the node's annotations
 /// (`test-machine-monitor/maintenance` and `test-machine-monitor/maintenance.<serial>`):
 /// input to [`decide`] like the phones themselves.
@@ -891,8 +899,10 @@ mod tests {
             memory,
             devices,
             rebooting,
-            &Reasons::default(),
-            &Notes::default(),
+            Outside {
+                fleet: &Reasons::default(),
+                notes: &Notes::default(),
+            },
             t,
             0.0,
             true,
@@ -1090,8 +1100,10 @@ mod tests {
                 &memory,
                 std::slice::from_ref(d),
                 &none(),
-                &Reasons::default(),
-                &Notes::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &T,
                 *now,
                 true,
@@ -1204,8 +1216,10 @@ mod tests {
                 &memory,
                 std::slice::from_ref(d),
                 &none(),
-                &Reasons::default(),
-                &Notes::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &T,
                 *now,
                 *idle,
@@ -1516,8 +1530,10 @@ mod tests {
                 &m,
                 std::slice::from_ref(&stuck),
                 &none(),
-                &Reasons::default(),
-                &Notes::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &T,
                 0.0,
                 false,
@@ -1567,8 +1583,10 @@ mod tests {
                 m,
                 &[d.clone(), healthy("K")],
                 &none(),
-                &Reasons::default(),
-                &Notes::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &t,
                 now,
                 true,
@@ -1631,8 +1649,10 @@ mod tests {
                 &m,
                 &[phone.clone(), healthy("K")],
                 &none(),
-                &Reasons::default(),
-                &Notes::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &t,
                 f64::from(round),
                 false,
@@ -1902,8 +1922,10 @@ mod tests {
             &Memory::default(),
             &[hot, healthy("K"), in_state("U", "unauthorized")],
             &none(),
-            &fleet,
-            &Notes::default(),
+            Outside {
+                fleet: &fleet,
+                notes: &Notes::default(),
+            },
             &T,
             0.0,
             true,
@@ -1991,8 +2013,10 @@ mod tests {
             &Memory::default(),
             devices,
             &none(),
-            &Reasons::default(),
-            n,
+            Outside {
+                fleet: &Reasons::default(),
+                notes: n,
+            },
             &T,
             0.0,
             true,
@@ -2048,8 +2072,10 @@ mod tests {
             &first.memory,
             &[],
             &none(),
-            &Reasons::default(),
-            &n,
+            Outside {
+                fleet: &Reasons::default(),
+                notes: &n,
+            },
             &T,
             1.0,
             true,

@@ -32,7 +32,7 @@ use super::budget::{Budget, SERVER_SILENT_ROUNDS};
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
-use super::verdict::{self, Action, Memory, Notes, Thresholds};
+use super::verdict::{self, Action, Memory, Notes, Outside, Thresholds};
 use super::Context;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
@@ -578,8 +578,10 @@ impl Watcher {
             &self.memory,
             &devices,
             &self.rebooting,
-            &fleet,
-            &self.notes,
+            Outside {
+                fleet: &fleet,
+                notes: &self.notes,
+            },
             &self.thresholds,
             self.origin.elapsed().as_secs_f64(),
             !self.task_running && self.phone_tasks.is_empty(),
@@ -702,7 +704,7 @@ fn phone_events(old: &Snapshot, new: &Snapshot) -> Vec<(EventReason, String)> {
     let mut out = Vec::new();
     for d in &new.devices {
         let was = old.devices.iter().find(|o| o.serial == d.serial);
-        let before = was.map_or(Some("usable"), |o| verdict(o));
+        let before = was.map_or(Some("usable"), &verdict);
         let serial = &d.serial;
         let why = || {
             let r = &d.reasons;
