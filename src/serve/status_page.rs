@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::devices::snapshot::{Device, Reasons};
 use crate::runtime::logging::utc_timestamp;
-use crate::state::{BotStatus, Event};
+use crate::state::{BotStatus, Event, KubeView};
 
 /// Everything the page and the JSON show, as of one moment.
 pub struct Status<'a> {
@@ -36,6 +36,8 @@ pub struct Status<'a> {
     /// `--bots per-device`: each phone's bot (`bot <id>`) or why it has none, by serial;
     /// empty with one bot for the Pi.
     pub phone_bots: &'a BTreeMap<String, String>,
+    /// The Kubernetes client: off and why, or what it watches and its failures.
+    pub kube: &'a KubeView,
 }
 
 /// One bot as the page shows it.
@@ -172,6 +174,20 @@ pub fn render_html(s: &Status) -> String {
         }
     }
     o.push_str("</table>\n");
+    let _ = write!(
+        o,
+        "<p id=\"kubernetes\">Kubernetes: {}",
+        escape(&s.kube.state)
+    );
+    if let Some(since) = s.kube.unreachable_since_unix {
+        let _ = write!(
+            o,
+            "; <b>failing since {}</b>: {}",
+            utc(since),
+            escape(s.kube.last_error.as_deref().unwrap_or(""))
+        );
+    }
+    o.push_str("</p>\n");
 
     let _ = write!(
         o,
@@ -260,6 +276,12 @@ pub fn render_json(s: &Status) -> Value {
             v
         }).collect::<Vec<_>>(),
         "events": s.events.iter().map(|e| json!({"at_unix": e.at_unix, "utc": utc(e.at_unix), "text": e.text})).collect::<Vec<_>>(),
+        "kubernetes": {
+            "state": s.kube.state,
+            "node_uid": s.kube.node_uid,
+            "unreachable_since": s.kube.unreachable_since_unix,
+            "last_error": s.kube.last_error,
+        },
     })
 }
 
@@ -308,10 +330,17 @@ mod tests {
             devices,
             events,
             phone_bots: &NO_BOTS,
+            kube: &NO_KUBE,
         }
     }
 
     static NO_BOTS: BTreeMap<String, String> = BTreeMap::new();
+    static NO_KUBE: KubeView = KubeView {
+        state: String::new(),
+        node_uid: None,
+        unreachable_since_unix: None,
+        last_error: None,
+    };
 
     #[test]
     fn each_phone_names_its_bot_when_it_has_one_of_its_own() {

@@ -136,6 +136,7 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
         devices: &snapshot.devices,
         events: &events,
         phone_bots: &phone_bots,
+        kube: &shared.kube.get(),
     })
 }
 

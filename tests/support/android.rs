@@ -252,7 +252,19 @@ impl Monitor {
 
     /// As [`Monitor::start`], with the adb server on `adb_port`.
     pub fn start_on(name: &str, adb_port: u16, extra: &[&str]) -> Monitor {
-        let m = Monitor::spawn(name, adb_port, 2, &[], extra);
+        Monitor::start_with_env(name, adb_port, 2, extra, &[])
+    }
+
+    /// As [`Monitor::start_on`], rounds every `interval_secs`, with these environment
+    /// variables (a pod's).
+    pub fn start_with_env(
+        name: &str,
+        adb_port: u16,
+        interval_secs: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Monitor {
+        let m = Monitor::spawn(name, adb_port, interval_secs, &[], extra, env);
         wait_for(Duration::from_secs(20), "the adb server to listen", || {
             TcpStream::connect(("127.0.0.1", adb_port)).ok()
         });
@@ -273,7 +285,7 @@ impl Monitor {
         wrapper: &[&str],
         extra: &[&str],
     ) -> Monitor {
-        let m = Monitor::spawn(name, free_port(), interval_secs, wrapper, extra);
+        let m = Monitor::spawn(name, free_port(), interval_secs, wrapper, extra, &[]);
         wait_for(Duration::from_secs(20), "the metrics server", || {
             (!m.metrics().is_empty()).then_some(())
         });
@@ -286,6 +298,7 @@ impl Monitor {
         interval_secs: u32,
         wrapper: &[&str],
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Monitor {
         let home = temp_home(name);
         let (metrics_port, hook_port) = (free_port(), free_port());
@@ -315,6 +328,7 @@ impl Monitor {
                 home.join("b").to_str().unwrap(),
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env("HOME", &home)
             .env(
                 "RUST_LOG",

@@ -6,6 +6,7 @@ pub mod android;
 pub mod bot_lab;
 pub mod faults;
 pub mod ios;
+pub mod kube;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
