@@ -46,9 +46,12 @@ fn events_of(kube: &FakeKube, reason: &str) -> Vec<Value> {
 }
 
 fn wait_event(kube: &FakeKube, reason: &str, f: impl Fn(&Value) -> bool) -> Value {
-    wait_for(LONG, &format!("a {reason} event"), || {
-        events_of(kube, reason).into_iter().find(|e| f(e))
-    })
+    support::android::wait_showing(
+        LONG,
+        &format!("a {reason} event"),
+        || events_of(kube, reason).into_iter().find(|e| f(e)),
+        || format!(": the events are {:#}", Value::from(kube.events())),
+    )
 }
 
 fn verdict(serial: &str, verdict: &str) -> String {
@@ -123,12 +126,17 @@ fn a_phone_that_heats_up_is_one_event_whose_repeats_patch_its_count() {
     sim.connect_all(tmm.adb_port);
     let t = sim.serial("T");
     tmm.wait_sample(&up(&t, "redfin"), 1.0, LONG);
-    let hot = format!("phone {t} in maintenance: too hot: {t} cpu0 44.5°C (> 35°C)");
+    let hot = format!("too hot: {t} cpu0 44.5°C (> 35°C)");
     for time in 1..=2 {
         assert_eq!(sim.control("set T temp 44.5"), "OK");
-        wait_event(&kube, "PhoneMaintenance", |e| {
-            e["message"] == hot && e["count"] == time
-        });
+        // The message is the log line, with every reason of the phone.
+        let e = wait_event(&kube, "PhoneMaintenance", |e| e["count"] == time);
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("phone {t} in maintenance: ")) && message.contains(&hot),
+            "{message}"
+        );
+        assert!(tmm.log_has(message));
         assert_eq!(sim.control("set T temp 32"), "OK");
         wait_event(&kube, "PhoneUsable", |e| e["count"] == time);
     }
