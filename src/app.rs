@@ -157,9 +157,11 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         None
     };
     if !watch_devices {
-        // No phones to watch: the empty picture is already complete.
+        // No phones to watch: the empty picture is already complete, but for the
+        // operators' notes, which the verdict turns into the bot's reasons.
         shared.snapshot.publish(Snapshot::default());
         shared.snapshot.mark_first_round_done();
+        tokio::spawn(notes_without_phones(shared.clone()));
         tokio::spawn(tick_loop(
             shared.liveness.clone(),
             shared.config.interrogate_every,
@@ -244,6 +246,33 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     reaper.reap_now();
     log::info!("stopped");
     Ok(())
+}
+
+/// Without phones, the snapshot's writer: each change of the operators' notes is
+/// decided (for no phone) and published, so the Pi's note reaches `get_state`.
+async fn notes_without_phones(shared: Arc<Shared>) {
+    let mut notes = shared.notes.subscribe();
+    let thresholds = devices::verdict::Thresholds::from_config(&shared.config);
+    while notes.changed().await.is_ok() {
+        let now = notes.borrow_and_update().clone();
+        let outcome = devices::verdict::decide(
+            &devices::verdict::Memory::default(),
+            &[],
+            &std::collections::BTreeSet::new(),
+            devices::verdict::Outside {
+                fleet: &Default::default(),
+                notes: &now,
+            },
+            &thresholds,
+            0.0,
+            true,
+        );
+        shared.snapshot.publish(Snapshot {
+            reasons: outcome.reasons,
+            fleet_reasons: outcome.fleet_reasons,
+            ..Snapshot::default()
+        });
+    }
 }
 
 /// Proves to the watchdog behind `/healthz` that the runtime is not stuck, while the

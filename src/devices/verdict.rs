@@ -2086,4 +2086,24 @@ mod tests {
         );
         assert_eq!(a.devices[0].verdict_word(), "quarantined");
     }
+
+    #[test]
+    fn per_device_each_bot_reports_its_own_phones_note_and_the_pis() {
+        let n = notes(Some("rewiring"), &[("A", "cracked screen")]);
+        let a = noted(&[healthy("A"), healthy("K")], &n);
+        let snapshot = crate::devices::snapshot::Snapshot {
+            devices: a.devices,
+            reasons: a.reasons,
+            fleet_reasons: a.fleet_reasons,
+            ..Default::default()
+        };
+        assert_eq!(
+            snapshot.phone_view("A").reasons.maintenance,
+            vec!["maintenance: A: cracked screen", "maintenance: rewiring"]
+        );
+        assert_eq!(
+            snapshot.phone_view("K").reasons.maintenance,
+            vec!["maintenance: rewiring"]
+        );
+    }
 }
