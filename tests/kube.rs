@@ -81,6 +81,26 @@ fn a_note_on_the_node_reaches_get_state_without_a_round_and_clears() {
     });
     assert_eq!(tmm.sample("maintenance_note{serial=\"\"}"), None);
 
+    // A note too long is cut, said once with its key, and still in force.
+    kube.annotate(PI, Some(&"x".repeat(300)));
+    wait_reason(
+        &tmm,
+        "maintenance",
+        &format!("maintenance: {}…", "x".repeat(200)),
+    );
+    tmm.wait_log(
+        "node pi-rack-a-01: annotation test-machine-monitor/maintenance: 300 characters, at most 200: cut; shorten it",
+        LONG,
+    );
+    assert_eq!(
+        tmm.sample("kubernetes_errors_total{kind=\"bad_annotation\"}"),
+        Some(1.0)
+    );
+    kube.annotate(PI, None);
+    wait_for(LONG, "the long note to clear", || {
+        reasons(&tmm, "maintenance").is_empty().then_some(())
+    });
+
     // One phone: that phone alone is in maintenance, with the note as its reason.
     kube.annotate(&phone_key(&a), Some("cracked screen"));
     let r = wait_reason(

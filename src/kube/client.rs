@@ -324,8 +324,8 @@ fn check(what: &str, status: u16, body: String, needs: Needs) -> Result<String, 
             KubeErrorKind::Unauthorized,
             format!(
                 "401 Unauthorized even with the token read again: the service account token \
-                 is expired or not mounted (automountServiceAccountToken in {RBAC_MANIFEST}); \
-                 the API server said: {said}"
+                 is expired or not the pod's (automountServiceAccountToken in \
+                 manifests/base/serviceaccount.yaml); the API server said: {said}"
             ),
         ),
         403 => (
