@@ -295,6 +295,34 @@ fn a_rotated_token_is_read_again_after_a_401_and_a_watch_that_ends_is_renewed() 
 }
 
 #[test]
+fn a_stalled_api_server_is_one_line_and_the_notes_stay() {
+    let kube = FakeKube::start("kube-stall", "pi-rack-a-07");
+    let env = kube.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let sa = kube.sa_dir();
+    // Without phones, the Pi's note still reaches get_state.
+    let tmm = Monitor::start_without_phones(
+        "kube-stall",
+        &env,
+        &["--kube-service-account-dir", sa.to_str().unwrap()],
+    );
+    tmm.wait_log("kubernetes: watching node", LONG);
+    kube.annotate(PI, Some("moving racks"));
+    wait_reason(&tmm, "maintenance", "maintenance: moving racks");
+    // The server accepts the next watch and never answers it.
+    kube.control(json!({"stall": true, "end_watches": true}));
+    tmm.wait_log(
+        "keeping the last known maintenance notes (Pi: moving racks) since",
+        LONG,
+    );
+    let line = tmm.log_line("keeping the last known").unwrap();
+    assert!(line.contains("no answer"), "{line}");
+    assert!(reasons(&tmm, "maintenance").contains("maintenance: moving racks"));
+    kube.control(json!({"stall": false}));
+    tmm.wait_log("answers again after", Duration::from_secs(90));
+}
+
+#[test]
 fn without_a_cluster_one_line_says_so() {
     let tmm = Monitor::start("kube-off", &[]);
     tmm.wait_log(

@@ -271,6 +271,18 @@ impl Monitor {
         m
     }
 
+    /// Without phones (`--devices none`), with these environment variables (a pod's):
+    /// only the metrics server to wait for.
+    pub fn start_without_phones(name: &str, env: &[(&str, &str)], extra: &[&str]) -> Monitor {
+        let mut args = vec!["--devices", "none"];
+        args.extend(extra);
+        let m = Monitor::spawn(name, free_port(), 2, &[], &args, env);
+        wait_for(Duration::from_secs(20), "the metrics server", || {
+            (!m.metrics().is_empty()).then_some(())
+        });
+        m
+    }
+
     /// Without Android (`extra` has `--devices ios`): there is no adb server to wait
     /// for, only the metrics server.
     pub fn start_without_adb(name: &str, interval_secs: u32, extra: &[&str]) -> Monitor {
