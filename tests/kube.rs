@@ -178,6 +178,48 @@ fn a_phone_that_heats_up_is_one_event_whose_repeats_patch_its_count() {
 }
 
 #[test]
+fn each_ladder_step_and_the_quarantine_are_events_on_the_node() {
+    let kube = FakeKube::start("kube-ladder", "pi-rack-a-08");
+    let sim = Sim::start(&["offline:O"], &[]);
+    let tmm = in_cluster(&kube, "kube-ladder", 2);
+    let o = sim.serial("O");
+    // Play the USB bus, as tests/android.rs does: keep connecting the offline phone.
+    let (adb_port, phone_port) = (tmm.adb_port, sim.port("O"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let bus = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            support::android::connect_phone(adb_port, phone_port);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    // (A TCP transport that is reset leaves the list a moment: it may be quarantined
+    // as gone missing before; the events say that too.)
+    let still =
+        format!("phone {o} quarantined: device {o} is still offline after every recovery step");
+    let q = wait_event(&kube, "PhoneQuarantined", |e| {
+        e["message"].as_str().is_some_and(|m| m.starts_with(&still))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    bus.join().unwrap();
+    assert_eq!(q["type"], "Warning");
+    assert!(tmm.log_has(q["message"].as_str().unwrap()));
+    let steps: Vec<String> = events_of(&kube, "RecoveryStep")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        steps.contains(&format!(
+            "phone {o} recovery step 2: device {o} offline, recovering: step 2, reconnect {o}"
+        )),
+        "{steps:?}"
+    );
+    for step in &steps {
+        assert!(tmm.log_has(step), "{step} is not the log's line");
+    }
+}
+
+#[test]
 fn an_unreachable_api_keeps_the_last_notes_and_says_since_when() {
     let kube = FakeKube::start("kube-down", "pi-rack-a-03");
     let sim = Sim::start(&["modern:A"], &[]);
