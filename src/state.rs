@@ -50,8 +50,8 @@ pub struct Event {
 /// How many events the status page shows.
 pub const EVENTS_KEPT: usize = 50;
 
-/// The latest [`Snapshot`] of the phones. Written by the device watcher only (or once by
-/// `app` when no phone is watched).
+/// The latest [`Snapshot`] of the phones. Written by the device watcher only (or, when no
+/// phone is watched, by `app`: once, then at each change of the operators' notes).
 #[derive(Default)]
 pub struct SnapshotCell {
     snapshot: RwLock<Arc<Snapshot>>,

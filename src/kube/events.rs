@@ -169,7 +169,7 @@ pub fn run(client: Arc<Client>, queue: Receiver<NodeEvent>, report: Arc<Report>)
         // The node's uid comes with its first read: `kubectl describe node` matches
         // events by it, so none is posted before.
         let Some(uid) = report.node_uid() else {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_secs(1));
             continue;
         };
         let event = match queue.recv_timeout(Duration::from_secs(60)) {

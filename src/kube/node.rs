@@ -6,7 +6,7 @@
 //! any failure backs off, keeping the last known notes. The notes go to the device
 //! watcher, which decides again at once.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::{BufRead, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -157,20 +157,21 @@ pub fn watch_line(line: &str) -> Result<WatchLine, String> {
 struct Apply {
     notes: Arc<NodeNotes>,
     report: Arc<Report>,
-    logged: BTreeMap<String, ()>,
+    /// The problem lines of the annotations as last read: each is logged once.
+    logged: BTreeSet<String>,
 }
 
 impl Apply {
     fn node(&mut self, client: &Client, facts: &NodeFacts) {
         self.report.set_node_uid(&facts.uid);
         let (notes, problems) = notes_of(&facts.annotations);
-        let mut seen = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         for p in problems {
-            if !self.logged.contains_key(&p) {
+            if !self.logged.contains(&p) {
                 log::warn!("node {}: {p}", client.node);
                 self.report.bad_annotation();
             }
-            seen.insert(p, ());
+            seen.insert(p);
         }
         self.logged = seen;
         if notes != self.notes.get() {
@@ -200,7 +201,7 @@ pub fn run(client: Arc<Client>, notes: Arc<NodeNotes>, report: Arc<Report>) {
     let mut apply = Apply {
         notes,
         report: report.clone(),
-        logged: BTreeMap::new(),
+        logged: BTreeSet::new(),
     };
     let mut backoff = Backoff::with_entropy(Duration::from_secs(1), Duration::from_secs(30));
     let path = format!("/api/v1/nodes/{}", client.node);
@@ -321,7 +322,10 @@ mod tests {
         assert_eq!(notes.pi.as_deref(), Some("new USB hub (ana)"));
         assert_eq!(
             notes.phones,
-            BTreeMap::from([("10.0.0.7-5555".to_string(), "cracked screen".to_string())])
+            std::collections::BTreeMap::from([(
+                "10.0.0.7-5555".to_string(),
+                "cracked screen".to_string()
+            )])
         );
         assert_eq!(notes_of(&Map::new()), (Notes::default(), vec![]));
     }
