@@ -156,6 +156,14 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
             Some(PhoneRound {
                 props: None,
                 failure,
+                answered: true,
+                ..
+            }) => Some(Fault::Unreadable(
+                failure.clone().unwrap_or_else(|| "no getprop".into()),
+            )),
+            Some(PhoneRound {
+                props: None,
+                failure,
                 offline,
                 ..
             }) => Some(Fault::NotAnswering {
@@ -339,11 +347,40 @@ async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Optio
     crate::devices::parse::uptime::parse(&out.stdout).ok()
 }
 
+/// The phones whose shell refused the round's script, and what it said: each refusal is
+/// logged when it starts or its words change, and its end once, so that a phone whose
+/// shell lacks a construct is named once, not every round.
+#[derive(Debug, Default)]
+pub struct ScriptRefusals(std::collections::BTreeMap<String, String>);
+
+impl ScriptRefusals {
+    /// Notes how `serial`'s round script went (`Some(words)`: refused, with the shell's
+    /// words); returns the line to log at `warn`, if any. Pure.
+    pub fn note(&mut self, serial: &str, refused: Option<&str>) -> Option<String> {
+        match refused {
+            Some(words) if self.0.get(serial).map(String::as_str) != Some(words) => {
+                self.0.insert(serial.to_string(), words.to_string());
+                Some(format!(
+                    "round script failed on {serial}: {words}; reading it one command at a time"
+                ))
+            }
+            Some(_) => None,
+            None => self.0.remove(serial).map(|_| {
+                format!("round script runs again on {serial}: back to one query per round")
+            }),
+        }
+    }
+}
+
 /// One phone's round: uptime, getprop, dumpsys battery and temperatures, as one script;
-/// whatever finished before `until` counts.
+/// whatever finished before `until` counts. A script the phone's shell refused (it
+/// answered, and the script ended without some sections) is followed by one query per
+/// missing command: a construct one shell cannot run costs only its own reading, and a
+/// phone that answers is never taken for one that does not.
 async fn interrogate(
     client: &Client,
     metrics: &Metrics,
+    refusals: &std::sync::Mutex<ScriptRefusals>,
     serial: &str,
     known: Option<ShellProtocol>,
     until: tokio::time::Instant,
@@ -378,8 +415,8 @@ async fn interrogate(
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
     let ran = client.shell_until(serial, script, protocol, until).await;
-    let (sections, end) = match ran {
-        Ok(p) => (parse::batch::split(&p.output.stdout), p.end),
+    let (mut sections, end, output) = match ran {
+        Ok(p) => (parse::batch::split(&p.output.stdout), p.end, p.output),
         Err(e) => {
             count(&e);
             return PhoneRound {
@@ -407,13 +444,66 @@ async fn interrogate(
             );
         }
     }
+    // Commands the shell refused when run alone, with its words; commands that got no
+    // answer alone.
+    let mut refused: Vec<(&str, String)> = Vec::new();
+    let mut unanswered: Vec<(&str, String)> = Vec::new();
+    let words = (end == End::Finished && sections.len() < ROUND_COMMANDS.len())
+        .then(|| parse::batch::shell_words(&output.stdout, &output.stderr, output.exit_code))
+        .flatten();
+    let script_refused = words.is_some();
+    let line = refusals
+        .lock()
+        .map(|mut r| r.note(serial, words.as_deref()))
+        .unwrap_or_default();
+    if let Some(line) = line {
+        log::warn!("{line}");
+    }
+    if script_refused {
+        metrics
+            .interrogation_errors_total
+            .inc(InterrogationErrorKind::RoundScript);
+        let missing: Vec<&(&str, &str)> = ROUND_COMMANDS
+            .iter()
+            .filter(|(name, _)| !sections.iter().any(|s| s.name == *name))
+            .collect();
+        for (name, cmd) in missing {
+            match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
+                Ok(Ok(out)) => {
+                    match parse::batch::alone(name, &out.stdout, &out.stderr, out.exit_code) {
+                        Ok(s) => sections.push(s),
+                        Err(words) => refused.push((name, words)),
+                    }
+                }
+                Ok(Err(e)) => {
+                    count(&e);
+                    unanswered.push((name, e.what_happened()));
+                }
+                Err(_) => {
+                    count(&client::Error::timed_out(cmd, serial));
+                    unanswered.push((name, "no answer before the round's deadline".into()));
+                    break;
+                }
+            }
+        }
+    }
     for s in sections.iter().filter(|s| s.exit_code != Some(0)) {
         // The output still counts if it parses: `dumpsys` exits non-zero on some OEMs.
         log::debug!("{serial}: {} exited with {:?}", s.name, s.exit_code);
     }
     let section = |name: &str| -> Result<String, String> {
+        let of = |list: &[(&str, String)]| {
+            list.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, w)| w.clone())
+        };
         match sections.iter().find(|s| s.name == name) {
             Some(s) => Ok(s.text.clone()),
+            None if script_refused => Err(match (of(&refused), of(&unanswered)) {
+                (Some(words), _) => format!("{serial}: {name}: the phone's shell said {words:?}"),
+                (_, Some(why)) => format!("{serial}: {name}: run alone: {why}"),
+                _ => format!("{serial}: {name}: not run: the round's deadline came first"),
+            }),
             None if end == End::OverLimit && name == cut => {
                 Err(format!("{name} output over {MAX_OUTPUT} bytes"))
             }
@@ -464,10 +554,15 @@ async fn interrogate(
     match section("getprop").map(|t| parse::getprop::parse(&t)) {
         Ok(Ok(p)) => round.props = Some(p),
         Ok(Err(e)) => {
+            // Its shell answered with something else than properties.
             parse_failed("getprop", &e);
             round.failure = Some(e.to_string());
+            round.answered = true;
         }
-        Err(why) => round.failure = Some(why),
+        Err(why) => {
+            round.answered = refused.iter().any(|(n, _)| *n == "getprop");
+            round.failure = Some(why);
+        }
     }
     match section("battery").map(|t| parse::battery::parse(&t)) {
         Ok(Ok(b)) => round.battery = Some(b),
@@ -512,6 +607,7 @@ fn says_offline(e: &client::Error) -> bool {
 pub struct Adb {
     client: Client,
     metrics: Arc<Metrics>,
+    refusals: Arc<std::sync::Mutex<ScriptRefusals>>,
     /// To the supervisor of our adb server (see `adb::server`): kill it, and why.
     kill: mpsc::UnboundedSender<String>,
 }
@@ -528,6 +624,7 @@ impl Adb {
         Adb {
             client: Client::new(addr, io),
             metrics,
+            refusals: Arc::default(),
             kill,
         }
     }
@@ -558,12 +655,15 @@ impl AndroidPhones for Adb {
         known: Option<ShellProtocol>,
         until: tokio::time::Instant,
     ) -> BoxFuture<PhoneRound> {
-        let (client, metrics, serial) = (
+        let (client, metrics, refusals, serial) = (
             self.client.clone(),
             self.metrics.clone(),
+            self.refusals.clone(),
             serial.to_string(),
         );
-        Box::pin(async move { interrogate(&client, &metrics, &serial, known, until).await })
+        Box::pin(
+            async move { interrogate(&client, &metrics, &refusals, &serial, known, until).await },
+        )
     }
 
     fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>> {
