@@ -735,3 +735,57 @@ fn a_phone_whose_shell_rejects_the_round_script_is_read_one_command_at_a_time() 
         assert!(!tmm.log_has(never), "{never}: {:?}", tmm.log_lines(never));
     }
 }
+
+#[test]
+fn a_network_phone_the_ladder_dropped_is_usable_again_within_three_rounds_of_coming_back() {
+    const ROUND: u64 = 5;
+    let sim = Sim::start(&["modern:W", "modern:K"], &[]);
+    let tmm = Monitor::start_every("network-back", support::free_port(), ROUND as u32, &[]);
+    sim.connect_all(tmm.adb_port);
+    let (w, k) = (sim.serial("W"), sim.serial("K"));
+    tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
+    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+
+    // W goes away: offline, then the ladder's reconnect makes the adb server forget it.
+    assert_eq!(sim.control("unplug W"), "OK");
+    let listed = || {
+        support::android::adb_request(tmm.adb_port, "host:devices", Duration::from_secs(5))
+            .unwrap_or_default()
+    };
+    wait_for(
+        Duration::from_secs(90),
+        "the adb server to forget W",
+        || (!listed().contains(&w)).then_some(()),
+    );
+    assert!(tmm.log_has(&format!("asking the adb server to reconnect {w}")));
+    wait_reason(&tmm, "quarantined", &format!("device {w} "));
+    // While it is away, the monitor keeps asking for it, never more than every 10 s.
+    tmm.wait_log(
+        &format!("connecting {w} again: this network phone left"),
+        LONG,
+    );
+    std::thread::sleep(Duration::from_secs(2 * ROUND));
+    assert_eq!(
+        tmm.log_count(&format!("connecting {w} again: this network phone left")),
+        1,
+        "the first attempt of an absence is logged, the retries are not"
+    );
+
+    // Back, and nobody types `adb connect`: usable, with no reason left, within three
+    // rounds.
+    assert_eq!(sim.control("replug W"), "OK");
+    let back = Instant::now();
+    tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
+    tmm.wait_sample("quarantined", 0.0, LONG);
+    assert!(
+        back.elapsed() <= Duration::from_secs(3 * ROUND + 2),
+        "usable {:?} after it came back",
+        back.elapsed()
+    );
+    assert_eq!(reasons(&tmm, "quarantined"), "");
+    assert!(
+        tmm.log_has(&format!("{w}: connected to")),
+        "{:?}",
+        tmm.log_lines(&w)
+    );
+}

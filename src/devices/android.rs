@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::phones::{AndroidPhones, BoxFuture, PhoneRound};
 use crate::devices::adb::client::{self, Client, End, ShellProtocol, MAX_OUTPUT};
+use crate::devices::adb::network::{NetworkPhones, Why};
 use crate::devices::dimensions;
 use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
 use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
@@ -183,76 +184,61 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
     d
 }
 
-/// The serials of `text`'s phones that are reached over the network: `host:port`, as
-/// `adb connect` names them (USB serials have no port).
-pub fn network_serials(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|s| {
-            s.rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        })
-        .map(str::to_string)
-        .collect()
-}
-
-/// The network phones the monitor keeps connected across adb server restarts: those of
-/// the last list, and those it connected again after a restart that no list has shown
-/// since (the new server may itself go away before the phone is in).
-#[derive(Debug, Default)]
-pub struct NetworkPhones {
-    listed: BTreeSet<String>,
-    reconnecting: BTreeSet<String>,
-}
-
-impl NetworkPhones {
-    /// Takes a device list, the first of a new server when `first`; returns the network
-    /// phones to connect again. A phone that leaves the list of a running server was
-    /// disconnected on purpose and is forgotten. Pure.
-    pub fn follow(&mut self, text: &str, first: bool) -> Vec<String> {
-        let listed = network_serials(text);
-        let mut again = Vec::new();
-        if first {
-            for serial in self.listed.union(&self.reconnecting) {
-                if !listed.contains(serial) {
-                    again.push(serial.clone());
-                }
-            }
-            self.reconnecting = again.iter().cloned().collect();
-        } else {
-            self.reconnecting.retain(|s| !listed.contains(s));
+/// `host:connect` for a network phone the adb server does not list, on its own task
+/// (the server answers once the phone's handshake is over, or its connect failed).
+/// The first attempt of an absence and every success are logged; the retries of a
+/// phone that stays away only at debug, so a phone unplugged for a day is no flood.
+fn connect_again(client: &Client, serial: String, why: Why) {
+    let first = match why {
+        Why::ServerRestarted => {
+            log::info!(
+                "connecting {serial} again: the adb server was restarted and the new one \
+                 does not know this network phone"
+            );
+            true
         }
-        self.listed = listed;
-        again
-    }
-}
-
-/// `host:connect` for a network phone the previous server had, on its own task (the
-/// server answers once the phone's handshake is over).
-fn connect_again(client: &Client, serial: String) {
-    log::info!(
-        "connecting {serial} again: the adb server was restarted and the new one does not \
-         know this network phone"
-    );
+        Why::Away { attempts: 1 } => {
+            log::info!(
+                "connecting {serial} again: this network phone left the adb server's list; \
+                 trying every round until it is back"
+            );
+            true
+        }
+        Why::Away { attempts } => {
+            log::debug!("connecting {serial} again (attempt {attempts})");
+            false
+        }
+    };
     let client = client.clone();
     tokio::spawn(async move {
         match client.connect_device(&serial).await {
             Ok(said) if said.contains("connected to") => log::info!("{serial}: {said}"),
-            Ok(said) => log::warn!("cannot connect {serial} again: the adb server said {said:?}"),
-            Err(e) => log::warn!("cannot connect {serial} again: {e}"),
+            Ok(said) if first => {
+                log::warn!("cannot connect {serial} again yet: the adb server said {said:?}")
+            }
+            Ok(said) => log::debug!("cannot connect {serial} again: {said:?}"),
+            Err(e) if first => log::warn!("cannot connect {serial} again yet: {e}"),
+            Err(e) => log::debug!("cannot connect {serial} again: {e}"),
         }
     });
 }
 
 /// Follows `host:track-devices-l`, again and again: the server may be starting, or be
-/// killed and restarted under us (an adb client of another version does that). A
-/// restarted server knows only the USB phones: the network phones (`adb connect`) of
-/// the last list before it went away are connected again, since losing them was not
-/// anyone's decision; a phone disconnected on purpose had left the list before.
-async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdown: Shutdown) {
+/// killed and restarted under us (an adb client of another version does that). The
+/// network phones (`adb connect`) it has seen are kept connected (`adb::network`):
+/// a restarted server knows only the USB phones, and a running one forgets a network
+/// phone that a reconnect found down.
+async fn track(
+    client: Client,
+    round: Duration,
+    lists: mpsc::UnboundedSender<String>,
+    mut shutdown: Shutdown,
+) {
     let mut retry = Retry::new(TRACK_RETRY_MIN, TRACK_RETRY_MAX);
     let mut waiting_logged = false;
-    let mut network = NetworkPhones::default();
+    let mut network = NetworkPhones::new(round);
+    let mut each_round = tokio::time::interval(round);
+    each_round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         match client.track_devices().await {
             Ok(mut tracker) => {
@@ -267,8 +253,10 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                     tokio::select! {
                         frame = tracker.next() => match frame {
                             Ok(text) => {
-                                for serial in network.follow(&text, std::mem::take(&mut first)) {
-                                    connect_again(&client, serial);
+                                let now = tokio::time::Instant::now();
+                                let first = std::mem::take(&mut first);
+                                for (serial, why) in network.follow(&text, first, now) {
+                                    connect_again(&client, serial, why);
                                 }
                                 if lists.send(text).is_err() {
                                     return;
@@ -279,6 +267,11 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                                 break;
                             }
                         },
+                        _ = each_round.tick() => {
+                            for (serial, why) in network.due(tokio::time::Instant::now()) {
+                                connect_again(&client, serial, why);
+                            }
+                        }
                         _ = shutdown.requested() => return,
                     }
                 }
@@ -608,21 +601,25 @@ pub struct Adb {
     client: Client,
     metrics: Arc<Metrics>,
     refusals: Arc<std::sync::Mutex<ScriptRefusals>>,
+    /// `--interrogate-every`: how often an absent network phone may be connected.
+    round: Duration,
     /// To the supervisor of our adb server (see `adb::server`): kill it, and why.
     kill: mpsc::UnboundedSender<String>,
 }
 
 impl Adb {
-    /// The adb server at `addr` (`--adb-server`), each connect and read under `io`;
-    /// `kill` reaches the supervisor of the server we run.
+    /// The adb server at `addr` (`--adb-server`), each connect and read under `io`,
+    /// rounds every `round`; `kill` reaches the supervisor of the server we run.
     pub fn connect(
         addr: SocketAddr,
         io: Duration,
+        round: Duration,
         metrics: Arc<Metrics>,
         kill: mpsc::UnboundedSender<String>,
     ) -> Adb {
         Adb {
             client: Client::new(addr, io),
+            round,
             metrics,
             refusals: Arc::default(),
             kill,
@@ -636,7 +633,7 @@ impl Adb {
 
 impl AndroidPhones for Adb {
     fn track(&self, lists: mpsc::UnboundedSender<String>, shutdown: Shutdown) -> BoxFuture<()> {
-        Box::pin(track(self.client.clone(), lists, shutdown))
+        Box::pin(track(self.client.clone(), self.round, lists, shutdown))
     }
 
     fn list_now(&self) -> BoxFuture<Result<String, String>> {
@@ -743,34 +740,6 @@ mod tests {
             device: Some("redfin".into()),
             transport_id: Some(3),
         }
-    }
-
-    #[test]
-    fn network_phones_are_the_host_port_serials() {
-        let text = "127.0.0.1:5555         device transport_id:1\n\
-                    0A1B2C3D               device usb:1-1.4 transport_id:2\n\
-                    emulator-5554          offline transport_id:3\n\
-                    pixel.lab:40001        offline transport_id:4\n\
-                    odd:serial             device transport_id:5\n";
-        let got: Vec<String> = network_serials(text).into_iter().collect();
-        assert_eq!(got, ["127.0.0.1:5555", "pixel.lab:40001"]);
-    }
-
-    #[test]
-    fn network_phones_are_connected_again_after_each_restart_until_listed() {
-        let mut n = NetworkPhones::default();
-        let both = "10.0.0.5:5555\tdevice\nSERIAL1\tdevice\n";
-        assert!(n.follow(both, true).is_empty());
-        // A new server lists only the USB phone: the network one is connected again.
-        assert_eq!(n.follow("SERIAL1\tdevice\n", true), ["10.0.0.5:5555"]);
-        assert!(n.follow("SERIAL1\tdevice\n", false).is_empty());
-        // That server goes away before the phone is in: the next one is asked again.
-        assert_eq!(n.follow("", true), ["10.0.0.5:5555"]);
-        assert!(n.follow(both, false).is_empty());
-        // Once listed, a phone that leaves a running server's list was disconnected on
-        // purpose: the next server is not asked for it.
-        assert!(n.follow("SERIAL1\tdevice\n", false).is_empty());
-        assert!(n.follow("SERIAL1\tdevice\n", true).is_empty());
     }
 
     #[test]

@@ -252,7 +252,12 @@ impl Monitor {
 
     /// As [`Monitor::start`], with the adb server on `adb_port`.
     pub fn start_on(name: &str, adb_port: u16, extra: &[&str]) -> Monitor {
-        let m = Monitor::spawn(name, adb_port, 2, &[], extra);
+        Monitor::start_every(name, adb_port, 2, extra)
+    }
+
+    /// As [`Monitor::start_on`], with rounds every `interval_secs`.
+    pub fn start_every(name: &str, adb_port: u16, interval_secs: u32, extra: &[&str]) -> Monitor {
+        let m = Monitor::spawn(name, adb_port, interval_secs, &[], extra);
         wait_for(Duration::from_secs(20), "the adb server to listen", || {
             TcpStream::connect(("127.0.0.1", adb_port)).ok()
         });
