@@ -262,13 +262,15 @@ fn a_server_already_listening_is_used_not_replaced() {
     // Start a server ourselves, then the binary: it must not start a second one.
     let home = support::android::temp_home("foreign");
     let port = support::android::free_port();
-    let mut foreign = std::process::Command::new(support::android::ADB)
-        .args(["-P", &port.to_string(), "nodaemon", "server"])
-        .env("HOME", &home)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _foreign = support::KillOnDrop(
+        std::process::Command::new(support::android::ADB)
+            .args(["-P", &port.to_string(), "nodaemon", "server"])
+            .env("HOME", &home)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for(LONG, "the foreign adb server", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
@@ -278,9 +280,6 @@ fn a_server_already_listening_is_used_not_replaced() {
     tmm.wait_sample(&up(&sim.serial("F"), "redfin"), 1.0, LONG);
     tmm.wait_log("already listens", LONG);
     assert!(tmm.children().is_empty(), "{:?}", tmm.children());
-    drop(tmm);
-    let _ = foreign.kill();
-    let _ = foreign.wait();
 }
 
 #[test]

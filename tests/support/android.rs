@@ -231,8 +231,8 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Its shells run in sessions of their own: a hung command must go too.
+        super::stop_tree(&mut self.child, Duration::from_secs(2));
     }
 }
 
@@ -472,17 +472,10 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        // SIGTERM, so that it stops its adb server; then make sure.
-        send_signal(self.child.id() as i32, libc::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(8) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM, so that it stops its adb server; then make sure, and stop a server
+        // that it did not start but found on its port.
+        super::stop_tree(&mut self.child, Duration::from_secs(8));
+        let _ = adb_request(self.adb_port, "host:kill", Duration::from_secs(2));
     }
 }
 
