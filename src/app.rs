@@ -208,9 +208,20 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     };
 
     shutdown.requested().await;
+    shared.draining.start();
+    if bot.is_some() {
+        let tasks = shared.tasks_running();
+        log::info!(
+            "draining for shutdown: {tasks} task{} running; a bot running a task gets up to {}s (--drain-limit) to finish it, an idle bot stops now; a second signal cuts the drain short",
+            if tasks == 1 { "" } else { "s" },
+            shared.config.drain_limit.as_secs()
+        );
+    }
 
-    // The bot drains first (SIGTERM, --grace, SIGKILL); then whatever it left behind,
-    // such as task process groups, is killed, so that nothing outlives us.
+    // The bots drain first (a bot running a task has --drain-limit to finish it; then
+    // SIGTERM, --grace, SIGKILL of it and its task), while the phones and their daemons
+    // stay up: a task talks to its phone. Then whatever they left behind is killed, so
+    // that nothing outlives us.
     if let Some(bot) = bot {
         if let Err(e) = bot.await {
             log::error!("the bot supervisor failed: {e}");
