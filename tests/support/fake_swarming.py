@@ -22,8 +22,9 @@ Routes:
           "bot_cmds": [{"cmd": "bot_restart"|"host_reboot"|"crash"|"orphan"|"run"|...}, ...],
           "bot_cmds_for": {"<bot id>": [...]},   commands for that bot alone
           "poll_sleep": seconds}
-         ("run" is a task: {"cmd": "run", "duration": seconds}; the bot calls its
-         on_before_task and on_after_task hooks around it, as the real bot does.)
+         ("run" is a task: {"cmd": "run", "duration": seconds, "ignore_sigterm": bool};
+         the bot runs it in a process group of its own between its on_before_task and
+         on_after_task hooks, as the real bot does, and reports it at task_update.)
          Each fault fails one request, in order. Token faults: "500", "drop", "badjson",
          "expired" (expires_in 0), "stall" (never answers), "dribble" (a good answer,
          one byte a second). Download faults: "500", "drop", "403" (at /bot_code),
@@ -36,7 +37,9 @@ Routes:
   GET  /_state    what was asked and sent: counts, headers, last dimensions and state,
                   and every `quarantined` the bot's state carried (quarantined_seen);
                   `bots`: by bot id (dimensions["id"]), its handshakes, polls, last
-                  dimensions and last state, for several bots on one host.
+                  dimensions and last state, for several bots on one host;
+                  `task_results`: every task_update body (`id`: the bot's id, and
+                  `exit_code`), with `at_unix`, when it came.
 Standard library only.
 """
 
@@ -113,6 +116,7 @@ class State:
             "polls": 0,
             "events": [],
             "task_updates": 0,
+            "task_results": [],
             "last_dimensions": None,
             "last_state": None,
             # Every `quarantined` a handshake or poll carried, with that request's number,
@@ -351,6 +355,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/swarming/api/v1/bot/task_update"):
             with st.lock:
                 st.rec["task_updates"] += 1
+                st.rec["task_results"].append(dict(body, at_unix=time.time()))
             return self.reply(200, {"ok": True, "must_stop": False})
         return self.reply(404, {"error": "no route %s" % path})
 
