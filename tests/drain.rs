@@ -220,7 +220,7 @@ fn a_task_running_at_sigterm_runs_to_its_end_and_the_monitor_exits_0() {
     let ran = status["bots"][0]["draining"]["task_for_secs"]
         .as_f64()
         .unwrap();
-    assert!(ran >= 5.0 && ran < 30.0, "{status}");
+    assert!((5.0..30.0).contains(&ran), "{status}");
     let (_, page) = support::http_get(metrics, "/");
     assert!(
         page.contains("draining for shutdown: its task has run "),

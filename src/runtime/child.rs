@@ -465,10 +465,19 @@ mod tests {
         crate::runtime::reaper::with_reap_loop(|reaper| async move {
             let mut child = spawn(
                 &reaper,
-                Command::new("/bin/sh")
-                    .args(["-c", "trap 'sleep 0.2; exit 7' TERM; sleep 30 & wait"]),
+                Command::new("/bin/sh").args([
+                    "-c",
+                    "trap 'sleep 0.2; exit 7' TERM; echo ready; sleep 30 & wait",
+                ]),
             )
             .unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let sink: Sink = Arc::new(move |l: &str| {
+                let _ = tx.send(l.to_string());
+            });
+            let _output = Output::start(&mut child, module_path!(), "sh", sink);
+            // Its trap is set.
+            assert_eq!(rx.recv().await.unwrap(), "ready");
             let (_trigger, mut shutdown) = crate::runtime::shutdown::channel();
             let mut steps = Vec::new();
             let exit = stop(
