@@ -335,7 +335,7 @@ impl Hooks for Bot {
         true
     }
 
-    fn drain_limit(&mut self, _pid: i32, started: Instant) -> Option<Duration> {
+    fn drain_limit(&mut self, started: Instant) -> Option<Duration> {
         let now = Instant::now();
         let task_for = task_running(self.which.calls.get(), started, now)?;
         let now_unix = unix_now();

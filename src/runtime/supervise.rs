@@ -124,10 +124,10 @@ pub trait Hooks {
     fn silent(&mut self, _pid: i32, _started: Instant, _now: Instant) -> bool {
         false
     }
-    /// Shutdown came while the child `pid`, started at `started`, runs: how long it
-    /// may take after SIGTERM to finish its work and exit, before the grace; `None`
-    /// (the default): it has no work to finish (a daemon, an idle bot).
-    fn drain_limit(&mut self, _pid: i32, _started: Instant) -> Option<Duration> {
+    /// Shutdown came while the child started at `started` runs: how long it may take
+    /// after SIGTERM to finish its work and exit, before the grace; `None` (the
+    /// default): it has no work to finish (a daemon, an idle bot).
+    fn drain_limit(&mut self, _started: Instant) -> Option<Duration> {
         None
     }
     /// Shutdown: logs that the child is being stopped, drained for `drain` if given.
@@ -166,7 +166,7 @@ pub async fn run<H: Hooks>(
                 let output = Output::start(&mut child, hooks.target(), hooks.name(), sink);
                 let Some(exit) = watch(hooks, &mut child, started, policy, shutdown).await else {
                     let pid = child.pid;
-                    let drain = hooks.drain_limit(pid, started);
+                    let drain = hooks.drain_limit(started);
                     hooks.stopping(pid, drain);
                     let grace = hooks.grace();
                     let exit =
