@@ -581,7 +581,7 @@ fn a_bad_zip_of_one_bot_is_set_aside_beside_the_bot_directory_and_fetched_again(
 }
 
 #[test]
-fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once() {
+fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_not() {
     let mut rig = Rig::start(
         "bots-drain",
         &["modern:A", "modern:B"],
@@ -593,7 +593,7 @@ fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once() {
         (polls(&a) >= 1 && polls(&b) >= 1).then_some(())
     });
     rig.server
-        .control(json!({"bot_cmds_for": {a.as_str(): [{"cmd": "run", "duration": 15}]}}));
+        .control(json!({"bot_cmds_for": {a.as_str(): [{"cmd": "run", "duration": 20}]}}));
     let has = |needle: &str| rig.log().contains(needle).then_some(());
     wait_for(LONG, "A's task to start", || {
         has(&format!("{a}: fake task "))
@@ -627,6 +627,19 @@ fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once() {
         TcpStream::connect(("127.0.0.1", rig.adb_port)).is_ok(),
         "the adb server went before the last bot"
     );
+    // A's phone goes while its bot drains: the bot drains the same way.
+    rig.sim.control("unplug A");
+    let serial_a = format!("127.0.0.1:{}", rig.sim.port("A"));
+    wait_for(LONG, "A's phone seen gone", || {
+        let (_, text) = http_get(rig.metrics_port, "/status.json");
+        let status: Value = serde_json::from_str(&text).ok()?;
+        status["devices"]
+            .as_array()?
+            .iter()
+            .any(|d| d["serial"] == serial_a.as_str() && d["state"] == "missing")
+            .then_some(())
+    });
+    assert!(!rig.log().contains("drained after"), "{}", rig.log());
 
     let pid = rig.monitor.0.id() as i32;
     let children = descendants(pid);
