@@ -165,6 +165,9 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         ));
     }
 
+    // The token outlives the first signal too: a bot that drains for up to an hour
+    // reports its task with it. It stops once the bots are gone.
+    let (tokens_trigger, tokens_shutdown) = shutdown::channel();
     let bot = if shared.config.no_bot {
         log::info!("--no-bot: not running the Swarming bot");
         None
@@ -173,7 +176,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             shared.token.clone(),
             shared.metrics.clone(),
             shared.config.token_config.clone(),
-            shutdown.clone(),
+            tokens_shutdown,
         );
         let ctx = supervisor::Context::of(&shared);
         Some(match shared.config.bots {
@@ -227,6 +230,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             log::error!("the bot supervisor failed: {e}");
         }
     }
+    tokens_trigger.fire();
     devices_trigger.fire();
     if let Some(watcher) = watcher {
         // It stops the adb server child before returning.

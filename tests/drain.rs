@@ -256,6 +256,8 @@ fn a_task_running_at_sigterm_runs_to_its_end_and_the_monitor_exits_0() {
 #[test]
 fn at_the_drain_limit_the_task_is_cut_after_the_grace_and_everything_is_gone() {
     let lab = lab("drain-limit", 2, &["--drain-limit", "10"]);
+    // Tokens of 4 s: fetched again every 2 s, the drain too.
+    lab.server.control(json!({"token_expires_in": 4}));
     // A task deaf to SIGTERM: only the SIGKILL at the limit plus the grace ends it.
     let (mut m, task) = start_with_task(
         &lab,
@@ -263,6 +265,15 @@ fn at_the_drain_limit_the_task_is_cut_after_the_grace_and_everything_is_gone() {
     );
     let bot = bot_pid(&m.log());
     m.term();
+    // 6 s into the drain, the token the bot would report its task with is still fresh.
+    std::thread::sleep(Duration::from_secs(6));
+    let auth = request(m.hook_addr, "GET", "/get_authentication_headers", "");
+    assert_eq!(auth.status, 200, "{}\n{}", auth.body, m.log());
+    assert!(
+        auth.json()["expiry"].as_f64().unwrap() > unix_now(),
+        "{}",
+        auth.body
+    );
     let status = m.wait_exit(LONG);
     assert_eq!(status.code(), Some(0), "{}", m.log());
     let log = m.log();

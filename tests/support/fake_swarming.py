@@ -21,7 +21,7 @@ Routes:
          {"token_faults": [...], "download_faults": [...],
           "bot_cmds": [{"cmd": "bot_restart"|"host_reboot"|"crash"|"orphan"|"run"|...}, ...],
           "bot_cmds_for": {"<bot id>": [...]},   commands for that bot alone
-          "poll_sleep": seconds}
+          "poll_sleep": seconds, "token_expires_in": seconds}
          ("run" is a task: {"cmd": "run", "duration": seconds, "ignore_sigterm": bool};
          the bot runs it in a process group of its own between its on_before_task and
          on_after_task hooks, as the real bot does, and reports it at task_update.)
@@ -107,6 +107,8 @@ class State:
         # A fault chosen at /bot_code that the versioned URL then serves.
         self.pending_versioned_fault = None
         self.poll_sleep = 0.3
+        # The lifetime of the tokens handed out.
+        self.token_expires_in = 3600
         self.rec = {
             "token_requests": 0,
             "token_rejected": 0,
@@ -221,7 +223,7 @@ class Handler(BaseHTTPRequestHandler):
             if mode == "dribble":
                 return self.dribble_answer({"access_token": st.token, "expires_in": 3600,
                                      "token_type": "Bearer"})
-            expires = 0 if mode == "expired" else 3600
+            expires = 0 if mode == "expired" else st.token_expires_in
             return self.reply(200, {"access_token": st.token, "expires_in": expires,
                                     "token_type": "Bearer"})
         if path == "/bot_code":
@@ -310,6 +312,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.faults["download"].extend(body.get("download_faults", []))
                 if "poll_sleep" in body:
                     st.poll_sleep = body["poll_sleep"]
+                if "token_expires_in" in body:
+                    st.token_expires_in = body["token_expires_in"]
                 st.bot_cmds.extend(body.get("bot_cmds", []))
                 for bot_id, cmds in body.get("bot_cmds_for", {}).items():
                     st.bot_cmds_for.setdefault(bot_id, []).extend(cmds)
