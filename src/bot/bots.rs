@@ -224,12 +224,13 @@ async fn drain(
         tokio::select! {
             _ = &mut tasks => return,
             _ = shutdown.beyond(passed) => {
-                for _ in passed..shutdown.count() {
+                let now = shutdown.count();
+                for _ in passed..now {
                     for trigger in &triggers {
                         trigger.fire();
                     }
                 }
-                passed = shutdown.count();
+                passed = now;
             }
         }
     }
