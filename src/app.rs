@@ -165,6 +165,9 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         ));
     }
 
+    // The token outlives the first signal too: a bot that drains for up to an hour
+    // reports its task with it. It stops once the bots are gone.
+    let (tokens_trigger, tokens_shutdown) = shutdown::channel();
     let bot = if shared.config.no_bot {
         log::info!("--no-bot: not running the Swarming bot");
         None
@@ -173,7 +176,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             shared.token.clone(),
             shared.metrics.clone(),
             shared.config.token_config.clone(),
-            shutdown.clone(),
+            tokens_shutdown,
         );
         let ctx = supervisor::Context::of(&shared);
         Some(match shared.config.bots {
@@ -208,14 +211,26 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     };
 
     shutdown.requested().await;
+    shared.draining.start();
+    if bot.is_some() {
+        let tasks = shared.tasks_running();
+        log::info!(
+            "draining for shutdown: {tasks} task{} running; a bot running a task gets up to {}s (--drain-limit) to finish it, an idle bot stops now; a second signal cuts the drain short",
+            if tasks == 1 { "" } else { "s" },
+            shared.config.drain_limit.as_secs()
+        );
+    }
 
-    // The bot drains first (SIGTERM, --grace, SIGKILL); then whatever it left behind,
-    // such as task process groups, is killed, so that nothing outlives us.
+    // The bots drain first (a bot running a task has --drain-limit to finish it; then
+    // SIGTERM, --grace, SIGKILL of it and its task), while the phones and their daemons
+    // stay up: a task talks to its phone. Then whatever they left behind is killed, so
+    // that nothing outlives us.
     if let Some(bot) = bot {
         if let Err(e) = bot.await {
             log::error!("the bot supervisor failed: {e}");
         }
     }
+    tokens_trigger.fire();
     devices_trigger.fire();
     if let Some(watcher) = watcher {
         // It stops the adb server child before returning.
