@@ -168,6 +168,9 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         ));
     }
 
+    // The token outlives the first signal too: a bot that drains for up to an hour
+    // reports its task with it. It stops once the bots are gone.
+    let (tokens_trigger, tokens_shutdown) = shutdown::channel();
     let bot = if shared.config.no_bot {
         log::info!("--no-bot: not running the Swarming bot");
         None
@@ -176,7 +179,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             shared.token.clone(),
             shared.metrics.clone(),
             shared.config.token_config.clone(),
-            shutdown.clone(),
+            tokens_shutdown,
         );
         let ctx = supervisor::Context::of(&shared);
         Some(match shared.config.bots {
@@ -211,18 +214,31 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     };
 
     shutdown.requested().await;
-    // The drain is the node's event too (posted while the bots drain).
-    let draining = "draining: stopping the bots, then the phones' watch";
+    shared.draining.start();
+    // The drain is one line, and the node's event too (posted while the bots drain).
+    let tasks = shared.tasks_running();
+    let draining = if bot.is_some() {
+        format!(
+            "draining for shutdown: {tasks} task{} running; a bot running a task gets up to {}s (--drain-limit) to finish it, an idle bot stops now; a second signal cuts the drain short",
+            if tasks == 1 { "" } else { "s" },
+            shared.config.drain_limit.as_secs()
+        )
+    } else {
+        "draining for shutdown: no bot (--no-bot); stopping the phones' watch".to_string()
+    };
     log::info!("{draining}");
     shared.events.report(EventReason::Draining, draining);
 
-    // The bot drains first (SIGTERM, --grace, SIGKILL); then whatever it left behind,
-    // such as task process groups, is killed, so that nothing outlives us.
+    // The bots drain first (a bot running a task has --drain-limit to finish it; then
+    // SIGTERM, --grace, SIGKILL of it and its task), while the phones and their daemons
+    // stay up: a task talks to its phone. Then whatever they left behind is killed, so
+    // that nothing outlives us.
     if let Some(bot) = bot {
         if let Err(e) = bot.await {
             log::error!("the bot supervisor failed: {e}");
         }
     }
+    tokens_trigger.fire();
     devices_trigger.fire();
     if let Some(watcher) = watcher {
         // It stops the adb server child before returning.

@@ -2,8 +2,9 @@
 //! with one writer: the snapshot cell (the device watcher), the bot status (the
 //! supervisor), the forced quarantine, the device commands and each bot's hook calls
 //! (the hooks), the liveness
-//! (the round clock's tick; the hooks' server start), and the operator events (appended
-//! by the watcher and the supervisor). A component is handed the handles it uses and
+//! (the round clock's tick; the hooks' server start), the shutdown drain (`app`, at the
+//! first termination signal), and the operator events (appended by the watcher and the
+//! supervisor). A component is handed the handles it uses and
 //! nothing else, so who writes what shows in its signature. [`Shared`] is the bundle
 //! `app` builds, and what the status server, which reads everything, is given.
 //!
@@ -405,6 +406,25 @@ impl Liveness {
     }
 }
 
+/// Whether the program is draining for shutdown: set by `app` at the first termination
+/// signal, never cleared. The hooks then report every bot in maintenance (a bot that
+/// still polls takes no task), `/readyz` answers 503.
+#[derive(Default)]
+pub struct Draining(AtomicBool);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The maintenance reason every bot reports while the program drains.
+pub const DRAINING_REASON: &str = "draining for shutdown";
+
 /// Hands work to the device watcher; the hooks are its only sender.
 #[derive(Clone)]
 pub struct DeviceCommands(mpsc::UnboundedSender<DeviceCommand>);
@@ -480,9 +500,40 @@ pub struct Shared {
     pub fleet: Arc<Fleet>,
     pub notes: Arc<NodeNotes>,
     pub kube: Arc<KubeStatus>,
+    pub draining: Arc<Draining>,
 }
 
 impl Shared {
+    /// Every bot's status and hook calls: the Pi's one bot, or each bot of
+    /// `--bots per-device`.
+    fn bots(&self) -> Vec<(BotStatus, Calls)> {
+        match self.config.bots {
+            crate::config::BotsMode::One => vec![(self.bot.get(), self.calls.get())],
+            crate::config::BotsMode::PerDevice => self
+                .fleet
+                .bots()
+                .values()
+                .map(|b| (b.status.get(), b.calls.get()))
+                .collect(),
+        }
+    }
+
+    /// How many running bots run a task (between `on_before_task` and `on_after_task`).
+    pub fn tasks_running(&self) -> usize {
+        self.bots()
+            .iter()
+            .filter(|(s, c)| s.running && c.task_since.is_some())
+            .count()
+    }
+
+    /// How many bots drain for shutdown, each finishing its task.
+    pub fn tasks_draining(&self) -> usize {
+        self.bots()
+            .iter()
+            .filter(|(s, _)| s.running && s.drain.is_some())
+            .count()
+    }
+
     /// Builds the handles and the receiving end of the device-command channel.
     pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
         let (commands, rx) = DeviceCommands::channel();
@@ -500,6 +551,7 @@ impl Shared {
             fleet: Arc::default(),
             notes: Arc::default(),
             kube: Arc::default(),
+            draining: Arc::default(),
         };
         (Arc::new(shared), rx)
     }

@@ -262,13 +262,15 @@ fn a_server_already_listening_is_used_not_replaced() {
     // Start a server ourselves, then the binary: it must not start a second one.
     let home = support::android::temp_home("foreign");
     let port = support::android::free_port();
-    let mut foreign = std::process::Command::new(support::android::ADB)
-        .args(["-P", &port.to_string(), "nodaemon", "server"])
-        .env("HOME", &home)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _foreign = support::KillOnDrop(
+        std::process::Command::new(support::android::ADB)
+            .args(["-P", &port.to_string(), "nodaemon", "server"])
+            .env("HOME", &home)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for(LONG, "the foreign adb server", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
@@ -278,9 +280,6 @@ fn a_server_already_listening_is_used_not_replaced() {
     tmm.wait_sample(&up(&sim.serial("F"), "redfin"), 1.0, LONG);
     tmm.wait_log("already listens", LONG);
     assert!(tmm.children().is_empty(), "{:?}", tmm.children());
-    drop(tmm);
-    let _ = foreign.kill();
-    let _ = foreign.wait();
 }
 
 #[test]
@@ -462,13 +461,10 @@ fn dimensions_from_the_phones_packages_and_props_and_a_trunk_build() {
             .collect()
     };
     // The Android 6 phone has neither package: `unknown`, as luci reports it.
-    assert_eq!(
-        values("device_gms_core_version"),
-        ["24.08.12 (190400-1)", "unknown"]
-    );
+    assert_eq!(values("device_gms_core_version"), ["24.08.12", "unknown"]);
     assert_eq!(
         values("device_playstore_version"),
-        ["39.9.20-21 [0] [PR] 612345678", "unknown"]
+        ["39.9.20-21", "unknown"]
     );
     assert_eq!(
         values("device_os_incremental_version"),
@@ -685,4 +681,110 @@ fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
     assert_eq!(sim.control("v2 F ok"), "OK");
     let raw = device_service(tmm.adb_port, &f, "shell,v2,raw:echo hi", LONG).unwrap();
     assert_eq!(raw, b"\x01\x03\x00\x00\x00hi\n\x03\x01\x00\x00\x00\x00");
+}
+
+#[test]
+fn a_phone_whose_shell_rejects_the_round_script_is_read_one_command_at_a_time() {
+    // N's shell (mksh in the simulator, as on a phone) refuses any command with `case`,
+    // which the round's package query uses: the round's script fails as a whole.
+    let sim = Sim::start(&["nocase:N", "modern:M"], &[]);
+    let tmm = Monitor::start("nocase", &[]);
+    sim.connect_all(tmm.adb_port);
+    let (n, m) = (sim.serial("N"), sim.serial("M"));
+    // Usable from one query per command: its properties, battery and temperatures.
+    tmm.wait_sample(&up(&n, "redfin"), 1.0, LONG);
+    tmm.wait_sample(&up(&m, "redfin"), 1.0, LONG);
+    wait_rounds(&tmm, 3);
+    assert_eq!(
+        tmm.sample(&format!("device_battery_percent{{serial=\"{n}\"}}")),
+        Some(85.0)
+    );
+    assert!(tmm
+        .sample(&format!(
+            "device_temperature_celsius{{serial=\"{n}\",sensor=\"cpu0\"}}"
+        ))
+        .is_some());
+    // Named once, in the shell's own words, and counted every round.
+    let named =
+        format!("round script failed on {n}: /system/bin/sh: syntax error: 'case' unexpected");
+    assert_eq!(tmm.log_count(&named), 1, "{:?}", tmm.log_lines(&n));
+    let refused = tmm
+        .sample("interrogation_errors_total{kind=\"round_script\"}")
+        .unwrap_or(0.0);
+    assert!(refused >= 3.0, "{refused}");
+    // Only the package query is lost, and only for N.
+    let dims = tmm.hook("/get_dimensions");
+    let gms: Vec<&str> = dims["device_gms_core_version"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dims}"))
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(gms, ["24.08.12", "unknown"], "{dims}");
+    // A phone that answers is never "not answering": no reason, no reconnect, no
+    // restart of the adb server.
+    assert_eq!(
+        reasons(&tmm, "maintenance"),
+        "",
+        "{}",
+        reasons(&tmm, "quarantined")
+    );
+    assert_eq!(tmm.sample("quarantined"), Some(0.0));
+    for never in ["not answering", "to reconnect", "restarting the adb server"] {
+        assert!(!tmm.log_has(never), "{never}: {:?}", tmm.log_lines(never));
+    }
+}
+
+#[test]
+fn a_network_phone_the_ladder_dropped_is_usable_again_within_three_rounds_of_coming_back() {
+    const ROUND: u64 = 5;
+    let sim = Sim::start(&["modern:W", "modern:K"], &[]);
+    let tmm = Monitor::start_every("network-back", support::free_port(), ROUND as u32, &[]);
+    sim.connect_all(tmm.adb_port);
+    let (w, k) = (sim.serial("W"), sim.serial("K"));
+    tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
+    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+
+    // W goes away: offline, then the ladder's reconnect makes the adb server forget it.
+    assert_eq!(sim.control("unplug W"), "OK");
+    let listed = || {
+        support::android::adb_request(tmm.adb_port, "host:devices", Duration::from_secs(5))
+            .unwrap_or_default()
+    };
+    wait_for(
+        Duration::from_secs(90),
+        "the adb server to forget W",
+        || (!listed().contains(&w)).then_some(()),
+    );
+    assert!(tmm.log_has(&format!("asking the adb server to reconnect {w}")));
+    wait_reason(&tmm, "quarantined", &format!("device {w} "));
+    // While it is away, the monitor keeps asking for it, never more than every 10 s.
+    tmm.wait_log(
+        &format!("connecting {w} again: this network phone left"),
+        LONG,
+    );
+    std::thread::sleep(Duration::from_secs(2 * ROUND));
+    assert_eq!(
+        tmm.log_count(&format!("connecting {w} again: this network phone left")),
+        1,
+        "the first attempt of an absence is logged, the retries are not"
+    );
+
+    // Back, and nobody types `adb connect`: usable, with no reason left, within three
+    // rounds.
+    assert_eq!(sim.control("replug W"), "OK");
+    let back = Instant::now();
+    tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
+    tmm.wait_sample("quarantined", 0.0, LONG);
+    assert!(
+        back.elapsed() <= Duration::from_secs(3 * ROUND + 2),
+        "usable {:?} after it came back",
+        back.elapsed()
+    );
+    assert_eq!(reasons(&tmm, "quarantined"), "");
+    assert!(
+        tmm.log_has(&format!("{w}: connected to")),
+        "{:?}",
+        tmm.log_lines(&w)
+    );
 }

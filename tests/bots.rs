@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::android::{connect_phone, wait_for, Sim, ADB};
-use support::bot_lab::{descendants, FakeSwarming};
+use support::bot_lab::{descendants, line_time, lines_with, FakeSwarming};
 use support::{free_port, http_get, KillOnDrop, OutputWithin, TempDir, BIN, EXIT_LIMIT};
 
 const HOST: &str = "pi-9";
@@ -578,4 +578,92 @@ fn a_bad_zip_of_one_bot_is_set_aside_beside_the_bot_directory_and_fetched_again(
         .collect();
     assert_eq!(entries, [format!("127.0.0.1-{}", rig.sim.port("A"))]);
     assert_ne!(std::fs::read(&zip).unwrap(), b"not a zip");
+}
+
+#[test]
+fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_not() {
+    let mut rig = Rig::start(
+        "bots-drain",
+        &["modern:A", "modern:B"],
+        &["--no-reboot-after-task"],
+    );
+    let (a, b) = (bot_of(rig.sim.port("A")), bot_of(rig.sim.port("B")));
+    let polls = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0);
+    wait_for(LONG, "both bots polling", || {
+        (polls(&a) >= 1 && polls(&b) >= 1).then_some(())
+    });
+    rig.server
+        .control(json!({"bot_cmds_for": {a.as_str(): [{"cmd": "run", "duration": 20}]}}));
+    let has = |needle: &str| rig.log().contains(needle).then_some(());
+    wait_for(LONG, "A's task to start", || {
+        has(&format!("{a}: fake task "))
+    });
+    wait_for(LONG, "the monitor to know", || {
+        has(&format!("task starting on {a}"))
+    });
+    rig.monitor.signal(libc::SIGTERM);
+    wait_for(LONG, "the drain", || {
+        has("draining for shutdown: 1 task running")
+    });
+    // B, idle, stops at once; A drains while the phones' adb server stays up.
+    let b_stopped = wait_for(LONG, "B's bot to stop", || {
+        rig.log()
+            .lines()
+            .find(|l| l.contains(&format!("bot {b} (pid")) && l.contains("stopped: exit code 0"))
+            .map(str::to_string)
+    });
+    let log = rig.log();
+    let asked = line_time(lines_with(&log, "received SIGTERM")[0]);
+    assert!(line_time(&b_stopped) - asked < 5.0, "{log}");
+    assert!(!log.contains("drained after"), "A drained too soon:\n{log}");
+    let (code, body) = http_get(rig.metrics_port, "/readyz");
+    assert_eq!((code, body.as_str()), (503, "draining: 1 task running\n"));
+    let (_, metrics) = http_get(rig.metrics_port, "/metrics");
+    let draining =
+        |id: &str, v: u8| format!("test_machine_monitor_bot_draining{{bot=\"{id}\"}} {v}\n");
+    assert!(metrics.contains(&draining(&a, 1)), "{metrics}");
+    assert!(metrics.contains(&draining(&b, 0)), "{metrics}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", rig.adb_port)).is_ok(),
+        "the adb server went before the last bot"
+    );
+    // A's phone goes while its bot drains: the bot drains the same way.
+    rig.sim.control("unplug A");
+    let serial_a = format!("127.0.0.1:{}", rig.sim.port("A"));
+    wait_for(LONG, "A's phone seen gone", || {
+        let (_, text) = http_get(rig.metrics_port, "/status.json");
+        let status: Value = serde_json::from_str(&text).ok()?;
+        status["devices"]
+            .as_array()?
+            .iter()
+            .any(|d| d["serial"] == serial_a.as_str() && d["state"] == "missing")
+            .then_some(())
+    });
+    assert!(!rig.log().contains("drained after"), "{}", rig.log());
+
+    let pid = rig.monitor.0.id() as i32;
+    let children = descendants(pid);
+    let status = rig
+        .monitor
+        .wait_timeout(LONG)
+        .expect("the monitor did not exit once A's task ended");
+    assert_eq!(status.code(), Some(0), "{}", rig.log());
+    let log = rig.log();
+    let drained = lines_with(&log, &format!("bot {a} (pid"))
+        .into_iter()
+        .find(|l| l.contains("drained after"))
+        .unwrap_or_else(|| panic!("A did not drain:\n{log}"))
+        .to_string();
+    assert!(drained.ends_with(": its task finished"), "{drained}");
+    assert!(line_time(&drained) - line_time(&b_stopped) >= 5.0, "{log}");
+    let results = rig.server.state()["task_results"].clone();
+    assert_eq!(results.as_array().map(Vec::len), Some(1), "{results}");
+    assert_eq!(results[0]["id"], a.as_str());
+    assert_eq!(results[0]["exit_code"], 0);
+    let left: Vec<i32> = children
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
 }

@@ -154,7 +154,9 @@ fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
         status.success(),
         "ci/lab --bots per-device: {status}\n{text}"
     );
-    for step in ["start", "heat", "cool", "unplug", "replug", "rebooted"] {
+    for step in [
+        "start", "heat", "cool", "unplug", "replug", "rebooted", "drain", "drained",
+    ] {
         assert!(
             text.contains(&format!("lab: step {step}: seen")),
             "{step}: {text}"
@@ -182,7 +184,9 @@ fn lab_once_sees_every_step_and_leaves_nothing_running() {
         text.contains("x86_64-unknown-linux-musl/release/test_machine_monitor;"),
         "{text}"
     );
-    for step in ["heat", "cool", "unplug", "replug", "reboot", "rebooted"] {
+    for step in [
+        "heat", "cool", "unplug", "replug", "reboot", "rebooted", "drain", "drained",
+    ] {
         assert!(
             text.contains(&format!("lab: step {step}: seen")),
             "{step}: {text}"

@@ -130,17 +130,7 @@ impl Tmm {
 impl Drop for Tmm {
     fn drop(&mut self) {
         // SIGTERM, so that it stops its adb server and drains the bot; then make sure.
-        // SAFETY: kill(2) on our own child, not reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        support::stop_tree(&mut self.child, Duration::from_secs(15));
     }
 }
 

@@ -6,8 +6,9 @@
 //! phone has been gone past the grace is drained alone.
 //!
 //! A bot being drained keeps its place: its phone's new bot starts only once the old one
-//! is gone, so two bots never share a directory. On shutdown every bot is drained at
-//! once within the one `--grace`; a second signal hurries them all.
+//! is gone, so two bots never share a directory. On shutdown every bot is told to stop at
+//! once and each drains on its own (a bot running a task gets `--drain-limit` to finish
+//! it, an idle one stops within `--grace`); every further signal reaches them all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -191,12 +192,18 @@ fn start(
     }
 }
 
-/// Drains every bot at once; a second termination signal hurries them all.
+/// Drains every bot at once: each is told to stop (a bot running a task then has
+/// `--drain-limit` to finish it), and each further termination signal is passed on to
+/// every bot, the ones already drained alone (their phone gone) among them: those had
+/// their first signal already, so they are not passed the first.
 async fn drain(
     bots: BTreeMap<String, Bot>,
     draining: Vec<(String, Trigger, JoinHandle<()>)>,
     mut shutdown: Shutdown,
 ) {
+    for bot in bots.values() {
+        bot.trigger.fire();
+    }
     let (triggers, tasks): (Vec<Trigger>, Vec<JoinHandle<()>>) = bots
         .into_values()
         .map(|b| (b.trigger, b.task))
@@ -206,22 +213,25 @@ async fn drain(
         return;
     }
     log::info!("draining {} bots", tasks.len());
-    for trigger in &triggers {
-        trigger.fire();
-    }
     let tasks = async {
         for task in tasks {
             let _ = task.await;
         }
     };
     tokio::pin!(tasks);
-    tokio::select! {
-        _ = &mut tasks => return,
-        _ = shutdown.hurried() => {
-            for trigger in &triggers {
-                trigger.fire();
+    let mut passed = shutdown.count();
+    loop {
+        tokio::select! {
+            _ = &mut tasks => return,
+            _ = shutdown.beyond(passed) => {
+                let now = shutdown.count();
+                for _ in passed..now {
+                    for trigger in &triggers {
+                        trigger.fire();
+                    }
+                }
+                passed = now;
             }
         }
     }
-    tasks.await;
 }

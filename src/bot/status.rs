@@ -17,4 +17,16 @@ pub struct BotStatus {
     pub crashlooping: bool,
     /// Times the bot was killed for calling no hook past `--bot-silence-limit`.
     pub silence_kills: u64,
+    /// Set while the bot drains for shutdown: it was told to stop while running a task,
+    /// and is given `--drain-limit` to finish it.
+    pub drain: Option<Drain>,
+}
+
+/// A bot's drain for shutdown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drain {
+    /// Unix seconds when the drain began.
+    pub since_unix: f64,
+    /// Unix seconds when the task it finishes began (its `on_before_task`).
+    pub task_started_unix: f64,
 }

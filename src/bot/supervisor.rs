@@ -11,6 +11,11 @@
 //! one that has called none for `--bot-silence-limit` outside a task is killed and
 //! started again ([`silence`] decides, from the calls the hooks note).
 //!
+//! At shutdown a bot that runs a task is drained: it gets SIGTERM (the real bot then takes
+//! no new task, lets its task, in a process group of its own, finish, reports it and
+//! exits) and up to `--drain-limit` to exit; then, or at the next signal, it and its task
+//! are stopped as an idle bot is (SIGTERM, `--grace`, SIGKILL). [`task_running`] decides.
+//!
 //! It must not kill anything but the bot's process group: the remaining descendants are
 //! killed by `app` through [`crate::runtime::procs`] once every component has stopped.
 
@@ -23,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use crate::bot::bot_zip;
 use crate::bot::shim;
+use crate::bot::status::Drain;
 use crate::bot::token_fetch::TokenWatch;
 use crate::config::Config;
 use crate::runtime::backoff::Backoff;
-use crate::runtime::child::{self, Kill, Sink};
+use crate::runtime::child::{self, Cut, Kill, Sink};
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
@@ -50,6 +56,13 @@ pub fn silence(calls: Calls, started: Instant, now: Instant, limit: Duration) ->
     let since = calls.last.filter(|t| *t >= started).unwrap_or(started);
     let silent = now.saturating_duration_since(since);
     (silent >= limit).then_some(silent)
+}
+
+/// How long the bot started at `started` has run a task at `now`, if it runs one: one
+/// begun (`on_before_task`) in this run of the bot and not ended (`on_after_task`). Pure.
+pub fn task_running(calls: Calls, started: Instant, now: Instant) -> Option<Duration> {
+    let since = calls.task_since.filter(|t| *t >= started)?;
+    Some(now.saturating_duration_since(since))
 }
 
 /// The arguments of a `sudo shim:` line, if `line` is one.
@@ -151,6 +164,8 @@ struct Bot {
     launches: u64,
     /// The arguments of the sudo shim's line in this run's output, if it printed one.
     shim_seen: Arc<Mutex<Option<String>>>,
+    /// How its drain for shutdown went, once it began: when, and whether it was cut.
+    drain: Option<(Instant, Option<Cut>)>,
 }
 
 fn unix_now() -> f64 {
@@ -322,9 +337,48 @@ impl Hooks for Bot {
         true
     }
 
-    fn stopping(&mut self, pid: i32) {
-        log::info!(
-            "stopping the {} (pid {pid}): SIGTERM, then SIGKILL after {}s",
+    fn drain_limit(&mut self, started: Instant) -> Option<Duration> {
+        let now = Instant::now();
+        let task_for = task_running(self.which.calls.get(), started, now)?;
+        let now_unix = unix_now();
+        self.drain = Some((now, None));
+        self.which.status.update(|s| {
+            s.drain = Some(Drain {
+                since_unix: now_unix,
+                task_started_unix: now_unix - task_for.as_secs_f64(),
+            })
+        });
+        Some(self.ctx.config.drain_limit)
+    }
+
+    fn stopping(&mut self, pid: i32, drain: Option<Duration>) {
+        match drain {
+            Some(limit) => log::info!(
+                "stopping the {} (pid {pid}): it runs a task; SIGTERM, and up to {}s (--drain-limit) for it to finish the task and exit",
+                self.who,
+                limit.as_secs()
+            ),
+            None => log::info!(
+                "stopping the {} (pid {pid}): SIGTERM, then SIGKILL after {}s",
+                self.who,
+                self.grace().as_secs()
+            ),
+        }
+    }
+
+    fn drain_cut(&mut self, pid: i32, why: Cut) {
+        if let Some((_, cut)) = self.drain.as_mut() {
+            *cut = Some(why);
+        }
+        let why = match why {
+            Cut::Limit => format!(
+                "still running its task at the drain limit ({}s)",
+                self.ctx.config.drain_limit.as_secs()
+            ),
+            Cut::Signal => "told to hurry by a second termination signal".to_string(),
+        };
+        log::warn!(
+            "{} (pid {pid}) {why}: SIGTERM to it and its task, then SIGKILL after {}s",
             self.who,
             self.grace().as_secs()
         );
@@ -347,6 +401,22 @@ impl Hooks for Bot {
     }
 
     fn stopped(&mut self, pid: i32, exit: Option<Exit>) {
+        if let Some((since, cut)) = self.drain {
+            let how = match cut {
+                None => "its task finished",
+                Some(Cut::Limit) => "its task cut at the drain limit",
+                Some(Cut::Signal) => "its task cut by a second termination signal",
+            };
+            log::info!(
+                "{} (pid {pid}) drained after {:.1}s: {how}",
+                self.who,
+                since.elapsed().as_secs_f64()
+            );
+            self.ctx
+                .events
+                .record(format!("{} drained: {how}", self.who));
+        }
+        self.which.status.update(|s| s.drain = None);
         match exit {
             Some(exit) => {
                 log::info!("{} (pid {pid}) stopped: {exit}", self.who);
@@ -405,6 +475,7 @@ pub async fn run(
         tokens,
         launches: 0,
         shim_seen: Arc::default(),
+        drain: None,
     };
     supervise::run(&mut bot, &reaper, &mut policy, &mut shutdown).await
 }
@@ -538,6 +609,26 @@ mod tests {
             silence(earlier, restarted, at(t0, 1600), LIMIT),
             Some(Duration::from_secs(600))
         );
+    }
+
+    #[test]
+    fn a_task_runs_from_on_before_task_of_this_run_until_on_after_task() {
+        let t0 = Instant::now();
+        let idle = Calls {
+            last: Some(at(t0, 5)),
+            task_since: None,
+        };
+        assert_eq!(task_running(idle, t0, at(t0, 10)), None);
+        let busy = Calls {
+            last: Some(at(t0, 5)),
+            task_since: Some(at(t0, 5)),
+        };
+        assert_eq!(
+            task_running(busy, t0, at(t0, 65)),
+            Some(Duration::from_secs(60))
+        );
+        // A task of an earlier run of the bot (it died in it) is not this run's.
+        assert_eq!(task_running(busy, at(t0, 6), at(t0, 65)), None);
     }
 
     #[test]

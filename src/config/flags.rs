@@ -257,6 +257,17 @@ pub(super) const FLAGS: &[Flag] = &[
         help: "how long SIGTERM waits for the bot before killing it",
     },
     Flag {
+        name: "--drain-limit",
+        metavar: "SECS",
+        env: None,
+        kind: Kind::Seconds {
+            min: 0,
+            field: field!(drain_limit),
+        },
+        default: Fallback::Literal("3600"),
+        help: "at shutdown a bot running a task gets this long to finish it and exit (an idle bot stops at once); then, or at a second signal, SIGTERM to it and its task, --grace, SIGKILL",
+    },
+    Flag {
         name: "--bot-silence-limit",
         metavar: "SECS",
         env: None,

@@ -85,6 +85,9 @@ pub struct Config {
     pub max_bots: usize,
     pub interrogate_every: Duration,
     pub grace: Duration,
+    /// At shutdown, how long a bot running a task has to finish it and exit before it
+    /// and its task are stopped with `grace`.
+    pub drain_limit: Duration,
     /// A running bot that calls no hook this long, outside a task, hangs: it is killed
     /// and started again.
     pub bot_silence_limit: Duration,
@@ -244,6 +247,7 @@ mod tests {
         );
         assert_eq!(c.interrogate_every, Duration::from_secs(30));
         assert_eq!(c.grace, Duration::from_secs(25));
+        assert_eq!(c.drain_limit, Duration::from_secs(3600));
         assert_eq!(
             c.force_quarantine_file,
             PathBuf::from("/b/pi-7.force_quarantine")

@@ -136,6 +136,7 @@ fn unfilled() -> Config {
         max_bots: 0,
         interrogate_every: Duration::ZERO,
         grace: Duration::ZERO,
+        drain_limit: Duration::ZERO,
         no_bot: false,
         settings: None,
         no_reboot_after_task: false,

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::phones::{AndroidPhones, BoxFuture, PhoneRound};
 use crate::devices::adb::client::{self, Client, End, ShellProtocol, MAX_OUTPUT};
+use crate::devices::adb::network::{NetworkPhones, Why};
 use crate::devices::dimensions;
 use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
 use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
@@ -156,6 +157,14 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
             Some(PhoneRound {
                 props: None,
                 failure,
+                answered: true,
+                ..
+            }) => Some(Fault::Unreadable(
+                failure.clone().unwrap_or_else(|| "no getprop".into()),
+            )),
+            Some(PhoneRound {
+                props: None,
+                failure,
                 offline,
                 ..
             }) => Some(Fault::NotAnswering {
@@ -175,76 +184,61 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
     d
 }
 
-/// The serials of `text`'s phones that are reached over the network: `host:port`, as
-/// `adb connect` names them (USB serials have no port).
-pub fn network_serials(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|s| {
-            s.rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        })
-        .map(str::to_string)
-        .collect()
-}
-
-/// The network phones the monitor keeps connected across adb server restarts: those of
-/// the last list, and those it connected again after a restart that no list has shown
-/// since (the new server may itself go away before the phone is in).
-#[derive(Debug, Default)]
-pub struct NetworkPhones {
-    listed: BTreeSet<String>,
-    reconnecting: BTreeSet<String>,
-}
-
-impl NetworkPhones {
-    /// Takes a device list, the first of a new server when `first`; returns the network
-    /// phones to connect again. A phone that leaves the list of a running server was
-    /// disconnected on purpose and is forgotten. Pure.
-    pub fn follow(&mut self, text: &str, first: bool) -> Vec<String> {
-        let listed = network_serials(text);
-        let mut again = Vec::new();
-        if first {
-            for serial in self.listed.union(&self.reconnecting) {
-                if !listed.contains(serial) {
-                    again.push(serial.clone());
-                }
-            }
-            self.reconnecting = again.iter().cloned().collect();
-        } else {
-            self.reconnecting.retain(|s| !listed.contains(s));
+/// `host:connect` for a network phone the adb server does not list, on its own task
+/// (the server answers once the phone's handshake is over, or its connect failed).
+/// The first attempt of an absence and every success are logged; the retries of a
+/// phone that stays away only at debug, so a phone unplugged for a day is no flood.
+fn connect_again(client: &Client, serial: String, why: Why) {
+    let first = match why {
+        Why::ServerRestarted => {
+            log::info!(
+                "connecting {serial} again: the adb server was restarted and the new one \
+                 does not know this network phone"
+            );
+            true
         }
-        self.listed = listed;
-        again
-    }
-}
-
-/// `host:connect` for a network phone the previous server had, on its own task (the
-/// server answers once the phone's handshake is over).
-fn connect_again(client: &Client, serial: String) {
-    log::info!(
-        "connecting {serial} again: the adb server was restarted and the new one does not \
-         know this network phone"
-    );
+        Why::Away { attempts: 1 } => {
+            log::info!(
+                "connecting {serial} again: this network phone left the adb server's list; \
+                 trying every round until it is back"
+            );
+            true
+        }
+        Why::Away { attempts } => {
+            log::debug!("connecting {serial} again (attempt {attempts})");
+            false
+        }
+    };
     let client = client.clone();
     tokio::spawn(async move {
         match client.connect_device(&serial).await {
             Ok(said) if said.contains("connected to") => log::info!("{serial}: {said}"),
-            Ok(said) => log::warn!("cannot connect {serial} again: the adb server said {said:?}"),
-            Err(e) => log::warn!("cannot connect {serial} again: {e}"),
+            Ok(said) if first => {
+                log::warn!("cannot connect {serial} again yet: the adb server said {said:?}")
+            }
+            Ok(said) => log::debug!("cannot connect {serial} again: {said:?}"),
+            Err(e) if first => log::warn!("cannot connect {serial} again yet: {e}"),
+            Err(e) => log::debug!("cannot connect {serial} again: {e}"),
         }
     });
 }
 
 /// Follows `host:track-devices-l`, again and again: the server may be starting, or be
-/// killed and restarted under us (an adb client of another version does that). A
-/// restarted server knows only the USB phones: the network phones (`adb connect`) of
-/// the last list before it went away are connected again, since losing them was not
-/// anyone's decision; a phone disconnected on purpose had left the list before.
-async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdown: Shutdown) {
+/// killed and restarted under us (an adb client of another version does that). The
+/// network phones (`adb connect`) it has seen are kept connected (`adb::network`):
+/// a restarted server knows only the USB phones, and a running one forgets a network
+/// phone that a reconnect found down.
+async fn track(
+    client: Client,
+    round: Duration,
+    lists: mpsc::UnboundedSender<String>,
+    mut shutdown: Shutdown,
+) {
     let mut retry = Retry::new(TRACK_RETRY_MIN, TRACK_RETRY_MAX);
     let mut waiting_logged = false;
-    let mut network = NetworkPhones::default();
+    let mut network = NetworkPhones::new(round);
+    let mut each_round = tokio::time::interval(round);
+    each_round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         match client.track_devices().await {
             Ok(mut tracker) => {
@@ -259,8 +253,10 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                     tokio::select! {
                         frame = tracker.next() => match frame {
                             Ok(text) => {
-                                for serial in network.follow(&text, std::mem::take(&mut first)) {
-                                    connect_again(&client, serial);
+                                let now = tokio::time::Instant::now();
+                                let first = std::mem::take(&mut first);
+                                for (serial, why) in network.follow(&text, first, now) {
+                                    connect_again(&client, serial, why);
                                 }
                                 if lists.send(text).is_err() {
                                     return;
@@ -271,6 +267,11 @@ async fn track(client: Client, lists: mpsc::UnboundedSender<String>, mut shutdow
                                 break;
                             }
                         },
+                        _ = each_round.tick() => {
+                            for (serial, why) in network.due(tokio::time::Instant::now()) {
+                                connect_again(&client, serial, why);
+                            }
+                        }
                         _ = shutdown.requested() => return,
                     }
                 }
@@ -339,11 +340,40 @@ async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Optio
     crate::devices::parse::uptime::parse(&out.stdout).ok()
 }
 
+/// The phones whose shell refused the round's script, and what it said: each refusal is
+/// logged when it starts or its words change, and its end once, so that a phone whose
+/// shell lacks a construct is named once, not every round.
+#[derive(Debug, Default)]
+pub struct ScriptRefusals(std::collections::BTreeMap<String, String>);
+
+impl ScriptRefusals {
+    /// Notes how `serial`'s round script went (`Some(words)`: refused, with the shell's
+    /// words); returns the line to log at `warn`, if any. Pure.
+    pub fn note(&mut self, serial: &str, refused: Option<&str>) -> Option<String> {
+        match refused {
+            Some(words) if self.0.get(serial).map(String::as_str) != Some(words) => {
+                self.0.insert(serial.to_string(), words.to_string());
+                Some(format!(
+                    "round script failed on {serial}: {words}; reading it one command at a time"
+                ))
+            }
+            Some(_) => None,
+            None => self.0.remove(serial).map(|_| {
+                format!("round script runs again on {serial}: back to one query per round")
+            }),
+        }
+    }
+}
+
 /// One phone's round: uptime, getprop, dumpsys battery and temperatures, as one script;
-/// whatever finished before `until` counts.
+/// whatever finished before `until` counts. A script the phone's shell refused (it
+/// answered, and the script ended without some sections) is followed by one query per
+/// missing command: a construct one shell cannot run costs only its own reading, and a
+/// phone that answers is never taken for one that does not.
 async fn interrogate(
     client: &Client,
     metrics: &Metrics,
+    refusals: &std::sync::Mutex<ScriptRefusals>,
     serial: &str,
     known: Option<ShellProtocol>,
     until: tokio::time::Instant,
@@ -378,8 +408,8 @@ async fn interrogate(
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
     let ran = client.shell_until(serial, script, protocol, until).await;
-    let (sections, end) = match ran {
-        Ok(p) => (parse::batch::split(&p.output.stdout), p.end),
+    let (mut sections, end, output) = match ran {
+        Ok(p) => (parse::batch::split(&p.output.stdout), p.end, p.output),
         Err(e) => {
             count(&e);
             return PhoneRound {
@@ -407,13 +437,66 @@ async fn interrogate(
             );
         }
     }
+    // Commands the shell refused when run alone, with its words; commands that got no
+    // answer alone.
+    let mut refused: Vec<(&str, String)> = Vec::new();
+    let mut unanswered: Vec<(&str, String)> = Vec::new();
+    let words = (end == End::Finished && sections.len() < ROUND_COMMANDS.len())
+        .then(|| parse::batch::shell_words(&output.stdout, &output.stderr, output.exit_code))
+        .flatten();
+    let script_refused = words.is_some();
+    let line = refusals
+        .lock()
+        .map(|mut r| r.note(serial, words.as_deref()))
+        .unwrap_or_default();
+    if let Some(line) = line {
+        log::warn!("{line}");
+    }
+    if script_refused {
+        metrics
+            .interrogation_errors_total
+            .inc(InterrogationErrorKind::RoundScript);
+        let missing: Vec<&(&str, &str)> = ROUND_COMMANDS
+            .iter()
+            .filter(|(name, _)| !sections.iter().any(|s| s.name == *name))
+            .collect();
+        for (name, cmd) in missing {
+            match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
+                Ok(Ok(out)) => {
+                    match parse::batch::alone(name, &out.stdout, &out.stderr, out.exit_code) {
+                        Ok(s) => sections.push(s),
+                        Err(words) => refused.push((name, words)),
+                    }
+                }
+                Ok(Err(e)) => {
+                    count(&e);
+                    unanswered.push((name, e.what_happened()));
+                }
+                Err(_) => {
+                    count(&client::Error::timed_out(cmd, serial));
+                    unanswered.push((name, "no answer before the round's deadline".into()));
+                    break;
+                }
+            }
+        }
+    }
     for s in sections.iter().filter(|s| s.exit_code != Some(0)) {
         // The output still counts if it parses: `dumpsys` exits non-zero on some OEMs.
         log::debug!("{serial}: {} exited with {:?}", s.name, s.exit_code);
     }
     let section = |name: &str| -> Result<String, String> {
+        let of = |list: &[(&str, String)]| {
+            list.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, w)| w.clone())
+        };
         match sections.iter().find(|s| s.name == name) {
             Some(s) => Ok(s.text.clone()),
+            None if script_refused => Err(match (of(&refused), of(&unanswered)) {
+                (Some(words), _) => format!("{serial}: {name}: the phone's shell said {words:?}"),
+                (_, Some(why)) => format!("{serial}: {name}: run alone: {why}"),
+                _ => format!("{serial}: {name}: not run: the round's deadline came first"),
+            }),
             None if end == End::OverLimit && name == cut => {
                 Err(format!("{name} output over {MAX_OUTPUT} bytes"))
             }
@@ -464,10 +547,15 @@ async fn interrogate(
     match section("getprop").map(|t| parse::getprop::parse(&t)) {
         Ok(Ok(p)) => round.props = Some(p),
         Ok(Err(e)) => {
+            // Its shell answered with something else than properties.
             parse_failed("getprop", &e);
             round.failure = Some(e.to_string());
+            round.answered = true;
         }
-        Err(why) => round.failure = Some(why),
+        Err(why) => {
+            round.answered = refused.iter().any(|(n, _)| *n == "getprop");
+            round.failure = Some(why);
+        }
     }
     match section("battery").map(|t| parse::battery::parse(&t)) {
         Ok(Ok(b)) => round.battery = Some(b),
@@ -512,22 +600,28 @@ fn says_offline(e: &client::Error) -> bool {
 pub struct Adb {
     client: Client,
     metrics: Arc<Metrics>,
+    refusals: Arc<std::sync::Mutex<ScriptRefusals>>,
+    /// `--interrogate-every`: how often an absent network phone may be connected.
+    round: Duration,
     /// To the supervisor of our adb server (see `adb::server`): kill it, and why.
     kill: mpsc::UnboundedSender<String>,
 }
 
 impl Adb {
-    /// The adb server at `addr` (`--adb-server`), each connect and read under `io`;
-    /// `kill` reaches the supervisor of the server we run.
+    /// The adb server at `addr` (`--adb-server`), each connect and read under `io`,
+    /// rounds every `round`; `kill` reaches the supervisor of the server we run.
     pub fn connect(
         addr: SocketAddr,
         io: Duration,
+        round: Duration,
         metrics: Arc<Metrics>,
         kill: mpsc::UnboundedSender<String>,
     ) -> Adb {
         Adb {
             client: Client::new(addr, io),
+            round,
             metrics,
+            refusals: Arc::default(),
             kill,
         }
     }
@@ -539,7 +633,7 @@ impl Adb {
 
 impl AndroidPhones for Adb {
     fn track(&self, lists: mpsc::UnboundedSender<String>, shutdown: Shutdown) -> BoxFuture<()> {
-        Box::pin(track(self.client.clone(), lists, shutdown))
+        Box::pin(track(self.client.clone(), self.round, lists, shutdown))
     }
 
     fn list_now(&self) -> BoxFuture<Result<String, String>> {
@@ -558,12 +652,15 @@ impl AndroidPhones for Adb {
         known: Option<ShellProtocol>,
         until: tokio::time::Instant,
     ) -> BoxFuture<PhoneRound> {
-        let (client, metrics, serial) = (
+        let (client, metrics, refusals, serial) = (
             self.client.clone(),
             self.metrics.clone(),
+            self.refusals.clone(),
             serial.to_string(),
         );
-        Box::pin(async move { interrogate(&client, &metrics, &serial, known, until).await })
+        Box::pin(
+            async move { interrogate(&client, &metrics, &refusals, &serial, known, until).await },
+        )
     }
 
     fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>> {
@@ -643,34 +740,6 @@ mod tests {
             device: Some("redfin".into()),
             transport_id: Some(3),
         }
-    }
-
-    #[test]
-    fn network_phones_are_the_host_port_serials() {
-        let text = "127.0.0.1:5555         device transport_id:1\n\
-                    0A1B2C3D               device usb:1-1.4 transport_id:2\n\
-                    emulator-5554          offline transport_id:3\n\
-                    pixel.lab:40001        offline transport_id:4\n\
-                    odd:serial             device transport_id:5\n";
-        let got: Vec<String> = network_serials(text).into_iter().collect();
-        assert_eq!(got, ["127.0.0.1:5555", "pixel.lab:40001"]);
-    }
-
-    #[test]
-    fn network_phones_are_connected_again_after_each_restart_until_listed() {
-        let mut n = NetworkPhones::default();
-        let both = "10.0.0.5:5555\tdevice\nSERIAL1\tdevice\n";
-        assert!(n.follow(both, true).is_empty());
-        // A new server lists only the USB phone: the network one is connected again.
-        assert_eq!(n.follow("SERIAL1\tdevice\n", true), ["10.0.0.5:5555"]);
-        assert!(n.follow("SERIAL1\tdevice\n", false).is_empty());
-        // That server goes away before the phone is in: the next one is asked again.
-        assert_eq!(n.follow("", true), ["10.0.0.5:5555"]);
-        assert!(n.follow(both, false).is_empty());
-        // Once listed, a phone that leaves a running server's list was disconnected on
-        // purpose: the next server is not asked for it.
-        assert!(n.follow("SERIAL1\tdevice\n", false).is_empty());
-        assert!(n.follow("SERIAL1\tdevice\n", true).is_empty());
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!   gets `ro.build.version.codename` and `ro.build.version.incremental` instead of the
 //!   first letter, as luci does: `M` would claim Marshmallow;
 //! - `device_os_incremental_version`: `ro.build.version.incremental`;
-//! - `device_gms_core_version`, `device_playstore_version`: the `versionName` of
-//!   `com.google.android.gms` and `com.android.vending`, `unknown` when absent;
+//! - `device_gms_core_version`, `device_playstore_version`: the first word of the
+//!   installed `versionName` of `com.google.android.gms` and `com.android.vending`
+//!   (`23.45.24`, as luci advertises it; see `parse::packages`), `unknown` when absent;
 //! - `android_hwasan_build: ["1"]` when `ro.product.name` ends with `_hwasan` (Skia);
 //! - `device_os_flavor`: `ro.product.brand` and `ro.product.system.brand`, lower-cased,
 //!   with `aosp` mapped to `android`. This is Skia's mapping, not luci's (which maps the
@@ -388,15 +389,12 @@ mod tests {
     #[test]
     fn package_versions_and_hwasan() {
         let packages: Packages = [
-            (
-                "com.google.android.gms".to_string(),
-                "24.08.12 (190400-1)".to_string(),
-            ),
+            ("com.google.android.gms".to_string(), "24.08.12".to_string()),
             ("com.android.vending".to_string(), "39.9.20-21".to_string()),
         ]
         .into();
         let d = android_device(&props(&[("ro.product.name", "husky_hwasan")]), &packages);
-        assert_eq!(d["device_gms_core_version"], vec!["24.08.12 (190400-1)"]);
+        assert_eq!(d["device_gms_core_version"], vec!["24.08.12"]);
         assert_eq!(d["device_playstore_version"], vec!["39.9.20-21"]);
         assert_eq!(d["android_hwasan_build"], vec!["1"]);
         let d = android_device(&props(&[("ro.product.name", "husky")]), &no_packages());

@@ -37,6 +37,10 @@ pub struct PhoneRound {
     pub uptime: Option<f64>,
     /// Why `props` is missing.
     pub failure: Option<String>,
+    /// The phone's shell answered the query that left `props` missing (with its own
+    /// error, or with output that does not parse): its link works, so `failure` is no
+    /// reason to reconnect it.
+    pub answered: bool,
     /// The adb server answered the transport with `device offline`: the link is gone
     /// although the device list may still say `device`.
     pub offline: bool,

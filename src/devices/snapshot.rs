@@ -119,6 +119,9 @@ pub enum Fault {
     /// Its round could not read it. `offline` when the adb server answered the
     /// transport with `device offline`: the link is gone although the list says `device`.
     NotAnswering { why: String, offline: bool },
+    /// Its shell answers, but not with properties the round can read (the shell's own
+    /// error, or output that does not parse): a person must look, no reconnect helps.
+    Unreadable(String),
     /// The iPhones could not be listed; this one is kept from the last listing.
     /// `needs_person` unless the listing only timed out.
     Unlisted { why: String, needs_person: bool },
@@ -240,6 +243,7 @@ impl Device {
             Fault::Booting => "booting".to_string(),
             Fault::Rebooting(what_for) => format!("rebooting {what_for}"),
             Fault::NotAnswering { why, .. } => format!("not answering: {why}"),
+            Fault::Unreadable(why) => format!("unreadable: {why}"),
             Fault::Unlisted { why, .. } => why.clone(),
         })
     }

@@ -469,6 +469,10 @@ pub fn decide(
                         };
                         list.insert(why.clone());
                     }
+                    if let Some(Fault::Unreadable(why)) = &d.fault {
+                        // Its shell answered: the transport ladder cannot help.
+                        r.quarantined.insert(unreadable_reason(serial, why));
+                    }
                 }
                 (Link::Connecting | Link::Authorizing, _) => {
                     // A reconnect brings a phone back through a handshake: its climb
@@ -786,6 +790,11 @@ pub fn with_forced(reasons: &Reasons, forced: Option<&str>) -> Reasons {
 }
 
 /// The quarantine reason of a phone adb lists as `unauthorized`, with its remedy.
+/// A phone whose shell answers without properties the round can read.
+fn unreadable_reason(serial: &str, why: &str) -> String {
+    format!("device {serial} answers, but its properties cannot be read: {why}")
+}
+
 pub fn unauthorized_reason(serial: &str) -> String {
     format!(
         "device {serial} is unauthorized: accept this host's adb key on the phone, \
@@ -942,6 +951,49 @@ mod tests {
 
     fn maintenance(a: &Outcome) -> Vec<&str> {
         a.reasons.maintenance.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_phone_whose_shell_answers_unreadably_is_quarantined_without_a_ladder() {
+        let mut d = healthy("U1");
+        d.fault = Some(Fault::Unreadable(
+            "/system/bin/sh: getprop: not found".into(),
+        ));
+        let rounds_of = |n| vec![(vec![d.clone()], none()); n];
+        for n in [1, 2, 5] {
+            let a = rounds(&rounds_of(n));
+            assert_eq!(
+                quarantined(&a),
+                ["device U1 answers, but its properties cannot be read: \
+                  /system/bin/sh: getprop: not found"]
+            );
+            assert!(maintenance(&a).is_empty(), "{:?}", a.reasons);
+            // No reconnect, no server restart: its link works.
+            assert!(a.actions.is_empty(), "{:?}", a.actions);
+        }
+        // Beside a phone that does not answer, it does not make the server look stuck,
+        // as a second phone not answering would.
+        let climb = |other: Device| {
+            let mut memory = Memory::default();
+            let mut restarts = 0;
+            for _ in 0..6 {
+                let a = assess(
+                    &memory,
+                    &[other.clone(), not_answering("W", false)],
+                    &none(),
+                    &T,
+                );
+                restarts += a
+                    .actions
+                    .iter()
+                    .filter(|x| **x == Action::RestartAdbServer)
+                    .count();
+                memory = a.memory;
+            }
+            restarts
+        };
+        assert_eq!(climb(d.clone()), 0);
+        assert!(climb(not_answering("V", false)) > 0);
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub async fn run(
     let android = Arc::new(Adb::connect(
         config.adb_server,
         budget.io,
+        config.interrogate_every,
         ctx.metrics.clone(),
         kill,
     ));

@@ -5,8 +5,9 @@
 //! read on the runtime through non-blocking pipes, so a noisy child never blocks on a full
 //! pipe and the runtime never blocks on a read. Its exit status comes from the
 //! [`Reaper`], never from `Child::wait`. Its output is forwarded line by line with a
-//! bound on the line ([`MAX_LINE`]); it is stopped with SIGTERM to its group, a grace
-//! period, then SIGKILL to the group.
+//! bound on the line ([`MAX_LINE`]); it is stopped with SIGTERM to its group, a drain
+//! for a bot that runs a task, a grace period, then SIGKILL to the group and to every
+//! descendant (see [`stop`]).
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -19,6 +20,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::runtime::procs::Tree;
 use crate::runtime::reaper::{signal_name, Exit, Reaper};
 use crate::runtime::shutdown::Shutdown;
 
@@ -92,39 +94,87 @@ pub fn signal_group(pgid: i32, sig: i32) {
 pub enum Kill {
     /// The grace period passed.
     Grace,
-    /// A second termination signal asked us not to wait.
+    /// A termination signal after the grace began asked us not to wait.
     Hurried,
 }
 
-/// SIGTERM to the group, up to `grace` (or a second termination signal) for the child to
-/// exit, then SIGKILL to the group, which also takes whatever the child left in it.
-/// `on_kill` hears why the grace was cut short. The exit, or `None` if the child
-/// outlived SIGKILL by [`KILL_WAIT`].
+/// Why a drain (a [`stop`] with a limit) went on to the grace without the child's exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The drain limit passed.
+    Limit,
+    /// A termination signal after the drain began.
+    Signal,
+}
+
+/// A step of [`stop`] that its caller logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The drain ended without the child's exit: SIGTERM to it and every descendant,
+    /// and the grace, follow.
+    Cut(Cut),
+    /// The grace was cut short: SIGKILL follows.
+    Kill(Kill),
+}
+
+/// Stops the child `pid`: SIGTERM to its group; with `drain`, up to that long for it to
+/// finish its work and exit (its task runs in a group of its own, which that SIGTERM
+/// does not reach), then, or at the next termination signal, SIGTERM to it and every
+/// descendant; up to `grace` (cut short by a further signal); then SIGKILL to its group
+/// and to every descendant seen along the way, so that its task goes with it.
+/// `on_step` hears each step taken. The exit, or `None` if the child outlived SIGKILL by
+/// [`KILL_WAIT`].
 pub async fn stop(
     pid: i32,
     exit: &mut oneshot::Receiver<Exit>,
+    drain: Option<Duration>,
     grace: Duration,
     shutdown: &mut Shutdown,
-    on_kill: impl FnOnce(Kill),
+    mut on_step: impl FnMut(Step),
 ) -> Option<Exit> {
     signal_group(pid, libc::SIGTERM);
+    let mut tree = Tree::default();
+    if let Some(limit) = drain {
+        let seen = shutdown.count();
+        let cut = tokio::select! {
+            e = &mut *exit => return Some(e.unwrap_or(Exit::Code(-1))),
+            _ = tokio::time::sleep(limit) => Cut::Limit,
+            _ = shutdown.beyond(seen) => Cut::Signal,
+        };
+        on_step(Step::Cut(cut));
+        tree = Tree::of(pid);
+        signal_group(pid, libc::SIGTERM);
+        tree.signal(libc::SIGTERM);
+    }
+    // The first signal began this stop: a second one hurries it, as does any one after
+    // the grace began.
+    let seen = shutdown.count().max(1);
     let exited = tokio::select! {
         e = &mut *exit => Some(e.unwrap_or(Exit::Code(-1))),
         _ = tokio::time::sleep(grace) => None,
-        _ = shutdown.hurried() => {
-            on_kill(Kill::Hurried);
-            signal_group(pid, libc::SIGKILL);
+        _ = shutdown.beyond(seen) => {
+            on_step(Step::Kill(Kill::Hurried));
+            kill_all(pid, tree);
             return wait_killed(exit).await;
         }
     };
     if exited.is_none() {
-        on_kill(Kill::Grace);
+        on_step(Step::Kill(Kill::Grace));
     }
-    signal_group(pid, libc::SIGKILL);
+    kill_all(pid, tree);
     match exited {
         Some(e) => Some(e),
         None => wait_killed(exit).await,
     }
+}
+
+/// SIGKILL to the group `pid`, to `seen` (its tree when its drain was cut) and to what
+/// is below it now.
+fn kill_all(pid: i32, seen: Tree) {
+    // Before the group's SIGKILL: once `pid` is dead, its orphans are no longer below it.
+    let tree = seen.merge(Tree::of(pid));
+    signal_group(pid, libc::SIGKILL);
+    tree.signal(libc::SIGKILL);
 }
 
 async fn wait_killed(exit: &mut oneshot::Receiver<Exit>) -> Option<Exit> {
@@ -341,6 +391,7 @@ mod tests {
             let exit = stop(
                 child.pid,
                 &mut child.exit,
+                None,
                 Duration::from_secs(5),
                 &mut shutdown,
                 |k| killed = Some(k),
@@ -350,6 +401,96 @@ mod tests {
             assert_eq!(exit, Some(Exit::Signal(libc::SIGTERM)));
             assert_eq!(killed, None);
             assert_eq!(rx.recv().await, None, "both pipes reached end of file");
+        });
+    }
+
+    #[test]
+    fn a_drain_cut_at_its_limit_takes_the_task_in_its_own_group_too() {
+        crate::runtime::reaper::with_reap_loop(|reaper| async move {
+            // A "bot" deaf to SIGTERM whose "task" has a process group of its own and
+            // is deaf to SIGTERM too: only the final SIGKILL of the tree ends it.
+            let mut child = spawn(
+                &reaper,
+                Command::new("/bin/sh").args([
+                    "-c",
+                    "trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$; exec sleep 30' & wait",
+                ]),
+            )
+            .unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let sink: Sink = Arc::new(move |l: &str| {
+                let _ = tx.send(l.to_string());
+            });
+            let output = Output::start(&mut child, module_path!(), "sh", sink);
+            let task: i32 = rx.recv().await.unwrap().parse().unwrap();
+            // SAFETY: getpgid has no preconditions.
+            assert_eq!(
+                unsafe { libc::getpgid(task) },
+                task,
+                "the task leads its group"
+            );
+            let (_trigger, mut shutdown) = crate::runtime::shutdown::channel();
+            let mut steps = Vec::new();
+            let exit = stop(
+                child.pid,
+                &mut child.exit,
+                Some(Duration::from_millis(300)),
+                Duration::from_millis(300),
+                &mut shutdown,
+                |s| steps.push(s),
+            )
+            .await;
+            output.drained(Duration::from_secs(5)).await;
+            assert_eq!(exit, Some(Exit::Signal(libc::SIGKILL)));
+            assert_eq!(steps, [Step::Cut(Cut::Limit), Step::Kill(Kill::Grace)]);
+            // The task was our child's child; SIGKILLed, it is soon a zombie or gone.
+            let dead = || {
+                let stat = std::fs::read_to_string(format!("/proc/{task}/stat"));
+                stat.ok()
+                    .and_then(|s| crate::runtime::procs::parse_stat(&s))
+                    .is_none_or(|p| p.state == 'Z')
+            };
+            for _ in 0..100 {
+                if dead() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(dead(), "task {task} outlived the stop");
+        });
+    }
+
+    #[test]
+    fn a_drain_ends_with_the_childs_own_exit() {
+        crate::runtime::reaper::with_reap_loop(|reaper| async move {
+            let mut child = spawn(
+                &reaper,
+                Command::new("/bin/sh").args([
+                    "-c",
+                    "trap 'sleep 0.2; exit 7' TERM; echo ready; sleep 30 & wait",
+                ]),
+            )
+            .unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let sink: Sink = Arc::new(move |l: &str| {
+                let _ = tx.send(l.to_string());
+            });
+            let _output = Output::start(&mut child, module_path!(), "sh", sink);
+            // Its trap is set.
+            assert_eq!(rx.recv().await.unwrap(), "ready");
+            let (_trigger, mut shutdown) = crate::runtime::shutdown::channel();
+            let mut steps = Vec::new();
+            let exit = stop(
+                child.pid,
+                &mut child.exit,
+                Some(Duration::from_secs(30)),
+                Duration::from_secs(30),
+                &mut shutdown,
+                |s| steps.push(s),
+            )
+            .await;
+            assert_eq!(exit, Some(Exit::Code(7)));
+            assert_eq!(steps, []);
         });
     }
 }

@@ -200,7 +200,7 @@ impl Hooks for Daemon {
         );
     }
 
-    fn stopping(&mut self, pid: i32) {
+    fn stopping(&mut self, pid: i32, _drain: Option<Duration>) {
         log::debug!(target: self.spec.target, "stopping {} (pid {pid})", self.spec.name);
     }
 

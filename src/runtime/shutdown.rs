@@ -1,8 +1,9 @@
 //! The one shutdown signal every loop selects on.
 //!
 //! SIGTERM and SIGINT are counted, not handled in place: the first asks for a graceful
-//! stop (the bot gets `--grace` seconds), the second skips the wait. Components hold a
-//! [`Shutdown`] and await [`Shutdown::requested`] or [`Shutdown::hurried`].
+//! stop (a bot running a task gets `--drain-limit` to finish it, any other child
+//! `--grace`), each further one moves a stop on to its next, harder step. Components
+//! hold a [`Shutdown`] and await [`Shutdown::requested`] or [`Shutdown::beyond`].
 
 use tokio::sync::watch;
 
@@ -46,9 +47,10 @@ impl Shutdown {
         self.at_least(1).await
     }
 
-    /// The second request: stop now.
-    pub async fn hurried(&mut self) {
-        self.at_least(2).await
+    /// Resolves once more than `n` requests have arrived: the next signal after a
+    /// stop's step began (that step having seen `n`).
+    pub async fn beyond(&mut self, n: u32) {
+        self.at_least(n.saturating_add(1)).await
     }
 }
 
@@ -57,21 +59,25 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "current_thread")]
-    async fn first_request_then_hurry() {
+    async fn first_request_then_each_further_one() {
         let (trigger, mut shutdown) = channel();
         assert!(!shutdown.is_requested());
         trigger.fire();
         shutdown.requested().await;
         assert_eq!(shutdown.count(), 1);
         trigger.fire();
-        shutdown.hurried().await;
+        shutdown.beyond(1).await;
         assert_eq!(shutdown.count(), 2);
+        let third = tokio::time::timeout(std::time::Duration::from_millis(20), shutdown.beyond(2));
+        assert!(third.await.is_err(), "a third request had not come");
+        trigger.fire();
+        shutdown.beyond(2).await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_dropped_trigger_never_hangs_a_waiter() {
         let (trigger, mut shutdown) = channel();
         drop(trigger);
-        shutdown.hurried().await;
+        shutdown.beyond(5).await;
     }
 }

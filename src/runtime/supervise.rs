@@ -1,7 +1,8 @@
 //! The supervised loop of the bot and the daemons: start the child (see `child`), forward
 //! its output, wait for it to exit, restart it after a jittered [`Backoff`] that starts
 //! over after a good run, notice crash loops, stop a child that its owner finds silent
-//! (then restart it as after an exit), and stop it on shutdown.
+//! (then restart it as after an exit), and stop it on shutdown: drained first when its
+//! owner says it is in the middle of work (a bot running a task), see `child::stop`.
 //!
 //! What is particular to one child (what runs before each start, what its lines mean,
 //! what its exits update, its log lines) are the [`Hooks`] of its owner. The restart
@@ -14,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::runtime::backoff::Backoff;
-use crate::runtime::child::{self, Child, Kill, Output, Sink};
+use crate::runtime::child::{self, Child, Cut, Kill, Output, Sink, Step};
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::runtime::retry::sleep_or_shutdown;
 use crate::runtime::shutdown::Shutdown;
@@ -123,8 +124,16 @@ pub trait Hooks {
     fn silent(&mut self, _pid: i32, _started: Instant, _now: Instant) -> bool {
         false
     }
-    /// Shutdown: logs that the child is being stopped.
-    fn stopping(&mut self, pid: i32);
+    /// Shutdown came while the child started at `started` runs: how long it may take
+    /// after SIGTERM to finish its work and exit, before the grace; `None` (the
+    /// default): it has no work to finish (a daemon, an idle bot).
+    fn drain_limit(&mut self, _started: Instant) -> Option<Duration> {
+        None
+    }
+    /// Shutdown: logs that the child is being stopped, drained for `drain` if given.
+    fn stopping(&mut self, pid: i32, drain: Option<Duration>);
+    /// The drain ended without the child's exit; the grace follows (logs it).
+    fn drain_cut(&mut self, _pid: i32, _why: Cut) {}
     /// The grace was cut short; SIGKILL follows.
     fn killing(&mut self, pid: i32, why: Kill);
     /// Resolves when the child's owner wants it killed and started again, with why
@@ -157,12 +166,22 @@ pub async fn run<H: Hooks>(
                 let output = Output::start(&mut child, hooks.target(), hooks.name(), sink);
                 let Some(exit) = watch(hooks, &mut child, started, policy, shutdown).await else {
                     let pid = child.pid;
-                    hooks.stopping(pid);
+                    let drain = hooks.drain_limit(started);
+                    hooks.stopping(pid, drain);
                     let grace = hooks.grace();
-                    let exit = child::stop(pid, &mut child.exit, grace, shutdown, |why| {
-                        hooks.killing(pid, why)
-                    })
-                    .await;
+                    let exit =
+                        child::stop(
+                            pid,
+                            &mut child.exit,
+                            drain,
+                            grace,
+                            shutdown,
+                            |step| match step {
+                                Step::Cut(why) => hooks.drain_cut(pid, why),
+                                Step::Kill(why) => hooks.killing(pid, why),
+                            },
+                        )
+                        .await;
                     hooks.stopped(pid, exit);
                     return;
                 };
@@ -209,8 +228,10 @@ async fn watch<H: Hooks>(
                 let pid = child.pid;
                 if hooks.silent(pid, started, Instant::now()) {
                     let grace = hooks.grace();
-                    let exit = child::stop(pid, &mut child.exit, grace, shutdown, |why| {
-                        hooks.killing(pid, why)
+                    let exit = child::stop(pid, &mut child.exit, None, grace, shutdown, |step| {
+                        if let Step::Kill(why) = step {
+                            hooks.killing(pid, why)
+                        }
                     })
                     .await;
                     return Some(exit);

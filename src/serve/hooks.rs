@@ -34,8 +34,8 @@ use crate::serve::http::{error_reply, json_reply, Reply, MAX_BODY};
 use crate::serve::metrics::HookRoute;
 use crate::serve::metrics::Metrics;
 use crate::state::{
-    BotStatusCell, DeviceCommand, DeviceCommands, Fleet, ForcedQuarantine, HookCalls, Liveness,
-    Shared, SnapshotCell,
+    BotStatusCell, DeviceCommand, DeviceCommands, Draining, Fleet, ForcedQuarantine, HookCalls,
+    Liveness, Shared, SnapshotCell, DRAINING_REASON,
 };
 
 /// The hooks `bot_config.py` forwards, one route each.
@@ -192,6 +192,8 @@ pub struct Context {
     pub forced: Arc<ForcedQuarantine>,
     pub commands: DeviceCommands,
     pub fleet: Arc<Fleet>,
+    /// Set while the program drains for shutdown: every bot is then in maintenance.
+    pub draining: Arc<Draining>,
 }
 
 impl Context {
@@ -208,6 +210,7 @@ impl Context {
             forced: shared.forced.clone(),
             commands: shared.commands.clone(),
             fleet: shared.fleet.clone(),
+            draining: shared.draining.clone(),
         }
     }
 }
@@ -361,8 +364,14 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
     if !quarantined.is_empty() {
         state.insert("quarantined".into(), json!(quarantined.join("; ")));
     }
-    if !reasons.maintenance.is_empty() {
-        state.insert("maintenance".into(), json!(reasons.maintenance.join("; ")));
+    let maintenance: Vec<&str> = reasons
+        .maintenance
+        .iter()
+        .map(String::as_str)
+        .chain(ctx.draining.is_on().then_some(DRAINING_REASON))
+        .collect();
+    if !maintenance.is_empty() {
+        state.insert("maintenance".into(), json!(maintenance.join("; ")));
     }
     Ok(json_reply(200, &Value::Object(state)))
 }
@@ -704,6 +713,29 @@ mod tests {
         let (_, v) = call(&s, "POST", "/get_state", "{}");
         assert!(v.get("quarantined").is_none());
         assert!(v.get("maintenance").is_none());
+    }
+
+    #[test]
+    fn while_draining_for_shutdown_every_bot_is_in_maintenance() {
+        let s = shared("draining");
+        let (_, v) = call(&s, "POST", "/get_state", "{}");
+        assert!(v.get("maintenance").is_none());
+        s.draining.start();
+        let (_, v) = call(&s, "POST", "/get_state", "{}");
+        assert_eq!(v["maintenance"], "draining for shutdown");
+        publish(
+            &s,
+            &[],
+            Reasons {
+                quarantined: vec![],
+                maintenance: vec!["S1: battery low (12%)".into()],
+            },
+        );
+        let (_, v) = call(&s, "POST", "/get_state", "{}");
+        assert_eq!(
+            v["maintenance"],
+            "S1: battery low (12%); draining for shutdown"
+        );
     }
 
     #[test]

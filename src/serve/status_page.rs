@@ -150,10 +150,15 @@ pub fn render_html(s: &Status) -> String {
         }
         Some(bots) => {
             for b in bots {
-                let state = match (b.status.running, b.status.crashlooping) {
-                    (true, _) => "running",
-                    (false, true) => "crash-looping",
-                    (false, false) => "not running",
+                let state = match (b.status.running, b.status.crashlooping, b.status.drain) {
+                    (true, _, Some(d)) => format!(
+                        "draining for shutdown: its task has run {}, the drain {}",
+                        duration(s.now_unix - d.task_started_unix),
+                        duration(s.now_unix - d.since_unix)
+                    ),
+                    (true, _, None) => "running".to_string(),
+                    (false, true, _) => "crash-looping".to_string(),
+                    (false, false, _) => "not running".to_string(),
                 };
                 let uptime = b
                     .status
@@ -265,6 +270,11 @@ pub fn render_json(s: &Status) -> Value {
             "restarts": b.status.restarts,
             "last_exit": b.status.last_exit.map(|e| e.to_string()),
             "crashlooping": b.status.crashlooping,
+            "draining": b.status.drain.filter(|_| b.status.running).map(|d| json!({
+                "since_unix": d.since_unix,
+                "task_started_unix": d.task_started_unix,
+                "task_for_secs": s.now_unix - d.task_started_unix,
+            })),
             "reasons": {"quarantined": b.reasons.quarantined, "maintenance": b.reasons.maintenance},
         })).collect::<Vec<_>>()),
         "reasons": {"quarantined": s.reasons.quarantined, "maintenance": s.reasons.maintenance},
@@ -426,6 +436,7 @@ mod tests {
             last_exit: Some(Exit::Code(1)),
             crashlooping: false,
             silence_kills: 0,
+            drain: None,
         };
         let reasons = Reasons {
             quarantined: vec![],
@@ -530,6 +541,52 @@ mod tests {
             v["bots"][1]["reasons"]["quarantined"][0],
             "device 00008030-001A (iPhone14,2) has gone missing"
         );
+    }
+
+    #[test]
+    fn a_draining_bot_shows_how_long_its_task_has_run() {
+        let now = 1_764_547_230.0;
+        let draining = BotStatus {
+            running: true,
+            started_at_unix: Some(now - 4000.0),
+            drain: Some(crate::bot::status::Drain {
+                since_unix: now - 30.0,
+                task_started_unix: now - 725.0,
+            }),
+            ..BotStatus::default()
+        };
+        let gone = BotStatus {
+            drain: Some(crate::bot::status::Drain {
+                since_unix: now - 30.0,
+                task_started_unix: now - 725.0,
+            }),
+            ..BotStatus::default()
+        };
+        let none = Reasons::default();
+        let bots = [
+            BotView {
+                id: "pi--A".into(),
+                phone: Some("A".into()),
+                status: draining,
+                reasons: none.clone(),
+            },
+            BotView {
+                id: "pi--B".into(),
+                phone: Some("B".into()),
+                status: gone,
+                reasons: none.clone(),
+            },
+        ];
+        let html = render_html(&status(&[], &none, Some(&bots), &[]));
+        assert!(html.contains("<td>pi--A</td><td>A</td><td>draining for shutdown: its task has run 12m 5s, the drain 30s</td>"), "{html}");
+        assert!(
+            html.contains("<td>pi--B</td><td>B</td><td>not running</td>"),
+            "{html}"
+        );
+        let v = render_json(&status(&[], &none, Some(&bots), &[]));
+        assert_eq!(v["bots"][0]["draining"]["task_for_secs"], 725.0);
+        assert_eq!(v["bots"][0]["draining"]["since_unix"], now - 30.0);
+        assert!(v["bots"][1]["draining"].is_null());
     }
 
     #[test]

@@ -76,15 +76,26 @@ pub fn health(since_last_tick: Duration, interval: Duration) -> Reply {
 }
 
 fn readyz(shared: &Shared) -> Reply {
-    readiness(
+    let draining = shared.draining.is_on().then(|| shared.tasks_draining());
+    let started = (
         shared.liveness.hooks_serving(),
         shared.snapshot.first_round_done(),
-    )
+    );
+    readiness(started, draining)
 }
 
 /// Readiness: the bot may be sent work once the hook server serves and the first
-/// device round is published (before that, its hooks would describe no phones).
-pub fn readiness(hooks_serving: bool, first_round_done: bool) -> Reply {
+/// device round is published (`started`; before that, its hooks would describe no
+/// phones), and until the drain for shutdown begins (`draining`: how many tasks are
+/// still being finished).
+pub fn readiness(
+    (hooks_serving, first_round_done): (bool, bool),
+    draining: Option<usize>,
+) -> Reply {
+    if let Some(tasks) = draining {
+        let s = if tasks == 1 { "" } else { "s" };
+        return Reply::text(503, format!("draining: {tasks} task{s} running\n"));
+    }
     match (hooks_serving, first_round_done) {
         (true, true) => Reply::text(200, "ready\n"),
         (false, _) => Reply::text(503, "not ready: hook server not serving yet\n"),
@@ -271,12 +282,44 @@ mod tests {
 
     #[test]
     fn readiness_needs_both_conditions() {
-        assert_eq!(readiness(true, true).status, 200);
-        assert_eq!(readiness(false, true).status, 503);
-        assert_eq!(readiness(false, false).status, 503);
-        let r = readiness(true, false);
+        assert_eq!(readiness((true, true), None).status, 200);
+        assert_eq!(readiness((false, true), None).status, 503);
+        assert_eq!(readiness((false, false), None).status, 503);
+        let r = readiness((true, false), None);
         assert_eq!(r.status, 503);
         assert!(r.body.contains("interrogation"));
+    }
+
+    #[test]
+    fn a_drain_for_shutdown_is_not_ready_and_says_how_many_tasks_run() {
+        let r = readiness((true, true), Some(2));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "draining: 2 tasks running\n")
+        );
+        let r = readiness((true, true), Some(1));
+        assert_eq!(r.body, "draining: 1 task running\n");
+        assert_eq!(readiness((true, true), Some(0)).status, 503);
+        let s = shared();
+        s.liveness.set_hooks_serving();
+        s.snapshot.mark_first_round_done();
+        s.liveness.tick();
+        assert_eq!(route(&s, "GET", "/readyz").status, 200);
+        s.draining.start();
+        s.bot.update(|b| {
+            b.running = true;
+            b.drain = Some(crate::bot::status::Drain {
+                since_unix: 100.0,
+                task_started_unix: 40.0,
+            })
+        });
+        let r = route(&s, "GET", "/readyz");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "draining: 1 task running\n")
+        );
+        // Liveness is not readiness: a draining pod stays alive.
+        assert_eq!(route(&s, "GET", "/healthz").status, 200);
     }
 
     #[test]

@@ -17,10 +17,11 @@ unauthorized (never completes AUTH), offline (accepts and never answers), reboot
 modern phone; every phone reboots on `reboot:`), hangs (`dumpsys thermalservice` never
 answers).
 
-A shell service runs one known command (getprop, dumpsys battery|thermalservice, cat
-/proc/uptime, the sysfs thermal loop, echo) from the simulator's state; anything else,
-such as a script of several commands, runs in a real `sh` in which those commands are
-shell functions over the same state, with its output streamed as it comes.
+Every shell service runs in a real `mksh` (Debian's build of the shell Android ships as
+`/system/bin/sh`) whose PATH holds only toybox's applets, as a phone's does; the phone's
+own commands (getprop, dumpsys, df /data, cat /proc/uptime) are shell functions over the
+simulator's state, and `/sys/class/thermal` is a directory of the simulator's whose zones
+follow the phone's temperature. Output is streamed as it comes.
 
 Control port, one command per line, answered `OK` or `ERR <why>`:
     set <name> battery <percent> | set <name> temp <celsius> | set <name> booting 0|1
@@ -49,10 +50,14 @@ Standard library only.
 import argparse
 import asyncio
 import os
+import re
 import shlex
+import shutil
 import signal
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 
 A_CNXN = 0x4E584E43
@@ -65,7 +70,40 @@ VERSION = 0x01000001
 MAX_DATA = 256 * 1024
 AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
 
-PROFILES = ("modern", "android6", "hot", "unauthorized", "offline", "reboots", "hangs")
+PROFILES = ("modern", "android6", "hot", "unauthorized", "offline", "reboots", "hangs", "nocase")
+
+# What the `nocase` profile's shell says of a command that uses `case`.
+NOCASE_ERROR = "/system/bin/sh: syntax error: 'case' unexpected"
+
+
+class Host:
+    """What every phone of this simulator shares: mksh, a PATH of toybox applet links (a
+    phone's PATH has toybox, not GNU tools), and a work directory for the phones' own
+    `/sys`, named by this process's pid so that the next run sweeps what a killed one left."""
+
+    def __init__(self):
+        self.mksh, toybox = shutil.which("mksh"), shutil.which("toybox")
+        if not self.mksh or not toybox:
+            raise SystemExit("adb_sim.py needs mksh and toybox (Debian packages mksh and toybox; ci/deps)")
+        tmp = tempfile.gettempdir()
+        for name in os.listdir(tmp):
+            pid = name.removeprefix("adb_sim.")
+            if name.startswith("adb_sim.") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        self.root = os.path.join(tmp, f"adb_sim.{os.getpid()}")
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.bin = os.path.join(self.root, "bin")
+        os.makedirs(self.bin)
+        for applet in subprocess.run([toybox], capture_output=True, text=True, check=True).stdout.split():
+            os.symlink(toybox, os.path.join(self.bin, applet))
+
+    def sysfs(self, name):
+        path = os.path.join(self.root, "sys", name.replace("/", "_"))
+        os.makedirs(path, exist_ok=True)
+        return path
+
+
+HOST = None
 
 
 # What a broken adbd sends on a shell v2 stream instead of its output.
@@ -108,6 +146,7 @@ class Phone:
         self.shutdown_secs = shutdown_secs
         self.boot_secs = boot_secs
         self.server = None
+        self.sysfs = HOST.sysfs(name)
         self.writers = set()
         self.booted_at = time.monotonic() - 1000.0
         self.force_booting = False
@@ -145,6 +184,22 @@ class Phone:
         }
 
     # --- state -------------------------------------------------------------------
+    def all_props(self):
+        props = dict(self.props)
+        if self.boot_completed():
+            props["sys.boot_completed"] = "1"
+        return props
+
+    def sysfs_zones(self):
+        """Writes the phone's thermal zones under its own `/sys/class/thermal`."""
+        for i, (kind, temp) in enumerate((("tsens_tz_sensor0", self.temp), ("pm8841_tz", self.temp - 3))):
+            zone = os.path.join(self.sysfs, f"thermal_zone{i}")
+            os.makedirs(zone, exist_ok=True)
+            with open(os.path.join(zone, "type"), "w") as f:
+                f.write(kind + "\n")
+            with open(os.path.join(zone, "temp"), "w") as f:
+                f.write(f"{int(temp * 1000)}\n")
+
     def boot_completed(self):
         return not self.force_booting and time.monotonic() - self.booted_at >= self.boot_secs
 
@@ -161,9 +216,7 @@ class Phone:
         if self.profile == "hangs" and cmd == "dumpsys thermalservice":
             return None
         if cmd == "getprop" or cmd.startswith("getprop "):
-            props = dict(self.props)
-            if self.boot_completed():
-                props["sys.boot_completed"] = "1"
+            props = self.all_props()
             if cmd != "getprop":
                 return props.get(cmd.split()[1], "") + "\n", 0
             return "".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())), 0
@@ -206,12 +259,6 @@ class Phone:
                 "Current cooling devices from HAL:\n"
                 "\tCoolingDevice{mValue=0, mType=0, mName=cpu0}\n"
             ), 0
-        if "thermal_zone" in cmd:
-            # The sysfs fallback: one `type` and `temp` per zone, in milli-degrees.
-            return (
-                f"tsens_tz_sensor0 {int(self.temp * 1000)}\n"
-                f"pm8841_tz {int((self.temp - 3) * 1000)}\n"
-            ), 0
         if cmd == "df /data":
             free = self.data_free_mb * 1024
             total = max(free, 50_000_000)
@@ -236,7 +283,9 @@ class Phone:
             out, code = result
             return f"printf '%s' {shlex.quote(out)}; return {code}"
 
-        getprop = body("getprop")
+        getprop = f"case $# in 0) {body('getprop')};; *) case \"$1\" in " + "".join(
+            f"{shlex.quote(k)}) {body('getprop ' + k)};; " for k in self.all_props()
+        ) + "*) echo;; esac;; esac"
         if self.flood_bytes:
             getprop = f"yes '[flood.filler]: [{'x' * 100}]' | head -c {self.flood_bytes}"
         return (
@@ -369,17 +418,6 @@ class Phone:
             v2 = "v2" in args
             if v2 and self.v2_fault != "ok":
                 await self.send(writer, stream, V2_FAULTS[self.v2_fault], maxdata)
-            elif self.known(cmd):
-                result = self.run(cmd)
-                if result is None:
-                    return
-                out, code = result
-                if v2:
-                    payload = v2_packet(1, out.encode()) + v2_packet(3, bytes([code]))
-                else:
-                    payload = out.replace("\n", "\r\n").encode()
-                if not await self.send(writer, stream, payload, maxdata):
-                    return
             elif not await self.run_script(writer, stream, cmd, v2, maxdata):
                 return
             streams.pop(stream.local, None)
@@ -387,22 +425,18 @@ class Phone:
         except (ConnectionError, OSError):
             pass
 
-    def known(self, cmd):
-        cmd = cmd.strip()
-        if self.flood_bytes and cmd == "getprop":
-            # Streamed from a real `sh`: 100 MB is not built in memory.
-            return False
-        return cmd in ("getprop", "dumpsys battery", "dumpsys thermalservice", "cat /proc/uptime") or (
-            cmd.startswith(("getprop ", "echo ")) or "thermal_zone" in cmd
-        )
-
     async def run_script(self, writer, stream, script, v2, maxdata):
-        """Runs `script` in sh, streaming its output; False if the host went away first."""
+        """Runs `script` in mksh, streaming its output; False if the host went away first."""
+        if self.profile == "nocase" and re.search(r"(^|[\s;(])case\s", script):
+            # This phone's shell cannot parse the command: it runs none of it.
+            script = f"echo {shlex.quote(NOCASE_ERROR)} >&2; exit 1"
+        self.sysfs_zones()
+        script = script.replace("/sys/class/thermal/", self.sysfs + "/")
         proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", self.shell_functions() + script,
+            HOST.mksh, "-c", self.shell_functions() + script,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if v2 else asyncio.subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, env={"PATH": HOST.bin},
         )
 
         async def pump(pipe, packet_id):
@@ -511,6 +545,8 @@ async def control(phones, reader, writer):
 
 
 async def main():
+    global HOST
+    HOST = Host()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phone", action="append", default=[], help="PROFILE:NAME[:PORT]")
     ap.add_argument("--profile", choices=PROFILES)

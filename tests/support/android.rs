@@ -231,8 +231,8 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Its shells run in sessions of their own: a hung command must go too.
+        super::stop_tree(&mut self.child, Duration::from_secs(2));
     }
 }
 
@@ -252,11 +252,15 @@ impl Monitor {
 
     /// As [`Monitor::start`], with the adb server on `adb_port`.
     pub fn start_on(name: &str, adb_port: u16, extra: &[&str]) -> Monitor {
-        Monitor::start_with_env(name, adb_port, 2, extra, &[])
+        Monitor::start_every(name, adb_port, 2, extra)
     }
 
-    /// As [`Monitor::start_on`], rounds every `interval_secs`, with these environment
-    /// variables (a pod's).
+    /// As [`Monitor::start_on`], with rounds every `interval_secs`.
+    pub fn start_every(name: &str, adb_port: u16, interval_secs: u32, extra: &[&str]) -> Monitor {
+        Monitor::start_with_env(name, adb_port, interval_secs, extra, &[])
+    }
+
+    /// As [`Monitor::start_every`], with these environment variables (a pod's).
     pub fn start_with_env(
         name: &str,
         adb_port: u16,
@@ -493,17 +497,10 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        // SIGTERM, so that it stops its adb server; then make sure.
-        send_signal(self.child.id() as i32, libc::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(8) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM, so that it stops its adb server; then make sure, and stop a server
+        // that it did not start but found on its port.
+        super::stop_tree(&mut self.child, Duration::from_secs(8));
+        let _ = adb_request(self.adb_port, "host:kill", Duration::from_secs(2));
     }
 }
 

@@ -123,8 +123,7 @@ impl FakeSwarming {
 
 impl Drop for FakeSwarming {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_tree(&mut self.child, Duration::from_secs(2));
     }
 }
 
@@ -245,7 +244,8 @@ impl Lab {
     }
 }
 
-/// The running binary (or its wrapper). SIGKILLed on drop if still running.
+/// The running binary (or its wrapper). Stopped with what it started on drop if still
+/// running ([`super::stop_tree`]).
 pub struct Monitor {
     pub child: Child,
     pub log_path: PathBuf,
@@ -347,10 +347,7 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        super::stop_tree(&mut self.child, Duration::from_secs(10));
     }
 }
 

@@ -21,9 +21,10 @@ Routes:
          {"token_faults": [...], "download_faults": [...],
           "bot_cmds": [{"cmd": "bot_restart"|"host_reboot"|"crash"|"orphan"|"run"|...}, ...],
           "bot_cmds_for": {"<bot id>": [...]},   commands for that bot alone
-          "poll_sleep": seconds}
-         ("run" is a task: {"cmd": "run", "duration": seconds}; the bot calls its
-         on_before_task and on_after_task hooks around it, as the real bot does.)
+          "poll_sleep": seconds, "token_expires_in": seconds}
+         ("run" is a task: {"cmd": "run", "duration": seconds, "ignore_sigterm": bool};
+         the bot runs it in a process group of its own between its on_before_task and
+         on_after_task hooks, as the real bot does, and reports it at task_update.)
          Each fault fails one request, in order. Token faults: "500", "drop", "badjson",
          "expired" (expires_in 0), "stall" (never answers), "dribble" (a good answer,
          one byte a second). Download faults: "500", "drop", "403" (at /bot_code),
@@ -36,7 +37,9 @@ Routes:
   GET  /_state    what was asked and sent: counts, headers, last dimensions and state,
                   and every `quarantined` the bot's state carried (quarantined_seen);
                   `bots`: by bot id (dimensions["id"]), its handshakes, polls, last
-                  dimensions and last state, for several bots on one host.
+                  dimensions and last state, for several bots on one host;
+                  `task_results`: every task_update body (`id`: the bot's id, and
+                  `exit_code`), with `at_unix`, when it came.
 Standard library only.
 """
 
@@ -104,6 +107,8 @@ class State:
         # A fault chosen at /bot_code that the versioned URL then serves.
         self.pending_versioned_fault = None
         self.poll_sleep = 0.3
+        # The lifetime of the tokens handed out.
+        self.token_expires_in = 3600
         self.rec = {
             "token_requests": 0,
             "token_rejected": 0,
@@ -113,6 +118,7 @@ class State:
             "polls": 0,
             "events": [],
             "task_updates": 0,
+            "task_results": [],
             "last_dimensions": None,
             "last_state": None,
             # Every `quarantined` a handshake or poll carried, with that request's number,
@@ -217,7 +223,7 @@ class Handler(BaseHTTPRequestHandler):
             if mode == "dribble":
                 return self.dribble_answer({"access_token": st.token, "expires_in": 3600,
                                      "token_type": "Bearer"})
-            expires = 0 if mode == "expired" else 3600
+            expires = 0 if mode == "expired" else st.token_expires_in
             return self.reply(200, {"access_token": st.token, "expires_in": expires,
                                     "token_type": "Bearer"})
         if path == "/bot_code":
@@ -306,6 +312,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.faults["download"].extend(body.get("download_faults", []))
                 if "poll_sleep" in body:
                     st.poll_sleep = body["poll_sleep"]
+                if "token_expires_in" in body:
+                    st.token_expires_in = body["token_expires_in"]
                 st.bot_cmds.extend(body.get("bot_cmds", []))
                 for bot_id, cmds in body.get("bot_cmds_for", {}).items():
                     st.bot_cmds_for.setdefault(bot_id, []).extend(cmds)
@@ -351,6 +359,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/swarming/api/v1/bot/task_update"):
             with st.lock:
                 st.rec["task_updates"] += 1
+                st.rec["task_results"].append(dict(body, at_unix=time.time()))
             return self.reply(200, {"ok": True, "must_stop": False})
         return self.reply(404, {"error": "no route %s" % path})
 

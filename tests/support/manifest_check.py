@@ -183,6 +183,33 @@ def check_pod_shape(kinds, ds, pod, container):
     print("ok: affinity, privileges, host paths, service account and pull policy as required")
 
 
+# What the binary needs after its bots are gone: the adb server's stop (3 s, then SIGKILL
+# and up to 5 s), the leftovers' SIGKILL and our own exit; 10 s, plus 5 s of margin.
+SHUTDOWN_MARGIN = 15
+
+
+def check_shutdown_budget(ds, pod, effective):
+    """SIGKILL from the kubelet must never come before the binary's drain limit and
+    grace have run out, and a rollout drains a bounded share of the Pis at once."""
+    grace = int(effective["grace"].rstrip("s"))
+    drain = int(effective["drain_limit"].rstrip("s"))
+    budget = drain + grace + SHUTDOWN_MARGIN
+    given = pod["terminationGracePeriodSeconds"]
+    if given < budget:
+        fail(f"terminationGracePeriodSeconds {given} < --drain-limit {drain} + --grace {grace} "
+             f"+ {SHUTDOWN_MARGIN} s for adb and the exit = {budget}: the kubelet's SIGKILL "
+             f"would cut a draining task short")
+    rolling = ds["spec"]["updateStrategy"]
+    unavailable = str(rolling.get("rollingUpdate", {}).get("maxUnavailable", ""))
+    if rolling.get("type") != "RollingUpdate" or not unavailable.endswith("%"):
+        fail(f"the update strategy must be RollingUpdate with maxUnavailable as a percentage "
+             f"(a rollout drains that share of the Pis at once), got {rolling}")
+    if rolling["rollingUpdate"].get("maxSurge") != 0:
+        fail(f"maxSurge must be 0 (never two pods on one Pi), got {rolling}")
+    print(f"ok: terminationGracePeriodSeconds {given} >= --drain-limit {drain} + --grace {grace} "
+          f"+ {SHUTDOWN_MARGIN}; rollouts drain {unavailable} of the Pis at once")
+
+
 def main():
     rendered, binary, workdir = sys.argv[1:4]
     kinds = load(rendered)
@@ -222,9 +249,7 @@ def main():
     for marker in SECRET_MARKERS:
         if marker in out:
             fail(f"--check-config printed the secret {marker!r}")
-    grace = int(effective["grace"].rstrip("s"))
-    if pod["terminationGracePeriodSeconds"] <= grace:
-        fail(f"terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} <= --grace {grace}")
+    check_shutdown_budget(ds, pod, effective)
     print(f"ok: --check-config accepts the DaemonSet's args and env ({len(rewritten)} args), no secret printed")
 
     # Ports: the named port, the probes and the scrape annotation all point at the port

@@ -241,19 +241,7 @@ impl Monitor {
     }
 
     fn terminate(&mut self) {
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_tree(&mut self.child, Duration::from_secs(10));
     }
 }
 
@@ -439,7 +427,8 @@ pub fn wait_for_http(port: u16, path: &str, code: u16) -> String {
     }
 }
 
-/// A child process that is SIGKILLed if the test panics before it ends.
+/// A child process that is stopped with everything it started ([`stop_tree`]) if the
+/// test ends, or panics, before it does.
 pub struct KillOnDrop(pub Child);
 
 impl KillOnDrop {
@@ -471,7 +460,57 @@ impl KillOnDrop {
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        stop_tree(&mut self.0, Duration::from_secs(10));
     }
+}
+
+/// The pids of `pid`'s descendants now, children first (from `/proc/<pid>/task/*/children`).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for child in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                out.push(child);
+                todo.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Stops a process a test started and everything it started, also when the test has
+/// failed: SIGTERM (a monitor then stops its bot and adb server itself), up to `grace`
+/// for it to exit, then SIGKILL of it and of every descendant it left, which were listed
+/// before the kill (once it is gone, init adopts them and they can no longer be found).
+/// Descendants are in process groups and sessions of their own (the monitor's children,
+/// the simulator's shells), so a kill of its group would not reach them.
+pub fn stop_tree(child: &mut Child, grace: Duration) {
+    let pid = child.id() as i32;
+    if matches!(child.try_wait(), Ok(None)) {
+        let mut family = descendants(pid);
+        // SAFETY: kill(2) on our own child, not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            family.extend(descendants(pid));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        family.extend(descendants(pid));
+        let _ = child.kill();
+        for p in family {
+            // SAFETY: kill(2) has no memory-safety preconditions; a pid that has ended
+            // meanwhile answers ESRCH.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+    let _ = child.wait();
 }

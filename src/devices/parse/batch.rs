@@ -65,6 +65,57 @@ pub fn split(output: &str) -> Vec<Section> {
     sections
 }
 
+/// What the shell itself said when a script stopped before its last command: the first
+/// line of its stderr, else the first line printed after the last finished section (a
+/// shell without the v2 protocol merges stderr into stdout), else its exit code if it
+/// failed. `None` when it said nothing at all: a stream closed early (a phone going
+/// down, without the v2 protocol) is no answer.
+pub fn shell_words(stdout: &str, stderr: &str, exit_code: Option<u8>) -> Option<String> {
+    let first_line = |t: &str| {
+        t.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| l.chars().take(WORDS_MAX).collect::<String>())
+    };
+    let needle = format!("{MARK} ");
+    let after_sections = match stdout.rfind(&needle) {
+        Some(at) => stdout[at..].split_once('\n').map_or("", |(_, rest)| rest),
+        None => stdout,
+    };
+    first_line(stderr)
+        .or_else(|| first_line(after_sections))
+        .or_else(|| {
+            exit_code
+                .filter(|c| *c != 0)
+                .map(|code| format!("it exited with {code} and printed nothing"))
+        })
+}
+
+/// How much of a shell's message [`shell_words`] keeps: a line for a log.
+const WORDS_MAX: usize = 200;
+
+/// `name`'s output when it ran alone (outside a script), or the shell's words when the
+/// shell refused it: it printed nothing on stdout and exited non-zero (with the v2
+/// protocol; without it a refusal reaches the parser, which rejects it).
+pub fn alone(
+    name: &str,
+    stdout: &str,
+    stderr: &str,
+    exit_code: Option<u8>,
+) -> Result<Section, String> {
+    match exit_code {
+        Some(code) if code != 0 && stdout.trim().is_empty() => {
+            Err(shell_words(stdout, stderr, Some(code))
+                .unwrap_or_else(|| format!("it exited with {code}")))
+        }
+        _ => Ok(Section {
+            name: name.to_string(),
+            text: stdout.to_string(),
+            exit_code: exit_code.map(i32::from),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +194,56 @@ mod tests {
                 ("three", "", Some(1)),
                 ("four", "a\n\n", Some(0)),
             ]
+        );
+    }
+
+    #[test]
+    fn the_shell_s_words_come_from_stderr_then_after_the_sections_then_the_code() {
+        let syntax = "/system/bin/sh: syntax error: 'case' unexpected";
+        let words = |out: &str, err: &str, code| shell_words(out, err, code);
+        let said = Some(syntax.to_string());
+        assert_eq!(words("", &format!("\n{syntax}\nmore\n"), Some(1)), said);
+        // Without shell v2 the message is in stdout, after what did finish.
+        let v1 = format!("1.5 2.5\n\n@@tmm-end uptime 0\n{syntax}\n");
+        assert_eq!(words(&v1, "", None), said);
+        assert_eq!(words(&format!("{syntax}\n"), "", None), said);
+        assert_eq!(
+            words("", "", Some(2)).as_deref(),
+            Some("it exited with 2 and printed nothing")
+        );
+        // Nothing said: a stream that closed early, not a shell's refusal.
+        assert_eq!(words("x\n\n@@tmm-end a 0\n", " \n", None), None);
+        assert_eq!(words("", "", Some(0)), None);
+        let long = words("", &"e".repeat(1000), Some(1)).unwrap_or_default();
+        assert_eq!(long.len(), WORDS_MAX);
+    }
+
+    #[test]
+    fn a_command_alone_is_refused_only_when_it_printed_nothing_and_failed() {
+        let refused = alone("packages", "", "/system/bin/sh: syntax error\n", Some(1));
+        assert_eq!(refused, Err("/system/bin/sh: syntax error".to_string()));
+        // dumpsys exits non-zero on some OEMs with its output intact.
+        let kept = alone("battery", "level: 50\n", "", Some(1)).unwrap();
+        assert_eq!(
+            (kept.text.as_str(), kept.exit_code),
+            ("level: 50\n", Some(1))
+        );
+        assert!(alone("packages", "", "", Some(0)).is_ok());
+        assert!(alone("getprop", "", "", None).is_ok());
+    }
+
+    #[test]
+    fn mksh_the_phones_shell_runs_the_script() {
+        let _turn = crate::runtime::reaper::children_lock();
+        let text = script(&[("one", "echo a"), ("two", "false")]);
+        let out = std::process::Command::new("mksh")
+            .args(["-c", &text])
+            .output()
+            .expect("mksh (Debian package mksh, installed by ci/deps)");
+        let s = split(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            fields(&s),
+            vec![("one", "a\n", Some(0)), ("two", "", Some(1))]
         );
     }
 

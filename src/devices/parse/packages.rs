@@ -7,6 +7,11 @@
 //! `Unable to find package`). The first `versionName=` of a package is the installed
 //! one: an updated system app lists its factory version after it.
 //!
+//! A version is luci's: the first whitespace-separated word after `versionName=`
+//! (`23.45.24` of `versionName=23.45.24 (190400-583294883)`), as luci-py's
+//! `GetPackageVersion` advertises it, so a task that asks luci's value for
+//! `device_gms_core_version` lands on our bots as on any luci pool.
+//!
 //! Pure: no shell, no knowledge of the phone.
 
 use std::collections::BTreeMap;
@@ -35,8 +40,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, ParseError> {
                     format!("{} before any package line", excerpt(line)),
                 ));
             };
-            let version = version.trim();
-            if !version.is_empty() {
+            if let Some(version) = version.split_whitespace().next() {
                 versions
                     .entry(name.to_string())
                     .or_insert_with(|| version.to_string());
@@ -61,7 +65,63 @@ mod tests {
                     versionName=21.0.0 (factory)\npackage com.android.vending\n";
         let v = parse(text).unwrap();
         assert_eq!(v.len(), 1);
-        assert_eq!(v["com.google.android.gms"], "24.08.12 (190400-1)");
+        assert_eq!(v["com.google.android.gms"], "24.08.12");
+    }
+
+    #[test]
+    fn a_version_is_its_first_word_as_luci_has_it() {
+        let text = "package com.google.android.gms\nversionName=23.45.24 (190400-583294883)\n\
+                    package com.android.vending\nversionName=38.8.31-29 [0] [PR] 584247361\n\
+                    package com.example.blank\nversionName=\n";
+        let v = parse(text).unwrap();
+        assert_eq!(v["com.google.android.gms"], "23.45.24");
+        assert_eq!(v["com.android.vending"], "38.8.31-29");
+        assert!(!v.contains_key("com.example.blank"), "{v:?}");
+    }
+
+    /// Runs [`COMMAND`] in mksh (Android's `/system/bin/sh`), with `dumpsys package
+    /// <name>` printing the fixture named for each package, and parses what it prints.
+    fn through_the_phone_shell(fixtures: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let _turn = crate::runtime::reaper::children_lock();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/adb");
+        let cases: String = fixtures
+            .iter()
+            .map(|(package, file)| format!("{package}) cat '{dir}/{file}';; "))
+            .collect();
+        let script = format!(
+            "dumpsys() {{ case \"$2\" in {cases}*) echo \"Unable to find package: $2\";; esac; }}\n{COMMAND}"
+        );
+        let out = std::process::Command::new("mksh")
+            .args(["-c", &script])
+            .output()
+            .expect("mksh (Debian package mksh, installed by ci/deps)");
+        assert!(out.status.success(), "{out:?}");
+        parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    }
+
+    #[test]
+    fn real_dumps_give_luci_s_values() {
+        let v = through_the_phone_shell(&[
+            ("com.google.android.gms", "dumpsys_package_gms_updated.txt"),
+            ("com.android.vending", "dumpsys_package_vending.txt"),
+        ]);
+        // The updated system app: the installed version, not the factory one after it.
+        assert_eq!(v["com.google.android.gms"], "23.45.24");
+        assert_eq!(v["com.android.vending"], "38.8.31-29");
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn a_package_that_is_not_installed_has_no_version() {
+        let v = through_the_phone_shell(&[
+            ("com.google.android.gms", "dumpsys_package_absent.txt"),
+            ("com.android.vending", "dumpsys_package_vending.txt"),
+        ]);
+        assert!(!v.contains_key("com.google.android.gms"), "{v:?}");
+        assert_eq!(v["com.android.vending"], "38.8.31-29");
+        let d = crate::devices::dimensions::android_device(&Default::default(), &v);
+        assert_eq!(d["device_gms_core_version"], vec!["unknown"]);
+        assert_eq!(d["device_playstore_version"], vec!["38.8.31-29"]);
     }
 
     #[test]

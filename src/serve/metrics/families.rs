@@ -67,6 +67,8 @@ families! {
         "1 while the bot is crash-looping (five exits within a minute).";
     BotSilenceKillsTotal: "bot_silence_kills_total" Counter ["bot"]
         "Times the bot was killed, to be started again, for calling no hook for --bot-silence-limit outside a task.";
+    BotDraining: "bot_draining" Gauge ["bot"]
+        "1 while the bot drains for shutdown: told to stop while running a task, it is given --drain-limit to finish it.";
     BotZipDownloadsTotal: "bot_zip_downloads_total" Counter ["result"]
         "Downloads of swarming_bot.zip, by result.";
     TokenFetchesTotal: "token_fetches_total" Counter ["result"]

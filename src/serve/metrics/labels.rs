@@ -103,6 +103,7 @@ label_enum! {
         AdbProtocol => "adb_protocol",
         AdbIo => "adb_io",
         IosTool => "ios_tool",
+        RoundScript => "round_script",
     }
 }
 

@@ -231,6 +231,7 @@ impl Exposition<'_> {
             }
             Family::BotCrashloop => self.per_bot(o, f, |b| flag(b.crashlooping)),
             Family::BotSilenceKillsTotal => self.per_bot(o, f, |b| b.silence_kills as f64),
+            Family::BotDraining => self.per_bot(o, f, |b| flag(b.running && b.drain.is_some())),
             Family::DeviceBot => {
                 for (serial, bot) in self.phone_bots {
                     sample(o, f, &[serial, bot], flag(!bot.is_empty()));

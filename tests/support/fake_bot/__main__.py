@@ -5,11 +5,16 @@ real bot needs (api/os_utilities.py: `/bin/df`, /proc, the optional tools). On s
 copies swarming_bot.zip to swarming_bot.1.zip and re-executes its interpreter on that copy
 (same PID), as the real bot does. It reads config/config.json for its server, handshakes,
 then each cycle calls the hooks of config/bot_config.py (when the server injected one) and
-polls. On SIGTERM it calls on_bot_shutdown and exits 0. Server commands (poll answers):
-sleep, bot_restart (re-exec, same PID), update (fetches the version the server names,
-replaces swarming_bot.zip with it and re-executes), host_reboot (runs
-`sudo -n /sbin/shutdown -r now`, then waits like the real bot), and test-only ones:
-crash, ignore_sigterm, orphan. Environment switches for start-up: FAKE_BOT_CRASH=<code>
+polls. On SIGTERM it does what luci's bot_main.py does: it sets its quit flag; idle, it
+calls on_bot_shutdown, posts `bot_shutdown` and exits 0 at once; running a task, it takes
+no new one, waits for the task (a subprocess in a process group of its own, so that a
+signal to the bot's group does not reach it) to end, reports the result (task_update),
+and only then shuts down the same way. Server commands (poll answers): sleep, run (a task:
+{"cmd": "run", "duration": seconds, "ignore_sigterm": bool}, run between the
+on_before_task and on_after_task hooks), bot_restart (re-exec, same PID), update
+(fetches the version the server names, replaces swarming_bot.zip with it and
+re-executes), host_reboot (runs `sudo -n /sbin/shutdown -r now`, then waits like the
+real bot), and test-only ones: crash, ignore_sigterm, orphan. Environment switches for start-up: FAKE_BOT_CRASH=<code>
 exits at once, FAKE_BOT_IGNORE_SIGTERM=1, FAKE_BOT_ORPHAN=1.
 """
 
@@ -119,8 +124,38 @@ class Stop(Exception):
     pass
 
 
+# The quit flag, and whether a task runs: a signal during a task only sets the flag.
+QUIT = False
+IN_TASK = False
+
+# The task: sleeps for its duration, deaf to SIGTERM if told to be (then only SIGKILL
+# cuts it short).
+TASK = (
+    "import os, signal, sys, time\n"
+    "if sys.argv[2] == '1':\n"
+    "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('fake task %d: running for %ss' % (os.getpid(), sys.argv[1]), flush=True)\n"
+    "time.sleep(float(sys.argv[1]))\n"
+)
+
+
 def on_sigterm(signum, frame):
-    raise Stop()
+    global QUIT
+    QUIT = True
+    if not IN_TASK:
+        raise Stop()
+
+
+def run_task(cmd):
+    """Runs the task in a process group of its own (the real bot's task runner is
+    started detached) and waits for it; its exit code, negative for a signal."""
+    duration = float(cmd.get("duration", 1))
+    deaf = "1" if cmd.get("ignore_sigterm") else "0"
+    proc = subprocess.Popen([sys.executable, "-c", TASK, str(duration), deaf],
+                            preexec_fn=os.setpgrp)
+    log("task pid %d in process group %d, for %ss" % (proc.pid, os.getpgid(proc.pid), duration))
+    # Interrupted by a signal, wait() resumes (PEP 475): the handler does not raise now.
+    return proc.wait()
 
 
 def call(server, path, body, headers):
@@ -134,6 +169,7 @@ def call(server, path, body, headers):
 
 
 def main():
+    global IN_TASK
     if len(sys.argv) < 2 or sys.argv[1] != "start_bot":
         log("usage: swarming_bot.zip start_bot")
         return 2
@@ -206,14 +242,20 @@ def main():
             elif kind == "orphan":
                 orphan()
             elif kind == "run":
+                IN_TASK = True
                 log("running a task for %ss" % cmd.get("duration", 1))
                 if hooks and hasattr(hooks, "on_before_task"):
                     hooks.on_before_task(bot, None)
-                time.sleep(float(cmd.get("duration", 1)))
+                code = run_task(cmd)
                 if hooks and hasattr(hooks, "on_after_task"):
-                    hooks.on_after_task(bot, False, False, dims, {})
-                call(server, "/swarming/api/v1/bot/task_update", {"exit_code": 0}, headers)
-                log("task done")
+                    hooks.on_after_task(bot, code != 0, False, dims, {})
+                call(server, "/swarming/api/v1/bot/task_update",
+                     {"id": bot.id, "exit_code": code, "duration": cmd.get("duration", 1)},
+                     headers)
+                log("task done: exit code %d, reported" % code)
+                IN_TASK = False
+                if QUIT:
+                    raise Stop()
             else:
                 log("unknown command %r" % (cmd,))
                 time.sleep(1)
