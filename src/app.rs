@@ -257,6 +257,13 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         log::info!("killed {killed} leftover processes");
     }
 
+    // The node's last events (the drain's) go out before we do, within a bound: an
+    // API server that does not answer costs the exit at most this.
+    let flush_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while shared.events.node_pending() > 0 && tokio::time::Instant::now() < flush_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     hooks.stop();
     status.stop();
     reaper.reap_now();

@@ -145,6 +145,8 @@ pub struct Events {
     node: std::sync::OnceLock<std::sync::mpsc::SyncSender<NodeEvent>>,
     /// Node events dropped because the queue was full.
     node_dropped: AtomicU64,
+    /// Node events queued and not yet handled by the poster.
+    node_pending: AtomicU64,
 }
 
 impl Events {
@@ -165,10 +167,28 @@ impl Events {
                 reason,
                 message: text,
             };
-            if let Err(std::sync::mpsc::TrySendError::Full(_)) = tx.try_send(event) {
-                self.node_dropped.fetch_add(1, Ordering::Relaxed);
+            match tx.try_send(event) {
+                Ok(()) => {
+                    self.node_pending.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    self.node_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // The poster is gone (it never is while the process runs).
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
             }
         }
+    }
+
+    /// The poster has handled one node event (posted, dropped or failed).
+    pub fn node_handled(&self) {
+        self.node_pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Node events queued and not yet handled: `app` waits, within a bound, for the
+    /// last ones (the drain) before it exits.
+    pub fn node_pending(&self) -> u64 {
+        self.node_pending.load(Ordering::Acquire)
     }
 
     /// Node events dropped because the queue was full.

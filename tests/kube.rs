@@ -365,6 +365,26 @@ fn a_stalled_api_server_is_one_line_and_the_notes_stay() {
 }
 
 #[test]
+fn the_drain_is_an_event_on_the_node_posted_before_the_exit() {
+    let kube = FakeKube::start("kube-drain", "pi-rack-a-09");
+    let sim = Sim::start(&["modern:A"], &[]);
+    let tmm = in_cluster(&kube, "kube-drain", 2);
+    sim.connect_all(tmm.adb_port);
+    // The node has been read (its uid is what the events carry).
+    wait_for(LONG, "the watch", || {
+        (kube.state()["watches_opened"].as_u64() >= Some(1)).then_some(())
+    });
+    support::android::send_signal(tmm.pid() as i32, libc::SIGTERM);
+    tmm.wait_log("app: stopped", LONG);
+    // Posted before the exit: the event is there as soon as the process is done.
+    assert_eq!(events_of(&kube, "Draining").len(), 1, "{:?}", kube.events());
+    let e = wait_event(&kube, "Draining", |_| true);
+    let message = e["message"].as_str().unwrap();
+    assert!(message.starts_with("draining for shutdown: "), "{message}");
+    assert!(tmm.log_has(message));
+}
+
+#[test]
 fn without_a_cluster_one_line_says_so() {
     let tmm = Monitor::start("kube-off", &[]);
     tmm.wait_log(

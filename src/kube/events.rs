@@ -18,7 +18,7 @@ use super::client::{Client, KubeErrorKind, Method, Needs};
 use super::Report;
 use crate::runtime::logging::utc_timestamp;
 use crate::serve::metrics::KubeEventResult;
-use crate::state::NodeEvent;
+use crate::state::{Events, NodeEvent};
 
 /// API calls (creates and patches) allowed at once.
 pub const BURST: u32 = 25;
@@ -159,11 +159,18 @@ pub fn event_body(
 }
 
 /// Runs on its own thread for the life of the process, draining `queue`.
-pub fn run(client: Arc<Client>, queue: Receiver<NodeEvent>, report: Arc<Report>) {
-    let mut cap = RateCap::new(Instant::now());
-    let mut aggregate = Aggregator::default();
-    let mut capped_since: Option<Instant> = None;
-    let mut failing = false;
+pub fn run(
+    client: Arc<Client>,
+    queue: Receiver<NodeEvent>,
+    handled: Arc<Events>,
+    report: Arc<Report>,
+) {
+    let mut state = PostState {
+        cap: RateCap::new(Instant::now()),
+        aggregate: Aggregator::default(),
+        capped_since: None,
+        failing: false,
+    };
     let events = format!("/api/v1/namespaces/{}/events", client.namespace);
     loop {
         // The node's uid comes with its first read: `kubectl describe node` matches
@@ -177,84 +184,108 @@ pub fn run(client: Arc<Client>, queue: Receiver<NodeEvent>, report: Arc<Report>)
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if !cap.allow(Instant::now()) {
-            report.event(KubeEventResult::RateLimited);
-            if capped_since.is_none() {
-                log::warn!(
-                    "node events over the cap of {BURST} at once, then one per {}s: dropping them until the rate falls (the log keeps them)",
-                    REFILL.as_secs()
-                );
-                capped_since = Some(Instant::now());
-            }
-            continue;
+        post(&client, &events, &uid, event, &mut state, &report);
+        handled.node_handled();
+    }
+}
+
+/// The poster's memory between events.
+struct PostState {
+    cap: RateCap,
+    aggregate: Aggregator,
+    capped_since: Option<Instant>,
+    failing: bool,
+}
+
+/// Posts one event, or patches the count of its earlier twin, within the cap.
+fn post(
+    client: &Client,
+    events: &str,
+    uid: &str,
+    event: NodeEvent,
+    state: &mut PostState,
+    report: &Report,
+) {
+    if !state.cap.allow(Instant::now()) {
+        report.event(KubeEventResult::RateLimited);
+        if state.capped_since.is_none() {
+            log::warn!(
+                "node events over the cap of {BURST} at once, then one per {}s: dropping them until the rate falls (the log keeps them)",
+                REFILL.as_secs()
+            );
+            state.capped_since = Some(Instant::now());
         }
-        capped_since = None;
-        let reason = event.reason.as_str();
-        let now = now_rfc3339();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let fresh = format!("{}.{nanos:x}", client.node);
-        let mut plan = aggregate.plan(reason, &event.message, fresh.clone());
-        let result = loop {
-            let (path, needs, count, name) = match &plan {
-                Plan::Create { name } => (events.clone(), NEEDS_CREATE, 1, name.clone()),
-                Plan::Patch { name, count } => (
-                    format!("{events}/{name}"),
-                    NEEDS_PATCH,
-                    *count,
-                    name.clone(),
-                ),
-            };
-            let body = match &plan {
-                Plan::Create { name } => {
-                    event_body(&client.node, &uid, &client.namespace, name, &event, &now)
-                }
-                Plan::Patch { count, .. } => json!({"count": count, "lastTimestamp": now}),
-            }
-            .to_string();
-            let method = match plan {
-                Plan::Create { .. } => Method::Post(&body),
-                Plan::Patch { .. } => Method::Patch(&body),
-            };
-            match client.call(&path, method, needs) {
-                // The event expired on the server (after an hour): create it again.
-                Err(e)
-                    if e.kind == KubeErrorKind::NotFound && matches!(plan, Plan::Patch { .. }) =>
-                {
-                    aggregate.forget(reason, &event.message);
-                    plan = Plan::Create {
-                        name: fresh.clone(),
-                    };
-                }
-                Err(e) => break Err(e),
-                Ok(_) => {
-                    aggregate.done(reason, &event.message, Posted { name, count });
-                    break Ok(matches!(plan, Plan::Patch { .. }));
-                }
-            }
+        return;
+    }
+    state.capped_since = None;
+    let reason = event.reason.as_str();
+    let now = now_rfc3339();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let fresh = format!("{}.{nanos:x}", client.node);
+    let mut plan = state.aggregate.plan(reason, &event.message, fresh.clone());
+    let result = loop {
+        let (path, needs, count, name) = match &plan {
+            Plan::Create { name } => (events.to_string(), NEEDS_CREATE, 1, name.clone()),
+            Plan::Patch { name, count } => (
+                format!("{events}/{name}"),
+                NEEDS_PATCH,
+                *count,
+                name.clone(),
+            ),
         };
-        match result {
-            Ok(patched) => {
-                report.event(if patched {
-                    KubeEventResult::Patched
-                } else {
-                    KubeEventResult::Created
-                });
-                if failing {
-                    log::info!("node events are posted again");
-                    failing = false;
-                }
+        let body = match &plan {
+            Plan::Create { name } => {
+                event_body(&client.node, uid, &client.namespace, name, &event, &now)
             }
-            Err(e) => {
-                report.event(KubeEventResult::Failed);
-                report.count_error(&e);
-                // One line per outage, not one per event.
-                if !failing {
-                    log::warn!("cannot post node event {reason} ({e}); dropping events until it works again");
-                    failing = true;
-                }
+            Plan::Patch { count, .. } => json!({"count": count, "lastTimestamp": now}),
+        }
+        .to_string();
+        let method = match plan {
+            Plan::Create { .. } => Method::Post(&body),
+            Plan::Patch { .. } => Method::Patch(&body),
+        };
+        match client.call(&path, method, needs) {
+            // The event expired on the server (after an hour): create it again.
+            Err(e) if e.kind == KubeErrorKind::NotFound && matches!(plan, Plan::Patch { .. }) => {
+                state.aggregate.forget(reason, &event.message);
+                plan = Plan::Create {
+                    name: fresh.clone(),
+                };
+            }
+            Err(e) => break Err(e),
+            Ok(_) => {
+                let patched = matches!(plan, Plan::Patch { .. });
+                state
+                    .aggregate
+                    .done(reason, &event.message, Posted { name, count });
+                break Ok(patched);
+            }
+        }
+    };
+    match result {
+        Ok(patched) => {
+            report.event(if patched {
+                KubeEventResult::Patched
+            } else {
+                KubeEventResult::Created
+            });
+            if state.failing {
+                log::info!("node events are posted again");
+                state.failing = false;
+            }
+        }
+        Err(e) => {
+            report.event(KubeEventResult::Failed);
+            report.count_error(&e);
+            // One line per outage, not one per event.
+            if !state.failing {
+                log::warn!(
+                    "cannot post node event {reason} ({e}); dropping events until it works again"
+                );
+                state.failing = true;
             }
         }
     }

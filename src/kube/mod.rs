@@ -174,9 +174,10 @@ pub fn start(shared: &Shared) {
     let (c, notes, r) = (client.clone(), shared.notes.clone(), report.clone());
     spawn("kube-node", Box::new(move || node::run(c, notes, r)));
     if let Some(queue) = shared.events.queue_for_node() {
+        let handled = shared.events.clone();
         spawn(
             "kube-events",
-            Box::new(move || events::run(client, queue, report)),
+            Box::new(move || events::run(client, queue, handled, report)),
         );
     }
 }
