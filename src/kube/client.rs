@@ -123,13 +123,52 @@ struct Token {
     read_at: Instant,
 }
 
+/// The service account's token file, read again when older than [`TOKEN_REREAD`] or
+/// when asked (after a 401).
+pub struct TokenFile {
+    path: PathBuf,
+    cached: Mutex<Option<Token>>,
+}
+
+impl TokenFile {
+    pub fn new(path: PathBuf) -> TokenFile {
+        TokenFile {
+            path,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The token as of `now`; `fresh` reads the file whatever its age.
+    pub fn get(&self, fresh: bool, now: Instant) -> Result<String, KubeError> {
+        let mut slot = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(t) if !fresh && now.saturating_duration_since(t.read_at) < TOKEN_REREAD => {
+                Ok(t.value.clone())
+            }
+            _ => {
+                let value = std::fs::read_to_string(&self.path)
+                    .map_err(|e| file_error(&self.path, e))?
+                    .trim()
+                    .to_string();
+                if value.is_empty() {
+                    return Err(file_error(&self.path, "it is empty"));
+                }
+                *slot = Some(Token {
+                    value: value.clone(),
+                    read_at: now,
+                });
+                Ok(value)
+            }
+        }
+    }
+}
+
 /// The in-cluster client: the API server, the node, the namespace, the token.
 pub struct Client {
     pub api: String,
     pub node: String,
     pub namespace: String,
-    token_path: PathBuf,
-    token: Mutex<Option<Token>>,
+    token: TokenFile,
     agent: ureq::Agent,
     watch_agent: ureq::Agent,
 }
@@ -171,34 +210,10 @@ impl Client {
             api: api.trim_end_matches('/').to_string(),
             node: node.to_string(),
             namespace,
-            token_path: dir.join("token"),
-            token: Mutex::new(None),
+            token: TokenFile::new(dir.join("token")),
             agent: agent(&ca, &ca_path, false)?,
             watch_agent: agent(&ca, &ca_path, true)?,
         }))
-    }
-
-    /// The token, read again from its file when older than [`TOKEN_REREAD`] or when
-    /// `fresh` (after a 401).
-    fn token(&self, fresh: bool) -> Result<String, KubeError> {
-        let mut slot = self.token.lock().unwrap_or_else(|p| p.into_inner());
-        match &*slot {
-            Some(t) if !fresh && t.read_at.elapsed() < TOKEN_REREAD => Ok(t.value.clone()),
-            _ => {
-                let value = std::fs::read_to_string(&self.token_path)
-                    .map_err(|e| file_error(&self.token_path, e))?
-                    .trim()
-                    .to_string();
-                if value.is_empty() {
-                    return Err(file_error(&self.token_path, "it is empty"));
-                }
-                *slot = Some(Token {
-                    value: value.clone(),
-                    read_at: Instant::now(),
-                });
-                Ok(value)
-            }
-        }
     }
 
     /// One request; a 401 reads the token again and tries once more. Statuses other
@@ -209,7 +224,7 @@ impl Client {
         let what = format!("{} {url}", method.name());
         let mut fresh = false;
         loop {
-            let token = self.token(fresh)?;
+            let token = self.token.get(fresh, Instant::now())?;
             let auth = format!("Bearer {token}");
             let sent = match method {
                 Method::Get => self
@@ -261,7 +276,7 @@ impl Client {
         let what = format!("GET {url}");
         let mut fresh = false;
         loop {
-            let token = self.token(fresh)?;
+            let token = self.token.get(fresh, Instant::now())?;
             let mut resp = self
                 .watch_agent
                 .get(&url)
@@ -388,6 +403,32 @@ mod tests {
         assert_eq!(kind(201), None);
         let e = check("GET u", 500, "<html>".into(), NEEDS).err().unwrap();
         assert_eq!(e.to_string(), "GET u: answered 500: 6 bytes");
+    }
+
+    #[test]
+    fn the_token_is_read_again_when_old_or_after_a_401() {
+        let dir = std::env::temp_dir().join(format!("tmm-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "one\n").unwrap();
+        let file = TokenFile::new(path.clone());
+        let t0 = Instant::now();
+        assert_eq!(file.get(false, t0).unwrap(), "one");
+        // The kubelet rotates it: kept until it is old, or a 401 asks for it again.
+        std::fs::write(&path, "two").unwrap();
+        assert_eq!(file.get(false, t0 + TOKEN_REREAD / 2).unwrap(), "one");
+        assert_eq!(file.get(true, t0 + TOKEN_REREAD / 2).unwrap(), "two");
+        std::fs::write(&path, "three").unwrap();
+        assert_eq!(file.get(false, t0 + TOKEN_REREAD * 2).unwrap(), "three");
+        std::fs::write(&path, "").unwrap();
+        let e = file.get(true, t0).err().unwrap();
+        assert_eq!(e.kind, KubeErrorKind::Files);
+        assert!(
+            e.to_string()
+                .ends_with("token: cannot read the service account's file: it is empty"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -353,6 +353,30 @@ mod tests {
     };
 
     #[test]
+    fn the_kubernetes_client_says_what_it_watches_and_since_when_it_fails() {
+        let devices = phones();
+        let reasons = Reasons::default();
+        let failing = KubeView {
+            state: "watching node pi<1> at https://10.43.0.1:443".into(),
+            node_uid: Some("u-1".into()),
+            unreachable_since_unix: Some(1_764_547_200.0),
+            last_error: Some("GET https://10.43.0.1:443/api/v1/nodes/pi<1>: no answer".into()),
+        };
+        let mut s = status(&devices, &reasons, None, &[]);
+        s.kube = &failing;
+        let html = render_html(&s);
+        assert!(
+            html.contains("<p id=\"kubernetes\">Kubernetes: watching node pi&lt;1&gt; at https://10.43.0.1:443; <b>failing since 2025-12-01T00:00:00Z</b>: GET https://10.43.0.1:443/api/v1/nodes/pi&lt;1&gt;: no answer</p>"),
+            "{html}"
+        );
+        let v = render_json(&s);
+        assert_eq!(v["kubernetes"]["unreachable_since"], 1_764_547_200.0);
+        assert_eq!(v["kubernetes"]["node_uid"], "u-1");
+        let fine = render_html(&status(&devices, &reasons, None, &[]));
+        assert!(!fine.contains("failing since"));
+    }
+
+    #[test]
     fn each_phone_names_its_bot_when_it_has_one_of_its_own() {
         let devices = phones();
         let reasons = Reasons::default();
