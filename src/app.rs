@@ -173,6 +173,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             shared.token.clone(),
             shared.metrics.clone(),
             shared.config.token_config.clone(),
+            shared.config.ca_bundle.clone(),
             shutdown.clone(),
         );
         let ctx = supervisor::Context::of(&shared);

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod child;
 pub mod clock;
 pub mod daemon;
+pub mod https;
 pub mod logging;
 pub mod procs;
 pub mod reaper;
