@@ -24,7 +24,10 @@ fn support_dir() -> PathBuf {
 /// fake_swarming.py on a free port; killed on drop.
 pub struct FakeSwarming {
     child: Child,
+    /// Its plain-HTTP address, for the test's own calls.
     pub url: String,
+    /// The address the monitor is given: `url`, or the HTTPS port's with `--tls`.
+    pub served: String,
 }
 
 impl FakeSwarming {
@@ -41,25 +44,34 @@ impl FakeSwarming {
             .stdout
             .take()
             .expect("fake_swarming's stdout is piped");
-        let line = super::within(
+        let tls = extra.contains(&"--tls");
+        let lines = super::within(
             Duration::from_secs(30),
             "fake_swarming to print its port",
             move || {
-                let mut line = String::new();
-                BufReader::new(stdout).read_line(&mut line).unwrap();
-                line
+                let mut stdout = BufReader::new(stdout);
+                let mut lines = String::new();
+                for _ in 0..1 + usize::from(tls) {
+                    stdout.read_line(&mut lines).unwrap();
+                }
+                lines
             },
         );
-        let port: u16 = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("fake_swarming said {line:?}"))
-            .parse()
-            .unwrap();
-        FakeSwarming {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        let port = |prefix: &str| -> u16 {
+            lines
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("fake_swarming said {lines:?}"))
+                .parse()
+                .unwrap()
+        };
+        let url = format!("http://127.0.0.1:{}", port("PORT "));
+        let served = if tls {
+            format!("https://127.0.0.1:{}", port("TLSPORT "))
+        } else {
+            url.clone()
+        };
+        FakeSwarming { child, url, served }
     }
 
     pub fn control(&self, body: serde_json::Value) {
@@ -113,7 +125,7 @@ impl FakeSwarming {
             &path,
             format!(
                 r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
-                self.url
+                self.served
             ),
         )
         .unwrap();
@@ -215,7 +227,7 @@ impl Lab {
         if !self.wrapper.is_empty() {
             cmd.arg(BIN);
         }
-        cmd.args(["--swarming-server", &self.server.url, "--bot-id", BOT_ID])
+        cmd.args(["--swarming-server", &self.server.served, "--bot-id", BOT_ID])
             .arg("--bot-dir")
             .arg(&self.bot_dir)
             .args(["--python", "python3", "--devices", "none"])
