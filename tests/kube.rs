@@ -408,20 +408,26 @@ fn without_a_cluster_one_line_says_so() {
 
 /// An agent that trusts only the stand-in's CA, as the monitor's does.
 fn agent(kube: &FakeKube, trust_its_ca: bool) -> ureq::Agent {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
-    let mut config = ureq::Agent::config_builder()
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    // Without its CA: trusting nothing, as a client given the wrong CA.
+    let mut roots = RootCerts::new_with_certs(&[]);
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)));
     if trust_its_ca {
         let pem = std::fs::read(kube.sa_dir().join("ca.crt")).unwrap();
         let ca = Certificate::from_pem(&pem).unwrap();
-        config = config.tls_config(
-            TlsConfig::builder()
-                .root_certs(RootCerts::new_with_certs(&[ca]))
-                .build(),
-        );
+        roots = RootCerts::new_with_certs(&[ca]);
     }
-    config.build().into()
+    // The crate's ureq has no provider of its own: the test gives rustls's.
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(roots)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .build();
+    config.tls_config(tls).build().into()
 }
 
 #[test]
@@ -429,7 +435,7 @@ fn the_stand_in_demands_what_the_api_server_demands() {
     let kube = FakeKube::start("kube-stand-in", "pi-x");
     let api = format!("https://127.0.0.1:{}", kube.port);
     let bearer = format!("Bearer {}", kube.token());
-    // Its certificate is the CA's it made, not a public one.
+    // Its certificate is signed by the CA it made: a client without that CA fails.
     assert!(agent(&kube, false)
         .get(format!("{api}/api/v1/nodes/pi-x"))
         .call()

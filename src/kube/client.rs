@@ -81,11 +81,10 @@ pub struct Needs {
     pub resource: &'static str,
 }
 
-/// A verified HTTPS agent whose only root is the cluster's CA. Kept in this one
-/// function: the crate's TLS setup (provider, root store) is chosen here and in
-/// `token_fetch` only.
+/// A verified HTTPS agent whose only root is the cluster's CA, with the crate's TLS
+/// setup (`runtime::https`).
 fn agent(ca_pem: &[u8], ca_path: &Path, watch: bool) -> Result<ureq::Agent, KubeError> {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    use ureq::tls::{Certificate, RootCerts};
     let certs = ureq::tls::parse_pem(ca_pem)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
@@ -97,11 +96,7 @@ fn agent(ca_pem: &[u8], ca_path: &Path, watch: bool) -> Result<ureq::Agent, Kube
     if certs.is_empty() {
         return Err(file_error(ca_path, "no certificate in it"));
     }
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::new_with_certs(&certs))
-        .build();
     let config = ureq::Agent::config_builder()
-        .tls_config(tls)
         .http_status_as_error(false)
         .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")));
     let config = if watch {
@@ -114,7 +109,7 @@ fn agent(ca_pem: &[u8], ca_path: &Path, watch: bool) -> Result<ureq::Agent, Kube
     } else {
         config.timeout_global(Some(REQUEST_TIMEOUT))
     };
-    Ok(config.build().into())
+    Ok(crate::runtime::https::agent(config, RootCerts::from(certs)))
 }
 
 /// The bearer token and when it was read.
