@@ -7,7 +7,7 @@
 //! The rate is capped ([`RateCap`]): a burst of [`BURST`] API calls, then one per
 //! [`REFILL`]; what is over the cap is dropped and counted, with one line per burst.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -83,16 +83,23 @@ pub enum Plan {
 }
 
 /// The events posted, by reason and message, the oldest forgotten past [`REMEMBERED`].
+/// A list searched in order: a few hundred entries, and far less code than a map.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    posted: BTreeMap<(&'static str, String), Posted>,
-    order: VecDeque<(&'static str, String)>,
+    posted: VecDeque<(&'static str, String, Posted)>,
 }
 
 impl Aggregator {
+    fn find(&self, reason: &str, message: &str) -> Option<&Posted> {
+        self.posted
+            .iter()
+            .find(|(r, m, _)| *r == reason && m == message)
+            .map(|(_, _, p)| p)
+    }
+
     /// The plan for one event; `fresh_name` names a new object.
     pub fn plan(&self, reason: &'static str, message: &str, fresh_name: String) -> Plan {
-        match self.posted.get(&(reason, message.to_string())) {
+        match self.find(reason, message) {
             Some(p) => Plan::Patch {
                 name: p.name.clone(),
                 count: p.count + 1,
@@ -103,22 +110,17 @@ impl Aggregator {
 
     /// Remembers what the API server now holds.
     pub fn done(&mut self, reason: &'static str, message: &str, posted: Posted) {
-        let key = (reason, message.to_string());
-        if self.posted.insert(key.clone(), posted).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > REMEMBERED {
-                if let Some(old) = self.order.pop_front() {
-                    self.posted.remove(&old);
-                }
-            }
+        self.forget(reason, message);
+        self.posted.push_back((reason, message.to_string(), posted));
+        if self.posted.len() > REMEMBERED {
+            self.posted.pop_front();
         }
     }
 
     /// Forgets an event the API server no longer has (events expire after an hour).
     pub fn forget(&mut self, reason: &'static str, message: &str) {
-        let key = (reason, message.to_string());
-        self.posted.remove(&key);
-        self.order.retain(|k| k != &key);
+        self.posted
+            .retain(|(r, m, _)| !(*r == reason && m == message));
     }
 }
 
