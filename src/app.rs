@@ -15,7 +15,6 @@ use crate::bot::{bots, supervisor};
 use crate::config::settings::{self, SettingsError};
 use crate::config::{BotsMode, Config};
 use crate::devices;
-use crate::devices::snapshot::Snapshot;
 use crate::runtime::clock::Ticker;
 use crate::runtime::procs;
 use crate::runtime::reaper::{self, Reaper};
@@ -23,6 +22,7 @@ use crate::runtime::shutdown;
 use crate::serve::hooks::{self, Hooks};
 use crate::serve::status_server;
 use crate::serve::{hook_front, hook_server};
+use crate::state::snapshot::Snapshot;
 use crate::state::{EventReason, Liveness, Shared};
 
 /// Why the program could not run. Each maps to exit code 1.

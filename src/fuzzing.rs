@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::bot::token::AccessToken;
 use crate::bot::{bot_zip, token_fetch};
 use crate::config::{self, settings, Command};
 use crate::devices::adb::client::{replay, ShellProtocol};
@@ -36,10 +35,11 @@ use crate::devices::ios::parse as ios;
 use crate::devices::parse::{
     batch, battery, data_free, devices_l, getprop, packages, thermal, uptime,
 };
-use crate::devices::snapshot::{Device, DeviceKind, Dimensions, Link, Snapshot};
 use crate::serve::dimension_rules;
 use crate::serve::hook_front::{first_request_len, MAX_HEAD};
 use crate::serve::hooks::{self, Hooks};
+use crate::state::snapshot::{Device, DeviceKind, Dimensions, Link, Snapshot};
+use crate::state::token::AccessToken;
 use crate::state::{FleetBot, Shared};
 
 /// The bytes as text, as the callers hand them over: the adb client and the iPhone

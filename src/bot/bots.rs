@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 use crate::bot::fleet::{self, BotSpec, Running};
 use crate::bot::supervisor::{self, Context, Which};
 use crate::bot::token_fetch::TokenWatch;
-use crate::devices::snapshot::State;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::{self, Shutdown, Trigger};
+use crate::state::snapshot::State;
 use crate::state::{BotStatusCell, Fleet, FleetBot, HookCalls, SnapshotCell};
 
 /// How often the fleet is brought in line with the phones.

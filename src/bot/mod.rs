@@ -9,7 +9,5 @@ pub mod bots;
 pub mod df;
 pub mod fleet;
 pub mod shim;
-pub mod status;
 pub mod supervisor;
-pub mod token;
 pub mod token_fetch;

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use crate::bot::bot_zip;
 use crate::bot::shim;
-use crate::bot::status::Drain;
 use crate::bot::token_fetch::TokenWatch;
 use crate::config::Config;
 use crate::runtime::backoff::Backoff;
@@ -37,7 +36,8 @@ use crate::runtime::reaper::{Exit, Reaper};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy, CRASH_DEATHS, CRASH_WINDOW};
-use crate::serve::metrics::Metrics;
+use crate::state::bot_status::Drain;
+use crate::state::metrics::Metrics;
 use crate::state::{BotStatusCell, Calls, EventReason, Events, HookCalls, Shared};
 
 /// A bot that runs this long has its restart backoff reset.

@@ -1,4 +1,4 @@
-//! Fetches the OAuth access token and keeps [`crate::bot::token::TokenCache`] filled.
+//! Fetches the OAuth access token and keeps [`crate::state::token::TokenCache`] filled.
 //!
 //! The `--token-config` file (`{"url": "...", "headers": {...}}`) and the endpoint's answer
 //! (`{"access_token": "...", "expires_in": N}`) are parsed by pure functions; the fetch is
@@ -16,12 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::bot::token::AccessToken;
-use crate::bot::token::TokenCache;
 use crate::runtime::https;
 use crate::runtime::retry::{run_detached, sleep_or_shutdown, Retry};
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::{Metrics, TokenFetchResult};
+use crate::state::metrics::{Metrics, TokenFetchResult};
+use crate::state::token::AccessToken;
+use crate::state::token::TokenCache;
 
 /// Refetch once less than this much validity remains.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(600);

@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::devices::snapshot::Dimensions;
+use crate::state::snapshot::Dimensions;
 
 /// At most this many values in `android_devices`, as luci lists them.
 const DEVICE_COUNT_VALUES: usize = 4;

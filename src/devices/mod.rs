@@ -5,7 +5,7 @@
 //!   fakes under tokio's paused time;
 //! - `android`: the Android side for real, through the adb server protocol: the device
 //!   list, one round per phone as one script, reboots, reconnects; and the pure step from
-//!   a listing and a round to a [`Device`](crate::devices::snapshot::Device);
+//!   a listing and a round to a [`Device`](crate::state::snapshot::Device);
 //! - `verdict`: the one place a phone's fate is decided, its recovery ladder included;
 //! - `usb`: the opt-in USB steps of that ladder (a reset, a hub port power cycle);
 //! - `phones`: the traits the watcher drives (Android, iPhones, the round clock);
@@ -31,7 +31,6 @@ pub mod ios;
 pub mod parse;
 mod phones;
 mod round;
-pub mod snapshot;
 pub mod usb;
 pub mod verdict;
 mod watcher;
@@ -45,7 +44,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{Config, DeviceKinds};
-use crate::serve::metrics::Metrics;
+use crate::state::metrics::Metrics;
 use crate::state::{Events, Liveness, NodeNotes, Shared, SnapshotCell};
 
 /// The part of the configuration the phones' side reads, so that its tests build it

@@ -49,7 +49,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
-use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
+use crate::state::notes::Notes;
+use crate::state::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
 
 /// Consecutive failed rounds (offline, not answering) after which reconnecting is given
 /// up and a person is needed; also how long a handshake may last before it is reported.
@@ -743,29 +744,6 @@ pub struct Outside<'a> {
     pub notes: &'a Notes,
 }
 
-/// The operators' maintenance notes, from the node's annotations
-/// (`test-machine-monitor/maintenance` and `test-machine-monitor/maintenance.<serial>`):
-/// input to [`decide`] like the phones themselves.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Notes {
-    /// The whole Pi's note: every bot reports maintenance with it.
-    pub pi: Option<String>,
-    /// One phone's note, by the serial as written in a bot id (`bot::fleet::sanitize`).
-    pub phones: BTreeMap<String, String>,
-}
-
-impl Notes {
-    /// The note of the phone `serial`, matched as a bot id writes it.
-    fn phone(&self, serial: &str) -> Option<&str> {
-        if self.phones.is_empty() {
-            return None;
-        }
-        self.phones
-            .get(&crate::bot::fleet::sanitize(serial))
-            .map(String::as_str)
-    }
-}
-
 /// The maintenance reason of the Pi's note, as the operator wrote it.
 pub fn pi_note_reason(note: &str) -> String {
     format!("maintenance: {note}")
@@ -866,7 +844,7 @@ fn short(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::snapshot::Temperature;
+    use crate::state::snapshot::Temperature;
 
     const T: Thresholds = TEST_THRESHOLDS;
 
@@ -2143,7 +2121,7 @@ mod tests {
     fn per_device_each_bot_reports_its_own_phones_note_and_the_pis() {
         let n = notes(Some("rewiring"), &[("A", "cracked screen")]);
         let a = noted(&[healthy("A"), healthy("K")], &n);
-        let snapshot = crate::devices::snapshot::Snapshot {
+        let snapshot = crate::state::snapshot::Snapshot {
             devices: a.devices,
             reasons: a.reasons,
             fleet_reasons: a.fleet_reasons,

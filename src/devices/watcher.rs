@@ -32,17 +32,18 @@ use super::budget::{Budget, SERVER_SILENT_ROUNDS};
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
-use super::verdict::{self, Action, Memory, Notes, Outside, Thresholds};
+use super::verdict::{self, Action, Memory, Outside, Thresholds};
 use super::Context;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
 use crate::devices::parse::{self, devices_l::Listed};
-use crate::devices::snapshot::{self, Device, DeviceKind, Dimensions, Link, Reasons, Snapshot};
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::InterrogationErrorKind;
+use crate::state::metrics::InterrogationErrorKind;
+use crate::state::notes::Notes;
+use crate::state::snapshot::{self, Device, DeviceKind, Dimensions, Link, Reasons, Snapshot};
 use crate::state::{DeviceCommand, EventReason};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
@@ -765,7 +766,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use crate::devices::snapshot::Fault;
+    use crate::state::snapshot::Fault;
 
     /// How a fake phone answers its rounds.
     #[derive(Clone)]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::KubeMode;
-use crate::serve::metrics::{KubeErrorLabel, KubeEventResult, Metrics};
+use crate::state::metrics::{KubeErrorLabel, KubeEventResult, Metrics};
 use crate::state::{KubeStatus, Shared};
 use client::{Client, KubeError, KubeErrorKind};
 

@@ -25,14 +25,14 @@ use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 
-use crate::bot::token::TokenCache;
 use crate::config::Config;
-use crate::devices::snapshot::{Device, Dimensions, Snapshot};
 use crate::serve::caller::{self, Caller};
 use crate::serve::dimension_rules;
 use crate::serve::http::{error_reply, json_reply, Reply, MAX_BODY};
-use crate::serve::metrics::HookRoute;
-use crate::serve::metrics::Metrics;
+use crate::state::metrics::HookRoute;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::{Device, Dimensions, Snapshot};
+use crate::state::token::TokenCache;
 use crate::state::{
     BotStatusCell, DeviceCommand, DeviceCommands, Draining, Fleet, ForcedQuarantine, HookCalls,
     Liveness, Shared, SnapshotCell, DRAINING_REASON,
@@ -348,7 +348,7 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
     let reasons = match caller {
         Caller::Pi => {
             ctx.forced.set(forced);
-            ctx.forced.bot_reasons(&snapshot)
+            crate::devices::verdict::with_forced(&snapshot.reasons, ctx.forced.get().as_deref())
         }
         Caller::Phone { id, serial, .. } => {
             let forced = ctx
@@ -511,10 +511,10 @@ fn on_after_task(ctx: &Context, caller: Caller, body: &[u8]) -> Result<Reply, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bot::token::AccessToken;
     use crate::config::{parse, Command};
-    use crate::devices::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
     use crate::runtime::reaper::Exit;
+    use crate::state::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
+    use crate::state::token::AccessToken;
     use std::time::Duration;
 
     fn shared_with(args: &[&str]) -> Arc<Shared> {

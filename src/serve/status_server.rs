@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::BotsMode;
+use crate::devices::verdict;
 use crate::serve::http::{send, serve, Reply, ServerHandle};
 use crate::serve::metrics::{parse_statm_resident, Exposition};
 use crate::serve::status_page::{self, BotView, Status};
@@ -106,7 +107,7 @@ pub fn readiness(
 /// Builds the status page's data from the current snapshot and bot status.
 fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
     let snapshot = shared.snapshot.get();
-    let reasons = shared.forced.bot_reasons(&snapshot);
+    let reasons = verdict::with_forced(&snapshot.reasons, shared.forced.get().as_deref());
     let events = shared.events.list();
     let bots: Vec<BotView> = match shared.config.bots {
         BotsMode::One => vec![BotView {
@@ -155,7 +156,7 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
 /// refused a bot): the Pi's one bot serves every phone with `--bots one`.
 fn bots_of(
     shared: &Shared,
-    snapshot: &crate::devices::snapshot::Snapshot,
+    snapshot: &crate::state::snapshot::Snapshot,
 ) -> (Vec<(String, BotStatus)>, BTreeMap<String, String>) {
     match shared.config.bots {
         BotsMode::One => {
@@ -187,7 +188,7 @@ fn bots_of(
 
 fn metrics(shared: &Shared) -> Reply {
     let snapshot = shared.snapshot.get();
-    let reasons = shared.forced.bot_reasons(&snapshot);
+    let reasons = verdict::with_forced(&snapshot.reasons, shared.forced.get().as_deref());
     let statm = std::fs::read_to_string("/proc/self/statm").ok();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
@@ -227,7 +228,7 @@ pub fn start(shared: Arc<Shared>, server: tiny_http::Server) -> std::io::Result<
 mod tests {
     use super::*;
     use crate::config::{parse, Command};
-    use crate::devices::snapshot::Snapshot;
+    use crate::state::snapshot::Snapshot;
 
     fn shared() -> Arc<Shared> {
         let args = ["--no-bot".to_string()];
@@ -308,7 +309,7 @@ mod tests {
         s.draining.start();
         s.bot.update(|b| {
             b.running = true;
-            b.drain = Some(crate::bot::status::Drain {
+            b.drain = Some(crate::state::bot_status::Drain {
                 since_unix: 100.0,
                 task_started_unix: 40.0,
             })

@@ -43,9 +43,9 @@ use std::time::Duration;
 use crate::devices::budget::Budget;
 use crate::devices::dimensions;
 use crate::devices::parse::ParseError;
-use crate::devices::snapshot::{Device, DeviceKind, Dimensions, Fault, Link};
 use crate::runtime::reaper::{Exit, Reaper};
-use crate::serve::metrics::{InterrogationErrorKind, Metrics};
+use crate::state::metrics::{InterrogationErrorKind, Metrics};
+use crate::state::snapshot::{Device, DeviceKind, Dimensions, Fault, Link};
 use run::RunError;
 pub use watch::Iphones;
 
@@ -436,8 +436,8 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::snapshot::{usable_device, Reasons, State};
     use crate::devices::verdict::{self, Memory, Thresholds};
+    use crate::state::snapshot::{usable_device, Reasons, State};
     use std::collections::{BTreeMap, BTreeSet};
 
     use test_lab::{dead, Lab};
@@ -557,7 +557,7 @@ mod tests {
                 &BTreeSet::new(),
                 crate::devices::verdict::Outside {
                     fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,
@@ -585,7 +585,7 @@ mod tests {
                 &none,
                 crate::devices::verdict::Outside {
                     fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,
@@ -604,7 +604,7 @@ mod tests {
                 &none,
                 crate::devices::verdict::Outside {
                     fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,
@@ -646,7 +646,7 @@ mod tests {
                 &BTreeSet::new(),
                 crate::devices::verdict::Outside {
                     fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,

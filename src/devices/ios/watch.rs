@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::{ios_fleet, IosError, IosErrorKind};
-use crate::devices::snapshot::{Device, Dimensions, Fault, Reasons};
+use crate::state::snapshot::{Device, Dimensions, Fault, Reasons};
 
 /// The iPhones as of the last round.
 #[derive(Debug, Default)]
@@ -133,7 +133,7 @@ fn needs_a_person(e: &IosError) -> bool {
 mod tests {
     use super::super::{ios_device, Step};
     use super::*;
-    use crate::devices::snapshot::{usable_device, DeviceKind};
+    use crate::state::snapshot::{usable_device, DeviceKind};
     use std::time::Duration;
 
     const A: &str = "00008030-001A2D3E0E38802E";

@@ -19,12 +19,18 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-pub use crate::bot::status::BotStatus;
-use crate::bot::token::TokenCache;
+pub mod bot_status;
+pub mod metrics;
+pub mod notes;
+pub mod snapshot;
+pub mod token;
+
 use crate::config::Config;
-use crate::devices::snapshot::{Reasons, Snapshot};
-use crate::devices::verdict::{self, Notes};
-use crate::serve::metrics::Metrics;
+pub use bot_status::BotStatus;
+use metrics::Metrics;
+use notes::Notes;
+use snapshot::Snapshot;
+use token::TokenCache;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
 /// at once and the watcher does the work on its own deadlines.
@@ -314,11 +320,10 @@ impl ForcedQuarantine {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
-    /// The bot's reasons as the latest `get_state` reported them: the snapshot's, with
-    /// the forced quarantine in force (see `verdict::with_forced`).
-    pub fn bot_reasons(&self, snapshot: &Snapshot) -> Reasons {
-        let forced = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        verdict::with_forced(&snapshot.reasons, forced.as_deref())
+    /// The forced quarantine the latest `get_state` reported, if any (`verdict` merges
+    /// it into the bot's reasons).
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
