@@ -397,7 +397,7 @@ fn hook_context(extra: &[&str]) -> hooks::Context {
         _ => panic!("the default configuration with {args:?} does not parse"),
     };
     // The device-command receiver is dropped: sends are then ignored, not queued.
-    let (shared, _) = Shared::new(config);
+    let (shared, _) = Shared::new(config.bots);
     let mut phone = Device::listed(DeviceKind::Android, "S1", Link::Device);
     phone.fault = None;
     phone.battery_percent = Some(80.0);
@@ -424,7 +424,7 @@ fn hook_context(extra: &[&str]) -> hooks::Context {
         )]),
         BTreeMap::new(),
     );
-    hooks::Context::of(&shared)
+    hooks::Context::of(&shared, crate::app::hook_settings(&config))
 }
 
 thread_local! {

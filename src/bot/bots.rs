@@ -48,7 +48,7 @@ pub async fn run(
     tokens: TokenWatch,
     mut shutdown: Shutdown,
 ) {
-    let config = ctx.config.clone();
+    let config = ctx.settings.clone();
     let rules = fleet::Rules {
         host_id: &config.bot_id,
         bot_dir: &config.bot_dir,
@@ -169,7 +169,7 @@ fn start(
         id: spec.id.clone(),
         dir: spec.dir.clone(),
         phone_env: Some((variable, serial.to_string())),
-        zip_seed: Some(PathBuf::from(&ctx.config.bot_dir)),
+        zip_seed: Some(PathBuf::from(&ctx.settings.bot_dir)),
         zip_turn: Some(zip_turn.clone()),
         status: status.clone(),
         calls: calls.clone(),

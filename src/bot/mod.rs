@@ -11,3 +11,27 @@ pub mod fleet;
 pub mod shim;
 pub mod supervisor;
 pub mod token_fetch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The slice of the configuration the bots' side reads (the supervisor and, with
+/// `--bots per-device`, the fleet's manager).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--swarming-server`; without one no bot starts.
+    pub swarming_server: Option<String>,
+    /// The Pi's id: its one bot's, the stem of the phones' bots'.
+    pub bot_id: String,
+    pub bot_dir: PathBuf,
+    pub python: PathBuf,
+    pub ca_bundle: PathBuf,
+    /// Given to the bot, so that its hooks find ours.
+    pub hook_addr: SocketAddr,
+    pub grace: Duration,
+    pub drain_limit: Duration,
+    pub bot_silence_limit: Duration,
+    pub max_bots: usize,
+    pub gone_bot_grace: Duration,
+}

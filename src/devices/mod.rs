@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, DeviceKinds};
+use crate::config::DeviceKinds;
 use crate::state::metrics::Metrics;
 use crate::state::{Events, Liveness, NodeNotes, Shared, SnapshotCell};
 
@@ -63,25 +63,6 @@ pub struct Settings {
     pub thresholds: verdict::Thresholds,
 }
 
-impl Settings {
-    pub fn of(config: &Config) -> Settings {
-        Settings {
-            devices: config.devices,
-            interrogate_every: config.interrogate_every,
-            no_reboot_after_task: config.no_reboot_after_task,
-            power_off: config.power_off,
-            adb: config.adb.clone(),
-            adb_server: config.adb_server,
-            usbmuxd: config.usbmuxd.clone(),
-            ios: ios::Tools {
-                dir: config.idevice_dir.clone(),
-                interrogate_every: config.interrogate_every,
-            },
-            thresholds: verdict::Thresholds::from_config(config),
-        }
-    }
-}
-
 /// What the watcher is given: its settings, the counters, and the handles it writes
 /// (the snapshot and its events, the proof of life of its tick).
 pub struct Context {
@@ -96,9 +77,9 @@ pub struct Context {
 
 impl Context {
     /// The watcher's handles out of `app`'s bundle.
-    pub fn of(shared: &Shared) -> Context {
+    pub fn of(shared: &Shared, settings: Settings) -> Context {
         Context {
-            settings: Settings::of(&shared.config),
+            settings,
             metrics: shared.metrics.clone(),
             snapshot: shared.snapshot.clone(),
             events: shared.events.clone(),

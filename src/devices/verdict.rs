@@ -48,7 +48,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::Config;
 use crate::state::notes::Notes;
 use crate::state::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
 
@@ -82,23 +81,6 @@ pub struct Thresholds {
     pub usb_reset: bool,
     /// `--usb-power-cycle`: a hub port power cycle is the ladder's last step.
     pub usb_power_cycle: bool,
-}
-
-impl Thresholds {
-    pub fn from_config(config: &Config) -> Thresholds {
-        Thresholds {
-            min_battery_percent: config.min_battery_percent,
-            max_temperature_celsius: config.max_temperature_celsius,
-            temperature_hysteresis: config.temperature_hysteresis,
-            battery_hysteresis: config.battery_hysteresis,
-            charge_stall_secs: config.charge_stall_after.as_secs_f64(),
-            min_data_free_bytes: config.min_data_free_bytes,
-            cooldown_reboot_after_secs: config.cooldown_reboot_after.as_secs_f64(),
-            max_device_uptime_secs: config.max_device_uptime.as_secs_f64(),
-            usb_reset: config.usb_reset,
-            usb_power_cycle: config.usb_power_cycle,
-        }
-    }
 }
 
 /// What one round remembers for the next.
@@ -1993,39 +1975,6 @@ mod tests {
         assert_eq!(f.maintenance, r.maintenance);
         assert_eq!(with_forced(&r, None), r);
         assert_eq!(with_forced(&f, Some("z")), f);
-    }
-
-    #[test]
-    fn thresholds_come_from_the_flags() {
-        let args: Vec<String> = [
-            "--no-bot",
-            "--min-battery",
-            "45",
-            "--max-temperature",
-            "40.5",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let config = match crate::config::parse(&args, &|_| None, "pi") {
-            Ok(crate::config::Command::Run(c)) => c,
-            other => panic!("expected Run, got {other:?}"),
-        };
-        assert_eq!(
-            Thresholds::from_config(&config),
-            Thresholds {
-                min_battery_percent: 45.0,
-                max_temperature_celsius: 40.5,
-                temperature_hysteresis: 2.0,
-                battery_hysteresis: 5.0,
-                charge_stall_secs: 1200.0,
-                min_data_free_bytes: 1 << 30,
-                cooldown_reboot_after_secs: 1800.0,
-                max_device_uptime_secs: 90_000.0,
-                usb_reset: false,
-                usb_power_cycle: false,
-            }
-        );
     }
 
     fn notes(pi: Option<&str>, phones: &[(&str, &str)]) -> Notes {

@@ -25,7 +25,7 @@ pub mod notes;
 pub mod snapshot;
 pub mod token;
 
-use crate::config::Config;
+use crate::config::BotsMode;
 pub use bot_status::BotStatus;
 use metrics::Metrics;
 use notes::Notes;
@@ -511,7 +511,8 @@ impl Fleet {
 
 /// Every handle, as `app` builds them.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// `--bots`: whose statuses `bots()` reads, the Pi's one bot's or the fleet's.
+    pub bots_mode: BotsMode,
     pub metrics: Arc<Metrics>,
     pub token: Arc<TokenCache>,
     pub snapshot: Arc<SnapshotCell>,
@@ -532,9 +533,9 @@ impl Shared {
     /// Every bot's status and hook calls: the Pi's one bot, or each bot of
     /// `--bots per-device`.
     fn bots(&self) -> Vec<(BotStatus, Calls)> {
-        match self.config.bots {
-            crate::config::BotsMode::One => vec![(self.bot.get(), self.calls.get())],
-            crate::config::BotsMode::PerDevice => self
+        match self.bots_mode {
+            BotsMode::One => vec![(self.bot.get(), self.calls.get())],
+            BotsMode::PerDevice => self
                 .fleet
                 .bots()
                 .values()
@@ -560,10 +561,10 @@ impl Shared {
     }
 
     /// Builds the handles and the receiving end of the device-command channel.
-    pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
+    pub fn new(bots_mode: BotsMode) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
         let (commands, rx) = DeviceCommands::channel();
         let shared = Shared {
-            config: Arc::new(config),
+            bots_mode,
             metrics: Arc::default(),
             token: Arc::default(),
             snapshot: Arc::default(),
