@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::bot::token_fetch;
 use crate::bot::{self, bots, supervisor};
-use crate::config::settings::{self, SettingsError};
+use crate::config::swarming_settings::{self, SettingsError};
 use crate::config::{BotsMode, Config};
 use crate::devices;
 use crate::kube;
@@ -106,7 +106,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
 async fn main_loop(config: Config) -> Result<(), AppError> {
     // Read first: a bad --settings file stops the program before anything starts.
     let swarming_settings =
-        settings::load(config.settings.as_deref()).map_err(AppError::Settings)?;
+        swarming_settings::load(config.settings.as_deref()).map_err(AppError::Settings)?;
     // Before anything else: a SIGTERM that arrives while we start must count. As PID 1
     // without a handler the kernel would drop it, and elsewhere it would kill us outright.
     let (trigger, mut shutdown) = shutdown::channel();
@@ -208,7 +208,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             BotsMode::PerDevice => tokio::spawn(bots::run(
                 ctx,
                 shared.snapshot.clone(),
-                shared.fleet.clone(),
+                shared.per_device_bots.clone(),
                 reaper.clone(),
                 tokens,
                 shutdown.clone(),
@@ -363,7 +363,7 @@ async fn notes_without_phones(shared: Arc<Shared>, thresholds: devices::verdict:
             &[],
             &std::collections::BTreeSet::new(),
             devices::verdict::Outside {
-                fleet: &Default::default(),
+                host: &Default::default(),
                 notes: &now,
             },
             &thresholds,
@@ -372,7 +372,7 @@ async fn notes_without_phones(shared: Arc<Shared>, thresholds: devices::verdict:
         );
         shared.snapshot.publish(Snapshot {
             reasons: outcome.reasons,
-            fleet_reasons: outcome.fleet_reasons,
+            host_reasons: outcome.host_reasons,
             ..Snapshot::default()
         });
     }

@@ -23,7 +23,7 @@ use crate::bot::token_fetch::TokenWatch;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::{self, Shutdown, Trigger};
 use crate::state::snapshot::State;
-use crate::state::{BotStatusCell, Fleet, FleetBot, HookCalls, SnapshotCell};
+use crate::state::{BotStatusCell, HookCalls, PerDeviceBot, PerDeviceBots, SnapshotCell};
 
 /// How often the fleet is brought in line with the phones.
 const EVERY: Duration = Duration::from_secs(1);
@@ -43,7 +43,7 @@ struct Bot {
 pub async fn run(
     ctx: Context,
     snapshot: Arc<SnapshotCell>,
-    registry: Arc<Fleet>,
+    registry: Arc<PerDeviceBots>,
     reaper: Reaper,
     tokens: TokenWatch,
     mut shutdown: Shutdown,
@@ -140,7 +140,7 @@ pub async fn run(
         let view = bots
             .values()
             .map(|b| {
-                let bot = FleetBot {
+                let bot = PerDeviceBot {
                     serial: b.spec.serial.clone(),
                     status: b.status.clone(),
                     calls: b.calls.clone(),

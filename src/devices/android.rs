@@ -964,7 +964,7 @@ mod tests {
             &[d],
             &BTreeSet::new(),
             crate::devices::verdict::Outside {
-                fleet: &Reasons::default(),
+                host: &Reasons::default(),
                 notes: &crate::state::notes::Notes::default(),
             },
             &t,

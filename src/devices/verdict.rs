@@ -2,7 +2,7 @@
 //! round (Android and iPhone alike), the memory of earlier rounds, the phones being
 //! rebooted after a task and the thresholds, [`decide`] gives every phone its own
 //! reasons (quarantined, maintenance, or none: usable), the bot's reasons (theirs plus
-//! the fleet's own), and the few actions that may fix a phone by itself. `get_state`,
+//! the host's own), and the few actions that may fix a phone by itself. `get_state`,
 //! `/metrics` and the `devices` subcommand all read this one result, through the
 //! snapshot; the forced quarantine joins it in [`with_forced`]. Rules (texts exact,
 //! thresholds from flags, N = 2):
@@ -249,11 +249,11 @@ pub struct Outcome {
     /// absent now (state [`State::Missing`], with their last known kind and type),
     /// sorted by kind, then serial.
     pub devices: Vec<Device>,
-    /// The bot's reasons: every phone's and the fleet's, sorted and distinct.
+    /// The bot's reasons: every phone's and the host's, sorted and distinct.
     pub reasons: Reasons,
-    /// The reasons that belong to no single phone: the fleet's given, and the Pi's
+    /// The reasons that belong to no single phone: the host's given, and the Pi's
     /// maintenance note; every phone's bot reports them (`--bots per-device`).
-    pub fleet_reasons: Reasons,
+    pub host_reasons: Reasons,
     /// To pass to the next round's [`decide`].
     pub memory: Memory,
     pub actions: Vec<Action>,
@@ -289,7 +289,7 @@ pub fn decide(
     now: f64,
     idle: bool,
 ) -> Outcome {
-    let Outside { fleet, notes } = outside;
+    let Outside { host, notes } = outside;
     let mut actions = Vec::new();
     let mut next = Memory {
         seen: memory.seen.clone(),
@@ -697,21 +697,21 @@ pub fn decide(
         bot.maintenance
             .insert(format!("rebooting {serial} after task"));
     }
-    // The Pi's note holds back every bot of the Pi: it joins the fleet's reasons,
+    // The Pi's note holds back every bot of the Pi: it joins the host's reasons,
     // which each phone's bot reports too.
-    let mut fleet = fleet.clone();
+    let mut host = host.clone();
     if let Some(note) = &notes.pi {
-        fleet.maintenance.push(pi_note_reason(note));
-        fleet.maintenance.sort();
-        fleet.maintenance.dedup();
+        host.maintenance.push(pi_note_reason(note));
+        host.maintenance.sort();
+        host.maintenance.dedup();
     }
-    bot.quarantined.extend(fleet.quarantined.iter().cloned());
-    bot.maintenance.extend(fleet.maintenance.iter().cloned());
+    bot.quarantined.extend(host.quarantined.iter().cloned());
+    bot.maintenance.extend(host.maintenance.iter().cloned());
 
     Outcome {
         devices: out,
         reasons: bot.into_reasons(),
-        fleet_reasons: fleet,
+        host_reasons: host,
         memory: next,
         actions,
     }
@@ -721,7 +721,7 @@ pub fn decide(
 #[derive(Debug, Clone, Copy)]
 pub struct Outside<'a> {
     /// The reasons that belong to no single phone (an iPhone listing that failed).
-    pub fleet: &'a Reasons,
+    pub host: &'a Reasons,
     /// The operators' maintenance notes (the node's annotations).
     pub notes: &'a Notes,
 }
@@ -857,7 +857,7 @@ mod tests {
         d
     }
 
-    /// The rules with no fleet reasons, as most tests want them.
+    /// The rules with no host reasons, as most tests want them.
     fn assess(
         memory: &Memory,
         devices: &[Device],
@@ -869,7 +869,7 @@ mod tests {
             devices,
             rebooting,
             Outside {
-                fleet: &Reasons::default(),
+                host: &Reasons::default(),
                 notes: &Notes::default(),
             },
             t,
@@ -1113,7 +1113,7 @@ mod tests {
                 std::slice::from_ref(d),
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1229,7 +1229,7 @@ mod tests {
                 std::slice::from_ref(d),
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1543,7 +1543,7 @@ mod tests {
                 std::slice::from_ref(&stuck),
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1596,7 +1596,7 @@ mod tests {
                 &[d.clone(), healthy("K")],
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &t,
@@ -1662,7 +1662,7 @@ mod tests {
                 &[phone.clone(), healthy("K")],
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &t,
@@ -1926,7 +1926,7 @@ mod tests {
     fn each_phone_carries_only_its_own_reasons_and_the_bot_all_of_them() {
         let mut hot = healthy("H");
         hot.temperatures[0].celsius = 40.0;
-        let fleet = Reasons {
+        let host = Reasons {
             quarantined: vec!["cannot list the iPhones: no idevice_id".into()],
             maintenance: vec![],
         };
@@ -1935,7 +1935,7 @@ mod tests {
             &[hot, healthy("K"), in_state("U", "unauthorized")],
             &none(),
             Outside {
-                fleet: &fleet,
+                host: &host,
                 notes: &Notes::default(),
             },
             &T,
@@ -1993,7 +1993,7 @@ mod tests {
             devices,
             &none(),
             Outside {
-                fleet: &Reasons::default(),
+                host: &Reasons::default(),
                 notes: n,
             },
             &T,
@@ -2018,7 +2018,7 @@ mod tests {
             maintenance(&a),
             vec!["maintenance: 10.0.0.7:5555: cracked screen"]
         );
-        assert!(a.fleet_reasons.maintenance.is_empty());
+        assert!(a.host_reasons.maintenance.is_empty());
     }
 
     #[test]
@@ -2027,7 +2027,7 @@ mod tests {
         let a = noted(&[healthy("S1"), healthy("K")], &n);
         assert_eq!(maintenance(&a), vec!["maintenance: new USB hub (ana)"]);
         assert_eq!(
-            a.fleet_reasons.maintenance,
+            a.host_reasons.maintenance,
             vec!["maintenance: new USB hub (ana)"]
         );
         assert!(a.devices.iter().all(|d| d.verdict_word() == "usable"));
@@ -2052,7 +2052,7 @@ mod tests {
             &[],
             &none(),
             Outside {
-                fleet: &Reasons::default(),
+                host: &Reasons::default(),
                 notes: &n,
             },
             &T,
@@ -2073,7 +2073,7 @@ mod tests {
         let snapshot = crate::state::snapshot::Snapshot {
             devices: a.devices,
             reasons: a.reasons,
-            fleet_reasons: a.fleet_reasons,
+            host_reasons: a.host_reasons,
             ..Default::default()
         };
         assert_eq!(

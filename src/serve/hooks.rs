@@ -33,8 +33,8 @@ use crate::state::metrics::Metrics;
 use crate::state::snapshot::{Device, Dimensions, Snapshot};
 use crate::state::token::TokenCache;
 use crate::state::{
-    BotStatusCell, DeviceCommand, DeviceCommands, Draining, Fleet, ForcedQuarantine, HookCalls,
-    Liveness, Shared, SnapshotCell, DRAINING_REASON,
+    BotStatusCell, DeviceCommand, DeviceCommands, Draining, ForcedQuarantine, HookCalls, Liveness,
+    PerDeviceBots, Shared, SnapshotCell, DRAINING_REASON,
 };
 
 /// The hooks `bot_config.py` forwards, one route each.
@@ -201,7 +201,7 @@ pub struct Context {
     pub liveness: Arc<Liveness>,
     pub forced: Arc<ForcedQuarantine>,
     pub commands: DeviceCommands,
-    pub fleet: Arc<Fleet>,
+    pub per_device_bots: Arc<PerDeviceBots>,
     /// Set while the program drains for shutdown: every bot is then in maintenance.
     pub draining: Arc<Draining>,
 }
@@ -219,7 +219,7 @@ impl Context {
             liveness: shared.liveness.clone(),
             forced: shared.forced.clone(),
             commands: shared.commands.clone(),
-            fleet: shared.fleet.clone(),
+            per_device_bots: shared.per_device_bots.clone(),
             draining: shared.draining.clone(),
         }
     }
@@ -233,7 +233,7 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    /// `settings` are the validated bot settings (see `settings::load`).
+    /// `settings` are the validated bot settings (see `swarming_settings::load`).
     pub fn new(settings: &Value) -> Hooks {
         Hooks {
             settings: settings.to_string(),
@@ -275,7 +275,7 @@ impl Hooks {
             return error_reply(413, "request body over the 1 MiB limit");
         }
         let caller = || {
-            let c = caller::resolve(ctx.settings.bots, &ctx.fleet, bot)?;
+            let c = caller::resolve(ctx.settings.bots, &ctx.per_device_bots, bot)?;
             calls_of(ctx, &c).called();
             Ok::<Caller, String>(c)
         };
@@ -363,7 +363,7 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
         Caller::Phone { id, serial, .. } => {
             let forced = ctx
                 .forced
-                .for_bot(forced, || ctx.fleet.bots().into_keys(), id);
+                .for_bot(forced, || ctx.per_device_bots.bots().into_keys(), id);
             crate::devices::verdict::with_forced(
                 &snapshot.phone_view(serial).reasons,
                 forced.as_deref(),
@@ -574,7 +574,7 @@ mod tests {
     }
 
     fn hooks() -> Hooks {
-        Hooks::new(&crate::config::settings::defaults())
+        Hooks::new(&crate::config::swarming_settings::defaults())
     }
 
     fn call(s: &Wired, method: &str, path: &str, body: &str) -> (u16, Value) {
@@ -643,13 +643,13 @@ mod tests {
     #[test]
     fn a_phone_bots_calls_are_noted_for_that_bot_alone() {
         let s = shared_with(&["--bots", "per-device"]);
-        let bot = crate::state::FleetBot {
+        let bot = crate::state::PerDeviceBot {
             serial: "S1".into(),
             status: Arc::default(),
             calls: Arc::default(),
         };
         let calls = bot.calls.clone();
-        s.fleet.set(
+        s.per_device_bots.set(
             std::collections::BTreeMap::from([("pi-7--S1".to_string(), bot)]),
             std::collections::BTreeMap::new(),
         );
@@ -798,7 +798,7 @@ mod tests {
         let s = shared("settings");
         let (code, v) = call(&s, "GET", "/get_settings", "");
         assert_eq!(code, 200);
-        assert_eq!(v, crate::config::settings::defaults());
+        assert_eq!(v, crate::config::swarming_settings::defaults());
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn with_status(ctx: &Context, f: impl FnOnce(&Status) -> Reply) -> Reply {
         // A forced quarantine is owed to each bot once, by its own get_state: the page
         // shows what the phones and the fleet say, which is what lasts.
         BotsMode::PerDevice => shared
-            .fleet
+            .per_device_bots
             .bots()
             .into_iter()
             .map(|(id, b)| BotView {
@@ -155,7 +155,7 @@ fn with_status(ctx: &Context, f: impl FnOnce(&Status) -> Reply) -> Reply {
         .iter()
         .filter_map(|b| Some((b.phone.clone()?, format!("bot {}", b.id))))
         .collect();
-    phone_bots.extend(shared.fleet.refused());
+    phone_bots.extend(shared.per_device_bots.refused());
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -191,9 +191,9 @@ fn bots_of(
             (vec![(id, shared.bot.get())], phones)
         }
         BotsMode::PerDevice => {
-            let fleet = shared.fleet.bots();
+            let fleet = shared.per_device_bots.bots();
             let mut phones: BTreeMap<String, String> = shared
-                .fleet
+                .per_device_bots
                 .refused()
                 .into_keys()
                 .map(|serial| (serial, String::new()))

@@ -471,7 +471,7 @@ impl DeviceCommands {
 
 /// One bot of `--bots per-device`, as the hooks and the status views see it.
 #[derive(Clone)]
-pub struct FleetBot {
+pub struct PerDeviceBot {
     pub serial: String,
     pub status: Arc<BotStatusCell>,
     pub calls: Arc<HookCalls>,
@@ -481,15 +481,15 @@ pub struct FleetBot {
 /// written by the fleet manager (`bot::bots`) only. The hooks find a calling bot's
 /// phone through it.
 #[derive(Default)]
-pub struct Fleet(RwLock<(BTreeMap<String, FleetBot>, BTreeMap<String, String>)>);
+pub struct PerDeviceBots(RwLock<(BTreeMap<String, PerDeviceBot>, BTreeMap<String, String>)>);
 
-impl Fleet {
-    pub fn set(&self, bots: BTreeMap<String, FleetBot>, refused: BTreeMap<String, String>) {
+impl PerDeviceBots {
+    pub fn set(&self, bots: BTreeMap<String, PerDeviceBot>, refused: BTreeMap<String, String>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = (bots, refused);
     }
 
     /// The bot with this id.
-    pub fn bot(&self, id: &str) -> Option<FleetBot> {
+    pub fn bot(&self, id: &str) -> Option<PerDeviceBot> {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -499,7 +499,7 @@ impl Fleet {
     }
 
     /// Every bot, by id.
-    pub fn bots(&self) -> BTreeMap<String, FleetBot> {
+    pub fn bots(&self) -> BTreeMap<String, PerDeviceBot> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
@@ -523,7 +523,7 @@ pub struct Shared {
     pub forced: Arc<ForcedQuarantine>,
     pub liveness: Arc<Liveness>,
     pub commands: DeviceCommands,
-    pub fleet: Arc<Fleet>,
+    pub per_device_bots: Arc<PerDeviceBots>,
     pub notes: Arc<NodeNotes>,
     pub kube: Arc<KubeStatus>,
     pub draining: Arc<Draining>,
@@ -536,7 +536,7 @@ impl Shared {
         match self.bots_mode {
             BotsMode::One => vec![(self.bot.get(), self.calls.get())],
             BotsMode::PerDevice => self
-                .fleet
+                .per_device_bots
                 .bots()
                 .values()
                 .map(|b| (b.status.get(), b.calls.get()))
@@ -574,7 +574,7 @@ impl Shared {
             forced: Arc::default(),
             liveness: Arc::default(),
             commands,
-            fleet: Arc::default(),
+            per_device_bots: Arc::default(),
             notes: Arc::default(),
             kube: Arc::default(),
             draining: Arc::default(),
