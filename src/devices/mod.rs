@@ -16,8 +16,7 @@
 //! - `adb`: the adb server's host protocol (codec, client) and the server child;
 //! - `parse`: pure parsers of what adb and the phones print;
 //! - `ios`: the iPhones, through libimobiledevice's tools and usbmuxd;
-//! - `dimensions`: pure, properties to Swarming dimensions;
-//! - `snapshot`: the immutable picture of the phones that every reader shares.
+//! - `dimensions`: pure, properties to Swarming dimensions.
 //!
 //! [`Context`] is what the folder is given by `app`: its configuration, the counters,
 //! and the handles it alone writes.
