@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bot::token_fetch;
-use crate::bot::{bots, supervisor};
-use crate::config::settings::{self, SettingsError};
+use crate::bot::{self, bots, supervisor};
+use crate::config::swarming_settings::{self, SettingsError};
 use crate::config::{BotsMode, Config};
 use crate::devices;
-use crate::devices::snapshot::Snapshot;
+use crate::kube;
 use crate::runtime::clock::Ticker;
 use crate::runtime::procs;
 use crate::runtime::reaper::{self, Reaper};
@@ -23,6 +23,7 @@ use crate::runtime::shutdown;
 use crate::serve::hooks::{self, Hooks};
 use crate::serve::status_server;
 use crate::serve::{hook_front, hook_server};
+use crate::state::snapshot::Snapshot;
 use crate::state::{EventReason, Liveness, Shared};
 
 /// Why the program could not run. Each maps to exit code 1.
@@ -104,38 +105,42 @@ pub fn run(config: Config) -> Result<(), AppError> {
 
 async fn main_loop(config: Config) -> Result<(), AppError> {
     // Read first: a bad --settings file stops the program before anything starts.
-    let bot_settings = settings::load(config.settings.as_deref()).map_err(AppError::Settings)?;
+    let swarming_settings =
+        swarming_settings::load(config.settings.as_deref()).map_err(AppError::Settings)?;
     // Before anything else: a SIGTERM that arrives while we start must count. As PID 1
     // without a handler the kernel would drop it, and elsewhere it would kill us outright.
     let (trigger, mut shutdown) = shutdown::channel();
     listen_for_signals(trigger);
     reaper::become_subreaper();
-    let (shared, device_commands) = Shared::new(config);
+    let (shared, device_commands) = Shared::new(config.bots);
     shared.liveness.tick();
 
     let status = status_server::start(
-        shared.clone(),
-        bind("--metrics-addr", shared.config.metrics_addr)?,
+        status_server::Context {
+            shared: shared.clone(),
+            settings: status_settings(&config),
+        },
+        bind("--metrics-addr", config.metrics_addr)?,
     )
     .map_err(AppError::Start)?;
     log::info!(
         "serving /healthz and /readyz on {} (bot id {})",
-        shared.config.metrics_addr,
-        shared.config.bot_id
+        config.metrics_addr,
+        config.bot_id
     );
 
-    let hook_addr = shared.config.hook_addr;
+    let hook_addr = config.hook_addr;
     let (hook_port, hook_threads, inner) = bind_hooks(hook_addr)?;
     let hooks = hook_server::start(
-        Arc::new(hooks::Context::of(&shared)),
-        Hooks::new(&bot_settings),
+        Arc::new(hooks::Context::of(&shared, hook_settings(&config))),
+        Hooks::new(&swarming_settings),
         hook_threads,
     )
     .map_err(AppError::Start)?;
     tokio::spawn(hook_front::run(hook_port, inner, shared.metrics.clone()));
     shared.liveness.set_hooks_serving();
     log::info!("serving the bot's hooks on {hook_addr}");
-    crate::kube::start(&shared);
+    crate::kube::start(&shared, &kube_settings(&config));
 
     let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
@@ -143,11 +148,11 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     // The phones outlive the bot at shutdown: a task still running during the bot's
     // --grace may need adb. The watcher (and the adb server) stop once the bot is gone.
     let (devices_trigger, devices_shutdown) = shutdown::channel();
-    let watch_devices = shared.config.devices.android || shared.config.devices.ios;
+    let watch_devices = config.devices.android || config.devices.ios;
     let watcher = if watch_devices {
-        let ticker = Ticker::new(shared.config.interrogate_every).map_err(AppError::Start)?;
+        let ticker = Ticker::new(config.interrogate_every).map_err(AppError::Start)?;
         Some(tokio::spawn(devices::run(
-            devices::Context::of(&shared),
+            devices::Context::of(&shared, device_settings(&config)),
             device_commands,
             reaper.clone(),
             ticker,
@@ -161,33 +166,30 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         // operators' notes, which the verdict turns into the bot's reasons.
         shared.snapshot.publish(Snapshot::default());
         shared.snapshot.mark_first_round_done();
-        tokio::spawn(notes_without_phones(shared.clone()));
-        tokio::spawn(tick_loop(
-            shared.liveness.clone(),
-            shared.config.interrogate_every,
-        ));
+        tokio::spawn(notes_without_phones(shared.clone(), thresholds(&config)));
+        tokio::spawn(tick_loop(shared.liveness.clone(), config.interrogate_every));
     }
 
     // The token outlives the first signal too: a bot that drains for up to an hour
     // reports its task with it. It stops once the bots are gone.
     let (tokens_trigger, tokens_shutdown) = shutdown::channel();
-    let bot = if shared.config.no_bot {
+    let bot = if config.no_bot {
         log::info!("--no-bot: not running the Swarming bot");
         None
     } else {
         let tokens = token_fetch::spawn_refresher(
             shared.token.clone(),
             shared.metrics.clone(),
-            shared.config.token_config.clone(),
-            shared.config.ca_bundle.clone(),
+            config.token_config.clone(),
+            config.ca_bundle.clone(),
             tokens_shutdown,
         );
-        let ctx = supervisor::Context::of(&shared);
-        Some(match shared.config.bots {
+        let ctx = supervisor::Context::of(&shared, bot_settings(&config));
+        Some(match config.bots {
             BotsMode::One => {
                 let which = supervisor::Which {
-                    id: shared.config.bot_id.clone(),
-                    dir: shared.config.bot_dir.clone(),
+                    id: config.bot_id.clone(),
+                    dir: config.bot_dir.clone(),
                     phone_env: None,
                     zip_seed: None,
                     zip_turn: None,
@@ -206,7 +208,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             BotsMode::PerDevice => tokio::spawn(bots::run(
                 ctx,
                 shared.snapshot.clone(),
-                shared.fleet.clone(),
+                shared.per_device_bots.clone(),
                 reaper.clone(),
                 tokens,
                 shutdown.clone(),
@@ -222,7 +224,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         format!(
             "draining for shutdown: {tasks} task{} running; a bot running a task gets up to {}s (--drain-limit) to finish it, an idle bot stops now; a second signal cuts the drain short",
             if tasks == 1 { "" } else { "s" },
-            shared.config.drain_limit.as_secs()
+            config.drain_limit.as_secs()
         )
     } else {
         "draining for shutdown: no bot (--no-bot); stopping the phones' watch".to_string()
@@ -248,10 +250,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         }
         // The watcher ticked for the watchdog; the rest of the shutdown still may not
         // look stalled to it.
-        tokio::spawn(tick_loop(
-            shared.liveness.clone(),
-            shared.config.interrogate_every,
-        ));
+        tokio::spawn(tick_loop(shared.liveness.clone(), config.interrogate_every));
     }
     let killed = procs::kill_descendants(Duration::from_secs(5)).await;
     if killed > 0 {
@@ -272,11 +271,91 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The status server's slice of the configuration.
+fn status_settings(c: &Config) -> status_server::Settings {
+    status_server::Settings {
+        bot_id: c.bot_id.clone(),
+        no_bot: c.no_bot,
+        interrogate_every: c.interrogate_every,
+        max_temperature_celsius: c.max_temperature_celsius,
+        min_battery_percent: c.min_battery_percent,
+    }
+}
+
+/// The hooks' slice of the configuration.
+pub(crate) fn hook_settings(c: &Config) -> hooks::Settings {
+    hooks::Settings {
+        bots: c.bots,
+        bot_id: c.bot_id.clone(),
+        force_quarantine_file: c.force_quarantine_file.clone(),
+    }
+}
+
+/// The bots' slice of the configuration.
+fn bot_settings(c: &Config) -> bot::Settings {
+    bot::Settings {
+        swarming_server: c.swarming_server.clone(),
+        bot_id: c.bot_id.clone(),
+        bot_dir: c.bot_dir.clone(),
+        python: c.python.clone(),
+        ca_bundle: c.ca_bundle.clone(),
+        hook_addr: c.hook_addr,
+        grace: c.grace,
+        drain_limit: c.drain_limit,
+        bot_silence_limit: c.bot_silence_limit,
+        max_bots: c.max_bots,
+        gone_bot_grace: c.gone_bot_grace,
+    }
+}
+
+/// The Kubernetes client's slice of the configuration.
+fn kube_settings(c: &Config) -> kube::Settings {
+    kube::Settings {
+        kubernetes: c.kubernetes,
+        kube_api: c.kube_api.clone(),
+        node_name: c.node_name.clone(),
+        kube_service_account_dir: c.kube_service_account_dir.clone(),
+    }
+}
+
+/// The phones' slice of the configuration.
+fn device_settings(c: &Config) -> devices::Settings {
+    devices::Settings {
+        devices: c.devices,
+        interrogate_every: c.interrogate_every,
+        no_reboot_after_task: c.no_reboot_after_task,
+        power_off: c.power_off,
+        adb: c.adb.clone(),
+        adb_server: c.adb_server,
+        usbmuxd: c.usbmuxd.clone(),
+        ios: devices::ios::Tools {
+            dir: c.idevice_dir.clone(),
+            interrogate_every: c.interrogate_every,
+        },
+        thresholds: thresholds(c),
+    }
+}
+
+/// The verdict's thresholds.
+fn thresholds(c: &Config) -> devices::verdict::Thresholds {
+    devices::verdict::Thresholds {
+        min_battery_percent: c.min_battery_percent,
+        max_temperature_celsius: c.max_temperature_celsius,
+        temperature_hysteresis: c.temperature_hysteresis,
+        battery_hysteresis: c.battery_hysteresis,
+        charge_stall_secs: c.charge_stall_after.as_secs_f64(),
+        min_data_free_bytes: c.min_data_free_bytes,
+        cooldown_reboot_after_secs: c.cooldown_reboot_after.as_secs_f64(),
+        max_device_uptime_secs: c.max_device_uptime.as_secs_f64(),
+        usb_reset: c.usb_reset,
+        usb_power_cycle: c.usb_power_cycle,
+    }
+}
+
 /// Without phones, the snapshot's writer: each change of the operators' notes is
 /// decided (for no phone) and published, so the Pi's note reaches `get_state`.
-async fn notes_without_phones(shared: Arc<Shared>) {
+async fn notes_without_phones(shared: Arc<Shared>, thresholds: devices::verdict::Thresholds) {
     let mut notes = shared.notes.subscribe();
-    let thresholds = devices::verdict::Thresholds::from_config(&shared.config);
     while notes.changed().await.is_ok() {
         let now = notes.borrow_and_update().clone();
         let outcome = devices::verdict::decide(
@@ -284,7 +363,7 @@ async fn notes_without_phones(shared: Arc<Shared>) {
             &[],
             &std::collections::BTreeSet::new(),
             devices::verdict::Outside {
-                fleet: &Default::default(),
+                host: &Default::default(),
                 notes: &now,
             },
             &thresholds,
@@ -293,7 +372,7 @@ async fn notes_without_phones(shared: Arc<Shared>) {
         );
         shared.snapshot.publish(Snapshot {
             reasons: outcome.reasons,
-            fleet_reasons: outcome.fleet_reasons,
+            host_reasons: outcome.host_reasons,
             ..Snapshot::default()
         });
     }
@@ -338,4 +417,42 @@ fn listen_for_signals(trigger: shutdown::Trigger) {
             log::info!("received {name}: shutting down");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_come_from_the_flags() {
+        let args: Vec<String> = [
+            "--no-bot",
+            "--min-battery",
+            "45",
+            "--max-temperature",
+            "40.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let config = match crate::config::parse(&args, &|_| None, "pi") {
+            Ok(crate::config::Command::Run(c)) => c,
+            other => panic!("expected Run, got {other:?}"),
+        };
+        assert_eq!(
+            thresholds(&config),
+            devices::verdict::Thresholds {
+                min_battery_percent: 45.0,
+                max_temperature_celsius: 40.5,
+                temperature_hysteresis: 2.0,
+                battery_hysteresis: 5.0,
+                charge_stall_secs: 1200.0,
+                min_data_free_bytes: 1 << 30,
+                cooldown_reboot_after_secs: 1800.0,
+                max_device_uptime_secs: 90_000.0,
+                usb_reset: false,
+                usb_power_cycle: false,
+            }
+        );
+    }
 }

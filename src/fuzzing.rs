@@ -28,19 +28,19 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::bot::token::AccessToken;
 use crate::bot::{bot_zip, token_fetch};
-use crate::config::{self, settings, Command};
+use crate::config::{self, swarming_settings, Command};
 use crate::devices::adb::client::{replay, ShellProtocol};
 use crate::devices::ios::parse as ios;
 use crate::devices::parse::{
     batch, battery, data_free, devices_l, getprop, packages, thermal, uptime,
 };
-use crate::devices::snapshot::{Device, DeviceKind, Dimensions, Link, Snapshot};
 use crate::serve::dimension_rules;
 use crate::serve::hook_front::{first_request_len, MAX_HEAD};
 use crate::serve::hooks::{self, Hooks};
-use crate::state::{FleetBot, Shared};
+use crate::state::snapshot::{Device, DeviceKind, Dimensions, Link, Snapshot};
+use crate::state::token::AccessToken;
+use crate::state::{PerDeviceBot, Shared};
 
 /// The bytes as text, as the callers hand them over: the adb client and the iPhone
 /// tools' runner decode output with `from_utf8_lossy`.
@@ -368,8 +368,11 @@ pub fn token_json(data: &[u8]) {
 
 /// The `--settings` merge: what it accepts merges again to itself.
 pub fn settings(data: &[u8]) {
-    if let Ok(merged) = settings::merged(&text(data)) {
-        assert_eq!(settings::merged(&merged.to_string()), Ok(merged.clone()));
+    if let Ok(merged) = swarming_settings::merged(&text(data)) {
+        assert_eq!(
+            swarming_settings::merged(&merged.to_string()),
+            Ok(merged.clone())
+        );
     }
 }
 
@@ -397,7 +400,7 @@ fn hook_context(extra: &[&str]) -> hooks::Context {
         _ => panic!("the default configuration with {args:?} does not parse"),
     };
     // The device-command receiver is dropped: sends are then ignored, not queued.
-    let (shared, _) = Shared::new(config);
+    let (shared, _) = Shared::new(config.bots);
     let mut phone = Device::listed(DeviceKind::Android, "S1", Link::Device);
     phone.fault = None;
     phone.battery_percent = Some(80.0);
@@ -413,10 +416,10 @@ fn hook_context(extra: &[&str]) -> hooks::Context {
         value: "fuzz-token".to_string(),
         expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(FUZZ_NOW_UNIX + 3600),
     });
-    shared.fleet.set(
+    shared.per_device_bots.set(
         BTreeMap::from([(
             "fuzz-pi--S1".to_string(),
-            FleetBot {
+            PerDeviceBot {
                 serial: "S1".to_string(),
                 status: Arc::default(),
                 calls: Arc::default(),
@@ -424,12 +427,12 @@ fn hook_context(extra: &[&str]) -> hooks::Context {
         )]),
         BTreeMap::new(),
     );
-    hooks::Context::of(&shared)
+    hooks::Context::of(&shared, crate::app::hook_settings(&config))
 }
 
 thread_local! {
     static HOOK_WORLD: HookWorld = HookWorld {
-        hooks: Hooks::new(&settings::defaults()),
+        hooks: Hooks::new(&swarming_settings::defaults()),
         one: hook_context(&[]),
         per_device: hook_context(&["--bots", "per-device"]),
     };

@@ -26,7 +26,7 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use bot::{df, shim, token_fetch};
-use config::{settings, Command};
+use config::{swarming_settings, Command};
 use runtime::logging;
 
 /// The hook script the Swarming server hands to the bot (bots.cfg `bot_config_script`),
@@ -139,7 +139,8 @@ fn check_config(config: &config::Config) -> Result<String, String> {
             .collect();
         text.push_str(&format!("token_headers = {}\n", names.join(", ")));
     }
-    let settings = settings::load(config.settings.as_deref()).map_err(|e| e.to_string())?;
+    let settings =
+        swarming_settings::load(config.settings.as_deref()).map_err(|e| e.to_string())?;
     text.push_str(&format!("bot_settings = {settings}\n"));
     Ok(text)
 }

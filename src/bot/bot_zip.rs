@@ -30,7 +30,7 @@ use crate::bot::token_fetch::TokenWatch;
 use crate::runtime::https;
 use crate::runtime::retry::{run_detached, Retry};
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::{Metrics, ZipDownloadResult};
+use crate::state::metrics::{Metrics, ZipDownloadResult};
 
 pub const ZIP_NAME: &str = "swarming_bot.zip";
 /// Prefix of our temporary download files in the bot directory.

@@ -20,10 +20,10 @@ use tokio::task::JoinHandle;
 use crate::bot::fleet::{self, BotSpec, Running};
 use crate::bot::supervisor::{self, Context, Which};
 use crate::bot::token_fetch::TokenWatch;
-use crate::devices::snapshot::State;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::{self, Shutdown, Trigger};
-use crate::state::{BotStatusCell, Fleet, FleetBot, HookCalls, SnapshotCell};
+use crate::state::snapshot::State;
+use crate::state::{BotStatusCell, HookCalls, PerDeviceBot, PerDeviceBots, SnapshotCell};
 
 /// How often the fleet is brought in line with the phones.
 const EVERY: Duration = Duration::from_secs(1);
@@ -43,12 +43,12 @@ struct Bot {
 pub async fn run(
     ctx: Context,
     snapshot: Arc<SnapshotCell>,
-    registry: Arc<Fleet>,
+    registry: Arc<PerDeviceBots>,
     reaper: Reaper,
     tokens: TokenWatch,
     mut shutdown: Shutdown,
 ) {
-    let config = ctx.config.clone();
+    let config = ctx.settings.clone();
     let rules = fleet::Rules {
         host_id: &config.bot_id,
         bot_dir: &config.bot_dir,
@@ -140,7 +140,7 @@ pub async fn run(
         let view = bots
             .values()
             .map(|b| {
-                let bot = FleetBot {
+                let bot = PerDeviceBot {
                     serial: b.spec.serial.clone(),
                     status: b.status.clone(),
                     calls: b.calls.clone(),
@@ -169,7 +169,7 @@ fn start(
         id: spec.id.clone(),
         dir: spec.dir.clone(),
         phone_env: Some((variable, serial.to_string())),
-        zip_seed: Some(PathBuf::from(&ctx.config.bot_dir)),
+        zip_seed: Some(PathBuf::from(&ctx.settings.bot_dir)),
         zip_turn: Some(zip_turn.clone()),
         status: status.clone(),
         calls: calls.clone(),

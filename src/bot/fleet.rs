@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::devices::snapshot::DeviceKind;
+use crate::state::notes::sanitize;
+use crate::state::snapshot::DeviceKind;
 
 /// Swarming's longest bot id.
 const MAX_ID_LEN: usize = 256;
@@ -46,20 +47,6 @@ impl BotSpec {
             DeviceKind::Ios => ("IOS_UDID", &self.serial),
         }
     }
-}
-
-/// The serial as it may appear in a bot id and a directory name.
-pub fn sanitize(serial: &str) -> String {
-    serial
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }
 
 /// What the fleet should be now.

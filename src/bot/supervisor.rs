@@ -28,16 +28,16 @@ use std::time::{Duration, Instant};
 
 use crate::bot::bot_zip;
 use crate::bot::shim;
-use crate::bot::status::Drain;
 use crate::bot::token_fetch::TokenWatch;
-use crate::config::Config;
+use crate::bot::Settings;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::child::{self, Cut, Kill, Sink};
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy, CRASH_DEATHS, CRASH_WINDOW};
-use crate::serve::metrics::Metrics;
+use crate::state::bot_status::Drain;
+use crate::state::metrics::Metrics;
 use crate::state::{BotStatusCell, Calls, EventReason, Events, HookCalls, Shared};
 
 /// A bot that runs this long has its restart backoff reset.
@@ -117,16 +117,16 @@ struct Launch {
 /// appends to.
 #[derive(Clone)]
 pub struct Context {
-    pub config: Arc<Config>,
+    pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<Events>,
 }
 
 impl Context {
     /// The supervisor's handles out of `app`'s bundle.
-    pub fn of(shared: &Shared) -> Context {
+    pub fn of(shared: &Shared, settings: Settings) -> Context {
         Context {
-            config: shared.config.clone(),
+            settings: Arc::new(settings),
             metrics: shared.metrics.clone(),
             events: shared.events.clone(),
         }
@@ -185,7 +185,7 @@ impl Hooks for Bot {
     }
 
     fn grace(&self) -> Duration {
-        self.ctx.config.grace
+        self.ctx.settings.grace
     }
 
     async fn before_start(&mut self, shutdown: &mut Shutdown) -> bool {
@@ -193,7 +193,7 @@ impl Hooks for Bot {
             server: &self.server,
             bot_id: &self.which.id,
             metrics: &self.ctx.metrics,
-            ca_bundle: &self.ctx.config.ca_bundle,
+            ca_bundle: &self.ctx.settings.ca_bundle,
             seed: self.which.zip_seed.as_deref(),
         };
         let _turn = match &self.which.zip_turn {
@@ -318,7 +318,7 @@ impl Hooks for Bot {
     }
 
     fn silent(&mut self, pid: i32, started: Instant, now: Instant) -> bool {
-        let limit = self.ctx.config.bot_silence_limit;
+        let limit = self.ctx.settings.bot_silence_limit;
         let Some(silent) = silence(self.which.calls.get(), started, now, limit) else {
             return false;
         };
@@ -349,7 +349,7 @@ impl Hooks for Bot {
                 task_started_unix: now_unix - task_for.as_secs_f64(),
             })
         });
-        Some(self.ctx.config.drain_limit)
+        Some(self.ctx.settings.drain_limit)
     }
 
     fn stopping(&mut self, pid: i32, drain: Option<Duration>) {
@@ -374,7 +374,7 @@ impl Hooks for Bot {
         let why = match why {
             Cut::Limit => format!(
                 "still running its task at the drain limit ({}s)",
-                self.ctx.config.drain_limit.as_secs()
+                self.ctx.settings.drain_limit.as_secs()
             ),
             Cut::Signal => "told to hurry by a second termination signal".to_string(),
         };
@@ -448,10 +448,10 @@ pub async fn run(
     mut tokens: TokenWatch,
     mut shutdown: Shutdown,
 ) {
-    let Some(server) = ctx.config.swarming_server.clone() else {
+    let Some(server) = ctx.settings.swarming_server.clone() else {
         return;
     };
-    let Some(launch) = prepare(&ctx.config, &which, &mut shutdown).await else {
+    let Some(launch) = prepare(&ctx.settings, &which, &mut shutdown).await else {
         return;
     };
     log::info!("waiting for an access token before the first bot launch");
@@ -484,7 +484,7 @@ pub async fn run(
 /// Creates the bot directory and the shim, retrying until they exist or shutdown.
 /// The shim is shared: it sits beside `--bot-dir`, which in `--bots per-device` holds
 /// only the bots' directories.
-async fn prepare(config: &Config, which: &Which, shutdown: &mut Shutdown) -> Option<Launch> {
+async fn prepare(config: &Settings, which: &Which, shutdown: &mut Shutdown) -> Option<Launch> {
     let mut retry = Retry::slow();
     loop {
         let result = bot_zip::prepare_dir(&which.dir)

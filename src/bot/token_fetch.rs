@@ -1,4 +1,4 @@
-//! Fetches the OAuth access token and keeps [`crate::bot::token::TokenCache`] filled.
+//! Fetches the OAuth access token and keeps [`crate::state::token::TokenCache`] filled.
 //!
 //! The `--token-config` file (`{"url": "...", "headers": {...}}`) and the endpoint's answer
 //! (`{"access_token": "...", "expires_in": N}`) are parsed by pure functions; the fetch is
@@ -16,12 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::bot::token::AccessToken;
-use crate::bot::token::TokenCache;
 use crate::runtime::https;
 use crate::runtime::retry::{run_detached, sleep_or_shutdown, Retry};
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::{Metrics, TokenFetchResult};
+use crate::state::metrics::{Metrics, TokenFetchResult};
+use crate::state::token::AccessToken;
+use crate::state::token::TokenCache;
 
 /// Refetch once less than this much validity remains.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(600);
@@ -48,7 +48,7 @@ pub struct TokenError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenErrorKind {
     /// The `--token-config` file is missing, unreadable or malformed.
-    Config,
+    BadTokenConfig,
     /// The CA bundle (`--ca-bundle`) is missing, unreadable or holds no certificate.
     CaBundle,
     /// Refused, reset, timed out, or no such host.
@@ -63,7 +63,9 @@ impl TokenErrorKind {
     /// The `result` label of `token_fetches_total`.
     pub fn metric_label(self) -> TokenFetchResult {
         match self {
-            TokenErrorKind::Config | TokenErrorKind::CaBundle => TokenFetchResult::ConfigError,
+            TokenErrorKind::BadTokenConfig | TokenErrorKind::CaBundle => {
+                TokenFetchResult::ConfigError
+            }
             TokenErrorKind::Network => TokenFetchResult::NetworkError,
             TokenErrorKind::Http(_) => TokenFetchResult::HttpError,
             TokenErrorKind::BadResponse => TokenFetchResult::BadResponse,
@@ -74,7 +76,9 @@ impl TokenErrorKind {
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            TokenErrorKind::Config => write!(f, "token config {}: {}", self.source, self.problem),
+            TokenErrorKind::BadTokenConfig => {
+                write!(f, "token config {}: {}", self.source, self.problem)
+            }
             TokenErrorKind::Http(status) => {
                 write!(
                     f,
@@ -91,7 +95,7 @@ impl std::error::Error for TokenError {}
 
 fn config_error(path: &Path, problem: impl Into<String>) -> TokenError {
     TokenError {
-        kind: TokenErrorKind::Config,
+        kind: TokenErrorKind::BadTokenConfig,
         source: path.display().to_string(),
         problem: problem.into(),
     }
@@ -429,7 +433,7 @@ mod tests {
             (r#"{"url": "http://x", "headers": []}"#, "\"headers\" must"),
         ] {
             let e = parse_token_config(Path::new("/etc/t.json"), text).unwrap_err();
-            assert_eq!(e.kind, TokenErrorKind::Config);
+            assert_eq!(e.kind, TokenErrorKind::BadTokenConfig);
             let line = e.to_string();
             assert!(line.starts_with("token config /etc/t.json: "), "{line}");
             assert!(line.contains(needle), "{line} lacks {needle}");

@@ -5,9 +5,16 @@
 //! expected. It is a pure function of its inputs: nothing else in the program reads
 //! `std::env` for configuration, so tests pass arguments and an environment map in.
 //!
+//! Stage two (`swarming_settings::load`) reads the file `--settings` names, once, at
+//! start-up (`app`, and `--check-config` in `lib.rs`), and deep-merges it over the bot
+//! settings' defaults; a bad file stops the program. It is the only I/O of this folder.
+//!
 //! Each flag is one row of the table in `flags`; `parse` walks the command line and
 //! fills the [`Config`] row by row (`values` checks each value), `help` prints the rows
 //! for `--help`, and `describe` prints the filled-in rows for `--check-config`.
+//!
+//! The components never see [`Config`]: `app` hands each the slice it reads (its
+//! `Settings`).
 //!
 //! We do not use an argument-parsing crate: the design card keeps the dependency list
 //! short, and the flag set is small and flat.
@@ -16,7 +23,7 @@ mod describe;
 mod flags;
 mod help;
 mod parse;
-pub mod settings;
+pub mod swarming_settings;
 mod values;
 
 pub use help::help_text;

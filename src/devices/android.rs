@@ -22,11 +22,11 @@ use crate::devices::adb::client::{self, Client, End, ShellProtocol, MAX_OUTPUT};
 use crate::devices::adb::network::{NetworkPhones, Why};
 use crate::devices::dimensions;
 use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
-use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::InterrogationErrorKind;
-use crate::serve::metrics::Metrics;
+use crate::state::metrics::InterrogationErrorKind;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
 use std::net::SocketAddr;
 
 /// A round's commands (name, command), least likely to hang first: the kernel answers
@@ -725,8 +725,8 @@ impl AndroidPhones for Adb {
 mod tests {
     use super::*;
     use crate::devices::phones::Props;
-    use crate::devices::snapshot::Reasons;
     use crate::devices::verdict::Memory;
+    use crate::state::snapshot::Reasons;
     use std::collections::BTreeSet;
 
     fn listed(serial: &str, state: &str) -> Listed {
@@ -964,8 +964,8 @@ mod tests {
             &[d],
             &BTreeSet::new(),
             crate::devices::verdict::Outside {
-                fleet: &Reasons::default(),
-                notes: &crate::devices::verdict::Notes::default(),
+                host: &Reasons::default(),
+                notes: &crate::state::notes::Notes::default(),
             },
             &t,
             0.0,

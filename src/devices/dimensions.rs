@@ -22,7 +22,7 @@
 //!   (`6`, `6.0`, `6.0.1`);
 //! - `device_abi`: `ro.product.cpu.abi`.
 //!
-//! For the bot ([`android_fleet`]): the union of the usable phones ([`merge`]), plus
+//! For the bot ([`android_dimensions`]): the union of the usable phones ([`merge`]), plus
 //! `android_devices` and `os: ["Android"]`. `android_devices` lists the count and each
 //! smaller count, at most 4 values, as luci does, so a task that asks for one phone
 //! still matches a Pi with three.
@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::devices::snapshot::Dimensions;
+use crate::state::snapshot::Dimensions;
 
 /// At most this many values in `android_devices`, as luci lists them.
 const DEVICE_COUNT_VALUES: usize = 4;
@@ -190,7 +190,7 @@ pub fn merge(parts: &[&Dimensions]) -> Dimensions {
 /// The bot's Android dimensions from the `getprop` maps and packages of its usable
 /// phones; an empty map when there are none (the bot then offers no Android dimension
 /// at all).
-pub fn android_fleet(usable: &[(&BTreeMap<String, String>, &Packages)]) -> Dimensions {
+pub fn android_dimensions(usable: &[(&BTreeMap<String, String>, &Packages)]) -> Dimensions {
     if usable.is_empty() {
         return Dimensions::new();
     }
@@ -421,23 +421,23 @@ mod tests {
     }
 
     #[test]
-    fn fleet_of_none_is_empty() {
-        assert!(android_fleet(&[]).is_empty());
+    fn dimensions_of_none_is_empty() {
+        assert!(android_dimensions(&[]).is_empty());
     }
 
     #[test]
-    fn fleet_of_one() {
+    fn dimensions_of_one() {
         let p = pixel();
-        let d = android_fleet(&[(&p, &no_packages())]);
+        let d = android_dimensions(&[(&p, &no_packages())]);
         assert_eq!(d["android_devices"], vec!["1"]);
         assert_eq!(d["os"], vec!["Android"]);
         assert_eq!(d["device_type"], vec!["husky"]);
     }
 
     #[test]
-    fn fleet_of_two_different_phones_merges_them() {
+    fn dimensions_of_two_different_phones_merges_them() {
         let (p, s) = (pixel(), samsung6());
-        let d = android_fleet(&[(&p, &no_packages()), (&s, &no_packages())]);
+        let d = android_dimensions(&[(&p, &no_packages()), (&s, &no_packages())]);
         assert_eq!(d["android_devices"], vec!["1", "2"]);
         assert_eq!(d["device_type"], vec!["herolte", "husky", "universal8890"]);
         assert_eq!(d["device_os_version"], vec!["14", "6", "6.0", "6.0.1"]);
@@ -457,25 +457,25 @@ mod tests {
     }
 
     #[test]
-    fn fleet_counts_list_at_most_four_values() {
+    fn dimensions_counts_list_at_most_four_values() {
         let p = pixel();
         let k = no_packages();
         let six = vec![(&p, &k); 6];
         assert_eq!(
-            android_fleet(&six)["android_devices"],
+            android_dimensions(&six)["android_devices"],
             vec!["3", "4", "5", "6"]
         );
         let sixteen = vec![(&p, &k); 16];
         assert_eq!(
-            android_fleet(&sixteen)["android_devices"],
+            android_dimensions(&sixteen)["android_devices"],
             vec!["13", "14", "15", "16"]
         );
     }
 
     #[test]
-    fn fleet_values_are_never_empty() {
+    fn dimensions_values_are_never_empty() {
         let (p, s) = (pixel(), samsung6());
-        let d = android_fleet(&[(&p, &no_packages()), (&s, &no_packages())]);
+        let d = android_dimensions(&[(&p, &no_packages()), (&s, &no_packages())]);
         for (k, vs) in &d {
             assert!(!vs.is_empty(), "{k}");
             for v in vs {

@@ -5,7 +5,7 @@
 //!   fakes under tokio's paused time;
 //! - `android`: the Android side for real, through the adb server protocol: the device
 //!   list, one round per phone as one script, reboots, reconnects; and the pure step from
-//!   a listing and a round to a [`Device`](crate::devices::snapshot::Device);
+//!   a listing and a round to a [`Device`](crate::state::snapshot::Device);
 //! - `verdict`: the one place a phone's fate is decided, its recovery ladder included;
 //! - `usb`: the opt-in USB steps of that ladder (a reset, a hub port power cycle);
 //! - `phones`: the traits the watcher drives (Android, iPhones, the round clock);
@@ -16,8 +16,7 @@
 //! - `adb`: the adb server's host protocol (codec, client) and the server child;
 //! - `parse`: pure parsers of what adb and the phones print;
 //! - `ios`: the iPhones, through libimobiledevice's tools and usbmuxd;
-//! - `dimensions`: pure, properties to Swarming dimensions;
-//! - `snapshot`: the immutable picture of the phones that every reader shares.
+//! - `dimensions`: pure, properties to Swarming dimensions.
 //!
 //! [`Context`] is what the folder is given by `app`: its configuration, the counters,
 //! and the handles it alone writes.
@@ -31,7 +30,6 @@ pub mod ios;
 pub mod parse;
 mod phones;
 mod round;
-pub mod snapshot;
 pub mod usb;
 pub mod verdict;
 mod watcher;
@@ -44,8 +42,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, DeviceKinds};
-use crate::serve::metrics::Metrics;
+use crate::config::DeviceKinds;
+use crate::state::metrics::Metrics;
 use crate::state::{Events, Liveness, NodeNotes, Shared, SnapshotCell};
 
 /// The part of the configuration the phones' side reads, so that its tests build it
@@ -64,25 +62,6 @@ pub struct Settings {
     pub thresholds: verdict::Thresholds,
 }
 
-impl Settings {
-    pub fn of(config: &Config) -> Settings {
-        Settings {
-            devices: config.devices,
-            interrogate_every: config.interrogate_every,
-            no_reboot_after_task: config.no_reboot_after_task,
-            power_off: config.power_off,
-            adb: config.adb.clone(),
-            adb_server: config.adb_server,
-            usbmuxd: config.usbmuxd.clone(),
-            ios: ios::Tools {
-                dir: config.idevice_dir.clone(),
-                interrogate_every: config.interrogate_every,
-            },
-            thresholds: verdict::Thresholds::from_config(config),
-        }
-    }
-}
-
 /// What the watcher is given: its settings, the counters, and the handles it writes
 /// (the snapshot and its events, the proof of life of its tick).
 pub struct Context {
@@ -97,9 +76,9 @@ pub struct Context {
 
 impl Context {
     /// The watcher's handles out of `app`'s bundle.
-    pub fn of(shared: &Shared) -> Context {
+    pub fn of(shared: &Shared, settings: Settings) -> Context {
         Context {
-            settings: Settings::of(&shared.config),
+            settings,
             metrics: shared.metrics.clone(),
             snapshot: shared.snapshot.clone(),
             events: shared.events.clone(),

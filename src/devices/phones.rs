@@ -16,11 +16,11 @@ use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
 use crate::devices::parse::battery::Battery;
-use crate::devices::snapshot::{Device, Temperature};
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::Metrics;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::{Device, Temperature};
 
 /// Props of one phone, as `getprop` printed them.
 pub type Props = BTreeMap<String, String>;

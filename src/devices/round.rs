@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::phones::{BoxFuture, PhoneRound};
 use crate::devices::ios;
-use crate::devices::snapshot::Device;
-use crate::serve::metrics::{InterrogationErrorKind, Metrics};
+use crate::state::metrics::{InterrogationErrorKind, Metrics};
+use crate::state::snapshot::Device;
 
 /// A finished round: what each phone said, and how long the round took.
 pub struct RoundDone {

@@ -2,7 +2,7 @@
 //! round (Android and iPhone alike), the memory of earlier rounds, the phones being
 //! rebooted after a task and the thresholds, [`decide`] gives every phone its own
 //! reasons (quarantined, maintenance, or none: usable), the bot's reasons (theirs plus
-//! the fleet's own), and the few actions that may fix a phone by itself. `get_state`,
+//! the host's own), and the few actions that may fix a phone by itself. `get_state`,
 //! `/metrics` and the `devices` subcommand all read this one result, through the
 //! snapshot; the forced quarantine joins it in [`with_forced`]. Rules (texts exact,
 //! thresholds from flags, N = 2):
@@ -48,8 +48,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::Config;
-use crate::devices::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
+use crate::state::notes::Notes;
+use crate::state::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
 
 /// Consecutive failed rounds (offline, not answering) after which reconnecting is given
 /// up and a person is needed; also how long a handshake may last before it is reported.
@@ -81,23 +81,6 @@ pub struct Thresholds {
     pub usb_reset: bool,
     /// `--usb-power-cycle`: a hub port power cycle is the ladder's last step.
     pub usb_power_cycle: bool,
-}
-
-impl Thresholds {
-    pub fn from_config(config: &Config) -> Thresholds {
-        Thresholds {
-            min_battery_percent: config.min_battery_percent,
-            max_temperature_celsius: config.max_temperature_celsius,
-            temperature_hysteresis: config.temperature_hysteresis,
-            battery_hysteresis: config.battery_hysteresis,
-            charge_stall_secs: config.charge_stall_after.as_secs_f64(),
-            min_data_free_bytes: config.min_data_free_bytes,
-            cooldown_reboot_after_secs: config.cooldown_reboot_after.as_secs_f64(),
-            max_device_uptime_secs: config.max_device_uptime.as_secs_f64(),
-            usb_reset: config.usb_reset,
-            usb_power_cycle: config.usb_power_cycle,
-        }
-    }
 }
 
 /// What one round remembers for the next.
@@ -266,11 +249,11 @@ pub struct Outcome {
     /// absent now (state [`State::Missing`], with their last known kind and type),
     /// sorted by kind, then serial.
     pub devices: Vec<Device>,
-    /// The bot's reasons: every phone's and the fleet's, sorted and distinct.
+    /// The bot's reasons: every phone's and the host's, sorted and distinct.
     pub reasons: Reasons,
-    /// The reasons that belong to no single phone: the fleet's given, and the Pi's
+    /// The reasons that belong to no single phone: the host's given, and the Pi's
     /// maintenance note; every phone's bot reports them (`--bots per-device`).
-    pub fleet_reasons: Reasons,
+    pub host_reasons: Reasons,
     /// To pass to the next round's [`decide`].
     pub memory: Memory,
     pub actions: Vec<Action>,
@@ -306,7 +289,7 @@ pub fn decide(
     now: f64,
     idle: bool,
 ) -> Outcome {
-    let Outside { fleet, notes } = outside;
+    let Outside { host, notes } = outside;
     let mut actions = Vec::new();
     let mut next = Memory {
         seen: memory.seen.clone(),
@@ -714,21 +697,21 @@ pub fn decide(
         bot.maintenance
             .insert(format!("rebooting {serial} after task"));
     }
-    // The Pi's note holds back every bot of the Pi: it joins the fleet's reasons,
+    // The Pi's note holds back every bot of the Pi: it joins the host's reasons,
     // which each phone's bot reports too.
-    let mut fleet = fleet.clone();
+    let mut host = host.clone();
     if let Some(note) = &notes.pi {
-        fleet.maintenance.push(pi_note_reason(note));
-        fleet.maintenance.sort();
-        fleet.maintenance.dedup();
+        host.maintenance.push(pi_note_reason(note));
+        host.maintenance.sort();
+        host.maintenance.dedup();
     }
-    bot.quarantined.extend(fleet.quarantined.iter().cloned());
-    bot.maintenance.extend(fleet.maintenance.iter().cloned());
+    bot.quarantined.extend(host.quarantined.iter().cloned());
+    bot.maintenance.extend(host.maintenance.iter().cloned());
 
     Outcome {
         devices: out,
         reasons: bot.into_reasons(),
-        fleet_reasons: fleet,
+        host_reasons: host,
         memory: next,
         actions,
     }
@@ -738,32 +721,9 @@ pub fn decide(
 #[derive(Debug, Clone, Copy)]
 pub struct Outside<'a> {
     /// The reasons that belong to no single phone (an iPhone listing that failed).
-    pub fleet: &'a Reasons,
+    pub host: &'a Reasons,
     /// The operators' maintenance notes (the node's annotations).
     pub notes: &'a Notes,
-}
-
-/// The operators' maintenance notes, from the node's annotations
-/// (`test-machine-monitor/maintenance` and `test-machine-monitor/maintenance.<serial>`):
-/// input to [`decide`] like the phones themselves.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Notes {
-    /// The whole Pi's note: every bot reports maintenance with it.
-    pub pi: Option<String>,
-    /// One phone's note, by the serial as written in a bot id (`bot::fleet::sanitize`).
-    pub phones: BTreeMap<String, String>,
-}
-
-impl Notes {
-    /// The note of the phone `serial`, matched as a bot id writes it.
-    fn phone(&self, serial: &str) -> Option<&str> {
-        if self.phones.is_empty() {
-            return None;
-        }
-        self.phones
-            .get(&crate::bot::fleet::sanitize(serial))
-            .map(String::as_str)
-    }
 }
 
 /// The maintenance reason of the Pi's note, as the operator wrote it.
@@ -866,7 +826,7 @@ fn short(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::snapshot::Temperature;
+    use crate::state::snapshot::Temperature;
 
     const T: Thresholds = TEST_THRESHOLDS;
 
@@ -897,7 +857,7 @@ mod tests {
         d
     }
 
-    /// The rules with no fleet reasons, as most tests want them.
+    /// The rules with no host reasons, as most tests want them.
     fn assess(
         memory: &Memory,
         devices: &[Device],
@@ -909,7 +869,7 @@ mod tests {
             devices,
             rebooting,
             Outside {
-                fleet: &Reasons::default(),
+                host: &Reasons::default(),
                 notes: &Notes::default(),
             },
             t,
@@ -1153,7 +1113,7 @@ mod tests {
                 std::slice::from_ref(d),
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1269,7 +1229,7 @@ mod tests {
                 std::slice::from_ref(d),
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1583,7 +1543,7 @@ mod tests {
                 std::slice::from_ref(&stuck),
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1636,7 +1596,7 @@ mod tests {
                 &[d.clone(), healthy("K")],
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &t,
@@ -1702,7 +1662,7 @@ mod tests {
                 &[phone.clone(), healthy("K")],
                 &none(),
                 Outside {
-                    fleet: &Reasons::default(),
+                    host: &Reasons::default(),
                     notes: &Notes::default(),
                 },
                 &t,
@@ -1966,7 +1926,7 @@ mod tests {
     fn each_phone_carries_only_its_own_reasons_and_the_bot_all_of_them() {
         let mut hot = healthy("H");
         hot.temperatures[0].celsius = 40.0;
-        let fleet = Reasons {
+        let host = Reasons {
             quarantined: vec!["cannot list the iPhones: no idevice_id".into()],
             maintenance: vec![],
         };
@@ -1975,7 +1935,7 @@ mod tests {
             &[hot, healthy("K"), in_state("U", "unauthorized")],
             &none(),
             Outside {
-                fleet: &fleet,
+                host: &host,
                 notes: &Notes::default(),
             },
             &T,
@@ -2017,39 +1977,6 @@ mod tests {
         assert_eq!(with_forced(&f, Some("z")), f);
     }
 
-    #[test]
-    fn thresholds_come_from_the_flags() {
-        let args: Vec<String> = [
-            "--no-bot",
-            "--min-battery",
-            "45",
-            "--max-temperature",
-            "40.5",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let config = match crate::config::parse(&args, &|_| None, "pi") {
-            Ok(crate::config::Command::Run(c)) => c,
-            other => panic!("expected Run, got {other:?}"),
-        };
-        assert_eq!(
-            Thresholds::from_config(&config),
-            Thresholds {
-                min_battery_percent: 45.0,
-                max_temperature_celsius: 40.5,
-                temperature_hysteresis: 2.0,
-                battery_hysteresis: 5.0,
-                charge_stall_secs: 1200.0,
-                min_data_free_bytes: 1 << 30,
-                cooldown_reboot_after_secs: 1800.0,
-                max_device_uptime_secs: 90_000.0,
-                usb_reset: false,
-                usb_power_cycle: false,
-            }
-        );
-    }
-
     fn notes(pi: Option<&str>, phones: &[(&str, &str)]) -> Notes {
         Notes {
             pi: pi.map(str::to_string),
@@ -2066,7 +1993,7 @@ mod tests {
             devices,
             &none(),
             Outside {
-                fleet: &Reasons::default(),
+                host: &Reasons::default(),
                 notes: n,
             },
             &T,
@@ -2091,7 +2018,7 @@ mod tests {
             maintenance(&a),
             vec!["maintenance: 10.0.0.7:5555: cracked screen"]
         );
-        assert!(a.fleet_reasons.maintenance.is_empty());
+        assert!(a.host_reasons.maintenance.is_empty());
     }
 
     #[test]
@@ -2100,7 +2027,7 @@ mod tests {
         let a = noted(&[healthy("S1"), healthy("K")], &n);
         assert_eq!(maintenance(&a), vec!["maintenance: new USB hub (ana)"]);
         assert_eq!(
-            a.fleet_reasons.maintenance,
+            a.host_reasons.maintenance,
             vec!["maintenance: new USB hub (ana)"]
         );
         assert!(a.devices.iter().all(|d| d.verdict_word() == "usable"));
@@ -2125,7 +2052,7 @@ mod tests {
             &[],
             &none(),
             Outside {
-                fleet: &Reasons::default(),
+                host: &Reasons::default(),
                 notes: &n,
             },
             &T,
@@ -2143,10 +2070,10 @@ mod tests {
     fn per_device_each_bot_reports_its_own_phones_note_and_the_pis() {
         let n = notes(Some("rewiring"), &[("A", "cracked screen")]);
         let a = noted(&[healthy("A"), healthy("K")], &n);
-        let snapshot = crate::devices::snapshot::Snapshot {
+        let snapshot = crate::state::snapshot::Snapshot {
             devices: a.devices,
             reasons: a.reasons,
-            fleet_reasons: a.fleet_reasons,
+            host_reasons: a.host_reasons,
             ..Default::default()
         };
         assert_eq!(

@@ -32,17 +32,18 @@ use super::budget::{Budget, SERVER_SILENT_ROUNDS};
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
-use super::verdict::{self, Action, Memory, Notes, Outside, Thresholds};
+use super::verdict::{self, Action, Memory, Outside, Thresholds};
 use super::Context;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
 use crate::devices::parse::{self, devices_l::Listed};
-use crate::devices::snapshot::{self, Device, DeviceKind, Dimensions, Link, Reasons, Snapshot};
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::InterrogationErrorKind;
+use crate::state::metrics::InterrogationErrorKind;
+use crate::state::notes::Notes;
+use crate::state::snapshot::{self, Device, DeviceKind, Dimensions, Link, Reasons, Snapshot};
 use crate::state::{DeviceCommand, EventReason};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
@@ -568,11 +569,10 @@ impl Watcher {
                 .map_or("after task", String::as_str);
             d.mark_rebooting(what_for);
         }
-        let mut fleet = Reasons::default();
-        self.iphones.add_reasons(&mut fleet);
+        let mut host = Reasons::default();
+        self.iphones.add_reasons(&mut host);
         if let Some(s) = &self.server_silent {
-            fleet
-                .maintenance
+            host.maintenance
                 .push(format!("adb server not answering: {}", s.first));
         }
         let outcome = verdict::decide(
@@ -580,7 +580,7 @@ impl Watcher {
             &devices,
             &self.rebooting,
             Outside {
-                fleet: &fleet,
+                host: &host,
                 notes: &self.notes,
             },
             &self.thresholds,
@@ -599,12 +599,17 @@ impl Watcher {
             .collect();
         let android: Vec<_> = counted.iter().map(|(_, phone)| *phone).collect();
         let dims = dimensions::merge(&[
-            &dimensions::android_fleet(&android),
-            &self.iphones.fleet(&self.rebooting),
+            &dimensions::android_dimensions(&android),
+            &self.iphones.dimensions(&self.rebooting),
         ]);
         let mut phone_dimensions: BTreeMap<String, Dimensions> = counted
             .iter()
-            .map(|(serial, phone)| (serial.to_string(), dimensions::android_fleet(&[*phone])))
+            .map(|(serial, phone)| {
+                (
+                    serial.to_string(),
+                    dimensions::android_dimensions(&[*phone]),
+                )
+            })
             .collect();
         phone_dimensions.extend(self.iphones.each(&self.rebooting));
         let snapshot = Snapshot {
@@ -612,7 +617,7 @@ impl Watcher {
             devices: outcome.devices,
             dimensions: dims,
             reasons: outcome.reasons,
-            fleet_reasons: outcome.fleet_reasons,
+            host_reasons: outcome.host_reasons,
             phone_dimensions,
             busy_phones: self.phone_tasks.clone(),
         };
@@ -765,7 +770,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use crate::devices::snapshot::Fault;
+    use crate::state::snapshot::Fault;
 
     /// How a fake phone answers its rounds.
     #[derive(Clone)]
@@ -1206,7 +1211,7 @@ mod tests {
         *rig.fake.server_silent.lock().unwrap() = true;
         let s = rig
             .until("the server reported", |s| {
-                s.fleet_reasons
+                s.host_reasons
                     .maintenance
                     .iter()
                     .any(|r| r.starts_with("adb server not answering: no answer within"))
@@ -1232,7 +1237,7 @@ mod tests {
         );
         *rig.fake.server_silent.lock().unwrap() = false;
         rig.until("the reason cleared", |s| {
-            s.fleet_reasons.maintenance.is_empty()
+            s.host_reasons.maintenance.is_empty()
         })
         .await;
         rig.stop().await;

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::client::{Client, KubeErrorKind, Method, Needs};
 use super::Report;
 use crate::runtime::logging::utc_timestamp;
-use crate::serve::metrics::KubeEventResult;
+use crate::state::metrics::KubeEventResult;
 use crate::state::{Events, NodeEvent};
 
 /// API calls (creates and patches) allowed at once.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::KubeMode;
-use crate::serve::metrics::{KubeErrorLabel, KubeEventResult, Metrics};
+use crate::state::metrics::{KubeErrorLabel, KubeEventResult, Metrics};
 use crate::state::{KubeStatus, Shared};
 use client::{Client, KubeError, KubeErrorKind};
 
@@ -114,10 +114,20 @@ impl Report {
     }
 }
 
+/// The slice of the configuration the Kubernetes client reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kubernetes: KubeMode,
+    /// The API server, from `KUBERNETES_SERVICE_HOST`/`_PORT`, when in a cluster.
+    pub kube_api: Option<String>,
+    /// `NODE_NAME`: the node whose notes are read and whose Events are posted.
+    pub node_name: Option<String>,
+    pub kube_service_account_dir: std::path::PathBuf,
+}
+
 /// Starts the client when `--kubernetes auto` finds a cluster; otherwise one line says
 /// why not, and nothing else changes (the force-quarantine file still works).
-pub fn start(shared: &Shared) {
-    let config = &shared.config;
+pub fn start(shared: &Shared, config: &Settings) {
     let dir = &config.kube_service_account_dir;
     let token = dir.join("token");
     let off = |why: String| {

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::client::{Client, KubeError, KubeErrorKind, Method, Needs};
 use super::Report;
-use crate::devices::verdict::Notes;
 use crate::runtime::backoff::Backoff;
+use crate::state::notes::Notes;
 use crate::state::NodeNotes;
 
 /// The whole Pi's note.

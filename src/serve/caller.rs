@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::BotsMode;
-use crate::state::{BotStatusCell, Fleet, HookCalls};
+use crate::state::{BotStatusCell, HookCalls, PerDeviceBots};
 
 /// The header in which `bot_config.py` sends its bot's id.
 pub const BOT_HEADER: &str = "X-Swarming-Bot-Id";
@@ -26,7 +26,11 @@ pub enum Caller {
 }
 
 /// The caller of a call that named `named` (the header's value, if any).
-pub fn resolve(mode: BotsMode, fleet: &Fleet, named: Option<&str>) -> Result<Caller, String> {
+pub fn resolve(
+    mode: BotsMode,
+    fleet: &PerDeviceBots,
+    named: Option<&str>,
+) -> Result<Caller, String> {
     if mode == BotsMode::One {
         return Ok(Caller::Pi);
     }
@@ -59,12 +63,12 @@ pub fn resolve(mode: BotsMode, fleet: &Fleet, named: Option<&str>) -> Result<Cal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::FleetBot;
+    use crate::state::PerDeviceBot;
     use std::collections::BTreeMap;
 
-    fn fleet() -> Fleet {
-        let f = Fleet::default();
-        let bot = FleetBot {
+    fn fleet() -> PerDeviceBots {
+        let f = PerDeviceBots::default();
+        let bot = PerDeviceBot {
             serial: "127.0.0.1:5555".into(),
             status: Arc::default(),
             calls: Arc::default(),

@@ -11,7 +11,7 @@
 //!
 //! Pure: no I/O, no logging. The hook server logs the warnings.
 
-use crate::devices::snapshot::Dimensions;
+use crate::state::snapshot::Dimensions;
 
 pub const MAX_KEY_LEN: usize = 64;
 pub const MAX_VALUE_LEN: usize = 256;

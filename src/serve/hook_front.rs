@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::serve::http::{BODY_DEADLINE, MAX_BODY};
-use crate::serve::metrics::{HookRoute, Metrics};
+use crate::state::metrics::{HookRoute, Metrics};
 
 /// The longest request head waited for; a longer one is handed on at once.
 pub const MAX_HEAD: usize = 16 * 1024;

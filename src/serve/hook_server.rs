@@ -28,7 +28,7 @@ use std::time::{Instant, SystemTime};
 use crate::serve::caller::BOT_HEADER;
 use crate::serve::hooks::{Context, Hooks, Route};
 use crate::serve::http::{body_is_buffered, read_body, send, BODY_DEADLINE};
-use crate::serve::metrics::HookRoute;
+use crate::state::metrics::HookRoute;
 
 /// Threads answering requests. The bot calls one hook at a time; the rest is slack for
 /// stalled clients and scrapers of the wrong port.

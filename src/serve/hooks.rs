@@ -25,17 +25,16 @@ use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 
-use crate::bot::token::TokenCache;
-use crate::config::Config;
-use crate::devices::snapshot::{Device, Dimensions, Snapshot};
 use crate::serve::caller::{self, Caller};
 use crate::serve::dimension_rules;
 use crate::serve::http::{error_reply, json_reply, Reply, MAX_BODY};
-use crate::serve::metrics::HookRoute;
-use crate::serve::metrics::Metrics;
+use crate::state::metrics::HookRoute;
+use crate::state::metrics::Metrics;
+use crate::state::snapshot::{Device, Dimensions, Snapshot};
+use crate::state::token::TokenCache;
 use crate::state::{
-    BotStatusCell, DeviceCommand, DeviceCommands, Draining, Fleet, ForcedQuarantine, HookCalls,
-    Liveness, Shared, SnapshotCell, DRAINING_REASON,
+    BotStatusCell, DeviceCommand, DeviceCommands, Draining, ForcedQuarantine, HookCalls, Liveness,
+    PerDeviceBots, Shared, SnapshotCell, DRAINING_REASON,
 };
 
 /// The hooks `bot_config.py` forwards, one route each.
@@ -178,10 +177,21 @@ pub fn device_json(d: &Device) -> Value {
     })
 }
 
-/// What the hooks are given: the readings they answer from, the forced quarantine and
-/// the device commands, which they alone write and send.
+/// The slice of the configuration the hooks read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--bots`: whether a call comes from the Pi's one bot or names a phone's.
+    pub bots: crate::config::BotsMode,
+    /// The Pi's one bot's id.
+    pub bot_id: String,
+    /// The file that quarantines the bot at its next `get_state`.
+    pub force_quarantine_file: std::path::PathBuf,
+}
+
+/// What the hooks are given: their settings, the readings they answer from, the forced
+/// quarantine and the device commands, which they alone write and send.
 pub struct Context {
-    pub config: Arc<Config>,
+    pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub snapshot: Arc<SnapshotCell>,
     pub bot: Arc<BotStatusCell>,
@@ -191,16 +201,16 @@ pub struct Context {
     pub liveness: Arc<Liveness>,
     pub forced: Arc<ForcedQuarantine>,
     pub commands: DeviceCommands,
-    pub fleet: Arc<Fleet>,
+    pub per_device_bots: Arc<PerDeviceBots>,
     /// Set while the program drains for shutdown: every bot is then in maintenance.
     pub draining: Arc<Draining>,
 }
 
 impl Context {
     /// The hooks' handles out of `app`'s bundle.
-    pub fn of(shared: &Shared) -> Context {
+    pub fn of(shared: &Shared, settings: Settings) -> Context {
         Context {
-            config: shared.config.clone(),
+            settings,
             metrics: shared.metrics.clone(),
             snapshot: shared.snapshot.clone(),
             bot: shared.bot.clone(),
@@ -209,7 +219,7 @@ impl Context {
             liveness: shared.liveness.clone(),
             forced: shared.forced.clone(),
             commands: shared.commands.clone(),
-            fleet: shared.fleet.clone(),
+            per_device_bots: shared.per_device_bots.clone(),
             draining: shared.draining.clone(),
         }
     }
@@ -223,7 +233,7 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    /// `settings` are the validated bot settings (see `settings::load`).
+    /// `settings` are the validated bot settings (see `swarming_settings::load`).
     pub fn new(settings: &Value) -> Hooks {
         Hooks {
             settings: settings.to_string(),
@@ -265,7 +275,7 @@ impl Hooks {
             return error_reply(413, "request body over the 1 MiB limit");
         }
         let caller = || {
-            let c = caller::resolve(ctx.config.bots, &ctx.fleet, bot)?;
+            let c = caller::resolve(ctx.settings.bots, &ctx.per_device_bots, bot)?;
             calls_of(ctx, &c).called();
             Ok::<Caller, String>(c)
         };
@@ -321,7 +331,7 @@ fn get_dimensions(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, 
     let mut dims = parse_dimensions(body)?;
     let snapshot = ctx.snapshot.get();
     let (ours, id) = match caller {
-        Caller::Pi => (snapshot.dimensions.clone(), ctx.config.bot_id.clone()),
+        Caller::Pi => (snapshot.dimensions.clone(), ctx.settings.bot_id.clone()),
         Caller::Phone { id, serial, .. } => (snapshot.phone_view(serial).dimensions, id.clone()),
     };
     for (key, values) in ours {
@@ -348,12 +358,12 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
     let reasons = match caller {
         Caller::Pi => {
             ctx.forced.set(forced);
-            ctx.forced.bot_reasons(&snapshot)
+            crate::devices::verdict::with_forced(&snapshot.reasons, ctx.forced.get().as_deref())
         }
         Caller::Phone { id, serial, .. } => {
             let forced = ctx
                 .forced
-                .for_bot(forced, || ctx.fleet.bots().into_keys(), id);
+                .for_bot(forced, || ctx.per_device_bots.bots().into_keys(), id);
             crate::devices::verdict::with_forced(
                 &snapshot.phone_view(serial).reasons,
                 forced.as_deref(),
@@ -412,7 +422,7 @@ fn add_our_state(
 
 /// Consumes the forced-quarantine file: `Some(reason)` when it was there.
 fn take_forced_quarantine(ctx: &Context) -> Option<String> {
-    let path = &ctx.config.force_quarantine_file;
+    let path = &ctx.settings.force_quarantine_file;
     let reason = format!("forced quarantine ({} was present)", path.display());
     match std::fs::remove_file(path) {
         Ok(()) => {
@@ -511,19 +521,42 @@ fn on_after_task(ctx: &Context, caller: Caller, body: &[u8]) -> Result<Reply, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bot::token::AccessToken;
     use crate::config::{parse, Command};
-    use crate::devices::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
     use crate::runtime::reaper::Exit;
+    use crate::state::snapshot::{usable_device, DeviceKind, Reasons, Temperature};
+    use crate::state::token::AccessToken;
     use std::time::Duration;
 
-    fn shared_with(args: &[&str]) -> Arc<Shared> {
-        let mut all = vec!["--no-bot".to_string(), "--bot-id".into(), "pi-7".into()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let Ok(Command::Run(config)) = parse(&all, &|_| None, "pi") else {
+    /// The handles and the hooks' settings, as the program wires them from the flags.
+    struct Wired {
+        shared: Arc<Shared>,
+        settings: Settings,
+    }
+
+    impl std::ops::Deref for Wired {
+        type Target = Shared;
+        fn deref(&self) -> &Shared {
+            &self.shared
+        }
+    }
+
+    fn wired(args: &[String]) -> (Wired, tokio::sync::mpsc::UnboundedReceiver<DeviceCommand>) {
+        let Ok(Command::Run(config)) = parse(args, &|_| None, "pi") else {
             panic!("config")
         };
-        Shared::new(*config).0
+        let (shared, rx) = Shared::new(config.bots);
+        let settings = Settings {
+            bots: config.bots,
+            bot_id: config.bot_id.clone(),
+            force_quarantine_file: config.force_quarantine_file.clone(),
+        };
+        (Wired { shared, settings }, rx)
+    }
+
+    fn shared_with(args: &[&str]) -> Wired {
+        let mut all = vec!["--no-bot".to_string(), "--bot-id".into(), "pi-7".into()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        wired(&all).0
     }
 
     /// A bot dir under a fresh temp dir, so the forced-quarantine file is ours.
@@ -534,29 +567,23 @@ mod tests {
         dir
     }
 
-    fn shared(name: &str) -> Arc<Shared> {
+    fn shared(name: &str) -> Wired {
         let dir = temp_dir(name);
         let bot_dir = dir.join("b").join("s");
         shared_with(&["--bot-dir", bot_dir.to_str().unwrap()])
     }
 
     fn hooks() -> Hooks {
-        Hooks::new(&crate::config::settings::defaults())
+        Hooks::new(&crate::config::swarming_settings::defaults())
     }
 
-    fn call(s: &Shared, method: &str, path: &str, body: &str) -> (u16, Value) {
+    fn call(s: &Wired, method: &str, path: &str, body: &str) -> (u16, Value) {
         call_as(s, None, method, path, body)
     }
 
     /// A call from the bot `bot` (its [`BOT_HEADER`]).
-    fn call_as(
-        s: &Shared,
-        bot: Option<&str>,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> (u16, Value) {
-        let ctx = Context::of(s);
+    fn call_as(s: &Wired, bot: Option<&str>, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let ctx = Context::of(s, s.settings.clone());
         let r = hooks().handle(
             &ctx,
             SystemTime::now(),
@@ -616,13 +643,13 @@ mod tests {
     #[test]
     fn a_phone_bots_calls_are_noted_for_that_bot_alone() {
         let s = shared_with(&["--bots", "per-device"]);
-        let bot = crate::state::FleetBot {
+        let bot = crate::state::PerDeviceBot {
             serial: "S1".into(),
             status: Arc::default(),
             calls: Arc::default(),
         };
         let calls = bot.calls.clone();
-        s.fleet.set(
+        s.per_device_bots.set(
             std::collections::BTreeMap::from([("pi-7--S1".to_string(), bot)]),
             std::collections::BTreeMap::new(),
         );
@@ -741,7 +768,7 @@ mod tests {
     #[test]
     fn forced_quarantine_is_reported_once_then_deleted() {
         let s = shared("force");
-        let file = s.config.force_quarantine_file.clone();
+        let file = s.settings.force_quarantine_file.clone();
         std::fs::write(&file, "").unwrap();
         publish(
             &s,
@@ -771,7 +798,7 @@ mod tests {
         let s = shared("settings");
         let (code, v) = call(&s, "GET", "/get_settings", "");
         assert_eq!(code, 200);
-        assert_eq!(v, crate::config::settings::defaults());
+        assert_eq!(v, crate::config::swarming_settings::defaults());
     }
 
     #[test]
@@ -779,7 +806,7 @@ mod tests {
         let s = shared("auth");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let headers_at = |at| {
-            let ctx = Context::of(&s);
+            let ctx = Context::of(&s, s.settings.clone());
             hooks().handle(&ctx, at, ("GET", "/get_authentication_headers", None), b"")
         };
         let r = headers_at(now);
@@ -805,10 +832,7 @@ mod tests {
     fn task_hooks_answer_at_once_and_notify_the_watcher() {
         let mut all = vec!["--no-bot".to_string()];
         all.extend(["--bot-dir".to_string(), "/nonexistent/b/s".to_string()]);
-        let Ok(Command::Run(config)) = parse(&all, &|_| None, "pi") else {
-            panic!("config")
-        };
-        let (s, mut rx) = Shared::new(*config);
+        let (s, mut rx) = wired(&all);
         assert_eq!(call(&s, "GET", "/on_before_task", "").0, 200);
         assert_eq!(rx.try_recv().unwrap(), DeviceCommand::TaskStarted);
         let body = r#"{"failure": true, "internal_failure": false, "dimensions": {"pool": ["x"]}, "summary": {}}"#;
@@ -824,10 +848,7 @@ mod tests {
     #[test]
     fn after_task_rejects_wrong_types_without_acting() {
         let all = vec!["--no-bot".to_string()];
-        let Ok(Command::Run(config)) = parse(&all, &|_| None, "pi") else {
-            panic!("config")
-        };
-        let (s, mut rx) = Shared::new(*config);
+        let (s, mut rx) = wired(&all);
         for body in [r#"{"failure": "yes"}"#, r#"{"summary": []}"#, "[]", "x"] {
             assert_eq!(call(&s, "POST", "/on_after_task", body).0, 400, "{body}");
         }

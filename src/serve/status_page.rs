@@ -15,8 +15,8 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::devices::snapshot::{Device, Reasons};
 use crate::runtime::logging::utc_timestamp;
+use crate::state::snapshot::{Device, Reasons};
 use crate::state::{BotStatus, Event, KubeView};
 
 /// Everything the page and the JSON show, as of one moment.
@@ -298,8 +298,8 @@ pub fn render_json(s: &Status) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::snapshot::{usable_device, DeviceKind, Temperature};
     use crate::runtime::reaper::Exit;
+    use crate::state::snapshot::{usable_device, DeviceKind, Temperature};
 
     fn phones() -> Vec<Device> {
         let mut evil = usable_device(DeviceKind::Android, "E<1>");
@@ -573,14 +573,14 @@ mod tests {
         let draining = BotStatus {
             running: true,
             started_at_unix: Some(now - 4000.0),
-            drain: Some(crate::bot::status::Drain {
+            drain: Some(crate::state::bot_status::Drain {
                 since_unix: now - 30.0,
                 task_started_unix: now - 725.0,
             }),
             ..BotStatus::default()
         };
         let gone = BotStatus {
-            drain: Some(crate::bot::status::Drain {
+            drain: Some(crate::state::bot_status::Drain {
                 since_unix: now - 30.0,
                 task_started_unix: now - 725.0,
             }),

@@ -3,20 +3,39 @@
 //! and `/status.json` for scripts and the `devices` subcommand; see `status_page`).
 //!
 //! tiny_http blocks, so it runs on its own thread and never inside the runtime. The
-//! routing is a pure function of the request line and [`Shared`], tested without sockets.
+//! routing is a pure function of the request line and its [`Context`], tested without sockets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::BotsMode;
+use crate::devices::verdict;
 use crate::serve::http::{send, serve, Reply, ServerHandle};
 use crate::serve::metrics::{parse_statm_resident, Exposition};
 use crate::serve::status_page::{self, BotView, Status};
 use crate::state::{BotStatus, Shared};
 
+/// The slice of the configuration the status server reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bot_id: String,
+    pub no_bot: bool,
+    pub interrogate_every: Duration,
+    /// The verdict's thresholds, exported so that alert rules need not repeat them.
+    pub max_temperature_celsius: f64,
+    pub min_battery_percent: f64,
+}
+
+/// What the status server is given: every handle (it reads everything) and its slice
+/// of the configuration.
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub settings: Settings,
+}
+
 /// Routes one request.
-pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
+pub fn route(ctx: &Context, method: &str, path: &str) -> Reply {
     let path = path.split('?').next().unwrap_or(path);
     match path {
         "/" | "/healthz" | "/readyz" | "/metrics" | "/status.json"
@@ -24,15 +43,15 @@ pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
         {
             Reply::text(405, format!("{method} not allowed on {path}; use GET\n"))
         }
-        "/healthz" => healthz(shared),
-        "/readyz" => readyz(shared),
-        "/metrics" => metrics(shared),
-        "/status.json" => with_status(shared, |s| Reply {
+        "/healthz" => healthz(ctx),
+        "/readyz" => readyz(ctx),
+        "/metrics" => metrics(ctx),
+        "/status.json" => with_status(ctx, |s| Reply {
             status: 200,
             content_type: "application/json",
             body: status_page::render_json(s).to_string(),
         }),
-        "/" => with_status(shared, |s| Reply {
+        "/" => with_status(ctx, |s| Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: status_page::render_html(s),
@@ -44,10 +63,11 @@ pub fn route(shared: &Shared, method: &str, path: &str) -> Reply {
     }
 }
 
-fn healthz(shared: &Shared) -> Reply {
+fn healthz(ctx: &Context) -> Reply {
+    let shared = &ctx.shared;
     health(
         shared.liveness.since_last_tick(),
-        shared.config.interrogate_every,
+        ctx.settings.interrogate_every,
     )
 }
 
@@ -75,7 +95,8 @@ pub fn health(since_last_tick: Duration, interval: Duration) -> Reply {
     }
 }
 
-fn readyz(shared: &Shared) -> Reply {
+fn readyz(ctx: &Context) -> Reply {
+    let shared = &ctx.shared;
     let draining = shared.draining.is_on().then(|| shared.tasks_draining());
     let started = (
         shared.liveness.hooks_serving(),
@@ -104,13 +125,14 @@ pub fn readiness(
 }
 
 /// Builds the status page's data from the current snapshot and bot status.
-fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
+fn with_status(ctx: &Context, f: impl FnOnce(&Status) -> Reply) -> Reply {
+    let shared = &ctx.shared;
     let snapshot = shared.snapshot.get();
-    let reasons = shared.forced.bot_reasons(&snapshot);
+    let reasons = verdict::with_forced(&snapshot.reasons, shared.forced.get().as_deref());
     let events = shared.events.list();
-    let bots: Vec<BotView> = match shared.config.bots {
+    let bots: Vec<BotView> = match shared.bots_mode {
         BotsMode::One => vec![BotView {
-            id: shared.config.bot_id.clone(),
+            id: ctx.settings.bot_id.clone(),
             phone: None,
             status: shared.bot.get(),
             reasons: reasons.clone(),
@@ -118,7 +140,7 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
         // A forced quarantine is owed to each bot once, by its own get_state: the page
         // shows what the phones and the fleet say, which is what lasts.
         BotsMode::PerDevice => shared
-            .fleet
+            .per_device_bots
             .bots()
             .into_iter()
             .map(|(id, b)| BotView {
@@ -133,16 +155,16 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
         .iter()
         .filter_map(|b| Some((b.phone.clone()?, format!("bot {}", b.id))))
         .collect();
-    phone_bots.extend(shared.fleet.refused());
+    phone_bots.extend(shared.per_device_bots.refused());
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
     f(&Status {
-        bot_id: &shared.config.bot_id,
+        bot_id: &ctx.settings.bot_id,
         version: env!("CARGO_PKG_VERSION"),
         now_unix,
-        bots: (!shared.config.no_bot).then_some(bots.as_slice()),
+        bots: (!ctx.settings.no_bot).then_some(bots.as_slice()),
         reasons: &reasons,
         devices: &snapshot.devices,
         events: &events,
@@ -154,12 +176,13 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
 /// Each bot with its status, and each phone's bot id by serial (empty for a phone
 /// refused a bot): the Pi's one bot serves every phone with `--bots one`.
 fn bots_of(
-    shared: &Shared,
-    snapshot: &crate::devices::snapshot::Snapshot,
+    ctx: &Context,
+    snapshot: &crate::state::snapshot::Snapshot,
 ) -> (Vec<(String, BotStatus)>, BTreeMap<String, String>) {
-    match shared.config.bots {
+    let shared = &ctx.shared;
+    match shared.bots_mode {
         BotsMode::One => {
-            let id = shared.config.bot_id.clone();
+            let id = ctx.settings.bot_id.clone();
             let phones = snapshot
                 .devices
                 .iter()
@@ -168,9 +191,9 @@ fn bots_of(
             (vec![(id, shared.bot.get())], phones)
         }
         BotsMode::PerDevice => {
-            let fleet = shared.fleet.bots();
+            let fleet = shared.per_device_bots.bots();
             let mut phones: BTreeMap<String, String> = shared
-                .fleet
+                .per_device_bots
                 .refused()
                 .into_keys()
                 .map(|serial| (serial, String::new()))
@@ -185,13 +208,14 @@ fn bots_of(
     }
 }
 
-fn metrics(shared: &Shared) -> Reply {
+fn metrics(ctx: &Context) -> Reply {
+    let shared = &ctx.shared;
     let snapshot = shared.snapshot.get();
-    let reasons = shared.forced.bot_reasons(&snapshot);
+    let reasons = verdict::with_forced(&snapshot.reasons, shared.forced.get().as_deref());
     let statm = std::fs::read_to_string("/proc/self/statm").ok();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    let (bots, phone_bots) = bots_of(shared, &snapshot);
+    let (bots, phone_bots) = bots_of(ctx, &snapshot);
     let body = Exposition {
         metrics: &shared.metrics,
         version: env!("CARGO_PKG_VERSION"),
@@ -203,8 +227,8 @@ fn metrics(shared: &Shared) -> Reply {
         node_events_dropped: shared.events.node_dropped(),
         quarantined: !reasons.quarantined.is_empty(),
         maintenance: !reasons.maintenance.is_empty(),
-        max_temperature_celsius: shared.config.max_temperature_celsius,
-        min_battery_percent: shared.config.min_battery_percent,
+        max_temperature_celsius: ctx.settings.max_temperature_celsius,
+        min_battery_percent: ctx.settings.min_battery_percent,
         resident_bytes: statm.and_then(|s| parse_statm_resident(&s, page)),
     }
     .render();
@@ -216,9 +240,9 @@ fn metrics(shared: &Shared) -> Reply {
 }
 
 /// Binds `--metrics-addr` and serves the status routes.
-pub fn start(shared: Arc<Shared>, server: tiny_http::Server) -> std::io::Result<ServerHandle> {
+pub fn start(ctx: Context, server: tiny_http::Server) -> std::io::Result<ServerHandle> {
     serve("status-http", server, move |request| {
-        let reply = route(&shared, request.method().as_str(), request.url());
+        let reply = route(&ctx, request.method().as_str(), request.url());
         send(request, reply);
     })
 }
@@ -227,20 +251,34 @@ pub fn start(shared: Arc<Shared>, server: tiny_http::Server) -> std::io::Result<
 mod tests {
     use super::*;
     use crate::config::{parse, Command};
-    use crate::devices::snapshot::Snapshot;
+    use crate::state::snapshot::Snapshot;
 
-    fn shared() -> Arc<Shared> {
-        let args = ["--no-bot".to_string()];
+    /// The status server's context as the program wires it from these flags.
+    fn context_of(args: &[&str]) -> Context {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let Ok(Command::Run(config)) = parse(&args, &|_| None, "pi") else {
             panic!("config")
         };
-        Shared::new(*config).0
+        Context {
+            shared: Shared::new(config.bots).0,
+            settings: Settings {
+                bot_id: config.bot_id.clone(),
+                no_bot: config.no_bot,
+                interrogate_every: config.interrogate_every,
+                max_temperature_celsius: config.max_temperature_celsius,
+                min_battery_percent: config.min_battery_percent,
+            },
+        }
+    }
+
+    fn shared() -> Context {
+        context_of(&["--no-bot"])
     }
 
     #[test]
     fn healthz_is_ok_while_ticking() {
         let s = shared();
-        s.liveness.tick();
+        s.shared.liveness.tick();
         assert_eq!(route(&s, "GET", "/healthz").status, 200);
     }
 
@@ -265,18 +303,14 @@ mod tests {
 
     #[test]
     fn healthz_of_a_shared_state_whose_loop_stopped_ticking() {
-        let args = ["--no-bot", "--interrogate-every", "1"].map(String::from);
-        let Ok(Command::Run(config)) = parse(&args, &|_| None, "pi") else {
-            panic!("config")
-        };
-        let s = Shared::new(*config).0;
-        s.liveness.tick();
+        let s = context_of(&["--no-bot", "--interrogate-every", "1"]);
+        s.shared.liveness.tick();
         assert_eq!(route(&s, "GET", "/healthz").status, 200);
         // No tick for just over 3 × 1 s: the watchdog trips; one tick revives it.
         std::thread::sleep(Duration::from_millis(3100));
         let r = route(&s, "GET", "/healthz");
         assert_eq!(r.status, 503, "{}", r.body);
-        s.liveness.tick();
+        s.shared.liveness.tick();
         assert_eq!(route(&s, "GET", "/healthz").status, 200);
     }
 
@@ -301,14 +335,14 @@ mod tests {
         assert_eq!(r.body, "draining: 1 task running\n");
         assert_eq!(readiness((true, true), Some(0)).status, 503);
         let s = shared();
-        s.liveness.set_hooks_serving();
-        s.snapshot.mark_first_round_done();
-        s.liveness.tick();
+        s.shared.liveness.set_hooks_serving();
+        s.shared.snapshot.mark_first_round_done();
+        s.shared.liveness.tick();
         assert_eq!(route(&s, "GET", "/readyz").status, 200);
-        s.draining.start();
-        s.bot.update(|b| {
+        s.shared.draining.start();
+        s.shared.bot.update(|b| {
             b.running = true;
-            b.drain = Some(crate::bot::status::Drain {
+            b.drain = Some(crate::state::bot_status::Drain {
                 since_unix: 100.0,
                 task_started_unix: 40.0,
             })
@@ -328,12 +362,12 @@ mod tests {
         let r = route(&s, "GET", "/readyz");
         assert_eq!(r.status, 503);
         assert!(r.body.contains("hook server"));
-        s.liveness.set_hooks_serving();
+        s.shared.liveness.set_hooks_serving();
         assert!(route(&s, "GET", "/readyz").body.contains("interrogation"));
         // A snapshot of a bare device list is not a finished round.
-        s.snapshot.publish(Snapshot::default());
+        s.shared.snapshot.publish(Snapshot::default());
         assert_eq!(route(&s, "GET", "/readyz").status, 503);
-        s.snapshot.mark_first_round_done();
+        s.shared.snapshot.mark_first_round_done();
         assert_eq!(route(&s, "GET", "/readyz").status, 200);
     }
 

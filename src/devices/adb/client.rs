@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::proto::{self, Decode, PacketId, Status};
-use crate::serve::metrics::InterrogationErrorKind;
+use crate::state::metrics::InterrogationErrorKind;
 
 /// The most a shell command may print (stdout and stderr together). A phone that
 /// floods us costs a bounded amount of memory: a few times this while its output is

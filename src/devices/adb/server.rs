@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::runtime::daemon::{self, Socket, Spec};
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::serve::metrics::Metrics;
+use crate::state::metrics::Metrics;
 use std::path::PathBuf;
 use tokio::sync::mpsc;
 

@@ -15,7 +15,7 @@
 //!
 //! Dimensions: per phone `os: ["iOS", "iOS-<version>"]` and `device_type:
 //! [<ProductType>]` ([`ios_device`]); for the bot, their union plus `ios_devices`
-//! ([`ios_fleet`]), ready for `dimensions::merge` with Android's.
+//! ([`ios_dimensions`]), ready for `dimensions::merge` with Android's.
 //!
 //! Between rounds the watcher keeps the iPhones in an [`Iphones`] (`watch`), which
 //! keeps the last known phones when a listing fails instead of taking it for "no phone".
@@ -43,9 +43,9 @@ use std::time::Duration;
 use crate::devices::budget::Budget;
 use crate::devices::dimensions;
 use crate::devices::parse::ParseError;
-use crate::devices::snapshot::{Device, DeviceKind, Dimensions, Fault, Link};
 use crate::runtime::reaper::{Exit, Reaper};
-use crate::serve::metrics::{InterrogationErrorKind, Metrics};
+use crate::state::metrics::{InterrogationErrorKind, Metrics};
+use crate::state::snapshot::{Device, DeviceKind, Dimensions, Fault, Link};
 use run::RunError;
 pub use watch::Iphones;
 
@@ -340,7 +340,7 @@ pub fn ios_device(product_type: &str, version: &str) -> Dimensions {
 
 /// The bot's iOS dimensions from the phones the caller counts as usable: the union of
 /// their own dimensions plus `ios_devices: [<count>]`; an empty map when there are none.
-pub fn ios_fleet(usable: &[&Device]) -> Dimensions {
+pub fn ios_dimensions(usable: &[&Device]) -> Dimensions {
     if usable.is_empty() {
         return Dimensions::new();
     }
@@ -436,8 +436,8 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::snapshot::{usable_device, Reasons, State};
     use crate::devices::verdict::{self, Memory, Thresholds};
+    use crate::state::snapshot::{usable_device, Reasons, State};
     use std::collections::{BTreeMap, BTreeSet};
 
     use test_lab::{dead, Lab};
@@ -544,7 +544,7 @@ mod tests {
 
             let usable: Vec<&Device> = devices.iter().collect();
             assert_eq!(
-                ios_fleet(&usable),
+                ios_dimensions(&usable),
                 dims(&[
                     ("device_type", &["iPhone10,4", "iPhone13,1", "iPhone14,2"]),
                     ("ios_devices", &["3"]),
@@ -556,8 +556,8 @@ mod tests {
                 &devices,
                 &BTreeSet::new(),
                 crate::devices::verdict::Outside {
-                    fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    host: &Reasons::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,
@@ -584,8 +584,8 @@ mod tests {
                 &first,
                 &none,
                 crate::devices::verdict::Outside {
-                    fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    host: &Reasons::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,
@@ -603,8 +603,8 @@ mod tests {
                 &second,
                 &none,
                 crate::devices::verdict::Outside {
-                    fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    host: &Reasons::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,
@@ -645,8 +645,8 @@ mod tests {
                 &devices,
                 &BTreeSet::new(),
                 crate::devices::verdict::Outside {
-                    fleet: &Reasons::default(),
-                    notes: &verdict::Notes::default(),
+                    host: &Reasons::default(),
+                    notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
                 0.0,
@@ -899,14 +899,14 @@ mod tests {
     }
 
     #[test]
-    fn fleet_of_none_is_empty_and_counts_phones() {
-        assert_eq!(ios_fleet(&[]), Dimensions::new());
+    fn dimensions_of_none_is_empty_and_counts_phones() {
+        assert_eq!(ios_dimensions(&[]), Dimensions::new());
         let mut one = usable_device(DeviceKind::Ios, A);
         one.dimensions = ios_device("iPhone14,2", "17.1");
         let mut two = usable_device(DeviceKind::Ios, B);
         two.dimensions = ios_device("iPhone14,2", "17.1");
         assert_eq!(
-            ios_fleet(&[&one, &two]),
+            ios_dimensions(&[&one, &two]),
             dims(&[
                 ("device_type", &["iPhone14,2"]),
                 ("ios_devices", &["2"]),
@@ -916,7 +916,7 @@ mod tests {
     }
 
     #[test]
-    fn fleet_merges_with_android() {
+    fn dimensions_merges_with_android() {
         let props: BTreeMap<String, String> = [
             ("ro.product.device", "husky"),
             ("ro.build.id", "UQ1A.240205.004"),
@@ -924,11 +924,13 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let android =
-            dimensions::android_fleet(&[(&props, &crate::devices::dimensions::Packages::new())]);
+        let android = dimensions::android_dimensions(&[(
+            &props,
+            &crate::devices::dimensions::Packages::new(),
+        )]);
         let mut phone = usable_device(DeviceKind::Ios, A);
         phone.dimensions = ios_device("iPhone14,2", "17.1");
-        let ios = ios_fleet(&[&phone]);
+        let ios = ios_dimensions(&[&phone]);
         let both = dimensions::merge(&[&android, &ios]);
         assert_eq!(both["os"], vec!["Android", "iOS", "iOS-17.1"]);
         assert_eq!(both["device_type"], vec!["husky", "iPhone14,2"]);

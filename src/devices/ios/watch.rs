@@ -15,8 +15,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{ios_fleet, IosError, IosErrorKind};
-use crate::devices::snapshot::{Device, Dimensions, Fault, Reasons};
+use super::{ios_dimensions, IosError, IosErrorKind};
+use crate::state::snapshot::{Device, Dimensions, Fault, Reasons};
 
 /// The iPhones as of the last round.
 #[derive(Debug, Default)]
@@ -83,15 +83,15 @@ impl Iphones {
 
     /// The bot's iOS dimensions: the usable phones, plus the phones being rebooted with
     /// their last values, so that the dimensions do not flap after every task.
-    pub fn fleet(&self, rebooting: &BTreeSet<String>) -> Dimensions {
-        ios_fleet(&self.counted(rebooting))
+    pub fn dimensions(&self, rebooting: &BTreeSet<String>) -> Dimensions {
+        ios_dimensions(&self.counted(rebooting))
     }
 
-    /// By UDID, what [`Iphones::fleet`] would be with that phone alone.
+    /// By UDID, what [`Iphones::dimensions`] would be with that phone alone.
     pub fn each(&self, rebooting: &BTreeSet<String>) -> Vec<(String, Dimensions)> {
         self.counted(rebooting)
             .into_iter()
-            .map(|d| (d.serial.clone(), ios_fleet(&[d])))
+            .map(|d| (d.serial.clone(), ios_dimensions(&[d])))
             .collect()
     }
 
@@ -133,7 +133,7 @@ fn needs_a_person(e: &IosError) -> bool {
 mod tests {
     use super::super::{ios_device, Step};
     use super::*;
-    use crate::devices::snapshot::{usable_device, DeviceKind};
+    use crate::state::snapshot::{usable_device, DeviceKind};
     use std::time::Duration;
 
     const A: &str = "00008030-001A2D3E0E38802E";
@@ -167,8 +167,11 @@ mod tests {
         assert_eq!(shown.len(), 2);
         assert_eq!(shown[0].serial, A);
         assert!(shown.iter().all(|d| d.unusable().is_none()));
-        assert_eq!(p.fleet(&none())["ios_devices"], vec!["2"]);
-        assert_eq!(p.fleet(&none())["os"], vec!["iOS", "iOS-16.6", "iOS-17.1"]);
+        assert_eq!(p.dimensions(&none())["ios_devices"], vec!["2"]);
+        assert_eq!(
+            p.dimensions(&none())["os"],
+            vec!["iOS", "iOS-16.6", "iOS-17.1"]
+        );
 
         p.round_done(Ok(vec![phone(A, "16.6", 80.0)]), &none());
         assert_eq!(p.devices().len(), 1);
@@ -191,7 +194,7 @@ mod tests {
         assert_eq!(shown[0].unusable().as_deref(), Some(why.as_str()));
         assert!(shown[0].dimensions.is_empty());
         assert_eq!(shown[0].battery_percent, Some(80.0));
-        assert_eq!(p.fleet(&none()), Dimensions::new());
+        assert_eq!(p.dimensions(&none()), Dimensions::new());
 
         let mut reasons = Reasons {
             quarantined: vec!["a".into(), "z".into()],
@@ -247,9 +250,9 @@ mod tests {
         // It keeps what it said before the restart (the watcher marks it rebooting).
         assert_eq!(shown[0].battery_percent, Some(80.0));
         assert_eq!(shown[0].build.as_deref(), Some("17.1"));
-        assert_eq!(p.fleet(&rebooting)["ios_devices"], vec!["2"]);
+        assert_eq!(p.dimensions(&rebooting)["ios_devices"], vec!["2"]);
         assert_eq!(
-            p.fleet(&rebooting)["os"],
+            p.dimensions(&rebooting)["os"],
             vec!["iOS", "iOS-16.6", "iOS-17.1"]
         );
 
@@ -274,6 +277,6 @@ mod tests {
         });
         locked.dimensions.clear();
         p.round_done(Ok(vec![phone(A, "17.1", 80.0), locked]), &none());
-        assert_eq!(p.fleet(&none())["ios_devices"], vec!["1"]);
+        assert_eq!(p.dimensions(&none())["ios_devices"], vec!["1"]);
     }
 }

@@ -16,7 +16,7 @@
 //! Pure: no sockets, no knowledge of which server the text came from.
 
 use super::{excerpt, ParseError};
-use crate::devices::snapshot::Link;
+use crate::state::snapshot::Link;
 
 const WHAT: &str = "devices-l";
 

@@ -14,7 +14,7 @@
 //! [`parse_sysfs`]). Pure: the shell command is a constant, nothing here runs it.
 
 use super::{excerpt, ParseError};
-use crate::devices::snapshot::Temperature;
+use crate::state::snapshot::Temperature;
 
 const WHAT_SERVICE: &str = "dumpsys thermalservice";
 const WHAT_SYSFS: &str = "thermal zones";

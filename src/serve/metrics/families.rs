@@ -124,11 +124,11 @@ families! {
 
 #[cfg(test)]
 mod tests {
-    use super::super::labels::{
+    use super::*;
+    use crate::state::metrics::{
         InterrogationErrorKind, KubeErrorLabel, KubeEventResult, TokenFetchResult,
         ZipDownloadResult,
     };
-    use super::*;
     use std::collections::BTreeMap;
 
     /// One row of docs/observability.md's table of families.

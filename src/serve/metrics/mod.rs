@@ -1,150 +1,20 @@
-//! The program's own counters, created once and owned by `state::Shared`.
-//!
-//! Components hold `&Metrics` (through `Shared`) and bump fields directly: nothing is
-//! looked up by name on a hot path. Device gauges are not stored here; they are derived
-//! from the current snapshot at scrape time, so a phone that disappears stops being
-//! exported instead of freezing at its last value. The bot gauges are derived the same
-//! way from the supervisor's `BotStatus`, the one record of the bot. The families themselves are the rows
-//! of `families`, the values of closed labels the enums of `labels`.
+//! The exposition of `/metrics`: the program's counters (`state::metrics`), the device
+//! gauges and the bot gauges, in the Prometheus text format. Device gauges are not
+//! stored; they are derived from the current snapshot at scrape time, so a phone that
+//! disappears stops being exported instead of freezing at its last value. The bot gauges
+//! are derived the same way from the supervisor's `BotStatus`, the one record of the bot.
+//! The families themselves are the rows of `families`, the text format `text`.
 
 mod families;
-mod labels;
 mod text;
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
 
-use crate::bot::status::BotStatus;
-use crate::devices::snapshot::Link;
+use crate::state::bot_status::BotStatus;
+use crate::state::metrics::{KubeEventResult, Metrics};
+use crate::state::snapshot::Link;
 use families::Family;
-pub use labels::{
-    HookRoute, InterrogationErrorKind, KubeErrorLabel, KubeEventResult, LabelValues,
-    TokenFetchResult, ZipDownloadResult,
-};
 use text::{header, sample};
-
-/// A monotonically increasing count.
-#[derive(Default, Debug)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Counters keyed by their label values `L`, in the order the family declares its labels.
-#[derive(Debug)]
-pub struct LabeledCounter<L>(Mutex<BTreeMap<Vec<String>, u64>>, PhantomData<fn(L)>);
-
-impl<L> Default for LabeledCounter<L> {
-    fn default() -> Self {
-        LabeledCounter(Mutex::default(), PhantomData)
-    }
-}
-
-impl<L: LabelValues> LabeledCounter<L> {
-    pub fn inc(&self, labels: L) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(labels.values())
-            .or_insert(0) += 1;
-    }
-    /// Every series so far, sorted by label values.
-    pub fn series(&self) -> Vec<(Vec<String>, u64)> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-}
-
-/// Upper bounds, in seconds, shared by every duration histogram: hooks answer in
-/// microseconds, device rounds take seconds.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// Cumulative-at-render histogram of durations.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistogramData {
-    /// Count per bucket of [`DURATION_BUCKETS`] (not cumulative), plus +Inf last.
-    pub buckets: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl HistogramData {
-    fn empty() -> HistogramData {
-        HistogramData {
-            buckets: vec![0; DURATION_BUCKETS.len() + 1],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, secs: f64) {
-        if self.buckets.is_empty() {
-            *self = HistogramData::empty();
-        }
-        let i = DURATION_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.buckets[i] += 1;
-        self.sum += secs;
-        self.count += 1;
-    }
-}
-
-/// Duration histograms keyed by their label values `L` (`()` for an unlabeled family).
-#[derive(Debug)]
-pub struct Histogram<L>(
-    Mutex<BTreeMap<Vec<String>, HistogramData>>,
-    PhantomData<fn(L)>,
-);
-
-impl<L> Default for Histogram<L> {
-    fn default() -> Self {
-        Histogram(Mutex::default(), PhantomData)
-    }
-}
-
-impl<L: LabelValues> Histogram<L> {
-    pub fn observe(&self, labels: L, d: Duration) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(labels.values())
-            .or_default()
-            .observe(d.as_secs_f64());
-    }
-    pub fn series(&self) -> Vec<(Vec<String>, HistogramData)> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-}
-
-/// Every counter the program keeps. Field names follow the exported family names
-/// without the `test_machine_monitor_` prefix.
-#[derive(Default, Debug)]
-pub struct Metrics {
-    pub bot_zip_downloads_total: LabeledCounter<ZipDownloadResult>,
-    pub token_fetches_total: LabeledCounter<TokenFetchResult>,
-    pub hook_requests_total: LabeledCounter<(HookRoute, u16)>,
-    pub hook_request_duration_seconds: Histogram<HookRoute>,
-    pub interrogation_duration_seconds: Histogram<()>,
-    pub interrogation_errors_total: LabeledCounter<InterrogationErrorKind>,
-    pub adb_server_restarts_total: Counter,
-    pub kubernetes_errors_total: LabeledCounter<KubeErrorLabel>,
-    pub kubernetes_events_total: LabeledCounter<KubeEventResult>,
-}
 
 /// The exposition of the program's families, the device families of `snapshot`, and
 /// the process's resident memory, in the Prometheus text format 0.0.4.
@@ -157,9 +27,9 @@ pub struct Exposition<'a> {
     pub bots: &'a [(String, BotStatus)],
     /// Each phone's bot, by serial.
     pub phone_bots: &'a BTreeMap<String, String>,
-    pub snapshot: &'a crate::devices::snapshot::Snapshot,
+    pub snapshot: &'a crate::state::snapshot::Snapshot,
     /// The operators' maintenance notes in force.
-    pub notes: &'a crate::devices::verdict::Notes,
+    pub notes: &'a crate::state::notes::Notes,
     /// Node events dropped because their queue was full.
     pub node_events_dropped: u64,
     /// 1 when the bot reports (or would report) a quarantine, else 0.
@@ -360,8 +230,10 @@ pub fn parse_statm_resident(statm: &str, page_size: u64) -> Option<u64> {
 mod tests {
     use super::text::{escape_label, PREFIX};
     use super::*;
+    use crate::state::metrics::{HookRoute, InterrogationErrorKind, TokenFetchResult};
+    use std::time::Duration;
 
-    use crate::devices::snapshot::{
+    use crate::state::snapshot::{
         usable_device, Device, DeviceKind, Link, Snapshot, State, Temperature,
     };
     use std::collections::BTreeSet;
@@ -398,7 +270,7 @@ mod tests {
             bots: &[("pi-7".to_string(), bot)],
             phone_bots: &phone_bots,
             snapshot: &snapshot,
-            notes: &crate::devices::verdict::Notes::default(),
+            notes: &crate::state::notes::Notes::default(),
             node_events_dropped: 0,
             quarantined: false,
             maintenance: true,
@@ -567,20 +439,6 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_by_upper_bound() {
-        let h = Histogram::default();
-        h.observe(HookRoute::GetState, Duration::from_micros(400));
-        h.observe(HookRoute::GetState, Duration::from_millis(1));
-        h.observe(HookRoute::GetState, Duration::from_secs(100));
-        let (labels, data) = &h.series()[0];
-        assert_eq!(labels, &vec!["get_state".to_string()]);
-        assert_eq!(data.count, 3);
-        assert_eq!(data.buckets[0], 1);
-        assert_eq!(data.buckets[1], 1);
-        assert_eq!(*data.buckets.last().unwrap(), 1);
-    }
-
-    #[test]
     fn label_values_are_escaped() {
         assert_eq!(
             escape_label(
@@ -598,20 +456,5 @@ d"#
             Some(1_024_000)
         );
         assert_eq!(parse_statm_resident("garbage", 4096), None);
-    }
-
-    #[test]
-    fn labeled_counters_keep_series_apart() {
-        let c = LabeledCounter::default();
-        c.inc(ZipDownloadResult::Ok);
-        c.inc(ZipDownloadResult::Ok);
-        c.inc(ZipDownloadResult::HttpError);
-        assert_eq!(
-            c.series(),
-            vec![
-                (vec!["http_error".to_string()], 1),
-                (vec!["ok".to_string()], 2)
-            ]
-        );
     }
 }

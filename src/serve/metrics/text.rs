@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::families::Row;
-use super::{HistogramData, DURATION_BUCKETS};
+use crate::state::metrics::{HistogramData, DURATION_BUCKETS};
 
 pub const PREFIX: &str = "test_machine_monitor_";
 

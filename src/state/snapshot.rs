@@ -286,12 +286,12 @@ pub struct Snapshot {
     pub devices: Vec<Device>,
     /// The merged device dimensions (without `id`; the hook server adds it).
     pub dimensions: Dimensions,
-    /// The bot's reasons: every phone's, and the fleet's own (an iPhone listing that
+    /// The bot's reasons: every phone's, and the host's own (an iPhone listing that
     /// failed). The forced quarantine is added by `verdict::with_forced`.
     pub reasons: Reasons,
     /// The reasons that belong to no single phone, which every phone's bot reports too
     /// (`--bots per-device`).
-    pub fleet_reasons: Reasons,
+    pub host_reasons: Reasons,
     /// By serial, the dimensions a bot of that phone alone offers (`--bots per-device`):
     /// what `dimensions` would be were it the only phone; only the phones that count
     /// for dimensions (usable, or being rebooted) are here.
@@ -304,7 +304,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PhoneView {
     pub dimensions: Dimensions,
-    /// The phone's own reasons and the fleet's.
+    /// The phone's own reasons and the host's.
     pub reasons: Reasons,
 }
 
@@ -312,7 +312,7 @@ impl Snapshot {
     /// The view of the phone `serial`; a phone the snapshot does not know is
     /// quarantined with the reason, never silently usable.
     pub fn phone_view(&self, serial: &str) -> PhoneView {
-        let mut reasons = self.fleet_reasons.clone();
+        let mut reasons = self.host_reasons.clone();
         match self.devices.iter().find(|d| d.serial == serial) {
             Some(d) => {
                 reasons

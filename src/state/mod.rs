@@ -19,12 +19,18 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-pub use crate::bot::status::BotStatus;
-use crate::bot::token::TokenCache;
-use crate::config::Config;
-use crate::devices::snapshot::{Reasons, Snapshot};
-use crate::devices::verdict::{self, Notes};
-use crate::serve::metrics::Metrics;
+pub mod bot_status;
+pub mod metrics;
+pub mod notes;
+pub mod snapshot;
+pub mod token;
+
+use crate::config::BotsMode;
+pub use bot_status::BotStatus;
+use metrics::Metrics;
+use notes::Notes;
+use snapshot::Snapshot;
+use token::TokenCache;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
 /// at once and the watcher does the work on its own deadlines.
@@ -314,11 +320,10 @@ impl ForcedQuarantine {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
-    /// The bot's reasons as the latest `get_state` reported them: the snapshot's, with
-    /// the forced quarantine in force (see `verdict::with_forced`).
-    pub fn bot_reasons(&self, snapshot: &Snapshot) -> Reasons {
-        let forced = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        verdict::with_forced(&snapshot.reasons, forced.as_deref())
+    /// The forced quarantine the latest `get_state` reported, if any (`verdict` merges
+    /// it into the bot's reasons).
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -466,7 +471,7 @@ impl DeviceCommands {
 
 /// One bot of `--bots per-device`, as the hooks and the status views see it.
 #[derive(Clone)]
-pub struct FleetBot {
+pub struct PerDeviceBot {
     pub serial: String,
     pub status: Arc<BotStatusCell>,
     pub calls: Arc<HookCalls>,
@@ -476,15 +481,15 @@ pub struct FleetBot {
 /// written by the fleet manager (`bot::bots`) only. The hooks find a calling bot's
 /// phone through it.
 #[derive(Default)]
-pub struct Fleet(RwLock<(BTreeMap<String, FleetBot>, BTreeMap<String, String>)>);
+pub struct PerDeviceBots(RwLock<(BTreeMap<String, PerDeviceBot>, BTreeMap<String, String>)>);
 
-impl Fleet {
-    pub fn set(&self, bots: BTreeMap<String, FleetBot>, refused: BTreeMap<String, String>) {
+impl PerDeviceBots {
+    pub fn set(&self, bots: BTreeMap<String, PerDeviceBot>, refused: BTreeMap<String, String>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = (bots, refused);
     }
 
     /// The bot with this id.
-    pub fn bot(&self, id: &str) -> Option<FleetBot> {
+    pub fn bot(&self, id: &str) -> Option<PerDeviceBot> {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -494,7 +499,7 @@ impl Fleet {
     }
 
     /// Every bot, by id.
-    pub fn bots(&self) -> BTreeMap<String, FleetBot> {
+    pub fn bots(&self) -> BTreeMap<String, PerDeviceBot> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
@@ -506,7 +511,8 @@ impl Fleet {
 
 /// Every handle, as `app` builds them.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// `--bots`: whose statuses `bots()` reads, the Pi's one bot's or the fleet's.
+    pub bots_mode: BotsMode,
     pub metrics: Arc<Metrics>,
     pub token: Arc<TokenCache>,
     pub snapshot: Arc<SnapshotCell>,
@@ -517,7 +523,7 @@ pub struct Shared {
     pub forced: Arc<ForcedQuarantine>,
     pub liveness: Arc<Liveness>,
     pub commands: DeviceCommands,
-    pub fleet: Arc<Fleet>,
+    pub per_device_bots: Arc<PerDeviceBots>,
     pub notes: Arc<NodeNotes>,
     pub kube: Arc<KubeStatus>,
     pub draining: Arc<Draining>,
@@ -527,10 +533,10 @@ impl Shared {
     /// Every bot's status and hook calls: the Pi's one bot, or each bot of
     /// `--bots per-device`.
     fn bots(&self) -> Vec<(BotStatus, Calls)> {
-        match self.config.bots {
-            crate::config::BotsMode::One => vec![(self.bot.get(), self.calls.get())],
-            crate::config::BotsMode::PerDevice => self
-                .fleet
+        match self.bots_mode {
+            BotsMode::One => vec![(self.bot.get(), self.calls.get())],
+            BotsMode::PerDevice => self
+                .per_device_bots
                 .bots()
                 .values()
                 .map(|b| (b.status.get(), b.calls.get()))
@@ -555,10 +561,10 @@ impl Shared {
     }
 
     /// Builds the handles and the receiving end of the device-command channel.
-    pub fn new(config: Config) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
+    pub fn new(bots_mode: BotsMode) -> (Arc<Shared>, mpsc::UnboundedReceiver<DeviceCommand>) {
         let (commands, rx) = DeviceCommands::channel();
         let shared = Shared {
-            config: Arc::new(config),
+            bots_mode,
             metrics: Arc::default(),
             token: Arc::default(),
             snapshot: Arc::default(),
@@ -568,7 +574,7 @@ impl Shared {
             forced: Arc::default(),
             liveness: Arc::default(),
             commands,
-            fleet: Arc::default(),
+            per_device_bots: Arc::default(),
             notes: Arc::default(),
             kube: Arc::default(),
             draining: Arc::default(),
