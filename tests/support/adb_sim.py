@@ -95,6 +95,9 @@ class Host:
         self.root = os.path.join(tmp, f"adb_sim.{os.getpid()}")
         shutil.rmtree(self.root, ignore_errors=True)
         self.bin = os.path.join(self.root, "bin")
+        # The shells running now: each in a session of its own (a phone's command must
+        # not get the host's signals), so the simulator stops them itself when it stops.
+        self.shells = set()
         os.makedirs(self.bin)
         for applet in subprocess.run([toybox], capture_output=True, text=True, check=True).stdout.split():
             os.symlink(toybox, os.path.join(self.bin, applet))
@@ -442,6 +445,7 @@ class Phone:
             stderr=asyncio.subprocess.PIPE if v2 else asyncio.subprocess.STDOUT,
             start_new_session=True, env={"PATH": HOST.bin},
         )
+        HOST.shells.add(proc)
 
         async def pump(pipe, packet_id):
             while True:
@@ -463,6 +467,7 @@ class Phone:
                 return await self.send(writer, stream, v2_packet(3, bytes([code & 0xFF])), maxdata)
             return True
         finally:
+            HOST.shells.discard(proc)
             gone.cancel()
             if proc.returncode is None:
                 try:
@@ -550,9 +555,27 @@ async def control(phones, reader, writer):
     writer.close()
 
 
+def stop_shells():
+    """SIGKILL to every shell still running and its process group, then a wait for each:
+    stopping the simulator stops its phones' commands with it."""
+    for proc in list(HOST.shells):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for proc in list(HOST.shells):
+        try:
+            os.waitpid(proc.pid, 0)
+        except ChildProcessError:
+            pass
+
+
 async def main():
     global HOST
     HOST = Host()
+    stopped = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phone", action="append", default=[], help="PROFILE:NAME[:PORT]")
     ap.add_argument("--profile", choices=PROFILES)
@@ -582,7 +605,9 @@ async def main():
         lambda r, w: control(phones, r, w), "127.0.0.1", a.control_port
     )
     print(f"CONTROL {ctl.sockets[0].getsockname()[1]}", flush=True)
-    await asyncio.Event().wait()
+    await stopped.wait()
+    stop_shells()
+    shutil.rmtree(HOST.root, ignore_errors=True)
 
 
 if __name__ == "__main__":
