@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::android::{connect_phone, reasons, send_signal, up, wait_for, Monitor, Sim};
+use support::android::{connect_phone, reasons, up, Sim};
 use support::faults::report;
-use support::proc_status;
+use support::{proc_status, send_signal, wait_for, Monitor, Tmm};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -33,8 +33,8 @@ fn server_pid(tmm: &Monitor) -> i32 {
 /// Both phones of `sim` connected and usable.
 fn two_usable_phones(name: &str) -> (Sim, Monitor, [String; 2]) {
     let sim = Sim::start(&["modern:A", "modern:B"], &[]);
-    let tmm = Monitor::start(name, &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new(name).phones().start();
+    sim.connect_all(tmm.adb_port());
     let phones = [sim.serial("A"), sim.serial("B")];
     for p in &phones {
         tmm.wait_sample(&up(p, "redfin"), 1.0, LONG);
@@ -154,8 +154,8 @@ fn fault_09_phone_floods_or_breaks_shell_v2() {
         &["modern:H", "modern:F", "modern:I", "modern:L", "modern:T"],
         &[],
     );
-    let tmm = Monitor::start("fault09", &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("fault09").phones().start();
+    sim.connect_all(tmm.adb_port());
     let serial = |n: &str| sim.serial(n);
     for n in ["H", "F", "I", "L", "T"] {
         tmm.wait_sample(&up(&serial(n), "redfin"), 1.0, LONG);
@@ -192,7 +192,7 @@ fn fault_09_phone_floods_or_breaks_shell_v2() {
     };
     // Its kicked transport leaves the list: connected again, it floods again, and is
     // quarantined once its ladder is climbed; it stays listed and floods every round.
-    connect_phone(tmm.adb_port, sim.port("F"));
+    connect_phone(tmm.adb_port(), sim.port("F"));
     wait_for(LONG, "F quarantined for its flood", || {
         (floods_reported(&tmm) >= 2).then_some(())
     });
@@ -295,7 +295,7 @@ impl Stalled {
 #[test]
 fn fault_06_stalled_hook_connections() {
     const CLIENTS: usize = 600;
-    let tmm = Monitor::start_without_adb("fault06", 2, &["--devices", "none"]);
+    let tmm = Tmm::new("fault06").start();
     let pid = tmm.pid();
     let status = |field: &str| proc_status(pid, field).unwrap_or(0);
     for _ in 0..3 {

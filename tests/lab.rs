@@ -7,12 +7,16 @@
 //! binary under qemu-arm-static, after its armv7 build. The Ctrl-C test runs the debug
 //! binary (`--binary`), since what it checks is the script's own clean-up.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use support::{descendants, still_there};
 
 /// One lab at a time: each runs ci/deps, whose apt-get and dpkg take a system-wide lock.
 static ONE_LAB: Mutex<()> = Mutex::new(());
@@ -81,42 +85,6 @@ fn started_pids(lines: &[String]) -> Vec<i32> {
                 .parse()
                 .ok()
         })
-        .collect()
-}
-
-/// Every live descendant of `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parent = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid: i32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
-        parent.push((pid, ppid));
-    }
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        for (pid, ppid) in &parent {
-            if *ppid == p && !out.contains(pid) {
-                out.push(*pid);
-                todo.push(*pid);
-            }
-        }
-    }
-    out
-}
-
-fn running(pids: &[i32]) -> Vec<i32> {
-    pids.iter()
-        .copied()
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
         .collect()
 }
 
@@ -218,7 +186,7 @@ fn lab_once_sees_every_step_and_leaves_nothing_running() {
             .map(|p| p.parse::<i32>().unwrap()),
     );
     assert!(pids.len() >= 5, "{pids:?}: {text}");
-    assert_eq!(running(&pids), Vec::<i32>::new(), "{text}");
+    assert_eq!(still_there(&pids), Vec::<i32>::new(), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -260,6 +228,6 @@ fn ctrl_c_in_the_middle_of_a_run_stops_everything_it_started() {
         rest.contains("test_machine_monitor exited with 0"),
         "{rest}"
     );
-    assert_eq!(running(&tree), Vec::<i32>::new(), "{rest}");
+    assert_eq!(still_there(&tree), Vec::<i32>::new(), "{rest}");
     let _ = std::fs::remove_dir_all(&dir);
 }

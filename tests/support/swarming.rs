@@ -1,0 +1,110 @@
+//! The stand-in Swarming server (`fake_swarming.py`) as a child of the test: its URL,
+//! its control and state endpoints, the zip it hands out, and the token config that
+//! points the monitor at its token endpoint. [`super::Tmm::bot`] takes one.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::http;
+
+/// fake_swarming.py on a free port; stopped on drop.
+pub struct FakeSwarming {
+    child: Child,
+    pub url: String,
+    port: u16,
+}
+
+impl FakeSwarming {
+    pub fn start(extra: &[&str]) -> FakeSwarming {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_swarming.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child
+            .stdout
+            .take()
+            .expect("fake_swarming's stdout is piped");
+        let line = super::within(
+            Duration::from_secs(30),
+            "fake_swarming to print its port",
+            move || {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).unwrap();
+                line
+            },
+        );
+        let port: u16 = line
+            .trim()
+            .strip_prefix("PORT ")
+            .unwrap_or_else(|| panic!("fake_swarming said {line:?}"))
+            .parse()
+            .unwrap();
+        FakeSwarming {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    /// A server whose stand-in bot calls the hooks: it injects our `bot-config` script,
+    /// as the real server does.
+    pub fn with_hooks() -> FakeSwarming {
+        let dir = super::TempDir::new("hook-script");
+        let script = super::hook_script(dir.path());
+        // The server has read it into its zip once it has printed its port.
+        FakeSwarming::start(&["--hook-script", script.to_str().unwrap()])
+    }
+
+    pub fn control(&self, body: serde_json::Value) {
+        let reply = http::request(self.port, "POST", "/_control", &body.to_string());
+        assert_eq!(reply.status, 200, "{body}: {}", reply.body);
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let reply = http::get(self.port, "/_state");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    }
+
+    /// What the stand-in server last heard from bot `id`.
+    pub fn bot(&self, id: &str) -> serde_json::Value {
+        self.state()["bots"][id].clone()
+    }
+
+    /// The zip this server hands out, fetched from its versioned URL.
+    pub fn zip_bytes(&self) -> Vec<u8> {
+        let digest = self.state()["digest"].as_str().unwrap().to_string();
+        let path = format!("/swarming/api/v1/bot/bot_code/{digest}");
+        let reply = http::get(self.port, &path);
+        assert_eq!(reply.status, 200, "{path}");
+        reply.bytes
+    }
+
+    /// Writes `<dir>/token.json`, a `--token-config` for this server's token endpoint.
+    pub fn write_token_config(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("token.json");
+        fs::write(
+            &path,
+            format!(
+                r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
+                self.url
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for FakeSwarming {
+    fn drop(&mut self) {
+        super::stop_tree(&mut self.child, Duration::from_secs(2));
+    }
+}
