@@ -259,6 +259,8 @@ impl Tmm {
             "monitor-{}.log",
             LOGS.fetch_add(1, Ordering::Relaxed)
         ));
+        // As a pod's volume is: there before the monitor starts.
+        fs::create_dir_all(self.bot_dir()).unwrap();
         let mut cmd = self.command(hook_port, metrics_port);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
