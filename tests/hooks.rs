@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::http::{raw_reply, request, try_request};
-use support::{free_port, hook_script, pythons, OutputWithin, TempDir, Tmm, EXIT_LIMIT};
+use support::{free_port, hook_script, pythons, Monitor, OutputWithin, TempDir, Tmm, EXIT_LIMIT};
 
 const MIB: usize = 1024 * 1024;
 
@@ -338,17 +338,18 @@ fn default_python() -> PathBuf {
     PathBuf::from("python3")
 }
 
+/// Runs the driver with the default Python and our hook script against `m`.
+fn drive_against(m: &Monitor, token_server: bool) -> Value {
+    let dir = TempDir::new("script");
+    let script = hook_script(dir.path());
+    let addr = format!("127.0.0.1:{}", m.hook_port);
+    drive(&default_python(), &script, &addr, token_server)
+}
+
 #[test]
 fn script_against_the_real_server() {
     let m = monitor("script").start();
-    let dir = TempDir::new("script");
-    let script = hook_script(dir.path());
-    let v = drive(
-        &default_python(),
-        &script,
-        &format!("127.0.0.1:{}", m.hook_port),
-        false,
-    );
+    let v = drive_against(&m, false);
 
     // The bot's own os_utilities dimensions, through the monitor.
     assert_eq!(
@@ -388,14 +389,7 @@ fn script_against_the_real_server() {
 #[test]
 fn script_falls_back_to_the_token_config() {
     let m = monitor("script-token").start();
-    let dir = TempDir::new("script-token");
-    let script = hook_script(dir.path());
-    let v = drive(
-        &default_python(),
-        &script,
-        &format!("127.0.0.1:{}", m.hook_port),
-        true,
-    );
+    let v = drive_against(&m, true);
     assert_eq!(
         v["auth"][0],
         json!({"Authorization": "Bearer tok-from-config"})

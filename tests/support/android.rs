@@ -2,10 +2,9 @@
 //! synchronous adb host-protocol request (to `connect` simulated phones the way
 //! `adb connect` does), and what a monitor watching phones says of them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use super::{wait_for, Monitor};
@@ -122,42 +121,21 @@ pub struct Sim {
 impl Sim {
     /// `specs` are `profile:name`.
     pub fn start(specs: &[&str], extra: &[&str]) -> Sim {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/adb_sim.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script);
-        for s in specs {
-            cmd.args(["--phone", s]);
-        }
-        let mut child = cmd
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child
-            .stdout
-            .take()
-            .expect("the simulator's stdout is piped");
-        let (phones, control) = super::within(
-            Duration::from_secs(30),
-            "the simulator to print its ports",
-            move || {
-                let mut lines = BufReader::new(stdout).lines();
-                let mut phones = Vec::new();
-                let control = loop {
-                    let line = lines.next().expect("simulator exited").unwrap();
-                    let words: Vec<&str> = line.split_whitespace().collect();
-                    match words.as_slice() {
-                        ["PORT", port, name] => {
-                            phones.push((name.to_string(), port.parse().unwrap()))
-                        }
-                        ["CONTROL", port] => break port.parse().unwrap(),
-                        _ => panic!("unexpected simulator line {line:?}"),
+        let mut args: Vec<&str> = specs.iter().flat_map(|s| ["--phone", s]).collect();
+        args.extend(extra);
+        let mut phones = Vec::new();
+        let (child, (phones, control)) =
+            super::stand_in("adb_sim.py", &args, Stdio::inherit(), move |line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["PORT", port, name] => {
+                        phones.push((name.to_string(), port.parse().unwrap()));
+                        None
                     }
-                };
-                (phones, control)
-            },
-        );
+                    ["CONTROL", port] => Some((std::mem::take(&mut phones), port.parse().unwrap())),
+                    _ => panic!("unexpected simulator line {line:?}"),
+                }
+            });
         Sim {
             child,
             phones,

@@ -265,6 +265,41 @@ pub fn hook_script(dir: &Path) -> PathBuf {
     path
 }
 
+/// Starts the stand-in `tests/support/<script>` with real Python and `args`, and reads
+/// its stdout line by line, within 30 s, until `announced` has what it prints at
+/// start (its ports). A line it does not expect, or its exit, fails the test.
+pub fn stand_in<T: Send + 'static>(
+    script: &str,
+    args: &[&str],
+    stderr: Stdio,
+    mut announced: impl FnMut(&str) -> Option<T> + Send + 'static,
+) -> (Child, T) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting python3 {script}: {e}"));
+    let stdout = child.stdout.take().expect("its stdout is piped");
+    let what = format!("{script} to print its ports");
+    let script = script.to_string();
+    let got = within(Duration::from_secs(30), &what, move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap_or_else(|e| panic!("{script}'s output: {e}"));
+            if let Some(got) = announced(&line) {
+                return got;
+            }
+        }
+        panic!("{script} exited before it printed its ports")
+    });
+    (child, got)
+}
+
 /// Python interpreters on this machine, as (version, path), one per minor version,
 /// oldest first: `python3.*` on PATH, in /usr/bin and in /root/.pyenv/versions/*/bin.
 pub fn pythons() -> Vec<((u32, u32), PathBuf)> {

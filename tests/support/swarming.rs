@@ -3,9 +3,8 @@
 //! points the monitor at its token endpoint. [`super::Tmm::bot`] takes one.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use super::http;
@@ -19,34 +18,14 @@ pub struct FakeSwarming {
 
 impl FakeSwarming {
     pub fn start(extra: &[&str]) -> FakeSwarming {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_swarming.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child
-            .stdout
-            .take()
-            .expect("fake_swarming's stdout is piped");
-        let line = super::within(
-            Duration::from_secs(30),
-            "fake_swarming to print its port",
-            move || {
-                let mut line = String::new();
-                BufReader::new(stdout).read_line(&mut line).unwrap();
-                line
-            },
-        );
-        let port: u16 = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("fake_swarming said {line:?}"))
-            .parse()
-            .unwrap();
+        let args = [&["--port", "0"], extra].concat();
+        let (child, port) = super::stand_in("fake_swarming.py", &args, Stdio::null(), |line| {
+            let port = line
+                .trim()
+                .strip_prefix("PORT ")
+                .unwrap_or_else(|| panic!("fake_swarming said {line:?}"));
+            Some(port.parse::<u16>().unwrap())
+        });
         FakeSwarming {
             child,
             url: format!("http://127.0.0.1:{port}"),
