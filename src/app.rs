@@ -176,6 +176,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
             shared.token.clone(),
             shared.metrics.clone(),
             shared.config.token_config.clone(),
+            shared.config.ca_bundle.clone(),
             tokens_shutdown,
         );
         let ctx = supervisor::Context::of(&shared);

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::devices::adb::client::{Client, Error, ErrorKind};
 use crate::devices::parse::devices_l::Listed;
+use crate::runtime::https;
 
 /// Deadline of the connect and of each read: the server answers from memory.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,11 +93,11 @@ fn local(addr: SocketAddr) -> SocketAddr {
 
 fn fetch_status(monitor: SocketAddr) -> Result<Vec<Verdict>, String> {
     let url = format!("http://{monitor}/status.json");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(IO_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = https::plain_agent(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(IO_TIMEOUT))
+            .http_status_as_error(false),
+    );
     let unreachable = |e: &dyn std::fmt::Display| {
         format!(
             "devices: the monitor did not answer at {url} ({e}): check that it runs \

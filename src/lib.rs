@@ -28,8 +28,10 @@ use bot::{df, shim, token_fetch};
 use config::{settings, Command};
 use runtime::logging;
 
-/// The hook script the Swarming server hands to the bot (bots.cfg `bot_config_script`).
-const BOT_CONFIG_PY: &str = include_str!("bot/bot_config.py");
+/// The hook script the Swarming server hands to the bot (bots.cfg `bot_config_script`),
+/// raw deflate from build.rs: `bot-config` is its only reader.
+const BOT_CONFIG_DEFLATED: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/bot_config.py.deflate"));
 
 /// `test_machine_monitor <version> (<commit>)`.
 fn version_line() -> String {
@@ -68,10 +70,14 @@ pub fn cli(argv0: &OsStr, args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::BotConfig => {
-            use std::io::Write;
+            use std::io::{Read, Write};
+            let mut script = Vec::new();
+            // The bytes are build.rs's own deflate: inflating them cannot fail but by a
+            // bug, which the error below would name like any write error.
             let mut out = std::io::stdout().lock();
-            match out
-                .write_all(BOT_CONFIG_PY.as_bytes())
+            match flate2::read::DeflateDecoder::new(BOT_CONFIG_DEFLATED)
+                .read_to_end(&mut script)
+                .and_then(|_| out.write_all(&script))
                 .and_then(|()| out.flush())
             {
                 Ok(()) => ExitCode::SUCCESS,

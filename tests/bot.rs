@@ -5,12 +5,13 @@
 mod support;
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::swarming::FakeSwarming;
 use support::tmm::{line_time, lines_with};
-use support::{children, descendants, dir_names, proc_state, Tmm, BIN, BOT_ID};
+use support::{children, descendants, dir_names, proc_state, TempDir, Tmm, BIN, BOT_ID};
 
 const LONG: Duration = Duration::from_secs(30);
 /// The monitor's `--grace` by default when it runs a bot.
@@ -358,4 +359,126 @@ fn shutdown_during_a_download_leaves_no_partial_file() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert!(m.log().contains("interrupted by shutdown"), "{}", m.log());
     assert_eq!(dir_names(&lab.bot_dir()), Vec::<String>::new());
+}
+
+/// A CA (RSA, as most public roots are) and a P-256 server certificate for 127.0.0.1 that
+/// it signed, made by the real `openssl`: `(ca.pem, chain.pem, key.pem)` in `dir`.
+fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let ext = p("ext.cnf");
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (ca, ca_key, key, csr, chain) = (
+        p("ca.pem"),
+        p("ca.key"),
+        p("key.pem"),
+        p("csr"),
+        p("chain.pem"),
+    );
+    let s = |x: &PathBuf| x.to_str().unwrap().to_string();
+    for args in [
+        vec![
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["-subj".into(), format!("/CN={name} test CA")])
+        .chain(["-keyout".into(), s(&ca_key), "-out".into(), s(&ca)])
+        .collect::<Vec<_>>(),
+        [
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["-subj".into(), "/CN=127.0.0.1".into()])
+        .chain(["-keyout".into(), s(&key), "-out".into(), s(&csr)])
+        .collect(),
+        ["x509", "-req", "-days", "2", "-CAcreateserial"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                "-in".into(),
+                s(&csr),
+                "-CA".into(),
+                s(&ca),
+                "-CAkey".into(),
+                s(&ca_key),
+            ])
+            .chain(["-extfile".into(), s(&ext), "-out".into(), s(&chain)])
+            .collect(),
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+    (ca, chain, key)
+}
+
+#[test]
+fn the_token_and_the_zip_come_over_https_trusting_the_ca_bundle_only() {
+    let certs = TempDir::new("tls-certs");
+    let (ca, chain, key) = test_ca(certs.path(), "good");
+    let (other_ca, _, _) = test_ca(certs.path(), "other");
+    let tls = ["--tls", chain.to_str().unwrap(), key.to_str().unwrap()];
+
+    // A bundle of another CA's root: the handshake fails, named, and is retried.
+    let lab = Tmm::new("tls-untrusted")
+        .bot(FakeSwarming::start(&tls))
+        .env("SSL_CERT_FILE", other_ca.to_str().unwrap());
+    let mut m = lab.start();
+    let log = m.wait_log("invalid peer certificate", LONG);
+    assert!(
+        log.contains(&format!("token fetch from {}/token", lab.server().served)),
+        "{log}"
+    );
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+
+    // The right CA's root (through SSL_CERT_FILE, as in the image's default bundle).
+    let lab = Tmm::new("tls")
+        .bot(FakeSwarming::start(&tls))
+        .env("SSL_CERT_FILE", ca.to_str().unwrap());
+    let mut m = lab.start();
+    m.wait_log("handshake done", LONG);
+    let state = lab.server().state();
+    assert!(state["token_requests"].as_u64().unwrap() >= 1, "{state}");
+    assert_eq!(
+        state["bot_code_requests"].as_array().map(Vec::len),
+        Some(1),
+        "{state}"
+    );
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
+}
+
+#[test]
+fn a_missing_ca_bundle_is_one_line_counted_and_retried() {
+    let lab = Tmm::new("nobundle")
+        .bot(FakeSwarming::start(&[]))
+        .env("SSL_CERT_FILE", "/nonexistent/ca.pem");
+    let mut m = lab.start();
+    let log = m.wait_log("CA bundle /nonexistent/ca.pem: no such file", LONG);
+    let line = lines_with(&log, "CA bundle")[0];
+    assert!(
+        line.contains(&format!("token fetch from {}/token", lab.server().served)),
+        "{line}"
+    );
+    assert!(
+        m.sample(r#"token_fetches_total{result="config_error"}"#) >= Some(1.0),
+        "{log}"
+    );
+    assert!(m.try_wait().is_none(), "exited:\n{}", m.log());
+    assert_eq!(lab.server().state()["token_requests"], json!(0));
+    m.term();
+    assert_eq!(m.wait_exit(LONG).code(), Some(0));
 }

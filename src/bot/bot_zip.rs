@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bot::token_fetch::TokenWatch;
+use crate::runtime::https;
 use crate::runtime::retry::{run_detached, Retry};
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::{Metrics, ZipDownloadResult};
@@ -144,6 +145,8 @@ pub enum DownloadErrorKind {
     Forbidden,
     Http(u16),
     Network(String),
+    /// The CA bundle could not be read (`runtime::https::read_roots`'s line).
+    CaBundle(String),
     BadZip(ZipProblem),
     Io {
         path: PathBuf,
@@ -162,9 +165,9 @@ impl DownloadErrorKind {
             }
             DownloadErrorKind::Network(_) => ZipDownloadResult::NetworkError,
             DownloadErrorKind::BadZip(_) => ZipDownloadResult::BadZip,
-            DownloadErrorKind::Io { .. } | DownloadErrorKind::Cancelled => {
-                ZipDownloadResult::IoError
-            }
+            DownloadErrorKind::CaBundle(_)
+            | DownloadErrorKind::Io { .. }
+            | DownloadErrorKind::Cancelled => ZipDownloadResult::IoError,
         }
     }
 }
@@ -178,7 +181,9 @@ impl fmt::Display for DownloadError {
                 "bot code download from {url}: HTTP 403: the server does not allow this bot id or these credentials"
             ),
             DownloadErrorKind::Http(s) => write!(f, "bot code download from {url}: HTTP {s}"),
-            DownloadErrorKind::Network(e) => write!(f, "bot code download from {url}: {e}"),
+            DownloadErrorKind::Network(e) | DownloadErrorKind::CaBundle(e) => {
+                write!(f, "bot code download from {url}: {e}")
+            }
             DownloadErrorKind::BadZip(p) => {
                 write!(f, "bot code download from {url}: HTTP 200 but {p}")
             }
@@ -254,6 +259,7 @@ struct Request {
     token: String,
     bot_id: String,
     dir: PathBuf,
+    ca_bundle: PathBuf,
     cancel: Arc<AtomicBool>,
 }
 
@@ -263,7 +269,10 @@ fn download_once(req: &Request) -> Result<(u64, usize), DownloadError> {
         url: url.to_string(),
         kind,
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    // Read on every attempt: a fixed or updated bundle is picked up without a restart.
+    let roots = https::read_roots(&req.ca_bundle)
+        .map_err(|e| err(&req.url, DownloadErrorKind::CaBundle(e)))?;
+    let builder = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(5)
         .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
@@ -272,9 +281,8 @@ fn download_once(req: &Request) -> Result<(u64, usize), DownloadError> {
         // No global timeout: a 10 MB zip over a slow link may take minutes; a stalled one
         // is caught by the per-read timeout.
         .timeout_per_read(Some(Duration::from_secs(60)))
-        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")));
+    let agent = https::agent(builder, roots);
     let resp = agent
         .get(&req.url)
         .header("Authorization", format!("Bearer {}", req.token))
@@ -376,6 +384,8 @@ pub struct Source<'a> {
     pub server: &'a str,
     pub bot_id: &'a str,
     pub metrics: &'a Metrics,
+    /// The roots trusted for HTTPS to the server (`--ca-bundle`).
+    pub ca_bundle: &'a Path,
     /// A directory whose subdirectories may hold a good zip to copy instead of a
     /// download (the other bots' directories, `--bots per-device`).
     pub seed: Option<&'a Path>,
@@ -534,6 +544,7 @@ async fn download(
             token: token.value,
             bot_id: source.bot_id.to_string(),
             dir: dir.to_path_buf(),
+            ca_bundle: source.ca_bundle.to_path_buf(),
             cancel: cancel.clone(),
         };
         let result = match run_detached("bot-download", move || download_once(&req)) {

@@ -193,6 +193,7 @@ impl Hooks for Bot {
             server: &self.server,
             bot_id: &self.which.id,
             metrics: &self.ctx.metrics,
+            ca_bundle: &self.ctx.config.ca_bundle,
             seed: self.which.zip_seed.as_deref(),
         };
         let _turn = match &self.which.zip_turn {

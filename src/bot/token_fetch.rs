@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::bot::token::AccessToken;
 use crate::bot::token::TokenCache;
+use crate::runtime::https;
 use crate::runtime::retry::{run_detached, sleep_or_shutdown, Retry};
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::{Metrics, TokenFetchResult};
@@ -48,6 +49,8 @@ pub struct TokenError {
 pub enum TokenErrorKind {
     /// The `--token-config` file is missing, unreadable or malformed.
     Config,
+    /// The CA bundle (`--ca-bundle`) is missing, unreadable or holds no certificate.
+    CaBundle,
     /// Refused, reset, timed out, or no such host.
     Network,
     /// The endpoint answered with a status other than 200.
@@ -60,7 +63,7 @@ impl TokenErrorKind {
     /// The `result` label of `token_fetches_total`.
     pub fn metric_label(self) -> TokenFetchResult {
         match self {
-            TokenErrorKind::Config => TokenFetchResult::ConfigError,
+            TokenErrorKind::Config | TokenErrorKind::CaBundle => TokenFetchResult::ConfigError,
             TokenErrorKind::Network => TokenFetchResult::NetworkError,
             TokenErrorKind::Http(_) => TokenFetchResult::HttpError,
             TokenErrorKind::BadResponse => TokenFetchResult::BadResponse,
@@ -222,13 +225,17 @@ fn network_problem(e: &ureq::Error) -> (TokenErrorKind, String) {
 }
 
 /// One blocking fetch.
-pub fn fetch_token(config: &TokenConfig) -> Result<AccessToken, TokenError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+pub fn fetch_token(config: &TokenConfig, ca_bundle: &Path) -> Result<AccessToken, TokenError> {
+    let roots = https::read_roots(ca_bundle).map_err(|problem| TokenError {
+        kind: TokenErrorKind::CaBundle,
+        source: config.url.clone(),
+        problem,
+    })?;
+    let builder = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(TOKEN_TIMEOUT))
-        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")));
+    let agent = https::agent(builder, roots);
     let mut req = agent.get(&config.url);
     for (k, v) in &config.headers {
         req = req.header(k.as_str(), v.as_str());
@@ -295,15 +302,23 @@ impl TokenWatch {
 }
 
 /// Starts the refresher task, the one writer of `cache`, reading the token config at
-/// `path`; the returned watch wakes token waiters.
+/// `path` and trusting the roots of `ca_bundle`; the returned watch wakes token waiters.
 pub fn spawn_refresher(
     cache: Arc<TokenCache>,
     metrics: Arc<Metrics>,
     path: PathBuf,
+    ca_bundle: PathBuf,
     shutdown: Shutdown,
 ) -> TokenWatch {
     let (tx, rx) = watch::channel(0u64);
-    tokio::spawn(refresh_loop(cache.clone(), metrics, path, tx, shutdown));
+    tokio::spawn(refresh_loop(
+        cache.clone(),
+        metrics,
+        path,
+        ca_bundle,
+        tx,
+        shutdown,
+    ));
     TokenWatch { cache, rx }
 }
 
@@ -311,6 +326,7 @@ async fn refresh_loop(
     cache: Arc<TokenCache>,
     metrics: Arc<Metrics>,
     path: PathBuf,
+    ca_bundle: PathBuf,
     tx: watch::Sender<u64>,
     mut shutdown: Shutdown,
 ) {
@@ -319,7 +335,8 @@ async fn refresh_loop(
         // Read the file on every attempt: a fixed or rotated file is picked up without a restart.
         let result = match read_token_config(&path) {
             Ok(config) => {
-                let attempt = run_detached("token-fetch", move || fetch_token(&config));
+                let ca_bundle = ca_bundle.clone();
+                let attempt = run_detached("token-fetch", move || fetch_token(&config, &ca_bundle));
                 let rx = match attempt {
                     Ok(rx) => rx,
                     Err(e) => {

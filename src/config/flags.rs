@@ -192,6 +192,14 @@ pub(super) const FLAGS: &[Flag] = &[
         help: "JSON {\"url\", \"headers\"} of the OAuth token endpoint",
     },
     Flag {
+        name: "--ca-bundle",
+        metavar: "PATH",
+        env: Some("SSL_CERT_FILE"),
+        kind: Kind::Path(field!(ca_bundle)),
+        default: Fallback::Literal(crate::runtime::https::DEFAULT_CA_BUNDLE),
+        help: "PEM file of the roots trusted for HTTPS to the token endpoint and the server",
+    },
+    Flag {
         name: "--hook-addr",
         metavar: "ADDR",
         env: None,

@@ -65,6 +65,8 @@ pub struct Config {
     pub bot_dir: PathBuf,
     pub python: PathBuf,
     pub token_config: PathBuf,
+    /// The roots trusted for HTTPS (`runtime::https::read_roots`).
+    pub ca_bundle: PathBuf,
     pub hook_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub adb: PathBuf,

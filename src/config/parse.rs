@@ -118,6 +118,7 @@ fn unfilled() -> Config {
         bot_dir: PathBuf::new(),
         python: PathBuf::new(),
         token_config: PathBuf::new(),
+        ca_bundle: PathBuf::new(),
         hook_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         adb: PathBuf::new(),

@@ -114,7 +114,8 @@ pub fn android_device(props: &BTreeMap<String, String>, packages: &Packages) -> 
         ["ro.product.brand", "ro.product.system.brand"]
             .into_iter()
             .filter_map(get)
-            .map(|brand| match brand.to_lowercase().as_str() {
+            // Brands are ASCII: std's Unicode lowering would link an 11 KB table for nothing.
+            .map(|brand| match brand.to_ascii_lowercase().as_str() {
                 "aosp" => "android".to_string(),
                 other => other.to_string(),
             })

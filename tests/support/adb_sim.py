@@ -36,6 +36,7 @@ Control port, one command per line, answered `OK` or `ERR <why>`:
                     phone as `device`) but no new stream is ever answered
     unwedge <name>  answer again
     reboots <name>  how many times the phone was rebooted (answers `OK <n>`)
+    last-shell <name>  the last shell command line the phone was sent (`OK <JSON string>`)
     flood <name> <bytes>   `getprop` prints that many bytes of property lines (0: normal)
     v2 <name> badid|overlong|truncated|ok   every shell v2 stream of the phone answers
                     one malformed packet, as a broken adbd would, and closes: an id
@@ -49,6 +50,7 @@ Standard library only.
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -151,6 +153,7 @@ class Phone:
         self.booted_at = time.monotonic() - 1000.0
         self.force_booting = False
         self.reboot_count = 0
+        self.last_shell = ""
         self.battery = 12 if profile == "hot" else 85
         self.temp = 44.5 if profile == "hot" else 31.5
         old = profile == "android6"
@@ -416,6 +419,7 @@ class Phone:
                 writer.write(message(A_CLSE, stream.local, stream.remote))
                 return
             v2 = "v2" in args
+            self.last_shell = cmd
             if v2 and self.v2_fault != "ok":
                 await self.send(writer, stream, V2_FAULTS[self.v2_fault], maxdata)
             elif not await self.run_script(writer, stream, cmd, v2, maxdata):
@@ -535,6 +539,8 @@ async def control(phones, reader, writer):
                 reply = "OK"
             elif words[0] == "reboots":
                 reply = f"OK {by_name[words[1]].reboot_count}"
+            elif words[0] == "last-shell":
+                reply = "OK " + json.dumps(by_name[words[1]].last_shell)
             else:
                 reply = f"ERR unknown command {words[0]!r}"
         except (IndexError, ValueError, OSError) as e:

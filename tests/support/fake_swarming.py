@@ -50,6 +50,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -375,6 +376,9 @@ def main():
                    help="add a stored entry of this many random bytes to the zip")
     p.add_argument("--write-zip", metavar="PATH",
                    help="also write the served zip to PATH")
+    p.add_argument("--tls", nargs=2, metavar=("CHAIN", "KEY"),
+                   help="also serve the same routes over HTTPS with this PEM certificate "
+                        "chain and key, on a second port printed as TLSPORT")
     args = p.parse_args()
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
@@ -392,6 +396,18 @@ def main():
             f.write(zip_bytes)
     server.state = State(zip_bytes, args.token_header)
     print("PORT %d" % port, flush=True)
+    if args.tls:
+        tls = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        tls.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*args.tls)
+        # The handshake runs in each request's thread, so a client that fails it
+        # (an untrusted certificate) does not stall the accept loop.
+        tls.socket = ctx.wrap_socket(tls.socket, server_side=True,
+                                     do_handshake_on_connect=False)
+        tls.state = server.state
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
+        print("TLSPORT %d" % tls.server_address[1], flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

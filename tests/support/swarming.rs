@@ -12,23 +12,37 @@ use super::http;
 /// fake_swarming.py on a free port; stopped on drop.
 pub struct FakeSwarming {
     child: Child,
+    /// Its plain-HTTP address, for the test's own calls.
     pub url: String,
+    /// The address the monitor is given: `url`, or the HTTPS port's with `--tls`.
+    pub served: String,
     port: u16,
 }
 
 impl FakeSwarming {
     pub fn start(extra: &[&str]) -> FakeSwarming {
         let args = [&["--port", "0"], extra].concat();
-        let (child, port) = super::stand_in("fake_swarming.py", &args, Stdio::null(), |line| {
-            let port = line
-                .trim()
-                .strip_prefix("PORT ")
-                .unwrap_or_else(|| panic!("fake_swarming said {line:?}"));
-            Some(port.parse::<u16>().unwrap())
-        });
+        // With `--tls`, the HTTPS port's line follows the plain one's.
+        let tls = extra.contains(&"--tls");
+        let mut plain = None;
+        let (child, (port, tls_port)) =
+            super::stand_in("fake_swarming.py", &args, Stdio::null(), move |line| {
+                let parse = |p: &str| p.parse::<u16>().unwrap();
+                match line.split_once(' ') {
+                    Some(("PORT", p)) if tls => {
+                        plain = Some(parse(p));
+                        None
+                    }
+                    Some(("PORT", p)) => Some((parse(p), None)),
+                    Some(("TLSPORT", p)) => Some((plain?, Some(parse(p)))),
+                    _ => panic!("fake_swarming said {line:?}"),
+                }
+            });
+        let url = format!("http://127.0.0.1:{port}");
         FakeSwarming {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            served: tls_port.map_or(url.clone(), |p| format!("https://127.0.0.1:{p}")),
+            url,
             port,
         }
     }
@@ -74,7 +88,7 @@ impl FakeSwarming {
             &path,
             format!(
                 r#"{{"url": "{}/token", "headers": {{"Metadata-Flavor": "Google"}}}}"#,
-                self.url
+                self.served
             ),
         )
         .unwrap();

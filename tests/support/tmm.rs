@@ -196,7 +196,7 @@ impl Tmm {
         match &self.server {
             None => all.push(("--no-bot", None)),
             Some(server) => all.extend([
-                ("--swarming-server", Some(server.url.clone())),
+                ("--swarming-server", Some(server.served.clone())),
                 (
                     "--token-config",
                     Some(self.token_config().display().to_string()),
