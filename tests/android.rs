@@ -25,18 +25,16 @@ fn state(serial: &str, state: &str) -> String {
 
 #[test]
 fn health_rows_set_and_clear() {
-    let sim = Sim::start(
-        &[
+    let tmm = Tmm::new("health")
+        .plugged(&[
             "modern:M",
             "hot:H",
             "android6:A6",
             "unauthorized:U",
             "hangs:G",
-        ],
-        &[],
-    );
-    let tmm = Tmm::new("health").phones().start();
-    sim.connect_all(tmm.adb_port());
+        ])
+        .start();
+    let sim = tmm.sim();
     let (m, h, a6, u, g) = (
         sim.serial("M"),
         sim.serial("H"),
@@ -241,9 +239,8 @@ fn the_adb_server_killed_under_us_comes_back() {
 fn sixteen_phones_at_once() {
     let names: Vec<String> = (0..16).map(|i| format!("modern:P{i}")).collect();
     let specs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let sim = Sim::start(&specs, &[]);
-    let tmm = Tmm::new("sixteen").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("sixteen").plugged(&specs).start();
+    let sim = tmm.sim();
     for (name, _) in &sim.phones {
         tmm.wait_sample(&up(&sim.serial(name), "redfin"), 1.0, LONG);
     }
@@ -332,12 +329,11 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
 
 #[test]
 fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
-    let sim = Sim::start(&["reboots:R"], &[]);
     let tmm = Tmm::new("no-reboot")
-        .phones()
+        .plugged(&["reboots:R"])
         .arg("--no-reboot-after-task")
         .start();
-    sim.connect_all(tmm.adb_port());
+    let sim = tmm.sim();
     let r = sim.serial("R");
     tmm.wait_sample(&up(&r, "redfin"), 1.0, LONG);
     let reply = request(tmm.hook_port, "GET", "/on_after_task", "");
@@ -351,9 +347,8 @@ fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
 
 #[test]
 fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
-    let sim = Sim::start(&["modern:W", "modern:K"], &[]);
-    let tmm = Tmm::new("wedge").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("wedge").plugged(&["modern:W", "modern:K"]).start();
+    let sim = tmm.sim();
     let (w, k) = (sim.serial("W"), sim.serial("K"));
     tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
@@ -396,9 +391,8 @@ fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
 
 #[test]
 fn a_battery_block_at_column_0_is_read_and_a_missing_level_is_never_silent() {
-    let sim = Sim::start(&["modern:B"], &[]);
-    let tmm = Tmm::new("battery-layouts").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("battery-layouts").plugged(&["modern:B"]).start();
+    let sim = tmm.sim();
     let b = sim.serial("B");
     tmm.wait_sample(&up(&b, "redfin"), 1.0, LONG);
     let battery = format!("device_battery_percent{{serial=\"{b}\"}}");
@@ -448,9 +442,10 @@ fn a_battery_block_at_column_0_is_read_and_a_missing_level_is_never_silent() {
 
 #[test]
 fn dimensions_from_the_phones_packages_and_props_and_a_trunk_build() {
-    let sim = Sim::start(&["modern:P", "android6:O"], &[]);
-    let tmm = Tmm::new("dims").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("dims")
+        .plugged(&["modern:P", "android6:O"])
+        .start();
+    let sim = tmm.sim();
     let (p, o) = (sim.serial("P"), sim.serial("O"));
     tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
     tmm.wait_sample(&up(&o, "hammerhead"), 1.0, LONG);
@@ -518,9 +513,8 @@ fn dimensions_from_the_phones_packages_and_props_and_a_trunk_build() {
 
 #[test]
 fn a_phone_without_ro_product_device_is_named_by_ro_build_product_when_it_goes_missing() {
-    let sim = Sim::start(&["modern:N"], &[]);
-    let tmm = Tmm::new("name").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("name").plugged(&["modern:N"]).start();
+    let sim = tmm.sim();
     let n = sim.serial("N");
     tmm.wait_sample(&up(&n, "redfin"), 1.0, LONG);
     for cmd in [
@@ -540,14 +534,13 @@ fn a_phone_without_ro_product_device_is_named_by_ro_build_product_when_it_goes_m
 
 #[test]
 fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
-    let sim = Sim::start(&["modern:F"], &[]);
     let home = TempDir::new("forced");
     let force = home.path().join("force");
     let tmm = Tmm::new("forced")
-        .phones()
+        .plugged(&["modern:F"])
         .args(["--force-quarantine-file", force.to_str().unwrap()])
         .start();
-    sim.connect_all(tmm.adb_port());
+    let sim = tmm.sim();
     let f = sim.serial("F");
     tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
 
@@ -569,9 +562,8 @@ fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
 
 #[test]
 fn a_hot_phone_stays_in_maintenance_until_it_is_cooler_than_the_hysteresis() {
-    let sim = Sim::start(&["modern:T"], &[]);
-    let tmm = Tmm::new("hysteresis").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("hysteresis").plugged(&["modern:T"]).start();
+    let sim = tmm.sim();
     let t = sim.serial("T");
     tmm.wait_sample(&up(&t, "redfin"), 1.0, LONG);
     assert_eq!(sim.control("set T temp 44.5"), "OK");
@@ -597,12 +589,11 @@ fn a_hot_phone_stays_in_maintenance_until_it_is_cooler_than_the_hysteresis() {
 
 #[test]
 fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulator() {
-    let sim = Sim::start(&["modern:C"], &[]);
     let tmm = Tmm::new("care")
-        .phones()
+        .plugged(&["modern:C"])
         .args(["--charge-stall-after", "4"])
         .start();
-    sim.connect_all(tmm.adb_port());
+    let sim = tmm.sim();
     let c = sim.serial("C");
     tmm.wait_sample(&up(&c, "redfin"), 1.0, LONG);
     // On USB power at 85 % and never rising: not charging once the stall time passes.
@@ -693,9 +684,10 @@ fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
 fn a_phone_whose_shell_rejects_the_round_script_is_read_one_command_at_a_time() {
     // N's shell (mksh in the simulator, as on a phone) refuses any command with `case`,
     // which the round's package query uses: the round's script fails as a whole.
-    let sim = Sim::start(&["nocase:N", "modern:M"], &[]);
-    let tmm = Tmm::new("nocase").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("nocase")
+        .plugged(&["nocase:N", "modern:M"])
+        .start();
+    let sim = tmm.sim();
     let (n, m) = (sim.serial("N"), sim.serial("M"));
     // Usable from one query per command: its properties, battery and temperatures.
     tmm.wait_sample(&up(&n, "redfin"), 1.0, LONG);
@@ -744,12 +736,11 @@ fn a_phone_whose_shell_rejects_the_round_script_is_read_one_command_at_a_time() 
 #[test]
 fn a_network_phone_the_ladder_dropped_is_usable_again_within_three_rounds_of_coming_back() {
     const ROUND: u64 = 5;
-    let sim = Sim::start(&["modern:W", "modern:K"], &[]);
     let tmm = Tmm::new("network-back")
-        .phones()
+        .plugged(&["modern:W", "modern:K"])
         .args(["--interrogate-every", &ROUND.to_string()])
         .start();
-    sim.connect_all(tmm.adb_port());
+    let sim = tmm.sim();
     let (w, k) = (sim.serial("W"), sim.serial("K"));
     tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::android::{connect_phone, Sim};
+use support::android::connect_phone;
 use support::http::get;
 use support::swarming::FakeSwarming;
 use support::tmm::{line_time, lines_with};
@@ -31,19 +31,16 @@ fn bot_of(port: u16) -> String {
 
 /// The monitor in `--bots per-device`, its bots calling our hooks, rounds every second,
 /// with the simulated phones `specs` connected.
-fn start(name: &str, specs: &[&str], extra: &[&str]) -> (Sim, Monitor) {
+fn start(name: &str, specs: &[&str], extra: &[&str]) -> Monitor {
     let server = FakeSwarming::with_hooks();
     server.control(json!({"poll_sleep": 0.5}));
-    let sim = Sim::start(specs, &[]);
-    let tmm = Tmm::new(name)
-        .phones()
+    Tmm::new(name)
+        .plugged(specs)
         .bot(server)
         .args(["--bot-id", HOST, "--interrogate-every", "1"])
         .args(["--bots", "per-device"])
         .args(extra)
-        .start();
-    sim.connect_all(tmm.adb_port());
-    (sim, tmm)
+        .start()
 }
 
 /// The `devices` subcommand's line for the phone on `port`.
@@ -58,11 +55,12 @@ fn devices_line(tmm: &Monitor, port: u16) -> String {
 
 #[test]
 fn each_phone_has_a_bot_of_its_own() {
-    let (sim, rig) = start(
+    let rig = start(
         "bots",
         &["reboots:A", "reboots:B", "hot:C"],
         &["--gone-bot-grace", "4"],
     );
+    let sim = rig.sim();
     let (server, bot_dir) = (rig.server(), &rig.bot_dir);
     let adb_port = rig.adb_port();
     let log = || rig.log();
@@ -232,11 +230,12 @@ fn each_phone_has_a_bot_of_its_own() {
 
 #[test]
 fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
-    let (sim, rig) = start(
+    let rig = start(
         "bots-cap",
         &["modern:A", "modern:B", "modern:C"],
         &["--max-bots", "2"],
     );
+    let sim = rig.sim();
     let (a, b, c) = (sim.port("A"), sim.port("B"), sim.port("C"));
     // The phones come in a random order: whichever is third has no bot.
     let polling = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0) >= 1;
@@ -304,7 +303,8 @@ fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
 
 #[test]
 fn an_unauthorized_phone_gets_a_bot_that_says_so() {
-    let (sim, rig) = start("bots-unauth", &["modern:M", "unauthorized:U"], &[]);
+    let rig = start("bots-unauth", &["modern:M", "unauthorized:U"], &[]);
+    let sim = rig.sim();
     let (m, u) = (bot_of(sim.port("M")), bot_of(sim.port("U")));
     let state = wait_for(LONG, "U's bot quarantined for its key", || {
         let state = rig.server().bot(&u)["last_state"].clone();
@@ -358,7 +358,7 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
     ios.phone(UDID, "iPhone14,2", "17.1", "87");
     let tools = ios.dir.to_str().unwrap().to_string();
     let usbmuxd = ios.dir.join("usbmuxd").to_str().unwrap().to_string();
-    let (sim, rig) = start(
+    let rig = start(
         "bots-ios",
         &["modern:P"],
         &[
@@ -370,6 +370,7 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
             &usbmuxd,
         ],
     );
+    let sim = rig.sim();
     let port = sim.port("P");
     let (android, iphone) = (bot_of(port), format!("{HOST}--{UDID}"));
     let dims = wait_for(LONG, "the iPhone's bot polling with its dimensions", || {
@@ -416,11 +417,12 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
 
 #[test]
 fn a_hung_bot_alone_is_killed_and_started_again() {
-    let (sim, rig) = start(
+    let rig = start(
         "bots-silence",
         &["modern:A", "modern:B"],
         &["--bot-silence-limit", "6"],
     );
+    let sim = rig.sim();
     let (a, b) = (bot_of(sim.port("A")), bot_of(sim.port("B")));
     let polls = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0);
     wait_for(LONG, "both bots polling", || {
@@ -459,7 +461,8 @@ fn a_hung_bot_alone_is_killed_and_started_again() {
 
 #[test]
 fn a_bad_zip_of_one_bot_is_set_aside_beside_the_bot_directory_and_fetched_again() {
-    let (sim, rig) = start("bots-badzip", &["modern:A"], &[]);
+    let rig = start("bots-badzip", &["modern:A"], &[]);
+    let sim = rig.sim();
     let a = bot_of(sim.port("A"));
     let polls = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0);
     wait_for(LONG, "A's bot polling", || (polls(&a) >= 1).then_some(()));
@@ -496,11 +499,12 @@ fn a_bad_zip_of_one_bot_is_set_aside_beside_the_bot_directory_and_fetched_again(
 
 #[test]
 fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_not() {
-    let (sim, mut rig) = start(
+    let mut rig = start(
         "bots-drain",
         &["modern:A", "modern:B"],
         &["--no-reboot-after-task"],
     );
+    let sim = rig.sim();
     let (a, b) = (bot_of(sim.port("A")), bot_of(sim.port("B")));
     let polls = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0);
     wait_for(LONG, "both bots polling", || {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::android::{Sim, ADB};
+use support::android::ADB;
 use support::http::{get, request, try_request, wait_for_status};
 use support::swarming::FakeSwarming;
 use support::{free_port, output_of, wait_for, KillOnDrop, Monitor, OutputWithin, TempDir};
@@ -28,11 +28,9 @@ use support::{Tmm, EXIT_LIMIT};
 const LONG: Duration = Duration::from_secs(40);
 const PREFIX: &str = "test_machine_monitor_";
 
-/// The real binary watching phones, at the default log level (no `RUST_LOG`).
+/// The real binary at the default log level (no `RUST_LOG`).
 fn tmm(name: &str) -> Tmm {
-    Tmm::new(&format!("metrics-{name}"))
-        .phones()
-        .env_remove("RUST_LOG")
+    Tmm::new(&format!("metrics-{name}")).env_remove("RUST_LOG")
 }
 
 fn up(serial: &str) -> String {
@@ -44,15 +42,16 @@ fn battery(serial: &str) -> String {
 }
 
 /// Three phones, one hot, all interrogated.
-fn three_phones(name: &str) -> (Sim, Monitor) {
-    let sim = Sim::start(&["modern:A", "modern:B", "hot:H"], &[]);
-    let tmm = tmm(name).start();
-    sim.connect_all(tmm.adb_port());
+fn three_phones(name: &str) -> Monitor {
+    let tmm = tmm(name)
+        .plugged(&["modern:A", "modern:B", "hot:H"])
+        .start();
+    let sim = tmm.sim();
     tmm.wait_sample(&up(&sim.serial("A")), 1.0, LONG);
     tmm.wait_sample(&up(&sim.serial("B")), 1.0, LONG);
     tmm.wait_sample(&battery(&sim.serial("H")), 12.0, LONG);
     tmm.wait_sample("maintenance", 1.0, LONG);
-    (sim, tmm)
+    tmm
 }
 
 /// `promtool check metrics` on `text`: its exit status and everything it printed.
@@ -81,7 +80,8 @@ fn promtool(text: &str) -> (bool, String) {
 
 #[test]
 fn promtool_finds_nothing_to_lint_in_the_real_exposition() {
-    let (sim, tmm) = three_phones("promtool");
+    let tmm = three_phones("promtool");
+    let sim = tmm.sim();
     // Give the labeled families series too: hook requests, one of them an error.
     for path in ["/get_settings", "/nope"] {
         get(tmm.hook_port, path);
@@ -192,7 +192,8 @@ impl Prometheus {
 
 #[test]
 fn a_real_prometheus_scrapes_us_and_sees_the_phones() {
-    let (sim, tmm) = three_phones("prometheus");
+    let tmm = three_phones("prometheus");
+    let sim = tmm.sim();
     let dir = TempDir::new("prometheus");
     let mut prom = Prometheus::start(dir.path(), tmm.metrics_port);
     let instance = format!("127.0.0.1:{}", tmm.metrics_port);
@@ -220,7 +221,7 @@ fn a_real_prometheus_scrapes_us_and_sees_the_phones() {
 fn readyz_waits_for_the_first_round_while_healthz_is_alive() {
     // `--adb /bin/false`: our own adb server cannot start, so no round can finish
     // until an adb server appears on the port; the test starts one later.
-    let tmm = tmm("readyz").args(["--adb", "/bin/false"]).spawn();
+    let tmm = tmm("readyz").phones().args(["--adb", "/bin/false"]).spawn();
     let adb_port = tmm.adb_port();
     wait_for_status(tmm.metrics_port, "/healthz", 200);
     // The status server is bound before the hook server, so the first reason may still
@@ -262,13 +263,12 @@ fn readyz_waits_for_the_first_round_while_healthz_is_alive() {
 
 #[test]
 fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
-    let sim = Sim::start(&["modern:A", "modern:H"], &[]);
     let tmm = tmm("log")
+        .plugged(&["modern:A", "modern:H"])
         .bot(FakeSwarming::with_hooks())
         .args(["--bot-id", "pi-obs", "--grace", "5"])
         .start();
-    let server = tmm.server();
-    sim.connect_all(tmm.adb_port());
+    let (sim, server) = (tmm.sim(), tmm.server());
     let (a, h) = (sim.serial("A"), sim.serial("H"));
     tmm.wait_sample(&up(&a), 1.0, LONG);
     tmm.wait_sample(&up(&h), 1.0, LONG);
@@ -349,7 +349,7 @@ fn metric_names(text: &str) -> Vec<String> {
 /// as recording rules, with the dashboard's variables filled in).
 #[test]
 fn the_dashboard_and_the_alert_rules_ask_only_for_what_the_binary_exports() {
-    let (_sim, tmm) = three_phones("dashboard");
+    let tmm = three_phones("dashboard");
     let text = tmm.metrics();
     let mut exported = std::collections::BTreeSet::new();
     for line in text.lines() {

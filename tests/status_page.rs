@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::android::Sim;
 use support::http::get;
 use support::{wait_for, Tmm};
 
@@ -73,9 +72,10 @@ fn png_facts(png: &[u8]) -> (u32, u32, bool) {
 
 #[test]
 fn the_status_page_shows_every_phone_and_its_reason_in_a_real_browser() {
-    let sim = Sim::start(&["modern:M", "hot:H", "unauthorized:U"], &[]);
-    let tmm = Tmm::new("status-page").phones().start();
-    sim.connect_all(tmm.adb_port());
+    let tmm = Tmm::new("status-page")
+        .plugged(&["modern:M", "hot:H", "unauthorized:U"])
+        .start();
+    let sim = tmm.sim();
     let (m, h, u) = (sim.serial("M"), sim.serial("H"), sim.serial("U"));
     assert_eq!(
         sim.control(&format!("prop M ro.product.model {EVIL}")),

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::android::{adb_request, ADB};
+use super::android::{adb_request, Sim, ADB};
 use super::swarming::FakeSwarming;
 use super::{free_port, http, ios, stop_tree, wait_showing, KillOnDrop, OutputWithin, TempDir};
 use super::{BIN, EXIT_LIMIT};
@@ -39,6 +39,7 @@ pub struct Tmm {
     bare: bool,
     server: Option<Arc<FakeSwarming>>,
     adb_port: Option<u16>,
+    sim: Option<Arc<Sim>>,
     wrapper: Vec<String>,
     args: Vec<String>,
     /// Set (`Some`) or removed (`None`), after the defaults.
@@ -53,6 +54,7 @@ impl Tmm {
             bare: false,
             server: None,
             adb_port: None,
+            sim: None,
             wrapper: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
@@ -100,6 +102,13 @@ impl Tmm {
     pub fn adb_port(mut self, port: u16) -> Tmm {
         self.adb_port = Some(port);
         self
+    }
+
+    /// As [`Tmm::phones`], with the simulated phones `specs` (`profile:name`), every
+    /// one plugged in (`adb connect`) once the adb server listens; see [`Monitor::sim`].
+    pub fn plugged(mut self, specs: &[&str]) -> Tmm {
+        self.sim = Some(Arc::new(Sim::start(specs, &[])));
+        self.phones()
     }
 
     /// Runs a bot from `server` (the stand-in), with a token config for its token
@@ -281,6 +290,7 @@ impl Tmm {
             bot_dir: self.bot_dir(),
             log_path,
             server: self.server.clone(),
+            sim: self.sim.clone(),
             _dir: self.dir.clone(),
         }
     }
@@ -292,7 +302,12 @@ impl Tmm {
         for _ in 0..3 {
             let mut m = self.spawn();
             match m.wait_serving() {
-                Ok(()) => return m,
+                Ok(()) => {
+                    if let Some(sim) = &m.sim {
+                        sim.connect_all(m.adb_port());
+                    }
+                    return m;
+                }
                 Err(log) if log.contains("cannot listen on") => continue,
                 Err(log) => panic!("the monitor exited early: {log}"),
             }
@@ -311,6 +326,7 @@ pub struct Monitor {
     pub bot_dir: PathBuf,
     log_path: PathBuf,
     server: Option<Arc<FakeSwarming>>,
+    sim: Option<Arc<Sim>>,
     _dir: Arc<TempDir>,
 }
 
@@ -383,6 +399,13 @@ impl Monitor {
     /// The stand-in server of a monitor with a bot.
     pub fn server(&self) -> &FakeSwarming {
         self.server.as_deref().expect("a monitor without a bot")
+    }
+
+    /// The simulated phones of a monitor started [`Tmm::plugged`].
+    pub fn sim(&self) -> &Sim {
+        self.sim
+            .as_deref()
+            .expect("a monitor without simulated phones")
     }
 
     /// The force-quarantine file it watches by default.
