@@ -161,10 +161,9 @@ fn offline_phone_is_reconnected_then_quarantined() {
 
 #[test]
 fn plug_and_unplug_show_within_a_second() {
-    let sim = Sim::start(&["modern:P"], &[]);
-    let tmm = Tmm::new("plug").phones().start();
+    let tmm = Tmm::new("plug").plugged(&["modern:P"]).start();
+    let sim = tmm.sim();
     let p = sim.serial("P");
-    connect_phone(tmm.adb_port(), sim.port("P"));
     tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
 
     // Unplug: the server drops the transport; we show it missing and quarantine.
@@ -199,10 +198,9 @@ fn plug_and_unplug_show_within_a_second() {
 
 #[test]
 fn the_adb_server_killed_under_us_comes_back() {
-    let sim = Sim::start(&["modern:K"], &[]);
-    let tmm = Tmm::new("restart").phones().start();
+    let tmm = Tmm::new("restart").plugged(&["modern:K"]).start();
+    let sim = tmm.sim();
     let k = sim.serial("K");
-    connect_phone(tmm.adb_port(), sim.port("K"));
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
     tmm.wait_log("following the device list", LONG);
 
@@ -637,10 +635,9 @@ fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulat
 /// packets forwarded byte for byte.
 #[test]
 fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
-    let sim = Sim::start(&["modern:F"], &[]);
-    let tmm = Tmm::new("sim-broken").phones().start();
+    let tmm = Tmm::new("sim-broken").plugged(&["modern:F"]).start();
+    let sim = tmm.sim();
     let f = sim.serial("F");
-    connect_phone(tmm.adb_port(), sim.port("F"));
     tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
 
     assert_eq!(sim.control("flood F 3000000"), "OK");

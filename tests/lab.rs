@@ -103,11 +103,20 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Runs `ci/lab` with `args` to its end (`lab: stopped`): its exit status and its lines.
+fn run_to_end(args: &[&str]) -> (std::process::ExitStatus, Vec<String>) {
+    let (mut child, rx) = start_lab(args);
+    // ci/build may have the binary to rebuild first.
+    let lines = read_until(&rx, "lab: stopped", Duration::from_secs(900));
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    (status, lines)
+}
+
 #[test]
 fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("per-device");
-    let (mut child, rx) = start_lab(&[
+    let (status, lines) = run_to_end(&[
         "--once",
         "--native",
         "--bots",
@@ -115,8 +124,6 @@ fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
         "--dir",
         dir.to_str().unwrap(),
     ]);
-    let lines = read_until(&rx, "lab: stopped", Duration::from_secs(900));
-    let status = wait_exit(&mut child, Duration::from_secs(60));
     let text = lines.join("\n");
     assert!(
         status.success(),
@@ -142,10 +149,7 @@ fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
 fn lab_once_sees_every_step_and_leaves_nothing_running() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("once");
-    let (mut child, rx) = start_lab(&["--once", "--native", "--dir", dir.to_str().unwrap()]);
-    // ci/build may have the binary to rebuild first.
-    let lines = read_until(&rx, "lab: stopped", Duration::from_secs(900));
-    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let (status, lines) = run_to_end(&["--once", "--native", "--dir", dir.to_str().unwrap()]);
     let text = lines.join("\n");
     assert!(status.success(), "ci/lab --once: {status}\n{text}");
     assert!(
