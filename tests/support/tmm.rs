@@ -2,9 +2,10 @@
 //! line from the defaults a test needs (free ports for the hooks and `/metrics`, a temp
 //! dir holding the bot directory and the log, `RUST_LOG=info`, `--no-bot` and
 //! `--devices none`), each of which a flag the test gives replaces, and adds what the
-//! test asks for: phones (the real adb server on a port of its own), a bot (the
-//! stand-in Swarming server and a token config), iPhones (the stand-in tools), a
-//! wrapper command. The running [`Monitor`] reads its log (a file, readable while it
+//! test asks for: phones (the real adb server on a port of its own, and simulated
+//! phones plugged in once it listens), a bot (the stand-in Swarming server and a token
+//! config), iPhones (the stand-in tools), a wrapper command. A new test starts from
+//! one line: `let tmm = Tmm::new("name").plugged(&["modern:A"]).arg("--x").start();`. The running [`Monitor`] reads its log (a file, readable while it
 //! runs) and its `/metrics`, and is stopped with everything it started when dropped,
 //! also when the test panics.
 
@@ -30,8 +31,8 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// The monitor to start: see the module's doc. Cheap to clone; the clones share the
-/// temp dir and the stand-in server, which go once the last clone and the last
-/// monitor started from them are gone.
+/// temp dir and the stand-ins, which go once the last clone and the last monitor
+/// started from them are gone.
 #[derive(Clone)]
 pub struct Tmm {
     dir: Arc<TempDir>,
