@@ -23,7 +23,7 @@ use crate::runtime::shutdown;
 use crate::serve::hooks::{self, Hooks};
 use crate::serve::status_server;
 use crate::serve::{hook_front, hook_server};
-use crate::state::{Liveness, Shared};
+use crate::state::{EventReason, Liveness, Shared};
 
 /// Why the program could not run. Each maps to exit code 1.
 #[derive(Debug)]
@@ -135,6 +135,7 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
     tokio::spawn(hook_front::run(hook_port, inner, shared.metrics.clone()));
     shared.liveness.set_hooks_serving();
     log::info!("serving the bot's hooks on {hook_addr}");
+    crate::kube::start(&shared);
 
     let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
@@ -156,9 +157,11 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         None
     };
     if !watch_devices {
-        // No phones to watch: the empty picture is already complete.
+        // No phones to watch: the empty picture is already complete, but for the
+        // operators' notes, which the verdict turns into the bot's reasons.
         shared.snapshot.publish(Snapshot::default());
         shared.snapshot.mark_first_round_done();
+        tokio::spawn(notes_without_phones(shared.clone()));
         tokio::spawn(tick_loop(
             shared.liveness.clone(),
             shared.config.interrogate_every,
@@ -213,14 +216,19 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
 
     shutdown.requested().await;
     shared.draining.start();
-    if bot.is_some() {
-        let tasks = shared.tasks_running();
-        log::info!(
+    // The drain is one line, and the node's event too (posted while the bots drain).
+    let tasks = shared.tasks_running();
+    let draining = if bot.is_some() {
+        format!(
             "draining for shutdown: {tasks} task{} running; a bot running a task gets up to {}s (--drain-limit) to finish it, an idle bot stops now; a second signal cuts the drain short",
             if tasks == 1 { "" } else { "s" },
             shared.config.drain_limit.as_secs()
-        );
-    }
+        )
+    } else {
+        "draining for shutdown: no bot (--no-bot); stopping the phones' watch".to_string()
+    };
+    log::info!("{draining}");
+    shared.events.report(EventReason::Draining, draining);
 
     // The bots drain first (a bot running a task has --drain-limit to finish it; then
     // SIGTERM, --grace, SIGKILL of it and its task), while the phones and their daemons
@@ -250,11 +258,45 @@ async fn main_loop(config: Config) -> Result<(), AppError> {
         log::info!("killed {killed} leftover processes");
     }
 
+    // The node's last events (the drain's) go out before we do, within a bound: an
+    // API server that does not answer costs the exit at most this.
+    let flush_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while shared.events.node_pending() > 0 && tokio::time::Instant::now() < flush_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     hooks.stop();
     status.stop();
     reaper.reap_now();
     log::info!("stopped");
     Ok(())
+}
+
+/// Without phones, the snapshot's writer: each change of the operators' notes is
+/// decided (for no phone) and published, so the Pi's note reaches `get_state`.
+async fn notes_without_phones(shared: Arc<Shared>) {
+    let mut notes = shared.notes.subscribe();
+    let thresholds = devices::verdict::Thresholds::from_config(&shared.config);
+    while notes.changed().await.is_ok() {
+        let now = notes.borrow_and_update().clone();
+        let outcome = devices::verdict::decide(
+            &devices::verdict::Memory::default(),
+            &[],
+            &std::collections::BTreeSet::new(),
+            devices::verdict::Outside {
+                fleet: &Default::default(),
+                notes: &now,
+            },
+            &thresholds,
+            0.0,
+            true,
+        );
+        shared.snapshot.publish(Snapshot {
+            reasons: outcome.reasons,
+            fleet_reasons: outcome.fleet_reasons,
+            ..Snapshot::default()
+        });
+    }
 }
 
 /// Proves to the watchdog behind `/healthz` that the runtime is not stuck, while the

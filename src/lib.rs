@@ -15,6 +15,7 @@ mod bot;
 mod config;
 mod devices;
 mod devices_cmd;
+mod kube;
 mod runtime;
 mod serve;
 mod state;

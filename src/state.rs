@@ -23,7 +23,7 @@ pub use crate::bot::status::BotStatus;
 use crate::bot::token::TokenCache;
 use crate::config::Config;
 use crate::devices::snapshot::{Reasons, Snapshot};
-use crate::devices::verdict;
+use crate::devices::verdict::{self, Notes};
 use crate::serve::metrics::Metrics;
 
 /// Work the hook server asks of the device watcher. Sent, never awaited: hooks answer
@@ -51,8 +51,8 @@ pub struct Event {
 /// How many events the status page shows.
 pub const EVENTS_KEPT: usize = 50;
 
-/// The latest [`Snapshot`] of the phones. Written by the device watcher only (or once by
-/// `app` when no phone is watched).
+/// The latest [`Snapshot`] of the phones. Written by the device watcher only (or, when no
+/// phone is watched, by `app`: once, then at each change of the operators' notes).
 #[derive(Default)]
 pub struct SnapshotCell {
     snapshot: RwLock<Arc<Snapshot>>,
@@ -84,18 +84,125 @@ impl SnapshotCell {
     }
 }
 
-/// The last [`EVENTS_KEPT`] operator events, oldest first, for the status page.
+/// Why an operator event is also a Kubernetes Event on the node: its `reason`, a
+/// CamelCase word a machine can match (`kubectl get events --field-selector reason=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventReason {
+    /// A phone's verdict became usable.
+    PhoneUsable,
+    /// A phone's verdict became maintenance (a note, heat, a low battery...).
+    PhoneMaintenance,
+    /// A phone's verdict became quarantined.
+    PhoneQuarantined,
+    /// A phone climbed one step of the recovery ladder.
+    RecoveryStep,
+    /// A bot started crash-looping.
+    BotCrashLoop,
+    /// The monitor was asked to stop and drains its bots (the drain of #29 reports
+    /// through this reason).
+    Draining,
+}
+
+impl EventReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::PhoneUsable => "PhoneUsable",
+            EventReason::PhoneMaintenance => "PhoneMaintenance",
+            EventReason::PhoneQuarantined => "PhoneQuarantined",
+            EventReason::RecoveryStep => "RecoveryStep",
+            EventReason::BotCrashLoop => "BotCrashLoop",
+            EventReason::Draining => "Draining",
+        }
+    }
+
+    /// `Warning` for what a person may have to act on, else `Normal`.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventReason::PhoneQuarantined | EventReason::BotCrashLoop
+        )
+    }
+}
+
+/// One operator event bound for the node's Kubernetes Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    pub reason: EventReason,
+    /// The one-line log message.
+    pub message: String,
+}
+
+/// How many node events may wait for the Kubernetes API before new ones are dropped
+/// (and counted): the poster drains the queue on a thread of its own, so a slow or
+/// absent API server never holds up a round or a hook.
+pub const NODE_EVENTS_QUEUED: usize = 64;
+
+/// The last [`EVENTS_KEPT`] operator events, oldest first, for the status page; and,
+/// once the Kubernetes client runs, the queue of the ones that become node Events.
 #[derive(Default)]
-pub struct Events(Mutex<VecDeque<Event>>);
+pub struct Events {
+    kept: Mutex<VecDeque<Event>>,
+    node: std::sync::OnceLock<std::sync::mpsc::SyncSender<NodeEvent>>,
+    /// Node events dropped because the queue was full.
+    node_dropped: AtomicU64,
+    /// Node events queued and not yet handled by the poster.
+    node_pending: AtomicU64,
+}
 
 impl Events {
+    /// Starts queueing node events; the Kubernetes client's poster drains the receiver.
+    /// Called once; until then (and without Kubernetes) [`Events::report`] only keeps.
+    pub fn queue_for_node(&self) -> Option<std::sync::mpsc::Receiver<NodeEvent>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(NODE_EVENTS_QUEUED);
+        self.node.set(tx).ok().map(|()| rx)
+    }
+
+    /// Keeps an operator event that is also a node Event (the caller logs it too).
+    /// Never blocks: a full queue drops the event and counts it.
+    pub fn report(&self, reason: EventReason, text: impl Into<String>) {
+        let text = text.into();
+        self.record(text.clone());
+        if let Some(tx) = self.node.get() {
+            let event = NodeEvent {
+                reason,
+                message: text,
+            };
+            match tx.try_send(event) {
+                Ok(()) => {
+                    self.node_pending.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    self.node_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // The poster is gone (it never is while the process runs).
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    /// The poster has handled one node event (posted, dropped or failed).
+    pub fn node_handled(&self) {
+        self.node_pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Node events queued and not yet handled: `app` waits, within a bound, for the
+    /// last ones (the drain) before it exits.
+    pub fn node_pending(&self) -> u64 {
+        self.node_pending.load(Ordering::Acquire)
+    }
+
+    /// Node events dropped because the queue was full.
+    pub fn node_dropped(&self) -> u64 {
+        self.node_dropped.load(Ordering::Relaxed)
+    }
+
     /// Keeps an operator event (the caller logs it too).
     pub fn record(&self, text: impl Into<String>) {
         let at_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let mut events = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if events.len() == EVENTS_KEPT {
             events.pop_front();
         }
@@ -107,7 +214,7 @@ impl Events {
 
     /// The kept events, oldest first.
     pub fn list(&self) -> Vec<Event> {
-        self.0
+        self.kept
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
@@ -212,6 +319,63 @@ impl ForcedQuarantine {
     pub fn bot_reasons(&self, snapshot: &Snapshot) -> Reasons {
         let forced = self.0.lock().unwrap_or_else(|p| p.into_inner());
         verdict::with_forced(&snapshot.reasons, forced.as_deref())
+    }
+}
+
+/// The operators' maintenance notes as the node's annotations last gave them; written
+/// by the Kubernetes client only, read by the device watcher, which decides again at
+/// once when they change.
+pub struct NodeNotes(tokio::sync::watch::Sender<Notes>);
+
+impl Default for NodeNotes {
+    fn default() -> Self {
+        NodeNotes(tokio::sync::watch::Sender::new(Notes::default()))
+    }
+}
+
+impl NodeNotes {
+    /// Swaps in the notes; the watcher is woken only when they differ.
+    pub fn set(&self, notes: Notes) {
+        self.0.send_if_modified(|old| {
+            let changed = *old != notes;
+            *old = notes;
+            changed
+        });
+    }
+
+    pub fn get(&self) -> Notes {
+        self.0.borrow().clone()
+    }
+
+    /// A receiver woken on every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Notes> {
+        self.0.subscribe()
+    }
+}
+
+/// What the Kubernetes client shows on the status page; written by it only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KubeView {
+    /// `off: <why>`, or what it watches.
+    pub state: String,
+    /// The node's `metadata.uid`, once read (the node events carry it).
+    pub node_uid: Option<String>,
+    /// Since when (Unix seconds) the node could not be read or watched.
+    pub unreachable_since_unix: Option<f64>,
+    /// The last failure, while it lasts.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct KubeStatus(Mutex<KubeView>);
+
+impl KubeStatus {
+    pub fn get(&self) -> KubeView {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut KubeView)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -354,6 +518,8 @@ pub struct Shared {
     pub liveness: Arc<Liveness>,
     pub commands: DeviceCommands,
     pub fleet: Arc<Fleet>,
+    pub notes: Arc<NodeNotes>,
+    pub kube: Arc<KubeStatus>,
     pub draining: Arc<Draining>,
 }
 
@@ -403,6 +569,8 @@ impl Shared {
             liveness: Arc::default(),
             commands,
             fleet: Arc::default(),
+            notes: Arc::default(),
+            kube: Arc::default(),
             draining: Arc::default(),
         };
         (Arc::new(shared), rx)

@@ -38,7 +38,7 @@ use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::supervise::{self, Decision, Hooks, RestartPolicy, CRASH_DEATHS, CRASH_WINDOW};
 use crate::serve::metrics::Metrics;
-use crate::state::{BotStatusCell, Calls, Events, HookCalls, Shared};
+use crate::state::{BotStatusCell, Calls, EventReason, Events, HookCalls, Shared};
 
 /// A bot that runs this long has its restart backoff reset.
 const STABLE_RUN: Duration = Duration::from_secs(600);
@@ -293,11 +293,13 @@ impl Hooks for Bot {
             ),
         }
         if decision.crashloop_started {
-            log::error!(
+            let line = format!(
                 "{} is crash-looping: {CRASH_DEATHS} exits within {}s (last: {exit}); restarts back off up to 5 minutes",
                 self.who,
                 CRASH_WINDOW.as_secs()
             );
+            log::error!("{line}");
+            self.ctx.events.report(EventReason::BotCrashLoop, line);
             self.which.status.update(|s| s.crashlooping = true);
         }
     }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::flags::{Flag, Kind, FLAGS};
-use super::{BotsMode, Config};
+use super::{BotsMode, Config, KubeMode};
 
 impl Config {
     /// The effective configuration, one `key = value` per line, for `--check-config`.
@@ -57,6 +57,10 @@ impl Kind {
             Kind::Bots(f) => match (f.get)(config) {
                 BotsMode::One => "one".to_string(),
                 BotsMode::PerDevice => "per-device".to_string(),
+            },
+            Kind::Kubernetes(f) => match (f.get)(config) {
+                KubeMode::Auto => "auto".to_string(),
+                KubeMode::Off => "off".to_string(),
             },
             Kind::Count { field, .. } => (field.get)(config).to_string(),
             Kind::Server(f) => (f.get)(config).clone().unwrap_or_else(|| "none".into()),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{BotsMode, Config, DeviceKinds};
+use super::{BotsMode, Config, DeviceKinds, KubeMode};
 
 /// The [`Config`] field a row fills in and describes.
 pub(super) struct Field<T: 'static> {
@@ -59,6 +59,9 @@ pub(super) enum Kind {
     Devices(Field<DeviceKinds>),
     /// `one` or `per-device`.
     Bots(Field<BotsMode>),
+    /// `auto` or `off`; with it, the API server and the node name from the pod's
+    /// environment (`KUBERNETES_SERVICE_HOST`/`_PORT`, `NODE_NAME`).
+    Kubernetes(Field<KubeMode>),
     /// A whole number from `min` to `max`.
     Count {
         min: usize,
@@ -314,6 +317,23 @@ pub(super) const FLAGS: &[Flag] = &[
         kind: Kind::QuarantineFile(field!(force_quarantine_file)),
         default: Fallback::Implied("DIR/../ID.force_quarantine"),
         help: "if this file exists, report quarantined once, then delete it",
+    },
+    Flag {
+        name: "--kubernetes",
+        metavar: "auto|off",
+        env: None,
+        kind: Kind::Kubernetes(field!(kubernetes)),
+        default: Fallback::Literal("auto"),
+        help: "maintenance notes from the node's annotations, phone events on the node; \
+               auto: when KUBERNETES_SERVICE_HOST is set and the token file exists",
+    },
+    Flag {
+        name: "--kube-service-account-dir",
+        metavar: "DIR",
+        env: None,
+        kind: Kind::Path(field!(kube_service_account_dir)),
+        default: Fallback::Literal("/var/run/secrets/kubernetes.io/serviceaccount"),
+        help: "the service account's token, ca.crt and namespace",
     },
     Flag {
         name: "--idevice-dir",

@@ -49,6 +49,14 @@ pub enum BotsMode {
     PerDevice,
 }
 
+/// Whether to use the Kubernetes API (`--kubernetes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeMode {
+    /// When in a cluster: the service host is set and the token file exists.
+    Auto,
+    Off,
+}
+
 /// Which kinds of phone to watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceKinds {
@@ -116,6 +124,14 @@ pub struct Config {
     pub power_off: Duration,
     /// A phone up for longer than this is rebooted while idle.
     pub max_device_uptime: Duration,
+    pub kubernetes: KubeMode,
+    /// The API server, `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`;
+    /// `None` outside a cluster (the host unset).
+    pub kube_api: Option<String>,
+    /// The node this pod runs on (`NODE_NAME`, from the downward API).
+    pub node_name: Option<String>,
+    /// Where the service account's `token`, `ca.crt` and `namespace` are mounted.
+    pub kube_service_account_dir: PathBuf,
 }
 
 /// A bad command line: the flag concerned and what was expected. Exit code 2.
@@ -164,6 +180,53 @@ mod tests {
         match run(args, &[]) {
             Ok(Command::Run(c)) => *c,
             other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_kubernetes_api_and_node_come_from_the_pods_environment() {
+        let with = |env: &[(&str, &str)]| match run(&["--no-bot"], env) {
+            Ok(Command::Run(c)) => Ok((c.kubernetes, c.kube_api, c.node_name)),
+            Ok(other) => panic!("expected Run, got {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(with(&[]), Ok((KubeMode::Auto, None, None)));
+        assert_eq!(
+            with(&[
+                ("KUBERNETES_SERVICE_HOST", "10.43.0.1"),
+                ("KUBERNETES_SERVICE_PORT", "443"),
+                ("NODE_NAME", "pi-rack-a-01"),
+            ]),
+            Ok((
+                KubeMode::Auto,
+                Some("https://10.43.0.1:443".to_string()),
+                Some("pi-rack-a-01".to_string())
+            ))
+        );
+        assert_eq!(
+            with(&[
+                ("KUBERNETES_SERVICE_HOST", "fd00::1"),
+                ("KUBERNETES_SERVICE_PORT", "6443")
+            ]),
+            Ok((
+                KubeMode::Auto,
+                Some("https://[fd00::1]:6443".to_string()),
+                None
+            ))
+        );
+        assert_eq!(
+            with(&[
+                ("KUBERNETES_SERVICE_HOST", "h"),
+                ("KUBERNETES_SERVICE_PORT", "https")
+            ]),
+            Err("KUBERNETES_SERVICE_PORT: expected a port number, got \"https\"".to_string())
+        );
+        match run(&["--no-bot", "--kubernetes", "maybe"], &[]) {
+            Err(e) => assert_eq!(
+                e.to_string(),
+                "--kubernetes: expected auto or off, got \"maybe\""
+            ),
+            other => panic!("expected an error, got {other:?}"),
         }
     }
 
@@ -380,6 +443,7 @@ mod tests {
                 | Kind::Mebibytes { min, .. } => Some(min.to_string()),
                 Kind::Devices(_) => Some("android,ios".to_string()),
                 Kind::Bots(_) => Some("per-device".to_string()),
+                Kind::Kubernetes(_) => Some("off".to_string()),
                 Kind::Count { min, .. } => Some(min.to_string()),
                 Kind::Server(_) => Some("https://other.example.com".to_string()),
                 Kind::BotId(_) => Some("other-id".to_string()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::flags::{self, Fallback, FLAGS};
 use super::values::Context;
-use super::{usage, BotsMode, Command, Config, DeviceKinds, UsageError};
+use super::{usage, BotsMode, Command, Config, DeviceKinds, KubeMode, UsageError};
 
 /// Parses the arguments (without argv\[0\]) and the environment twins into a [`Command`].
 ///
@@ -41,9 +41,13 @@ pub fn parse(
         return Ok(Command::Version);
     }
 
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
     let context = Context {
         hostname,
         no_bot: values.contains_key("--no-bot"),
+        kube_host: set("KUBERNETES_SERVICE_HOST"),
+        kube_port: set("KUBERNETES_SERVICE_PORT"),
+        node_name: set("NODE_NAME"),
     };
     let mut config = unfilled();
     for flag in FLAGS {
@@ -151,5 +155,9 @@ fn unfilled() -> Config {
         usb_power_cycle: false,
         power_off: Duration::ZERO,
         max_device_uptime: Duration::ZERO,
+        kubernetes: KubeMode::Off,
+        kube_api: None,
+        node_name: None,
+        kube_service_account_dir: PathBuf::new(),
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::flags::Kind;
-use super::{usage, BotsMode, Config, DeviceKinds, UsageError};
+use super::{usage, BotsMode, Config, DeviceKinds, KubeMode, UsageError};
 
 /// What some kinds need beyond their own value.
 pub(super) struct Context<'a> {
@@ -14,6 +14,10 @@ pub(super) struct Context<'a> {
     pub(super) hostname: &'a str,
     /// Whether `--no-bot` was given, which makes the server optional.
     pub(super) no_bot: bool,
+    /// `KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT` and `NODE_NAME`, non-empty.
+    pub(super) kube_host: Option<String>,
+    pub(super) kube_port: Option<String>,
+    pub(super) node_name: Option<String>,
 }
 
 impl Kind {
@@ -60,6 +64,18 @@ impl Kind {
                         ))
                     }
                 }
+            }
+            Kind::Kubernetes(f) => {
+                *(f.slot)(config) = match value {
+                    "auto" => KubeMode::Auto,
+                    "off" => KubeMode::Off,
+                    other => {
+                        return Err(usage(flag, format!("expected auto or off, got {other:?}")))
+                    }
+                };
+                config.kube_api =
+                    kube_api(context.kube_host.as_deref(), context.kube_port.as_deref())?;
+                config.node_name.clone_from(&context.node_name);
             }
             Kind::Count { min, max, field } => {
                 *(field.slot)(config) = value
@@ -110,6 +126,31 @@ impl Kind {
         }
         Ok(())
     }
+}
+
+/// The API server's URL from the pod's service variables; an IPv6 host is bracketed.
+fn kube_api(host: Option<&str>, port: Option<&str>) -> Result<Option<String>, UsageError> {
+    let Some(host) = host else {
+        return Ok(None);
+    };
+    let port = port.unwrap_or("443");
+    if port.parse::<u16>().is_err() {
+        return Err(usage(
+            "KUBERNETES_SERVICE_PORT",
+            format!("expected a port number, got {port:?}"),
+        ));
+    }
+    if host.contains(['/', ' ', '@']) {
+        return Err(usage(
+            "KUBERNETES_SERVICE_HOST",
+            format!("expected a host name or address, got {host:?}"),
+        ));
+    }
+    Ok(Some(if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    }))
 }
 
 /// `<bot dir>/../<bot id>.force_quarantine`, outside the directory the bot cleans.

@@ -963,7 +963,10 @@ mod tests {
             &Memory::default(),
             &[d],
             &BTreeSet::new(),
-            &Reasons::default(),
+            crate::devices::verdict::Outside {
+                fleet: &Reasons::default(),
+                notes: &crate::devices::verdict::Notes::default(),
+            },
             &t,
             0.0,
             true,

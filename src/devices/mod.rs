@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use crate::config::{Config, DeviceKinds};
 use crate::serve::metrics::Metrics;
-use crate::state::{Events, Liveness, Shared, SnapshotCell};
+use crate::state::{Events, Liveness, NodeNotes, Shared, SnapshotCell};
 
 /// The part of the configuration the phones' side reads, so that its tests build it
 /// rather than parse a command line.
@@ -91,6 +91,8 @@ pub struct Context {
     pub snapshot: Arc<SnapshotCell>,
     pub events: Arc<Events>,
     pub liveness: Arc<Liveness>,
+    /// The operators' notes (the node's annotations), written by the Kubernetes client.
+    pub notes: Arc<NodeNotes>,
 }
 
 impl Context {
@@ -102,6 +104,7 @@ impl Context {
             snapshot: shared.snapshot.clone(),
             events: shared.events.clone(),
             liveness: shared.liveness.clone(),
+            notes: shared.notes.clone(),
         }
     }
 }

@@ -29,6 +29,8 @@
 //! | battery health overheat, dead, over voltage or failure | maintenance `battery dead: <serial> (cable, port or battery)` |
 //! | on power, below 95 %, the level not risen for `--charge-stall-after`, or fallen 5 points | maintenance `not charging: <serial> (cable, port or battery)` |
 //! | `/data` has less free than `--min-data-free` | maintenance `data partition nearly full: <serial> 512 MiB free (< 1024 MiB)` |
+//! | the node's annotation `test-machine-monitor/maintenance.<serial>` (serial as in a bot id) | maintenance `maintenance: <serial>: <note>` (the phone alone) |
+//! | the node's annotation `test-machine-monitor/maintenance` | maintenance `maintenance: <note>` for the bot, and for every phone's bot (`--bots per-device`) |
 //! | too hot for `--cooldown-reboot-after`, while idle | [`Action::Reboot`] once |
 //! | still too hot `--cooldown-reboot-after` after that reboot | quarantined `too hot: <serial> for 60 min, 30 min after a reboot: ...` |
 //! | up for longer than `--max-device-uptime`, while idle | [`Action::Reboot`] (at most once an hour) |
@@ -266,6 +268,9 @@ pub struct Outcome {
     pub devices: Vec<Device>,
     /// The bot's reasons: every phone's and the fleet's, sorted and distinct.
     pub reasons: Reasons,
+    /// The reasons that belong to no single phone: the fleet's given, and the Pi's
+    /// maintenance note; every phone's bot reports them (`--bots per-device`).
+    pub fleet_reasons: Reasons,
     /// To pass to the next round's [`decide`].
     pub memory: Memory,
     pub actions: Vec<Action>,
@@ -290,18 +295,18 @@ impl Collect {
 /// Applies the rules to this round's `devices` (the phones listed now, and the phones
 /// being rebooted; a device in [`State::Missing`] is treated as absent). `rebooting`
 /// holds the serials the watcher rebooted after a task and has not yet seen come back;
-/// `fleet` the reasons that belong to no single phone (an iPhone listing that failed);
-/// `now` is the watcher's clock in seconds (only differences matter); `idle` is false
+/// `outside` what the phones do not say themselves; `now` is the watcher's clock in seconds (only differences matter); `idle` is false
 /// while a task runs, when no phone is rebooted for its own care.
 pub fn decide(
     memory: &Memory,
     devices: &[Device],
     rebooting: &BTreeSet<String>,
-    fleet: &Reasons,
+    outside: Outside,
     t: &Thresholds,
     now: f64,
     idle: bool,
 ) -> Outcome {
+    let Outside { fleet, notes } = outside;
     let mut actions = Vec::new();
     let mut next = Memory {
         seen: memory.seen.clone(),
@@ -648,6 +653,9 @@ pub fn decide(
                 ));
             }
         }
+        if let Some(note) = notes.phone(serial) {
+            r.maintenance.insert(phone_note_reason(serial, note));
+        }
         let mut d = d.clone();
         d.reasons = r.into_reasons();
         out.push(d);
@@ -672,6 +680,9 @@ pub fn decide(
         device.device_type.clone_from(&seen.device_type);
         device.reasons.quarantined =
             vec![format!("device {serial} ({type_name}) has gone missing")];
+        if let Some(note) = notes.phone(serial) {
+            device.reasons.maintenance = vec![phone_note_reason(serial, note)];
+        }
         out.push(device);
     }
     out.sort_by(|a, b| (a.kind, &a.serial).cmp(&(b.kind, &b.serial)));
@@ -703,15 +714,67 @@ pub fn decide(
         bot.maintenance
             .insert(format!("rebooting {serial} after task"));
     }
+    // The Pi's note holds back every bot of the Pi: it joins the fleet's reasons,
+    // which each phone's bot reports too.
+    let mut fleet = fleet.clone();
+    if let Some(note) = &notes.pi {
+        fleet.maintenance.push(pi_note_reason(note));
+        fleet.maintenance.sort();
+        fleet.maintenance.dedup();
+    }
     bot.quarantined.extend(fleet.quarantined.iter().cloned());
     bot.maintenance.extend(fleet.maintenance.iter().cloned());
 
     Outcome {
         devices: out,
         reasons: bot.into_reasons(),
+        fleet_reasons: fleet,
         memory: next,
         actions,
     }
+}
+
+/// What [`decide`] is given besides the phones.
+#[derive(Debug, Clone, Copy)]
+pub struct Outside<'a> {
+    /// The reasons that belong to no single phone (an iPhone listing that failed).
+    pub fleet: &'a Reasons,
+    /// The operators' maintenance notes (the node's annotations).
+    pub notes: &'a Notes,
+}
+
+/// The operators' maintenance notes, from the node's annotations
+/// (`test-machine-monitor/maintenance` and `test-machine-monitor/maintenance.<serial>`):
+/// input to [`decide`] like the phones themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// The whole Pi's note: every bot reports maintenance with it.
+    pub pi: Option<String>,
+    /// One phone's note, by the serial as written in a bot id (`bot::fleet::sanitize`).
+    pub phones: BTreeMap<String, String>,
+}
+
+impl Notes {
+    /// The note of the phone `serial`, matched as a bot id writes it.
+    fn phone(&self, serial: &str) -> Option<&str> {
+        if self.phones.is_empty() {
+            return None;
+        }
+        self.phones
+            .get(&crate::bot::fleet::sanitize(serial))
+            .map(String::as_str)
+    }
+}
+
+/// The maintenance reason of the Pi's note, as the operator wrote it.
+pub fn pi_note_reason(note: &str) -> String {
+    format!("maintenance: {note}")
+}
+
+/// The maintenance reason of one phone's note; the serial keeps two phones' equal
+/// notes apart in the bot's reasons.
+pub fn phone_note_reason(serial: &str, note: &str) -> String {
+    format!("maintenance: {serial}: {note}")
 }
 
 /// The bot's reasons with the forced quarantine, when one is in force (see the
@@ -845,7 +908,10 @@ mod tests {
             memory,
             devices,
             rebooting,
-            &Reasons::default(),
+            Outside {
+                fleet: &Reasons::default(),
+                notes: &Notes::default(),
+            },
             t,
             0.0,
             true,
@@ -1086,7 +1152,10 @@ mod tests {
                 &memory,
                 std::slice::from_ref(d),
                 &none(),
-                &Reasons::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &T,
                 *now,
                 true,
@@ -1199,7 +1268,10 @@ mod tests {
                 &memory,
                 std::slice::from_ref(d),
                 &none(),
-                &Reasons::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &T,
                 *now,
                 *idle,
@@ -1510,7 +1582,10 @@ mod tests {
                 &m,
                 std::slice::from_ref(&stuck),
                 &none(),
-                &Reasons::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &T,
                 0.0,
                 false,
@@ -1560,7 +1635,10 @@ mod tests {
                 m,
                 &[d.clone(), healthy("K")],
                 &none(),
-                &Reasons::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &t,
                 now,
                 true,
@@ -1623,7 +1701,10 @@ mod tests {
                 &m,
                 &[phone.clone(), healthy("K")],
                 &none(),
-                &Reasons::default(),
+                Outside {
+                    fleet: &Reasons::default(),
+                    notes: &Notes::default(),
+                },
                 &t,
                 f64::from(round),
                 false,
@@ -1893,7 +1974,10 @@ mod tests {
             &Memory::default(),
             &[hot, healthy("K"), in_state("U", "unauthorized")],
             &none(),
-            &fleet,
+            Outside {
+                fleet: &fleet,
+                notes: &Notes::default(),
+            },
             &T,
             0.0,
             true,
@@ -1963,6 +2047,115 @@ mod tests {
                 usb_reset: false,
                 usb_power_cycle: false,
             }
+        );
+    }
+
+    fn notes(pi: Option<&str>, phones: &[(&str, &str)]) -> Notes {
+        Notes {
+            pi: pi.map(str::to_string),
+            phones: phones
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn noted(devices: &[Device], n: &Notes) -> Outcome {
+        decide(
+            &Memory::default(),
+            devices,
+            &none(),
+            Outside {
+                fleet: &Reasons::default(),
+                notes: n,
+            },
+            &T,
+            0.0,
+            true,
+        )
+    }
+
+    #[test]
+    fn a_phone_note_puts_that_phone_alone_in_maintenance() {
+        // The serial is matched as a bot id writes it: ':' becomes '-'.
+        let n = notes(None, &[("10.0.0.7-5555", "cracked screen")]);
+        let a = noted(&[healthy("10.0.0.7:5555"), healthy("K")], &n);
+        let by = |s: &str| a.devices.iter().find(|d| d.serial == s).unwrap();
+        assert_eq!(
+            by("10.0.0.7:5555").reasons.maintenance,
+            vec!["maintenance: 10.0.0.7:5555: cracked screen"]
+        );
+        assert_eq!(by("10.0.0.7:5555").verdict_word(), "maintenance");
+        assert_eq!(by("K").verdict_word(), "usable");
+        assert_eq!(
+            maintenance(&a),
+            vec!["maintenance: 10.0.0.7:5555: cracked screen"]
+        );
+        assert!(a.fleet_reasons.maintenance.is_empty());
+    }
+
+    #[test]
+    fn the_pi_note_holds_back_every_bot_and_leaves_the_phones_usable() {
+        let n = notes(Some("new USB hub (ana)"), &[]);
+        let a = noted(&[healthy("S1"), healthy("K")], &n);
+        assert_eq!(maintenance(&a), vec!["maintenance: new USB hub (ana)"]);
+        assert_eq!(
+            a.fleet_reasons.maintenance,
+            vec!["maintenance: new USB hub (ana)"]
+        );
+        assert!(a.devices.iter().all(|d| d.verdict_word() == "usable"));
+    }
+
+    #[test]
+    fn a_note_cleared_clears_its_reason_and_notes_of_absent_phones_do_nothing() {
+        let n = notes(None, &[("GONE", "in a drawer")]);
+        let a = noted(&[healthy("S1")], &n);
+        assert!(a.reasons.maintenance.is_empty());
+        let b = noted(&[healthy("S1")], &Notes::default());
+        assert!(b.reasons.maintenance.is_empty());
+        assert!(b.devices.iter().all(|d| d.verdict_word() == "usable"));
+    }
+
+    #[test]
+    fn a_noted_phone_gone_missing_keeps_its_note_beside_the_quarantine() {
+        let first = noted(&[healthy("S1")], &Notes::default());
+        let n = notes(None, &[("S1", "sent for repair")]);
+        let a = decide(
+            &first.memory,
+            &[],
+            &none(),
+            Outside {
+                fleet: &Reasons::default(),
+                notes: &n,
+            },
+            &T,
+            1.0,
+            true,
+        );
+        assert_eq!(
+            a.devices[0].reasons.maintenance,
+            vec!["maintenance: S1: sent for repair"]
+        );
+        assert_eq!(a.devices[0].verdict_word(), "quarantined");
+    }
+
+    #[test]
+    fn per_device_each_bot_reports_its_own_phones_note_and_the_pis() {
+        let n = notes(Some("rewiring"), &[("A", "cracked screen")]);
+        let a = noted(&[healthy("A"), healthy("K")], &n);
+        let snapshot = crate::devices::snapshot::Snapshot {
+            devices: a.devices,
+            reasons: a.reasons,
+            fleet_reasons: a.fleet_reasons,
+            ..Default::default()
+        };
+        assert_eq!(
+            snapshot.phone_view("A").reasons.maintenance,
+            vec!["maintenance: A: cracked screen", "maintenance: rewiring"]
+        );
+        assert_eq!(
+            snapshot.phone_view("K").reasons.maintenance,
+            vec!["maintenance: rewiring"]
         );
     }
 }

@@ -32,7 +32,7 @@ use super::budget::{Budget, SERVER_SILENT_ROUNDS};
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
-use super::verdict::{self, Action, Memory, Thresholds};
+use super::verdict::{self, Action, Memory, Notes, Outside, Thresholds};
 use super::Context;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
@@ -43,7 +43,7 @@ use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
 use crate::serve::metrics::InterrogationErrorKind;
-use crate::state::DeviceCommand;
+use crate::state::{DeviceCommand, EventReason};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
 /// the iPhone listed again. Phones take one to two minutes.
@@ -126,6 +126,7 @@ async fn watch(
     if ctx.settings.devices.android {
         tokio::spawn(android.track(lists_tx, shutdown.clone()));
     }
+    let mut notes = ctx.notes.subscribe();
     let mut w = Watcher::new(ctx, android, iphones, events_tx);
     loop {
         tokio::select! {
@@ -138,6 +139,11 @@ async fn watch(
             Some(cmd) = commands.recv() => w.command(cmd),
             Some(text) = lists.recv() => w.event(Event::Listing(text)),
             Some(event) = events.recv() => w.event(event),
+            // An operator's note decides again at once, without waiting for a round.
+            Ok(()) = notes.changed() => {
+                w.notes = notes.borrow_and_update().clone();
+                w.publish(false);
+            }
         }
     }
 }
@@ -181,6 +187,8 @@ struct Watcher {
     phone_tasks: BTreeSet<String>,
     /// Since when the adb server has not answered the rounds' probes.
     server_silent: Option<Silence>,
+    /// The operators' maintenance notes, as last received.
+    notes: Notes,
 }
 
 /// The adb server's silence: the failed probes in a row, since when, and the first
@@ -199,6 +207,7 @@ impl Watcher {
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         let thresholds = ctx.settings.thresholds;
+        let notes = ctx.notes.get();
         let listing = (!ctx.settings.devices.android).then(Vec::new);
         Watcher {
             budget: Budget::of(ctx.settings.interrogate_every),
@@ -222,6 +231,7 @@ impl Watcher {
             task_running: false,
             phone_tasks: BTreeSet::new(),
             server_silent: None,
+            notes,
         }
     }
 
@@ -569,7 +579,10 @@ impl Watcher {
             &self.memory,
             &devices,
             &self.rebooting,
-            &fleet,
+            Outside {
+                fleet: &fleet,
+                notes: &self.notes,
+            },
             &self.thresholds,
             self.origin.elapsed().as_secs_f64(),
             !self.task_running && self.phone_tasks.is_empty(),
@@ -599,13 +612,18 @@ impl Watcher {
             devices: outcome.devices,
             dimensions: dims,
             reasons: outcome.reasons,
-            fleet_reasons: fleet,
+            fleet_reasons: outcome.fleet_reasons,
             phone_dimensions,
             busy_phones: self.phone_tasks.clone(),
         };
-        for change in snapshot::changes(&self.ctx.snapshot.get(), &snapshot) {
+        let old = self.ctx.snapshot.get();
+        for change in snapshot::changes(&old, &snapshot) {
             log::info!("{change}");
             self.ctx.events.record(change);
+        }
+        for (reason, text) in phone_events(&old, &snapshot) {
+            log::info!("{text}");
+            self.ctx.events.report(reason, text);
         }
         self.ctx.snapshot.publish(snapshot);
         if round_done {
@@ -670,6 +688,64 @@ impl Watcher {
             let _ = events.send(Event::RebootDone { serial, outcome });
         });
     }
+}
+
+/// The node Events between two snapshots: each phone whose verdict changed (with its
+/// reasons), and each step up the recovery ladder. A reboot after a task is routine
+/// (every task ends with one), so a phone being rebooted keeps the verdict it had for
+/// this purpose; the log and the status page still show it.
+fn phone_events(old: &Snapshot, new: &Snapshot) -> Vec<(EventReason, String)> {
+    let verdict = |d: &Device| {
+        if d.state == snapshot::State::Rebooting {
+            None
+        } else {
+            Some(d.verdict_word())
+        }
+    };
+    let mut out = Vec::new();
+    for d in &new.devices {
+        let was = old.devices.iter().find(|o| o.serial == d.serial);
+        let before = was.map_or(Some("usable"), &verdict);
+        let serial = &d.serial;
+        let why = || {
+            let r = &d.reasons;
+            r.quarantined
+                .iter()
+                .chain(&r.maintenance)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match (before, verdict(d)) {
+            (Some(b), Some(now)) if b != now => out.push(match now {
+                "quarantined" => (
+                    EventReason::PhoneQuarantined,
+                    format!("phone {serial} quarantined: {}", why()),
+                ),
+                "maintenance" => (
+                    EventReason::PhoneMaintenance,
+                    format!("phone {serial} in maintenance: {}", why()),
+                ),
+                _ => (
+                    EventReason::PhoneUsable,
+                    format!("phone {serial} usable again"),
+                ),
+            }),
+            _ => {}
+        }
+        let step = was.map_or(0, |o| o.recovery_step);
+        if d.recovery_step > step {
+            out.push((
+                EventReason::RecoveryStep,
+                format!(
+                    "phone {serial} recovery step {}: {}",
+                    d.recovery_step,
+                    why()
+                ),
+            ));
+        }
+    }
+    out
 }
 
 fn unix_now() -> f64 {
@@ -905,6 +981,7 @@ mod tests {
             snapshot: snapshot.clone(),
             events: Arc::default(),
             liveness: Arc::default(),
+            notes: Arc::default(),
         };
         (ctx, Handles { snapshot, commands }, rx)
     }
@@ -963,6 +1040,99 @@ mod tests {
             self.trigger.fire();
             self.watcher.await.unwrap();
         }
+    }
+
+    #[test]
+    fn each_verdict_change_and_each_ladder_step_is_one_node_event() {
+        let snap = |devices: Vec<Device>| Snapshot {
+            devices,
+            ..Snapshot::default()
+        };
+        let usable = snapshot::usable_device(DeviceKind::Android, "S1");
+        let mut hot = usable.clone();
+        hot.reasons.maintenance = vec!["too hot: S1 battery 40.0°C (> 35°C)".into()];
+        let mut climbing = hot.clone();
+        climbing.reasons.maintenance = vec!["device S1 offline, reconnecting".into()];
+        climbing.recovery_step = 1;
+        let mut rebooting = usable.clone();
+        rebooting.state = snapshot::State::Rebooting;
+        rebooting.reasons.maintenance = vec!["rebooting S1 after task".into()];
+
+        assert_eq!(
+            phone_events(&snap(vec![]), &snap(vec![usable.clone()])),
+            vec![]
+        );
+        assert_eq!(
+            phone_events(&snap(vec![usable.clone()]), &snap(vec![hot.clone()])),
+            vec![(
+                EventReason::PhoneMaintenance,
+                "phone S1 in maintenance: too hot: S1 battery 40.0°C (> 35°C)".to_string()
+            )]
+        );
+        assert_eq!(
+            phone_events(&snap(vec![hot.clone()]), &snap(vec![hot.clone()])),
+            vec![]
+        );
+        assert_eq!(
+            phone_events(&snap(vec![hot.clone()]), &snap(vec![climbing])),
+            vec![(
+                EventReason::RecoveryStep,
+                "phone S1 recovery step 1: device S1 offline, reconnecting".to_string()
+            )]
+        );
+        assert_eq!(
+            phone_events(&snap(vec![hot]), &snap(vec![usable.clone()])),
+            vec![(
+                EventReason::PhoneUsable,
+                "phone S1 usable again".to_string()
+            )]
+        );
+        // The reboot after a task is routine: neither way is an event.
+        assert_eq!(
+            phone_events(&snap(vec![usable.clone()]), &snap(vec![rebooting.clone()])),
+            vec![]
+        );
+        assert_eq!(
+            phone_events(&snap(vec![rebooting]), &snap(vec![usable])),
+            vec![]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_note_decides_again_at_once_without_a_round() {
+        let (ctx, shared, commands) = context(settings(Duration::from_secs(30), 5037));
+        let notes = ctx.notes.clone();
+        let (trigger, shutdown) = crate::runtime::shutdown::channel();
+        let clock = Every(tokio::time::interval(Duration::from_secs(3600)));
+        let watcher = tokio::spawn(watch(
+            ctx,
+            commands,
+            Arc::new(Arc::new(FakeAndroid::default())),
+            Arc::new(NoIphones),
+            clock,
+            shutdown,
+        ));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        notes.set(Notes {
+            pi: Some("new USB hub (ana)".into()),
+            phones: BTreeMap::new(),
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            shared.snapshot.get().reasons.maintenance,
+            vec!["maintenance: new USB hub (ana)"]
+        );
+        notes.set(Notes::default());
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(shared.snapshot.get().reasons.maintenance.is_empty());
+        trigger.fire();
+        watcher.await.unwrap();
     }
 
     fn device<'a>(s: &'a Snapshot, serial: &str) -> Option<&'a Device> {

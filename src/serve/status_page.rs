@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::devices::snapshot::{Device, Reasons};
 use crate::runtime::logging::utc_timestamp;
-use crate::state::{BotStatus, Event};
+use crate::state::{BotStatus, Event, KubeView};
 
 /// Everything the page and the JSON show, as of one moment.
 pub struct Status<'a> {
@@ -36,6 +36,8 @@ pub struct Status<'a> {
     /// `--bots per-device`: each phone's bot (`bot <id>`) or why it has none, by serial;
     /// empty with one bot for the Pi.
     pub phone_bots: &'a BTreeMap<String, String>,
+    /// The Kubernetes client: off and why, or what it watches and its failures.
+    pub kube: &'a KubeView,
 }
 
 /// One bot as the page shows it.
@@ -177,6 +179,20 @@ pub fn render_html(s: &Status) -> String {
         }
     }
     o.push_str("</table>\n");
+    let _ = write!(
+        o,
+        "<p id=\"kubernetes\">Kubernetes: {}",
+        escape(&s.kube.state)
+    );
+    if let Some(since) = s.kube.unreachable_since_unix {
+        let _ = write!(
+            o,
+            "; <b>failing since {}</b>: {}",
+            utc(since),
+            escape(s.kube.last_error.as_deref().unwrap_or(""))
+        );
+    }
+    o.push_str("</p>\n");
 
     let _ = write!(
         o,
@@ -270,6 +286,12 @@ pub fn render_json(s: &Status) -> Value {
             v
         }).collect::<Vec<_>>(),
         "events": s.events.iter().map(|e| json!({"at_unix": e.at_unix, "utc": utc(e.at_unix), "text": e.text})).collect::<Vec<_>>(),
+        "kubernetes": {
+            "state": s.kube.state,
+            "node_uid": s.kube.node_uid,
+            "unreachable_since": s.kube.unreachable_since_unix,
+            "last_error": s.kube.last_error,
+        },
     })
 }
 
@@ -318,10 +340,41 @@ mod tests {
             devices,
             events,
             phone_bots: &NO_BOTS,
+            kube: &NO_KUBE,
         }
     }
 
     static NO_BOTS: BTreeMap<String, String> = BTreeMap::new();
+    static NO_KUBE: KubeView = KubeView {
+        state: String::new(),
+        node_uid: None,
+        unreachable_since_unix: None,
+        last_error: None,
+    };
+
+    #[test]
+    fn the_kubernetes_client_says_what_it_watches_and_since_when_it_fails() {
+        let devices = phones();
+        let reasons = Reasons::default();
+        let failing = KubeView {
+            state: "watching node pi<1> at https://10.43.0.1:443".into(),
+            node_uid: Some("u-1".into()),
+            unreachable_since_unix: Some(1_764_547_200.0),
+            last_error: Some("GET https://10.43.0.1:443/api/v1/nodes/pi<1>: no answer".into()),
+        };
+        let mut s = status(&devices, &reasons, None, &[]);
+        s.kube = &failing;
+        let html = render_html(&s);
+        assert!(
+            html.contains("<p id=\"kubernetes\">Kubernetes: watching node pi&lt;1&gt; at https://10.43.0.1:443; <b>failing since 2025-12-01T00:00:00Z</b>: GET https://10.43.0.1:443/api/v1/nodes/pi&lt;1&gt;: no answer</p>"),
+            "{html}"
+        );
+        let v = render_json(&s);
+        assert_eq!(v["kubernetes"]["unreachable_since"], 1_764_547_200.0);
+        assert_eq!(v["kubernetes"]["node_uid"], "u-1");
+        let fine = render_html(&status(&devices, &reasons, None, &[]));
+        assert!(!fine.contains("failing since"));
+    }
 
     #[test]
     fn each_phone_names_its_bot_when_it_has_one_of_its_own() {

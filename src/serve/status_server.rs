@@ -147,6 +147,7 @@ fn with_status(shared: &Shared, f: impl FnOnce(&Status) -> Reply) -> Reply {
         devices: &snapshot.devices,
         events: &events,
         phone_bots: &phone_bots,
+        kube: &shared.kube.get(),
     })
 }
 
@@ -198,6 +199,8 @@ fn metrics(shared: &Shared) -> Reply {
         bots: &bots,
         phone_bots: &phone_bots,
         snapshot: &snapshot,
+        notes: &shared.notes.get(),
+        node_events_dropped: shared.events.node_dropped(),
         quarantined: !reasons.quarantined.is_empty(),
         maintenance: !reasons.maintenance.is_empty(),
         max_temperature_celsius: shared.config.max_temperature_celsius,

@@ -119,14 +119,47 @@ PATH_FLAGS = {
 }
 
 
+def check_rbac(kinds, sa, pod):
+    """Least privilege: get/list/watch on nodes, create/patch on events in the pod's
+    namespace, bound to the pod's account, and nothing else."""
+    ns = sa["metadata"].get("namespace")
+    if pod.get("serviceAccountName") != sa["metadata"]["name"]:
+        fail("the pod does not run as the ServiceAccount")
+    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": ns}
+    (cr,) = kinds["ClusterRole"]
+    (role,) = kinds["Role"]
+    want = {
+        cr["metadata"]["name"]: [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+        role["metadata"]["name"]: [{"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}],
+    }
+    for r in (cr, role):
+        if r["rules"] != want[r["metadata"]["name"]]:
+            fail(f"{r['kind']} {r['metadata']['name']} grants {r['rules']}, expected exactly {want[r['metadata']['name']]}")
+    if role["metadata"].get("namespace") != ns:
+        fail(f"the events Role is in {role['metadata'].get('namespace')}, not the pod's namespace {ns}")
+    for binding, target in ((kinds["ClusterRoleBinding"], cr), (kinds["RoleBinding"], role)):
+        (b,) = binding
+        if b["roleRef"] != {"apiGroup": "rbac.authorization.k8s.io", "kind": target["kind"], "name": target["metadata"]["name"]}:
+            fail(f"{b['kind']} {b['metadata']['name']} binds {b['roleRef']}")
+        subjects = [dict(s, namespace=s.get("namespace", b["metadata"].get("namespace"))) for s in b["subjects"]]
+        if subjects != [subject]:
+            fail(f"{b['kind']} {b['metadata']['name']} binds {b['subjects']}, expected only {subject}")
+    print("ok: RBAC is get/list/watch on nodes and create/patch on events in the namespace, bound to the pod's account")
+
+
 def check_pod_shape(kinds, ds, pod, container):
     """What issue 10 asks of the DaemonSet that --check-config cannot see."""
-    for kind in ("Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"):
+    for kind in ("Namespace", "ServiceAccount", "ConfigMap", "DaemonSet", "ClusterRole",
+                 "ClusterRoleBinding", "Role", "RoleBinding"):
         if not kinds.get(kind):
             fail(f"no {kind} in the rendered manifests")
     (sa,) = kinds["ServiceAccount"]
-    if sa.get("automountServiceAccountToken") is not False or pod.get("automountServiceAccountToken") is not False:
-        fail("the ServiceAccount token must not be mounted")
+    if sa.get("automountServiceAccountToken") is not True or pod.get("automountServiceAccountToken") is not True:
+        fail("the ServiceAccount token must be mounted (the node's notes, the node's events)")
+    check_rbac(kinds, sa, pod)
+    env = {e["name"]: e for e in container.get("env", [])}
+    if env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
+        fail("the container needs NODE_NAME from the downward API's spec.nodeName")
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     for term in terms:  # every term must both require the label and exclude control planes
         exprs = {(e["key"], e["operator"]): e.get("values") for e in term["matchExpressions"]}
@@ -205,6 +238,7 @@ def main():
     expect = {
         "swarming_server": env["SWARMING_SERVER"].rstrip("/"),
         "bot_id": NODE,
+        "kubernetes": "auto",
         "bot_dir": os.path.join(mounts["/b"], "s"),
         "force_quarantine_file": os.path.join(mounts["/b"], f"{NODE}.force_quarantine"),
         "token_config": os.path.join(mounts["/etc/swarming_config"], "oauth2_access_token_config.json"),

@@ -10,6 +10,7 @@ pub mod android;
 pub mod faults;
 pub mod http;
 pub mod ios;
+pub mod kube;
 pub mod swarming;
 pub mod tmm;
 
@@ -266,8 +267,10 @@ pub fn hook_script(dir: &Path) -> PathBuf {
 }
 
 /// Starts the stand-in `tests/support/<script>` with real Python and `args`, and reads
-/// its stdout line by line, within 30 s, until `announced` has what it prints at
-/// start (its ports). A line it does not expect, or its exit, fails the test.
+/// its stdout line by line, within 60 s, until `announced` has what it prints at
+/// start (its ports). A line it does not expect, or its exit, fails the test. Its
+/// stdin is a pipe that closes when the test ends, however it ends: a stand-in that
+/// reads it goes then.
 pub fn stand_in<T: Send + 'static>(
     script: &str,
     args: &[&str],
@@ -280,7 +283,7 @@ pub fn stand_in<T: Send + 'static>(
     let mut child = Command::new("python3")
         .arg(path)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -288,7 +291,7 @@ pub fn stand_in<T: Send + 'static>(
     let stdout = child.stdout.take().expect("its stdout is piped");
     let what = format!("{script} to print its ports");
     let script = script.to_string();
-    let got = within(Duration::from_secs(30), &what, move || {
+    let got = within(Duration::from_secs(60), &what, move || {
         for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
             let line = line.unwrap_or_else(|e| panic!("{script}'s output: {e}"));
             if let Some(got) = announced(&line) {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::android::{adb_request, Sim, ADB};
+use super::kube::FakeKube;
 use super::swarming::FakeSwarming;
 use super::{free_port, http, ios, stop_tree, wait_showing, KillOnDrop, OutputWithin, TempDir};
 use super::{BIN, EXIT_LIMIT};
@@ -118,6 +119,17 @@ impl Tmm {
         server.write_token_config(self.dir.path());
         self.server = Some(Arc::new(server));
         self
+    }
+
+    /// Runs as in a pod of the stand-in's cluster: its environment (the API server, the
+    /// node) and its service account directory.
+    pub fn kube(self, kube: &FakeKube) -> Tmm {
+        let sa = kube.sa_dir();
+        kube.env()
+            .into_iter()
+            .fold(self, |tmm, (key, value)| tmm.env(key, &value))
+            .arg("--kube-service-account-dir")
+            .arg(sa.to_str().unwrap())
     }
 
     /// Reads the iPhones through the stand-in tools of `lab` (`--idevice-dir`, and its

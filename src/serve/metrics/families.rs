@@ -112,13 +112,22 @@ families! {
         "Failed device queries, by kind.";
     AdbServerRestartsTotal: "adb_server_restarts_total" Counter []
         "Times the adb server child was started again.";
+    MaintenanceNote: "maintenance_note" Gauge ["serial"]
+        "1 for each operator's maintenance note in force (the node's annotations); serial \"\" for the whole Pi's.";
+    KubernetesErrorsTotal: "kubernetes_errors_total" Counter ["kind"]
+        "Failures of the Kubernetes client, by kind.";
+    KubernetesEventsTotal: "kubernetes_events_total" Counter ["result"]
+        "Node events, by what became of them.";
     ProcessResidentMemoryBytes: "process_resident_memory_bytes" Gauge []
         "Resident memory of this process, from /proc/self/statm.";
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::labels::{InterrogationErrorKind, TokenFetchResult, ZipDownloadResult};
+    use super::super::labels::{
+        InterrogationErrorKind, KubeErrorLabel, KubeEventResult, TokenFetchResult,
+        ZipDownloadResult,
+    };
     use super::*;
     use std::collections::BTreeMap;
 
@@ -182,7 +191,7 @@ mod tests {
     #[test]
     fn the_doc_table_lists_every_value_of_the_closed_labels_it_enumerates() {
         let doc = doc_rows();
-        let enumerated: [(&str, Vec<&str>); 3] = [
+        let enumerated: [(&str, Vec<&str>); 5] = [
             (
                 "bot_zip_downloads_total",
                 ZipDownloadResult::ALL.iter().map(|v| v.as_str()).collect(),
@@ -197,6 +206,14 @@ mod tests {
                     .iter()
                     .map(|v| v.as_str())
                     .collect(),
+            ),
+            (
+                "kubernetes_errors_total",
+                KubeErrorLabel::ALL.iter().map(|v| v.as_str()).collect(),
+            ),
+            (
+                "kubernetes_events_total",
+                KubeEventResult::ALL.iter().map(|v| v.as_str()).collect(),
             ),
         ];
         for (name, values) in enumerated {

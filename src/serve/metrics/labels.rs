@@ -49,6 +49,29 @@ macro_rules! label_enum {
 }
 
 label_enum! {
+    /// `kind` of `kubernetes_errors_total`.
+    KubeErrorLabel {
+        Unreachable => "unreachable",
+        Unauthorized => "unauthorized",
+        Forbidden => "forbidden",
+        BadAnswer => "bad_answer",
+        Files => "files",
+        BadAnnotation => "bad_annotation",
+    }
+}
+
+label_enum! {
+    /// `result` of `kubernetes_events_total`.
+    KubeEventResult {
+        Created => "created",
+        Patched => "patched",
+        RateLimited => "rate_limited",
+        Failed => "failed",
+        QueueFull => "queue_full",
+    }
+}
+
+label_enum! {
     /// `result` of `bot_zip_downloads_total`.
     ZipDownloadResult {
         Ok => "ok",

@@ -21,7 +21,8 @@ use crate::bot::status::BotStatus;
 use crate::devices::snapshot::Link;
 use families::Family;
 pub use labels::{
-    HookRoute, InterrogationErrorKind, LabelValues, TokenFetchResult, ZipDownloadResult,
+    HookRoute, InterrogationErrorKind, KubeErrorLabel, KubeEventResult, LabelValues,
+    TokenFetchResult, ZipDownloadResult,
 };
 use text::{header, sample};
 
@@ -141,6 +142,8 @@ pub struct Metrics {
     pub interrogation_duration_seconds: Histogram<()>,
     pub interrogation_errors_total: LabeledCounter<InterrogationErrorKind>,
     pub adb_server_restarts_total: Counter,
+    pub kubernetes_errors_total: LabeledCounter<KubeErrorLabel>,
+    pub kubernetes_events_total: LabeledCounter<KubeEventResult>,
 }
 
 /// The exposition of the program's families, the device families of `snapshot`, and
@@ -155,6 +158,10 @@ pub struct Exposition<'a> {
     /// Each phone's bot, by serial.
     pub phone_bots: &'a BTreeMap<String, String>,
     pub snapshot: &'a crate::devices::snapshot::Snapshot,
+    /// The operators' maintenance notes in force.
+    pub notes: &'a crate::devices::verdict::Notes,
+    /// Node events dropped because their queue was full.
+    pub node_events_dropped: u64,
     /// 1 when the bot reports (or would report) a quarantine, else 0.
     pub quarantined: bool,
     pub maintenance: bool,
@@ -311,6 +318,25 @@ impl Exposition<'_> {
                 text::counter(o, f, m.interrogation_errors_total.series())
             }
             Family::AdbServerRestartsTotal => single(o, m.adb_server_restarts_total.get() as f64),
+            Family::MaintenanceNote => {
+                if self.notes.pi.is_some() {
+                    sample(o, f, &[""], 1.0);
+                }
+                for serial in self.notes.phones.keys() {
+                    sample(o, f, &[serial], 1.0);
+                }
+            }
+            Family::KubernetesErrorsTotal => {
+                text::counter(o, f, m.kubernetes_errors_total.series())
+            }
+            Family::KubernetesEventsTotal => {
+                let mut series = m.kubernetes_events_total.series();
+                if self.node_events_dropped > 0 {
+                    let label = KubeEventResult::QueueFull.as_str().to_string();
+                    series.push((vec![label], self.node_events_dropped));
+                }
+                text::counter(o, f, series)
+            }
             Family::ProcessResidentMemoryBytes => {
                 if let Some(rss) = self.resident_bytes {
                     single(o, rss as f64);
@@ -372,6 +398,8 @@ mod tests {
             bots: &[("pi-7".to_string(), bot)],
             phone_bots: &phone_bots,
             snapshot: &snapshot,
+            notes: &crate::devices::verdict::Notes::default(),
+            node_events_dropped: 0,
             quarantined: false,
             maintenance: true,
             max_temperature_celsius: 35.0,
