@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::android::{
     adb_request, connect_phone, device_service, disconnect_phone, reasons, up, wait_reason,
-    wait_rounds, Sim, ADB,
+    wait_rounds, Sim, UsbBus, ADB,
 };
 use support::http::request;
 use support::{send_signal, wait_for, KillOnDrop, TempDir, Tmm};
@@ -113,15 +113,7 @@ fn offline_phone_is_reconnected_then_quarantined() {
     let o = sim.serial("O");
     // A TCP transport that is reset is dropped by the server; a USB phone would
     // re-enumerate. Play the USB bus: keep connecting it.
-    let (adb_port, phone_port) = (tmm.adb_port(), sim.port("O"));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let bus = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            connect_phone(adb_port, phone_port);
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
+    let bus = UsbBus::start(tmm.adb_port(), sim.port("O"));
     tmm.wait_log(
         &format!("maintenance reason set: device {o} offline, reconnecting"),
         LONG,
@@ -155,8 +147,7 @@ fn offline_phone_is_reconnected_then_quarantined() {
             .unwrap_or(0.0)
             >= 4.0
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    bus.join().unwrap();
+    drop(bus);
 }
 
 #[test]

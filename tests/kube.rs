@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::android::{connect_phone, reasons, up, wait_reason, wait_rounds};
+use support::android::{reasons, up, wait_reason, wait_rounds, UsbBus};
 use support::http::get;
 use support::kube::FakeKube;
 use support::{wait_for, wait_showing, Monitor, Tmm};
@@ -180,15 +180,7 @@ fn each_ladder_step_and_the_quarantine_are_events_on_the_node() {
     let sim = tmm.sim();
     let o = sim.serial("O");
     // Play the USB bus, as tests/android.rs does: keep connecting the offline phone.
-    let (adb_port, phone_port) = (tmm.adb_port(), sim.port("O"));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let bus = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            connect_phone(adb_port, phone_port);
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
+    let bus = UsbBus::start(tmm.adb_port(), sim.port("O"));
     // (A TCP transport that is reset leaves the list a moment: it may be quarantined
     // as gone missing before; the events say that too.)
     let still =
@@ -196,8 +188,7 @@ fn each_ladder_step_and_the_quarantine_are_events_on_the_node() {
     let q = wait_event(&kube, "PhoneQuarantined", |e| {
         e["message"].as_str().is_some_and(|m| m.starts_with(&still))
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    bus.join().unwrap();
+    drop(bus);
     assert_eq!(q["type"], "Warning");
     assert!(tmm.log_has(q["message"].as_str().unwrap()));
     let steps: Vec<String> = events_of(&kube, "RecoveryStep")

@@ -101,6 +101,40 @@ pub fn connect_phone(server_port: u16, phone_port: u16) {
     });
 }
 
+/// Plays the USB bus for a network phone: the adb server drops a TCP transport that is
+/// reset, where a USB phone would enumerate again; this connects the phone every 300 ms
+/// until it is dropped.
+pub struct UsbBus {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UsbBus {
+    pub fn start(server_port: u16, phone_port: u16) -> UsbBus {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                connect_phone(server_port, phone_port);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        UsbBus {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UsbBus {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 pub fn disconnect_phone(server_port: u16, phone_port: u16) -> String {
     adb_request(
         server_port,
