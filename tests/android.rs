@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::android::{
-    adb_request, connect_phone, device_service, disconnect_phone, reasons, up, wait_reason,
+    adb_request, connect_phone, device_service, disconnect_phone, reasons, up, usable, wait_reason,
     wait_rounds, Sim, UsbBus, ADB,
 };
 use support::http::request;
@@ -154,8 +154,7 @@ fn offline_phone_is_reconnected_then_quarantined() {
 fn plug_and_unplug_show_within_a_second() {
     let tmm = Tmm::new("plug").plugged(&["modern:P"]).start();
     let sim = tmm.sim();
-    let p = sim.serial("P");
-    tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
+    let p = usable(&tmm, "P", "redfin");
 
     // Unplug: the server drops the transport; we show it missing and quarantine.
     let reply = disconnect_phone(tmm.adb_port(), sim.port("P"));
@@ -190,9 +189,7 @@ fn plug_and_unplug_show_within_a_second() {
 #[test]
 fn the_adb_server_killed_under_us_comes_back() {
     let tmm = Tmm::new("restart").plugged(&["modern:K"]).start();
-    let sim = tmm.sim();
-    let k = sim.serial("K");
-    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+    let k = usable(&tmm, "K", "redfin");
     tmm.wait_log("following the device list", LONG);
 
     // SIGKILL our server child: we start another and follow its list.
@@ -323,8 +320,7 @@ fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
         .arg("--no-reboot-after-task")
         .start();
     let sim = tmm.sim();
-    let r = sim.serial("R");
-    tmm.wait_sample(&up(&r, "redfin"), 1.0, LONG);
+    let r = usable(&tmm, "R", "redfin");
     let reply = request(tmm.hook_port, "GET", "/on_after_task", "");
     assert_eq!(reply.status, 200, "{}", reply.body);
     // Rounds go on (the phone is read again after the task); none reboots it.
@@ -382,8 +378,7 @@ fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
 fn a_battery_block_at_column_0_is_read_and_a_missing_level_is_never_silent() {
     let tmm = Tmm::new("battery-layouts").plugged(&["modern:B"]).start();
     let sim = tmm.sim();
-    let b = sim.serial("B");
-    tmm.wait_sample(&up(&b, "redfin"), 1.0, LONG);
+    let b = usable(&tmm, "B", "redfin");
     let battery = format!("device_battery_percent{{serial=\"{b}\"}}");
 
     // Flush left, at 12 %: read, and the low-battery rule applies.
@@ -504,8 +499,7 @@ fn dimensions_from_the_phones_packages_and_props_and_a_trunk_build() {
 fn a_phone_without_ro_product_device_is_named_by_ro_build_product_when_it_goes_missing() {
     let tmm = Tmm::new("name").plugged(&["modern:N"]).start();
     let sim = tmm.sim();
-    let n = sim.serial("N");
-    tmm.wait_sample(&up(&n, "redfin"), 1.0, LONG);
+    let n = usable(&tmm, "N", "redfin");
     for cmd in [
         "prop N ro.product.device",
         "prop N ro.build.product sailfish",
@@ -530,8 +524,7 @@ fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
         .args(["--force-quarantine-file", force.to_str().unwrap()])
         .start();
     let sim = tmm.sim();
-    let f = sim.serial("F");
-    tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
+    let f = usable(&tmm, "F", "redfin");
 
     std::fs::write(&force, "").unwrap();
     let q = reasons(&tmm, "quarantined");
@@ -553,8 +546,7 @@ fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
 fn a_hot_phone_stays_in_maintenance_until_it_is_cooler_than_the_hysteresis() {
     let tmm = Tmm::new("hysteresis").plugged(&["modern:T"]).start();
     let sim = tmm.sim();
-    let t = sim.serial("T");
-    tmm.wait_sample(&up(&t, "redfin"), 1.0, LONG);
+    let t = usable(&tmm, "T", "redfin");
     assert_eq!(sim.control("set T temp 44.5"), "OK");
     wait_reason(
         &tmm,
@@ -583,8 +575,7 @@ fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulat
         .args(["--charge-stall-after", "4"])
         .start();
     let sim = tmm.sim();
-    let c = sim.serial("C");
-    tmm.wait_sample(&up(&c, "redfin"), 1.0, LONG);
+    let c = usable(&tmm, "C", "redfin");
     // On USB power at 85 % and never rising: not charging once the stall time passes.
     wait_reason(
         &tmm,
@@ -628,8 +619,7 @@ fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulat
 fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
     let tmm = Tmm::new("sim-broken").plugged(&["modern:F"]).start();
     let sim = tmm.sim();
-    let f = sim.serial("F");
-    tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
+    let f = usable(&tmm, "F", "redfin");
 
     assert_eq!(sim.control("flood F 3000000"), "OK");
     let raw = device_service(tmm.adb_port(), &f, "shell,v2,raw:getprop", LONG).unwrap();

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::android::{reasons, up, wait_reason, wait_rounds, UsbBus};
+use support::android::{reasons, up, usable, wait_reason, wait_rounds, UsbBus};
 use support::http::get;
 use support::kube::FakeKube;
 use support::{wait_for, wait_showing, Monitor, Tmm};
@@ -140,8 +140,7 @@ fn a_phone_that_heats_up_is_one_event_whose_repeats_patch_its_count() {
     let kube = FakeKube::start("kube-heat", "pi-rack-a-02");
     let tmm = in_cluster(&kube, "kube-heat", 2, &["modern:T"]);
     let sim = tmm.sim();
-    let t = sim.serial("T");
-    tmm.wait_sample(&up(&t, "redfin"), 1.0, LONG);
+    let t = usable(&tmm, "T", "redfin");
     let hot = format!("too hot: {t} cpu0 44.5°C (> 35°C)");
     for time in 1..=2 {
         assert_eq!(sim.control("set T temp 44.5"), "OK");
@@ -251,9 +250,7 @@ fn a_403_names_the_permission_and_the_manifest_and_keeps_the_notes() {
     let kube = FakeKube::start("kube-403", "pi-rack-a-04");
     kube.control(json!({"forbid": ["create events"]}));
     let tmm = in_cluster(&kube, "kube-403", 2, &["modern:A"]);
-    let sim = tmm.sim();
-    let a = sim.serial("A");
-    tmm.wait_sample(&up(&a, "redfin"), 1.0, LONG);
+    let a = usable(&tmm, "A", "redfin");
     kube.annotate(&phone_key(&a), Some("battery swap"));
     wait_reason(&tmm, "maintenance", "battery swap");
     tmm.wait_log(

@@ -20,6 +20,14 @@ pub fn up(serial: &str, device_type: &str) -> String {
     format!("device_up{{serial=\"{serial}\",kind=\"android\",device_type=\"{device_type}\"}}")
 }
 
+/// The serial of the simulated phone `name` of a monitor started [`super::Tmm::plugged`],
+/// once the monitor shows it usable, a `device_type`.
+pub fn usable(tmm: &Monitor, name: &str, device_type: &str) -> String {
+    let serial = tmm.sim().serial(name);
+    tmm.wait_sample(&up(&serial, device_type), 1.0, ROUNDS_LIMIT);
+    serial
+}
+
 /// Waits until `n` more device rounds have finished.
 pub fn wait_rounds(tmm: &Monitor, n: u32) {
     let rounds = || {
