@@ -11,9 +11,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::android::{
-    connect_phone, device_service, disconnect_phone, reasons, send_signal, up, wait_for,
-    wait_reason, wait_rounds, Monitor, Sim,
+    adb_request, connect_phone, device_service, disconnect_phone, reasons, up, usable, wait_reason,
+    wait_rounds, Sim, UsbBus, ADB,
 };
+use support::http::request;
+use support::{send_signal, wait_for, KillOnDrop, TempDir, Tmm};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -23,18 +25,16 @@ fn state(serial: &str, state: &str) -> String {
 
 #[test]
 fn health_rows_set_and_clear() {
-    let sim = Sim::start(
-        &[
+    let tmm = Tmm::new("health")
+        .plugged(&[
             "modern:M",
             "hot:H",
             "android6:A6",
             "unauthorized:U",
             "hangs:G",
-        ],
-        &[],
-    );
-    let tmm = Monitor::start("health", &[]);
-    sim.connect_all(tmm.adb_port);
+        ])
+        .start();
+    let sim = tmm.sim();
     let (m, h, a6, u, g) = (
         sim.serial("M"),
         sim.serial("H"),
@@ -109,19 +109,11 @@ fn health_rows_set_and_clear() {
 #[test]
 fn offline_phone_is_reconnected_then_quarantined() {
     let sim = Sim::start(&["offline:O"], &[]);
-    let tmm = Monitor::start("offline", &[]);
+    let tmm = Tmm::new("offline").phones().start();
     let o = sim.serial("O");
     // A TCP transport that is reset is dropped by the server; a USB phone would
     // re-enumerate. Play the USB bus: keep connecting it.
-    let (adb_port, phone_port) = (tmm.adb_port, sim.port("O"));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let bus = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            connect_phone(adb_port, phone_port);
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
+    let bus = UsbBus::start(tmm.adb_port(), sim.port("O"));
     tmm.wait_log(
         &format!("maintenance reason set: device {o} offline, reconnecting"),
         LONG,
@@ -155,20 +147,17 @@ fn offline_phone_is_reconnected_then_quarantined() {
             .unwrap_or(0.0)
             >= 4.0
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    bus.join().unwrap();
+    drop(bus);
 }
 
 #[test]
 fn plug_and_unplug_show_within_a_second() {
-    let sim = Sim::start(&["modern:P"], &[]);
-    let tmm = Monitor::start("plug", &[]);
-    let p = sim.serial("P");
-    connect_phone(tmm.adb_port, sim.port("P"));
-    tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("plug").plugged(&["modern:P"]).start();
+    let sim = tmm.sim();
+    let p = usable(&tmm, "P", "redfin");
 
     // Unplug: the server drops the transport; we show it missing and quarantine.
-    let reply = disconnect_phone(tmm.adb_port, sim.port("P"));
+    let reply = disconnect_phone(tmm.adb_port(), sim.port("P"));
     assert!(reply.starts_with("OKAY"), "{reply}");
     let unplugged = Instant::now();
     tmm.wait_sample(&state(&p, "missing"), 1.0, LONG);
@@ -184,7 +173,7 @@ fn plug_and_unplug_show_within_a_second() {
     tmm.wait_sample("quarantined", 1.0, LONG);
 
     // Plug it back: listed again within a second, usable after its round.
-    connect_phone(tmm.adb_port, sim.port("P"));
+    connect_phone(tmm.adb_port(), sim.port("P"));
     let plugged = Instant::now();
     tmm.wait_sample(&state(&p, "device"), 1.0, LONG);
     let took = plugged.elapsed();
@@ -199,11 +188,8 @@ fn plug_and_unplug_show_within_a_second() {
 
 #[test]
 fn the_adb_server_killed_under_us_comes_back() {
-    let sim = Sim::start(&["modern:K"], &[]);
-    let tmm = Monitor::start("restart", &[]);
-    let k = sim.serial("K");
-    connect_phone(tmm.adb_port, sim.port("K"));
-    tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("restart").plugged(&["modern:K"]).start();
+    let k = usable(&tmm, "K", "redfin");
     tmm.wait_log("following the device list", LONG);
 
     // SIGKILL our server child: we start another and follow its list.
@@ -223,8 +209,7 @@ fn the_adb_server_killed_under_us_comes_back() {
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
 
     // An adb client of another version does `host:kill`: same recovery.
-    let reply =
-        support::android::adb_request(tmm.adb_port, "host:kill", Duration::from_secs(5)).unwrap();
+    let reply = adb_request(tmm.adb_port(), "host:kill", Duration::from_secs(5)).unwrap();
     assert!(reply.starts_with("OKAY"), "{reply}");
     tmm.wait_sample("adb_server_restarts_total", 2.0, LONG);
     wait_for(LONG, "following the third server's list", || {
@@ -240,9 +225,8 @@ fn the_adb_server_killed_under_us_comes_back() {
 fn sixteen_phones_at_once() {
     let names: Vec<String> = (0..16).map(|i| format!("modern:P{i}")).collect();
     let specs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let sim = Sim::start(&specs, &[]);
-    let tmm = Monitor::start("sixteen", &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("sixteen").plugged(&specs).start();
+    let sim = tmm.sim();
     for (name, _) in &sim.phones {
         tmm.wait_sample(&up(&sim.serial(name), "redfin"), 1.0, LONG);
     }
@@ -260,12 +244,12 @@ fn sixteen_phones_at_once() {
 #[test]
 fn a_server_already_listening_is_used_not_replaced() {
     // Start a server ourselves, then the binary: it must not start a second one.
-    let home = support::android::temp_home("foreign");
-    let port = support::android::free_port();
-    let _foreign = support::KillOnDrop(
-        std::process::Command::new(support::android::ADB)
+    let home = TempDir::new("foreign");
+    let port = support::free_port();
+    let _foreign = KillOnDrop(
+        std::process::Command::new(ADB)
             .args(["-P", &port.to_string(), "nodaemon", "server"])
-            .env("HOME", &home)
+            .env("HOME", home.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -275,7 +259,7 @@ fn a_server_already_listening_is_used_not_replaced() {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
     let sim = Sim::start(&["modern:F"], &[]);
-    let tmm = Monitor::start_on("foreign-client", port, &[]);
+    let tmm = Tmm::new("foreign-client").adb_port(port).start();
     connect_phone(port, sim.port("F"));
     tmm.wait_sample(&up(&sim.serial("F"), "redfin"), 1.0, LONG);
     tmm.wait_log("already listens", LONG);
@@ -285,14 +269,14 @@ fn a_server_already_listening_is_used_not_replaced() {
 #[test]
 fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
     let sim = Sim::start(&["modern:M", "unauthorized:U"], &[]);
-    let tmm = Monitor::start("devices-cmd", &[]);
+    let tmm = Tmm::new("devices-cmd").phones().start();
     let (m, u) = (sim.serial("M"), sim.serial("U"));
-    connect_phone(tmm.adb_port, sim.port("M"));
+    connect_phone(tmm.adb_port(), sim.port("M"));
     tmm.wait_sample(&state(&m, "device"), 1.0, LONG);
     // Plugged in while the monitor follows the list: the adb server never tells its
     // tracker that this phone became unauthorized, so only the list asked at a tick
     // shows it, and no reconnect may kick it meanwhile.
-    connect_phone(tmm.adb_port, sim.port("U"));
+    connect_phone(tmm.adb_port(), sim.port("U"));
     tmm.wait_sample(&state(&u, "unauthorized"), 1.0, LONG);
     assert!(
         !tmm.log_has("reconnect"),
@@ -323,7 +307,7 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
     assert!(
         text.starts_with(&format!(
             "2 phones listed by the adb server at 127.0.0.1:{}, with the verdicts of the monitor at 127.0.0.1:{}:\n",
-            tmm.adb_port, tmm.metrics_port
+            tmm.adb_port(), tmm.metrics_port
         )),
         "{text}"
     );
@@ -331,13 +315,13 @@ fn devices_subcommand_shows_what_the_adb_server_lists_with_verdicts() {
 
 #[test]
 fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
-    let sim = Sim::start(&["reboots:R"], &[]);
-    let tmm = Monitor::start("no-reboot", &["--no-reboot-after-task"]);
-    sim.connect_all(tmm.adb_port);
-    let r = sim.serial("R");
-    tmm.wait_sample(&up(&r, "redfin"), 1.0, LONG);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], tmm.hook_port));
-    let reply = support::request(addr, "GET", "/on_after_task", "");
+    let tmm = Tmm::new("no-reboot")
+        .plugged(&["reboots:R"])
+        .arg("--no-reboot-after-task")
+        .start();
+    let sim = tmm.sim();
+    let r = usable(&tmm, "R", "redfin");
+    let reply = request(tmm.hook_port, "GET", "/on_after_task", "");
     assert_eq!(reply.status, 200, "{}", reply.body);
     // Rounds go on (the phone is read again after the task); none reboots it.
     wait_rounds(&tmm, 3);
@@ -348,9 +332,8 @@ fn with_no_reboot_after_task_the_end_of_a_task_reboots_nothing() {
 
 #[test]
 fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
-    let sim = Sim::start(&["modern:W", "modern:K"], &[]);
-    let tmm = Monitor::start("wedge", &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("wedge").plugged(&["modern:W", "modern:K"]).start();
+    let sim = tmm.sim();
     let (w, k) = (sim.serial("W"), sim.serial("K"));
     tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
@@ -386,18 +369,16 @@ fn a_phone_whose_adbd_wedges_is_reported_reconnected_and_quarantined() {
 
     // adbd answers again and the phone is plugged back: usable, no reason left.
     assert_eq!(sim.control("unwedge W"), "OK");
-    connect_phone(tmm.adb_port, sim.port("W"));
+    connect_phone(tmm.adb_port(), sim.port("W"));
     tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
     tmm.wait_sample("quarantined", 0.0, LONG);
 }
 
 #[test]
 fn a_battery_block_at_column_0_is_read_and_a_missing_level_is_never_silent() {
-    let sim = Sim::start(&["modern:B"], &[]);
-    let tmm = Monitor::start("battery-layouts", &[]);
-    sim.connect_all(tmm.adb_port);
-    let b = sim.serial("B");
-    tmm.wait_sample(&up(&b, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("battery-layouts").plugged(&["modern:B"]).start();
+    let sim = tmm.sim();
+    let b = usable(&tmm, "B", "redfin");
     let battery = format!("device_battery_percent{{serial=\"{b}\"}}");
 
     // Flush left, at 12 %: read, and the low-battery rule applies.
@@ -445,9 +426,10 @@ fn a_battery_block_at_column_0_is_read_and_a_missing_level_is_never_silent() {
 
 #[test]
 fn dimensions_from_the_phones_packages_and_props_and_a_trunk_build() {
-    let sim = Sim::start(&["modern:P", "android6:O"], &[]);
-    let tmm = Monitor::start("dims", &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("dims")
+        .plugged(&["modern:P", "android6:O"])
+        .start();
+    let sim = tmm.sim();
     let (p, o) = (sim.serial("P"), sim.serial("O"));
     tmm.wait_sample(&up(&p, "redfin"), 1.0, LONG);
     tmm.wait_sample(&up(&o, "hammerhead"), 1.0, LONG);
@@ -515,11 +497,9 @@ fn dimensions_from_the_phones_packages_and_props_and_a_trunk_build() {
 
 #[test]
 fn a_phone_without_ro_product_device_is_named_by_ro_build_product_when_it_goes_missing() {
-    let sim = Sim::start(&["modern:N"], &[]);
-    let tmm = Monitor::start("name", &[]);
-    sim.connect_all(tmm.adb_port);
-    let n = sim.serial("N");
-    tmm.wait_sample(&up(&n, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("name").plugged(&["modern:N"]).start();
+    let sim = tmm.sim();
+    let n = usable(&tmm, "N", "redfin");
     for cmd in [
         "prop N ro.product.device",
         "prop N ro.build.product sailfish",
@@ -527,7 +507,7 @@ fn a_phone_without_ro_product_device_is_named_by_ro_build_product_when_it_goes_m
         assert_eq!(sim.control(cmd), "OK", "{cmd}");
     }
     tmm.wait_sample(&up(&n, "sailfish"), 1.0, LONG);
-    disconnect_phone(tmm.adb_port, sim.port("N"));
+    disconnect_phone(tmm.adb_port(), sim.port("N"));
     let q = wait_reason(&tmm, "quarantined", &format!("device {n} ("));
     assert!(
         q.contains(&format!("device {n} (sailfish) has gone missing")),
@@ -537,16 +517,14 @@ fn a_phone_without_ro_product_device_is_named_by_ro_build_product_when_it_goes_m
 
 #[test]
 fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
-    let sim = Sim::start(&["modern:F"], &[]);
-    let home = support::TempDir::new("forced");
+    let home = TempDir::new("forced");
     let force = home.path().join("force");
-    let tmm = Monitor::start(
-        "forced",
-        &["--force-quarantine-file", force.to_str().unwrap()],
-    );
-    sim.connect_all(tmm.adb_port);
-    let f = sim.serial("F");
-    tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("forced")
+        .plugged(&["modern:F"])
+        .args(["--force-quarantine-file", force.to_str().unwrap()])
+        .start();
+    let sim = tmm.sim();
+    let f = usable(&tmm, "F", "redfin");
 
     std::fs::write(&force, "").unwrap();
     let q = reasons(&tmm, "quarantined");
@@ -566,11 +544,9 @@ fn metrics_agree_with_get_state_on_the_forced_quarantine_and_show_booting() {
 
 #[test]
 fn a_hot_phone_stays_in_maintenance_until_it_is_cooler_than_the_hysteresis() {
-    let sim = Sim::start(&["modern:T"], &[]);
-    let tmm = Monitor::start("hysteresis", &[]);
-    sim.connect_all(tmm.adb_port);
-    let t = sim.serial("T");
-    tmm.wait_sample(&up(&t, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("hysteresis").plugged(&["modern:T"]).start();
+    let sim = tmm.sim();
+    let t = usable(&tmm, "T", "redfin");
     assert_eq!(sim.control("set T temp 44.5"), "OK");
     wait_reason(
         &tmm,
@@ -594,11 +570,12 @@ fn a_hot_phone_stays_in_maintenance_until_it_is_cooler_than_the_hysteresis() {
 
 #[test]
 fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulator() {
-    let sim = Sim::start(&["modern:C"], &[]);
-    let tmm = Monitor::start("care", &["--charge-stall-after", "4"]);
-    sim.connect_all(tmm.adb_port);
-    let c = sim.serial("C");
-    tmm.wait_sample(&up(&c, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("care")
+        .plugged(&["modern:C"])
+        .args(["--charge-stall-after", "4"])
+        .start();
+    let sim = tmm.sim();
+    let c = usable(&tmm, "C", "redfin");
     // On USB power at 85 % and never rising: not charging once the stall time passes.
     wait_reason(
         &tmm,
@@ -640,14 +617,12 @@ fn the_charge_watchdog_the_battery_health_and_the_data_check_through_the_simulat
 /// packets forwarded byte for byte.
 #[test]
 fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
-    let sim = Sim::start(&["modern:F"], &[]);
-    let tmm = Monitor::start("sim-broken", &[]);
-    let f = sim.serial("F");
-    connect_phone(tmm.adb_port, sim.port("F"));
-    tmm.wait_sample(&up(&f, "redfin"), 1.0, LONG);
+    let tmm = Tmm::new("sim-broken").plugged(&["modern:F"]).start();
+    let sim = tmm.sim();
+    let f = usable(&tmm, "F", "redfin");
 
     assert_eq!(sim.control("flood F 3000000"), "OK");
-    let raw = device_service(tmm.adb_port, &f, "shell,v2,raw:getprop", LONG).unwrap();
+    let raw = device_service(tmm.adb_port(), &f, "shell,v2,raw:getprop", LONG).unwrap();
     let (mut stdout, mut exit, mut rest) = (Vec::new(), None, raw.as_slice());
     while rest.len() >= 5 {
         let n = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
@@ -675,11 +650,11 @@ fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
         ("truncated", b"\x01\x05\x00"),
     ] {
         assert_eq!(sim.control(&format!("v2 F {kind}")), "OK");
-        let raw = device_service(tmm.adb_port, &f, "shell,v2,raw:echo hi", LONG).unwrap();
+        let raw = device_service(tmm.adb_port(), &f, "shell,v2,raw:echo hi", LONG).unwrap();
         assert_eq!(raw, bytes, "{kind}");
     }
     assert_eq!(sim.control("v2 F ok"), "OK");
-    let raw = device_service(tmm.adb_port, &f, "shell,v2,raw:echo hi", LONG).unwrap();
+    let raw = device_service(tmm.adb_port(), &f, "shell,v2,raw:echo hi", LONG).unwrap();
     assert_eq!(raw, b"\x01\x03\x00\x00\x00hi\n\x03\x01\x00\x00\x00\x00");
 }
 
@@ -687,9 +662,10 @@ fn the_simulator_floods_getprop_and_breaks_shell_v2_through_the_real_server() {
 fn a_phone_whose_shell_rejects_the_round_script_is_read_one_command_at_a_time() {
     // N's shell (mksh in the simulator, as on a phone) refuses any command with `case`,
     // which the round's package query uses: the round's script fails as a whole.
-    let sim = Sim::start(&["nocase:N", "modern:M"], &[]);
-    let tmm = Monitor::start("nocase", &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("nocase")
+        .plugged(&["nocase:N", "modern:M"])
+        .start();
+    let sim = tmm.sim();
     let (n, m) = (sim.serial("N"), sim.serial("M"));
     // Usable from one query per command: its properties, battery and temperatures.
     tmm.wait_sample(&up(&n, "redfin"), 1.0, LONG);
@@ -738,19 +714,19 @@ fn a_phone_whose_shell_rejects_the_round_script_is_read_one_command_at_a_time() 
 #[test]
 fn a_network_phone_the_ladder_dropped_is_usable_again_within_three_rounds_of_coming_back() {
     const ROUND: u64 = 5;
-    let sim = Sim::start(&["modern:W", "modern:K"], &[]);
-    let tmm = Monitor::start_every("network-back", support::free_port(), ROUND as u32, &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("network-back")
+        .plugged(&["modern:W", "modern:K"])
+        .args(["--interrogate-every", &ROUND.to_string()])
+        .start();
+    let sim = tmm.sim();
     let (w, k) = (sim.serial("W"), sim.serial("K"));
     tmm.wait_sample(&up(&w, "redfin"), 1.0, LONG);
     tmm.wait_sample(&up(&k, "redfin"), 1.0, LONG);
 
     // W goes away: offline, then the ladder's reconnect makes the adb server forget it.
     assert_eq!(sim.control("unplug W"), "OK");
-    let listed = || {
-        support::android::adb_request(tmm.adb_port, "host:devices", Duration::from_secs(5))
-            .unwrap_or_default()
-    };
+    let listed =
+        || adb_request(tmm.adb_port(), "host:devices", Duration::from_secs(5)).unwrap_or_default();
     wait_for(
         Duration::from_secs(90),
         "the adb server to forget W",

@@ -9,19 +9,22 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::bot_lab::{self, descendants, dir_names, line_time, lines_with, Lab, BOT_ID};
-use support::TempDir;
+use support::swarming::FakeSwarming;
+use support::tmm::{line_time, lines_with};
+use support::{children, descendants, dir_names, proc_state, TempDir, Tmm, BIN, BOT_ID};
 
 const LONG: Duration = Duration::from_secs(30);
+/// The monitor's `--grace` by default when it runs a bot.
+const GRACE: u64 = 10;
 
 #[test]
 fn bootstrap_sends_auth_headers_never_logs_the_token_and_drains_gracefully() {
-    let lab = Lab::new("bootstrap");
+    let lab = Tmm::new("bootstrap").bot(FakeSwarming::start(&[]));
     let mut m = lab.start();
-    m.wait_for("fake bot", LONG);
-    m.wait_for("handshake done", LONG);
+    m.wait_log("fake bot", LONG);
+    m.wait_log("handshake done", LONG);
 
-    let st = lab.server.state();
+    let st = lab.server().state();
     let token = st["token"].as_str().unwrap().to_string();
     assert_eq!(st["token_rejected"], 0, "Metadata-Flavor header not sent");
     let req = &st["bot_code_requests"][0];
@@ -35,20 +38,20 @@ fn bootstrap_sends_auth_headers_never_logs_the_token_and_drains_gracefully() {
     // Our files stay out of the bot directory (the bot's copy, swarming_bot.1.zip, is the
     // one it re-executed itself on); the shim sits next to it.
     assert_eq!(
-        dir_names(&lab.bot_dir),
+        dir_names(&lab.bot_dir()),
         ["swarming_bot.1.zip", "swarming_bot.zip"]
     );
-    let shim = lab.dir.0.join("b/.test_machine_monitor/bin/sudo");
+    let shim = lab.dir().join("b/.test_machine_monitor/bin/sudo");
     assert_eq!(
         fs::read_link(&shim).unwrap(),
-        fs::canonicalize(bot_lab::BIN).unwrap()
+        fs::canonicalize(BIN).unwrap()
     );
 
     let t0 = Instant::now();
     m.term();
     let status = m.wait_exit(LONG);
     assert_eq!(status.code(), Some(0));
-    assert!(t0.elapsed() < Duration::from_secs(lab.grace));
+    assert!(t0.elapsed() < Duration::from_secs(GRACE));
     let log = m.log();
     assert!(
         log.contains("bot: fake bot bytes \u{FFFD}\u{FFFD} end"),
@@ -57,7 +60,7 @@ fn bootstrap_sends_auth_headers_never_logs_the_token_and_drains_gracefully() {
     assert!(log.contains("stopped: exit code 0"), "{log}");
     assert!(!log.contains(&token), "the token was logged:\n{log}");
     assert!(!log.contains("ya29"), "{log}");
-    assert!(lab.server.state()["events"]
+    assert!(lab.server().state()["events"]
         .as_array()
         .unwrap()
         .contains(&json!("bot_shutdown")));
@@ -65,42 +68,42 @@ fn bootstrap_sends_auth_headers_never_logs_the_token_and_drains_gracefully() {
 
 #[test]
 fn token_and_download_faults_are_retried() {
-    let lab = Lab::new("faults");
-    lab.server.control(json!({
+    let lab = Tmm::new("faults").bot(FakeSwarming::start(&[]));
+    lab.server().control(json!({
         "token_faults": ["500", "drop", "expired"],
         "download_faults": ["500-versioned", "drop"],
     }));
     let mut m = lab.start();
-    let log = m.wait_for("handshake done", Duration::from_secs(60));
-    let token_url = format!("{}/token", lab.server.url);
+    let log = m.wait_log("handshake done", Duration::from_secs(60));
+    let token_url = format!("{}/token", lab.server().url);
     assert!(
         log.contains(&format!("token fetch from {token_url}: HTTP 500")),
         "{log}"
     );
     assert!(log.contains("token already expired"), "{log}");
     assert_eq!(lines_with(&log, "token fetch from").len(), 3, "{log}");
-    let digest = lab.server.state()["digest"].as_str().unwrap().to_string();
+    let digest = lab.server().state()["digest"].as_str().unwrap().to_string();
     assert!(
         log.contains(&format!(
             "bot code download from {}/swarming/api/v1/bot/bot_code/{digest}: HTTP 500",
-            lab.server.url
+            lab.server().url
         )),
         "{log}"
     );
     assert_eq!(lines_with(&log, "bot code download from").len(), 2, "{log}");
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
-    let token = lab.server.state()["token"].as_str().unwrap().to_string();
+    let token = lab.server().state()["token"].as_str().unwrap().to_string();
     assert!(!m.log().contains(&token));
 }
 
 #[test]
 fn forbidden_and_truncated_downloads_never_leave_a_partial_zip() {
-    let lab = Lab::new("forbidden");
-    lab.server
+    let lab = Tmm::new("forbidden").bot(FakeSwarming::start(&[]));
+    lab.server()
         .control(json!({"download_faults": ["403", "truncated", "html"]}));
     let mut m = lab.start();
-    let log = m.wait_for("handshake done", Duration::from_secs(60));
+    let log = m.wait_log("handshake done", Duration::from_secs(60));
     assert!(
         log.contains("HTTP 403: the server does not allow this bot id or these credentials"),
         "{log}"
@@ -111,12 +114,12 @@ fn forbidden_and_truncated_downloads_never_leave_a_partial_zip() {
         "{log}"
     );
     assert_eq!(
-        dir_names(&lab.bot_dir),
+        dir_names(&lab.bot_dir()),
         ["swarming_bot.1.zip", "swarming_bot.zip"]
     );
     assert_eq!(
-        fs::read(lab.bot_dir.join("swarming_bot.zip")).unwrap(),
-        lab.server.zip_bytes()
+        fs::read(lab.bot_dir().join("swarming_bot.zip")).unwrap(),
+        lab.server().zip_bytes()
     );
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
@@ -124,16 +127,17 @@ fn forbidden_and_truncated_downloads_never_leave_a_partial_zip() {
 
 #[test]
 fn a_corrupt_zip_is_set_aside_and_fetched_again() {
-    let lab = Lab::new("corrupt");
-    fs::create_dir_all(&lab.bot_dir).unwrap();
-    let mut zip = lab.server.zip_bytes();
+    let lab = Tmm::new("corrupt").bot(FakeSwarming::start(&[]));
+    fs::create_dir_all(lab.bot_dir()).unwrap();
+    let mut zip = lab.server().zip_bytes();
     let len = zip.len();
     zip.truncate(len - 30); // the end of the central directory is gone
-    fs::write(lab.bot_dir.join("swarming_bot.zip"), &zip).unwrap();
+    fs::write(lab.bot_dir().join("swarming_bot.zip"), &zip).unwrap();
     let mut m = lab.start();
-    let log = m.wait_for("handshake done", LONG);
+    let log = m.wait_log("handshake done", LONG);
     assert!(log.contains("is unusable (not a readable zip"), "{log}");
-    let parent = lab.bot_dir.parent().unwrap();
+    let bot_dir = lab.bot_dir();
+    let parent = bot_dir.parent().unwrap();
     let aside: Vec<String> = dir_names(parent)
         .into_iter()
         .filter(|n| n.starts_with("swarming_bot.zip.bad."))
@@ -141,7 +145,7 @@ fn a_corrupt_zip_is_set_aside_and_fetched_again() {
     assert_eq!(aside.len(), 1, "{:?}", dir_names(parent));
     assert_eq!(fs::read(parent.join(&aside[0])).unwrap(), zip);
     assert_eq!(
-        lab.server.state()["bot_code_requests"]
+        lab.server().state()["bot_code_requests"]
             .as_array()
             .unwrap()
             .len(),
@@ -153,42 +157,47 @@ fn a_corrupt_zip_is_set_aside_and_fetched_again() {
 
 #[test]
 fn a_good_zip_is_not_downloaded_again() {
-    let lab = Lab::new("goodzip");
-    fs::create_dir_all(&lab.bot_dir).unwrap();
-    fs::write(lab.bot_dir.join("swarming_bot.zip"), lab.server.zip_bytes()).unwrap();
+    let lab = Tmm::new("goodzip").bot(FakeSwarming::start(&[]));
+    fs::create_dir_all(lab.bot_dir()).unwrap();
+    fs::write(
+        lab.bot_dir().join("swarming_bot.zip"),
+        lab.server().zip_bytes(),
+    )
+    .unwrap();
     let mut m = lab.start();
-    let log = m.wait_for("handshake done", LONG);
+    let log = m.wait_log("handshake done", LONG);
     assert!(log.contains("swarming_bot.zip is usable"), "{log}");
-    assert_eq!(lab.server.state()["bot_code_requests"], json!([]));
+    assert_eq!(lab.server().state()["bot_code_requests"], json!([]));
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
 }
 
 #[test]
 fn a_missing_token_config_is_one_line_and_retried_until_it_appears() {
-    let lab = Lab::new("notoken");
-    let text = fs::read_to_string(&lab.token_config).unwrap();
-    fs::remove_file(&lab.token_config).unwrap();
+    let lab = Tmm::new("notoken").bot(FakeSwarming::start(&[]));
+    let text = fs::read_to_string(lab.token_config()).unwrap();
+    fs::remove_file(lab.token_config()).unwrap();
     let mut m = lab.start();
-    let expected = format!("token config {}: no such file", lab.token_config.display());
-    m.wait_for(&expected, LONG);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        m.child.try_wait().unwrap().is_none(),
-        "exited:\n{}",
-        m.log()
+    let expected = format!(
+        "token config {}: no such file",
+        lab.token_config().display()
     );
-    fs::write(&lab.token_config, text).unwrap();
-    m.wait_for("handshake done", LONG);
+    m.wait_log(&expected, LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(m.try_wait().is_none(), "exited:\n{}", m.log());
+    fs::write(lab.token_config(), text).unwrap();
+    m.wait_log("handshake done", LONG);
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
 }
 
 #[test]
 fn a_crash_loop_backs_off_and_is_reported_once() {
-    let lab = Lab::new("crashloop").env("FAKE_BOT_CRASH", "3");
+    let lab = Tmm::new("crashloop")
+        .bot(FakeSwarming::start(&[]))
+        .env("FAKE_BOT_CRASH", "3");
     let mut m = lab.start();
-    let log = m.wait_for("bot is crash-looping", Duration::from_secs(60));
+    let log = m.wait_log("bot is crash-looping", Duration::from_secs(60));
     let starts: Vec<f64> = lines_with(&log, "started the bot (pid")
         .into_iter()
         .map(line_time)
@@ -221,12 +230,12 @@ fn a_crash_loop_backs_off_and_is_reported_once() {
 
 #[test]
 fn a_host_reboot_request_restarts_the_bot() {
-    let lab = Lab::new("reboot");
+    let lab = Tmm::new("reboot").bot(FakeSwarming::start(&[]));
     let mut m = lab.start();
-    m.wait_for("handshake done", LONG);
-    lab.server
+    m.wait_log("handshake done", LONG);
+    lab.server()
         .control(json!({"bot_cmds": [{"cmd": "host_reboot"}]}));
-    let log = m.wait_for_n("handshake done", 2, LONG);
+    let log = m.wait_log_n("handshake done", 2, LONG);
     assert!(
         log.contains("bot: sudo shim: -n /sbin/shutdown -r now"),
         "{log}"
@@ -242,10 +251,12 @@ fn a_host_reboot_request_restarts_the_bot() {
 
 #[test]
 fn a_bot_ignoring_sigterm_is_killed_after_the_grace_period() {
-    let mut lab = Lab::new("grace").env("FAKE_BOT_IGNORE_SIGTERM", "1");
-    lab.grace = 2;
+    let lab = Tmm::new("grace")
+        .bot(FakeSwarming::start(&[]))
+        .env("FAKE_BOT_IGNORE_SIGTERM", "1")
+        .args(["--grace", "2"]);
     let mut m = lab.start();
-    m.wait_for("handshake done", LONG);
+    m.wait_log("handshake done", LONG);
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
     let log = m.log();
@@ -258,19 +269,28 @@ fn a_bot_ignoring_sigterm_is_killed_after_the_grace_period() {
 
 #[test]
 fn a_second_signal_skips_the_wait() {
-    let mut lab = Lab::new("hurry").env("FAKE_BOT_IGNORE_SIGTERM", "1");
-    lab.grace = 120;
+    let lab = Tmm::new("hurry")
+        .bot(FakeSwarming::start(&[]))
+        .env("FAKE_BOT_IGNORE_SIGTERM", "1")
+        .args(["--grace", "120"]);
     let mut m = lab.start();
-    m.wait_for("handshake done", LONG);
+    m.wait_log("handshake done", LONG);
     let t0 = Instant::now();
     m.term();
-    m.wait_for("stopping the bot", LONG);
-    m.signal(m.child.id() as i32, libc::SIGINT);
+    m.wait_log("stopping the bot", LONG);
+    m.signal(libc::SIGINT);
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(m
         .log()
         .contains("second termination signal: SIGKILL the bot"));
+}
+
+/// Each of `pids` with its state letter (`S`, `Z`...), `?` once gone.
+fn with_states(pids: Vec<i32>) -> Vec<(i32, char)> {
+    pids.into_iter()
+        .map(|p| (p, proc_state(p).unwrap_or('?')))
+        .collect()
 }
 
 /// The orphan that sleeps, from the bot's output.
@@ -282,15 +302,17 @@ fn sleeping_orphan(log: &str) -> i32 {
 
 #[test]
 fn orphans_come_to_us_are_reaped_and_are_killed_at_shutdown() {
-    let lab = Lab::new("orphans").env("FAKE_BOT_ORPHAN", "1");
+    let lab = Tmm::new("orphans")
+        .bot(FakeSwarming::start(&[]))
+        .env("FAKE_BOT_ORPHAN", "1");
     let mut m = lab.start();
-    let log = m.wait_for("handshake done", LONG);
-    let me = m.child.id() as i32;
+    let log = m.wait_log("handshake done", LONG);
+    let me = m.pid();
     let orphan = sleeping_orphan(&log);
     // The short-lived orphan has exited by now; a subreaper that did not reap would
     // show it as a zombie child.
     std::thread::sleep(Duration::from_millis(800));
-    let procs = descendants(me);
+    let procs = with_states(descendants(me));
     assert!(procs.contains(&(orphan, 'S')), "{procs:?}");
     assert!(!procs.iter().any(|(_, s)| *s == 'Z'), "zombies: {procs:?}");
     m.term();
@@ -304,25 +326,21 @@ fn orphans_come_to_us_are_reaped_and_are_killed_at_shutdown() {
 
 #[test]
 fn as_pid_1_orphans_are_reaped_and_the_exit_code_is_0() {
-    let mut lab = Lab::new("pid1").env("FAKE_BOT_ORPHAN", "1");
-    lab.wrapper = ["unshare", "--pid", "--fork", "--mount-proc"]
-        .map(String::from)
-        .to_vec();
+    let lab = Tmm::new("pid1")
+        .bot(FakeSwarming::start(&[]))
+        .env("FAKE_BOT_ORPHAN", "1");
+    let lab = lab.wrapper(["unshare", "--pid", "--fork", "--mount-proc"]);
     let mut m = lab.start();
-    let log = m.wait_for("handshake done", LONG);
+    let log = m.wait_log("handshake done", LONG);
     assert!(log.contains("running as PID 1"), "{log}");
     // Our monitor is the unshare process's only child.
-    let unshare = m.child.id() as i32;
-    let monitor = bot_lab::processes()
-        .into_iter()
-        .find(|(_, _, ppid)| *ppid == unshare)
-        .map(|(pid, _, _)| pid)
-        .expect("no monitor under unshare");
+    let unshare = m.pid();
+    let monitor = *children(unshare).first().expect("no monitor under unshare");
     std::thread::sleep(Duration::from_millis(800));
-    let procs = descendants(monitor);
+    let procs = with_states(descendants(monitor));
     assert!(procs.len() >= 2, "bot and orphan expected: {procs:?}");
     assert!(!procs.iter().any(|(_, s)| *s == 'Z'), "zombies: {procs:?}");
-    m.signal(monitor, libc::SIGTERM);
+    support::send_signal(monitor, libc::SIGTERM);
     assert_eq!(m.wait_exit(LONG).code(), Some(0), "{}", m.log());
     let log = m.log();
     assert!(log.contains("stopped: exit code 0"), "{log}");
@@ -331,16 +349,16 @@ fn as_pid_1_orphans_are_reaped_and_the_exit_code_is_0() {
 
 #[test]
 fn shutdown_during_a_download_leaves_no_partial_file() {
-    let lab = Lab::new("stall");
-    lab.server.control(json!({"download_faults": ["stall"]}));
+    let lab = Tmm::new("stall").bot(FakeSwarming::start(&[]));
+    lab.server().control(json!({"download_faults": ["stall"]}));
     let mut m = lab.start();
-    m.wait_partial_download(&lab.bot_dir, 0, LONG);
+    m.wait_partial_download(0, LONG);
     let t0 = Instant::now();
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert!(m.log().contains("interrupted by shutdown"), "{}", m.log());
-    assert_eq!(dir_names(&lab.bot_dir), Vec::<String>::new());
+    assert_eq!(dir_names(&lab.bot_dir()), Vec::<String>::new());
 }
 
 /// A CA (RSA, as most public roots are) and a P-256 server certificate for 127.0.0.1 that
@@ -414,22 +432,25 @@ fn the_token_and_the_zip_come_over_https_trusting_the_ca_bundle_only() {
     let tls = ["--tls", chain.to_str().unwrap(), key.to_str().unwrap()];
 
     // A bundle of another CA's root: the handshake fails, named, and is retried.
-    let lab =
-        Lab::with_server("tls-untrusted", &tls).env("SSL_CERT_FILE", other_ca.to_str().unwrap());
+    let lab = Tmm::new("tls-untrusted")
+        .bot(FakeSwarming::start(&tls))
+        .env("SSL_CERT_FILE", other_ca.to_str().unwrap());
     let mut m = lab.start();
-    let log = m.wait_for("invalid peer certificate", LONG);
+    let log = m.wait_log("invalid peer certificate", LONG);
     assert!(
-        log.contains(&format!("token fetch from {}/token", lab.server.served)),
+        log.contains(&format!("token fetch from {}/token", lab.server().served)),
         "{log}"
     );
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
 
     // The right CA's root (through SSL_CERT_FILE, as in the image's default bundle).
-    let lab = Lab::with_server("tls", &tls).env("SSL_CERT_FILE", ca.to_str().unwrap());
+    let lab = Tmm::new("tls")
+        .bot(FakeSwarming::start(&tls))
+        .env("SSL_CERT_FILE", ca.to_str().unwrap());
     let mut m = lab.start();
-    m.wait_for("handshake done", LONG);
-    let state = lab.server.state();
+    m.wait_log("handshake done", LONG);
+    let state = lab.server().state();
     assert!(state["token_requests"].as_u64().unwrap() >= 1, "{state}");
     assert_eq!(
         state["bot_code_requests"].as_array().map(Vec::len),
@@ -442,24 +463,22 @@ fn the_token_and_the_zip_come_over_https_trusting_the_ca_bundle_only() {
 
 #[test]
 fn a_missing_ca_bundle_is_one_line_counted_and_retried() {
-    let lab = Lab::new("nobundle").env("SSL_CERT_FILE", "/nonexistent/ca.pem");
+    let lab = Tmm::new("nobundle")
+        .bot(FakeSwarming::start(&[]))
+        .env("SSL_CERT_FILE", "/nonexistent/ca.pem");
     let mut m = lab.start();
-    let log = m.wait_for("CA bundle /nonexistent/ca.pem: no such file", LONG);
+    let log = m.wait_log("CA bundle /nonexistent/ca.pem: no such file", LONG);
     let line = lines_with(&log, "CA bundle")[0];
     assert!(
-        line.contains(&format!("token fetch from {}/token", lab.server.served)),
+        line.contains(&format!("token fetch from {}/token", lab.server().served)),
         "{line}"
     );
     assert!(
         m.sample(r#"token_fetches_total{result="config_error"}"#) >= Some(1.0),
         "{log}"
     );
-    assert!(
-        m.child.try_wait().unwrap().is_none(),
-        "exited:\n{}",
-        m.log()
-    );
-    assert_eq!(lab.server.state()["token_requests"], json!(0));
+    assert!(m.try_wait().is_none(), "exited:\n{}", m.log());
+    assert_eq!(lab.server().state()["token_requests"], json!(0));
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));
 }

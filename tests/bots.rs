@@ -6,13 +6,14 @@
 mod support;
 
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::android::{connect_phone, wait_for, Sim, ADB};
-use support::bot_lab::{descendants, line_time, lines_with, FakeSwarming};
-use support::{free_port, http_get, KillOnDrop, OutputWithin, TempDir, BIN, EXIT_LIMIT};
+use support::android::connect_phone;
+use support::http::get;
+use support::swarming::FakeSwarming;
+use support::tmm::{line_time, lines_with};
+use support::{descendants, dir_names, still_there, wait_for, Monitor, Tmm};
 
 const HOST: &str = "pi-9";
 const LONG: Duration = Duration::from_secs(90);
@@ -28,118 +29,40 @@ fn bot_of(port: u16) -> String {
     format!("{HOST}--127.0.0.1-{port}")
 }
 
-/// The monitor in `--bots per-device` with the stand-in server and the phones `specs`.
-struct Rig {
-    /// Kept for its drop: the directory goes with the rig.
-    _dir: TempDir,
-    server: FakeSwarming,
-    sim: Sim,
-    adb_port: u16,
-    metrics_port: u16,
-    bot_dir: std::path::PathBuf,
-    log_path: std::path::PathBuf,
-    monitor: KillOnDrop,
+/// The monitor in `--bots per-device`, its bots calling our hooks, rounds every second,
+/// with the simulated phones `specs` connected.
+fn start(name: &str, specs: &[&str], extra: &[&str]) -> Monitor {
+    let server = FakeSwarming::with_hooks();
+    server.control(json!({"poll_sleep": 0.5}));
+    Tmm::new(name)
+        .plugged(specs)
+        .bot(server)
+        .args(["--bot-id", HOST, "--interrogate-every", "1"])
+        .args(["--bots", "per-device"])
+        .args(extra)
+        .start()
 }
 
-impl Rig {
-    fn start(name: &str, specs: &[&str], extra: &[&str]) -> Rig {
-        let dir = TempDir::new(name);
-        let hook_script = dir.path().join("bot_config.py");
-        let printed = Command::new(BIN)
-            .arg("bot-config")
-            .output_within(EXIT_LIMIT);
-        assert!(printed.status.success());
-        std::fs::write(&hook_script, &printed.stdout).unwrap();
-        let server = FakeSwarming::start(&["--hook-script", hook_script.to_str().unwrap()]);
-        server.control(json!({"poll_sleep": 0.5}));
-        let token_config = server.write_token_config(dir.path());
-        let sim = Sim::start(specs, &[]);
-        let (adb_port, metrics_port) = (free_port(), free_port());
-        let bot_dir = dir.path().join("b").join("s");
-        let log_path = dir.path().join("monitor.log");
-        let monitor = KillOnDrop(
-            Command::new(BIN)
-                .args(["--swarming-server", &server.url, "--bot-id", HOST])
-                .arg("--bot-dir")
-                .arg(&bot_dir)
-                .args(["--python", "python3", "--adb", ADB])
-                .arg("--token-config")
-                .arg(&token_config)
-                .arg("--adb-server")
-                .arg(format!("127.0.0.1:{adb_port}"))
-                .args(["--interrogate-every", "1", "--grace", "10"])
-                .args(["--bots", "per-device"])
-                .args(extra)
-                .arg("--hook-addr")
-                .arg(format!("127.0.0.1:{}", free_port()))
-                .arg("--metrics-addr")
-                .arg(format!("127.0.0.1:{metrics_port}"))
-                .env("HOME", dir.path())
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log_path).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        wait_for(LONG, "the adb server to listen", || {
-            TcpStream::connect(("127.0.0.1", adb_port)).ok()
-        });
-        sim.connect_all(adb_port);
-        Rig {
-            _dir: dir,
-            server,
-            sim,
-            adb_port,
-            metrics_port,
-            bot_dir,
-            log_path,
-            monitor,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// What the stand-in server last heard from bot `id`.
-    fn bot(&self, id: &str) -> Value {
-        self.server.state()["bots"][id].clone()
-    }
-
-    /// The `devices` subcommand's line for the phone on `port`.
-    fn devices_line(&self, port: u16) -> String {
-        let out = Command::new(BIN)
-            .args(["devices", "--no-bot"])
-            .arg("--adb-server")
-            .arg(format!("127.0.0.1:{}", self.adb_port))
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{}", self.metrics_port))
-            .output_within(EXIT_LIMIT);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find(|l| l.starts_with(&format!("127.0.0.1:{port} ")))
-            .unwrap_or_else(|| panic!("no line for {port}: {text}"))
-            .to_string()
-    }
+/// The `devices` subcommand's line for the phone on `port`.
+fn devices_line(tmm: &Monitor, port: u16) -> String {
+    let out = tmm.devices_command();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(&format!("127.0.0.1:{port} ")))
+        .unwrap_or_else(|| panic!("no line for {port}: {text}"))
+        .to_string()
 }
 
 #[test]
 fn each_phone_has_a_bot_of_its_own() {
-    let rig = Rig::start(
+    let rig = start(
         "bots",
         &["reboots:A", "reboots:B", "hot:C"],
         &["--gone-bot-grace", "4"],
     );
-    let Rig {
-        server,
-        sim,
-        adb_port,
-        metrics_port,
-        bot_dir,
-        ..
-    } = &rig;
-    let (adb_port, metrics_port) = (*adb_port, *metrics_port);
+    let sim = rig.sim();
+    let (server, bot_dir) = (rig.server(), &rig.bot_dir);
+    let adb_port = rig.adb_port();
     let log = || rig.log();
     let (a, b, c) = (sim.port("A"), sim.port("B"), sim.port("C"));
     let (bot_a, bot_b, bot_c) = (bot_of(a), bot_of(b), bot_of(c));
@@ -171,12 +94,11 @@ fn each_phone_has_a_bot_of_its_own() {
     }
     // `devices` names each phone's bot.
     for (port, id) in [(a, &bot_a), (b, &bot_b), (c, &bot_c)] {
-        let line = rig.devices_line(port);
+        let line = devices_line(&rig, port);
         assert!(line.ends_with(&format!("; bot {id}")), "{line}");
     }
     // /metrics: one bot_up per bot, and each phone's series names its bot.
-    let (code, metrics) = http_get(metrics_port, "/metrics");
-    assert_eq!(code, 200);
+    let metrics = rig.metrics();
     for (port, id) in [(a, &bot_a), (b, &bot_b), (c, &bot_c)] {
         let up = format!("test_machine_monitor_bot_up{{bot=\"{id}\"}} 1\n");
         assert!(metrics.contains(&up), "{up} missing");
@@ -186,11 +108,7 @@ fn each_phone_has_a_bot_of_its_own() {
         assert!(metrics.contains(&phone), "{phone} missing");
     }
     // --bot-dir holds only the bots' directories.
-    let mut entries: Vec<String> = std::fs::read_dir(bot_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    entries.sort();
+    let entries = dir_names(bot_dir);
     let mut want = vec![
         format!("127.0.0.1-{a}"),
         format!("127.0.0.1-{b}"),
@@ -301,29 +219,26 @@ fn each_phone_has_a_bot_of_its_own() {
 
     // SIGTERM: every bot drained, a clean exit, nothing left.
     let mut rig = rig;
-    let pid = rig.monitor.0.id() as i32;
-    let children = descendants(pid);
-    let status = rig.monitor.terminate_and_wait();
+    let children = descendants(rig.pid());
+    rig.term();
+    let status = rig.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{status}\n{}", rig.log());
     assert!(rig.log().contains("draining 3 bots"), "{}", rig.log());
-    let left: Vec<i32> = children
-        .iter()
-        .map(|(p, _)| *p)
-        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-        .collect();
+    let left = still_there(&children);
     assert!(left.is_empty(), "left running: {left:?}");
 }
 
 #[test]
 fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
-    let rig = Rig::start(
+    let rig = start(
         "bots-cap",
         &["modern:A", "modern:B", "modern:C"],
         &["--max-bots", "2"],
     );
-    let (a, b, c) = (rig.sim.port("A"), rig.sim.port("B"), rig.sim.port("C"));
+    let sim = rig.sim();
+    let (a, b, c) = (sim.port("A"), sim.port("B"), sim.port("C"));
     // The phones come in a random order: whichever is third has no bot.
-    let polling = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0) >= 1;
+    let polling = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0) >= 1;
     let ports = wait_for(LONG, "two bots polling", || {
         let up: Vec<u16> = [a, b, c]
             .into_iter()
@@ -339,10 +254,10 @@ fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
             ))
             .then_some(())
     });
-    let line = rig.devices_line(refused);
+    let line = devices_line(&rig, refused);
     let why = format!("no bot for 127.0.0.1:{refused}: --max-bots 2 bots run already");
     assert!(line.ends_with(&why), "{line}");
-    let (_, metrics) = http_get(rig.metrics_port, "/metrics");
+    let metrics = rig.metrics();
     let zero =
         format!("test_machine_monitor_device_bot{{serial=\"127.0.0.1:{refused}\",bot=\"\"}} 0\n");
     assert!(metrics.contains(&zero), "{zero} missing");
@@ -350,16 +265,16 @@ fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
     // One bot crashes on every poll: it alone crash-loops, the other keeps polling.
     let (looping, steady) = (bot_of(ports[0]), bot_of(ports[1]));
     let crashes: Vec<Value> = (0..6).map(|_| json!({"cmd": "crash", "code": 3})).collect();
-    rig.server
+    rig.server()
         .control(json!({"bot_cmds_for": {looping.as_str(): crashes}}));
     wait_for(LONG, "the crash loop", || {
         rig.log()
             .contains(&format!("bot {looping} is crash-looping"))
             .then_some(())
     });
-    let before = rig.bot(&steady)["polls"].as_u64().unwrap();
+    let before = rig.server().bot(&steady)["polls"].as_u64().unwrap();
     wait_for(LONG, "the steady bot polling on", || {
-        (rig.bot(&steady)["polls"].as_u64().unwrap() >= before + 3).then_some(())
+        (rig.server().bot(&steady)["polls"].as_u64().unwrap() >= before + 3).then_some(())
     });
     assert!(
         !rig.log().contains(&format!("bot {steady} exited")),
@@ -371,8 +286,7 @@ fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
         .contains(&format!("bot {steady} is crash-looping")));
 
     // The status page and /status.json show each bot's own state, not the Pi's.
-    let (_, status) = http_get(rig.metrics_port, "/status.json");
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let status = get(rig.metrics_port, "/status.json").json();
     let bots = status["bots"].as_array().expect("a bots list");
     assert_eq!(bots.len(), 2, "{status}");
     let find = |id: &str| bots.iter().find(|b| b["id"] == id).unwrap().clone();
@@ -382,17 +296,18 @@ fn a_crash_looping_bot_leaves_the_others_and_the_cap_refuses_with_a_reason() {
         find(&steady)["phone"],
         format!("127.0.0.1:{}", ports[1]).as_str()
     );
-    let (_, page) = http_get(rig.metrics_port, "/");
+    let page = get(rig.metrics_port, "/").body;
     assert!(page.contains("<h2>Bots (2)</h2>"), "{page}");
     assert!(page.contains("crash-looping"), "{page}");
 }
 
 #[test]
 fn an_unauthorized_phone_gets_a_bot_that_says_so() {
-    let rig = Rig::start("bots-unauth", &["modern:M", "unauthorized:U"], &[]);
-    let (m, u) = (bot_of(rig.sim.port("M")), bot_of(rig.sim.port("U")));
+    let rig = start("bots-unauth", &["modern:M", "unauthorized:U"], &[]);
+    let sim = rig.sim();
+    let (m, u) = (bot_of(sim.port("M")), bot_of(sim.port("U")));
     let state = wait_for(LONG, "U's bot quarantined for its key", || {
-        let state = rig.bot(&u)["last_state"].clone();
+        let state = rig.server().bot(&u)["last_state"].clone();
         state["quarantined"]
             .as_str()
             .is_some_and(|q| q.contains("is unauthorized: accept this host's adb key"))
@@ -404,16 +319,18 @@ fn an_unauthorized_phone_gets_a_bot_that_says_so() {
         "{state}"
     );
     wait_for(LONG, "M's bot polling", || {
-        (rig.bot(&m)["polls"].as_u64().unwrap_or(0) >= 1).then_some(())
+        (rig.server().bot(&m)["polls"].as_u64().unwrap_or(0) >= 1).then_some(())
     });
-    let dims = rig.bot(&u)["last_dimensions"].clone();
+    let dims = rig.server().bot(&u)["last_dimensions"].clone();
     assert!(dims.get("device_type").is_none(), "{dims}");
-    assert!(rig.bot(&m)["last_state"].get("quarantined").is_none());
+    assert!(rig.server().bot(&m)["last_state"]
+        .get("quarantined")
+        .is_none());
 }
 
 /// The pid of the bot running in `dir` (a descendant of the monitor `root`).
 fn bot_pid(root: i32, dir: &std::path::Path) -> Option<i32> {
-    descendants(root).into_iter().find_map(|(pid, _)| {
+    descendants(root).into_iter().find_map(|pid| {
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let is_bot = cmdline.windows(9).any(|w| w == b"start_bot");
@@ -441,7 +358,7 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
     ios.phone(UDID, "iPhone14,2", "17.1", "87");
     let tools = ios.dir.to_str().unwrap().to_string();
     let usbmuxd = ios.dir.join("usbmuxd").to_str().unwrap().to_string();
-    let rig = Rig::start(
+    let rig = start(
         "bots-ios",
         &["modern:P"],
         &[
@@ -453,21 +370,22 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
             &usbmuxd,
         ],
     );
-    let port = rig.sim.port("P");
+    let sim = rig.sim();
+    let port = sim.port("P");
     let (android, iphone) = (bot_of(port), format!("{HOST}--{UDID}"));
     let dims = wait_for(LONG, "the iPhone's bot polling with its dimensions", || {
-        let dims = rig.bot(&iphone)["last_dimensions"].clone();
+        let dims = rig.server().bot(&iphone)["last_dimensions"].clone();
         (strings(&dims["ios_devices"]) == ["1"]).then_some(dims)
     });
     assert_eq!(strings(&dims["device_type"]), ["iPhone14,2"], "{dims}");
     assert_eq!(strings(&dims["os"]), ["iOS", "iOS-17.1"], "{dims}");
     assert!(dims.get("android_devices").is_none(), "{dims}");
     wait_for(LONG, "the Android phone's bot polling alone", || {
-        let dims = rig.bot(&android)["last_dimensions"].clone();
+        let dims = rig.server().bot(&android)["last_dimensions"].clone();
         (strings(&dims["android_devices"]) == ["1"] && dims.get("ios_devices").is_none())
             .then_some(())
     });
-    let root = rig.monitor.0.id() as i32;
+    let root = rig.pid();
     let env = bot_environ(root, &rig.bot_dir.join(UDID).canonicalize().unwrap());
     assert!(env.contains(&format!("IOS_UDID={UDID}")), "{env:?}");
     assert!(
@@ -485,7 +403,7 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
         "{env:?}"
     );
     // One download served both bots; the second bot's zip is a copy.
-    let downloads = rig.server.state()["bot_code_requests"]
+    let downloads = rig.server().state()["bot_code_requests"]
         .as_array()
         .map(Vec::len)
         .unwrap_or(0);
@@ -499,20 +417,21 @@ fn an_iphone_and_an_android_phone_each_get_a_bot_with_their_own_variable() {
 
 #[test]
 fn a_hung_bot_alone_is_killed_and_started_again() {
-    let rig = Rig::start(
+    let rig = start(
         "bots-silence",
         &["modern:A", "modern:B"],
         &["--bot-silence-limit", "6"],
     );
-    let (a, b) = (bot_of(rig.sim.port("A")), bot_of(rig.sim.port("B")));
-    let polls = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0);
+    let sim = rig.sim();
+    let (a, b) = (bot_of(sim.port("A")), bot_of(sim.port("B")));
+    let polls = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0);
     wait_for(LONG, "both bots polling", || {
         (polls(&a) >= 1 && polls(&b) >= 1).then_some(())
     });
-    let root = rig.monitor.0.id() as i32;
+    let root = rig.pid();
     let dir = rig
         .bot_dir
-        .join(format!("127.0.0.1-{}", rig.sim.port("A")))
+        .join(format!("127.0.0.1-{}", sim.port("A")))
         .canonicalize()
         .unwrap();
     let hung = bot_pid(root, &dir).expect("A's bot process");
@@ -531,7 +450,7 @@ fn a_hung_bot_alone_is_killed_and_started_again() {
         let pid = bot_pid(root, &dir)?;
         (pid != hung && polls(&a) > before).then_some(())
     });
-    let (_, metrics) = http_get(rig.metrics_port, "/metrics");
+    let metrics = rig.metrics();
     let kills = |id: &str| format!("test_machine_monitor_bot_silence_kills_total{{bot=\"{id}\"}}");
     assert!(metrics.contains(&format!("{} 1\n", kills(&a))), "{metrics}");
     assert!(metrics.contains(&format!("{} 0\n", kills(&b))), "{metrics}");
@@ -542,15 +461,16 @@ fn a_hung_bot_alone_is_killed_and_started_again() {
 
 #[test]
 fn a_bad_zip_of_one_bot_is_set_aside_beside_the_bot_directory_and_fetched_again() {
-    let rig = Rig::start("bots-badzip", &["modern:A"], &[]);
-    let a = bot_of(rig.sim.port("A"));
-    let polls = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0);
+    let rig = start("bots-badzip", &["modern:A"], &[]);
+    let sim = rig.sim();
+    let a = bot_of(sim.port("A"));
+    let polls = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0);
     wait_for(LONG, "A's bot polling", || (polls(&a) >= 1).then_some(()));
-    let dir = rig.bot_dir.join(format!("127.0.0.1-{}", rig.sim.port("A")));
+    let dir = rig.bot_dir.join(format!("127.0.0.1-{}", sim.port("A")));
     let zip = dir.join("swarming_bot.zip");
     std::fs::write(&zip, b"not a zip").unwrap();
     // The zip is checked before each start: a crash makes the next one.
-    rig.server
+    rig.server()
         .control(json!({"bot_cmds_for": {a.as_str(): [{"cmd": "crash", "code": 3}]}}));
     let line = wait_for(LONG, "the bad zip set aside", || {
         rig.log()
@@ -572,27 +492,25 @@ fn a_bad_zip_of_one_bot_is_set_aside_beside_the_bot_directory_and_fetched_again(
     wait_for(LONG, "A's bot polling again on a fetched zip", || {
         (polls(&a) > before).then_some(())
     });
-    let entries: Vec<String> = std::fs::read_dir(&rig.bot_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(entries, [format!("127.0.0.1-{}", rig.sim.port("A"))]);
+    let entries = dir_names(&rig.bot_dir);
+    assert_eq!(entries, [format!("127.0.0.1-{}", sim.port("A"))]);
     assert_ne!(std::fs::read(&zip).unwrap(), b"not a zip");
 }
 
 #[test]
 fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_not() {
-    let mut rig = Rig::start(
+    let mut rig = start(
         "bots-drain",
         &["modern:A", "modern:B"],
         &["--no-reboot-after-task"],
     );
-    let (a, b) = (bot_of(rig.sim.port("A")), bot_of(rig.sim.port("B")));
-    let polls = |id: &str| rig.bot(id)["polls"].as_u64().unwrap_or(0);
+    let sim = rig.sim();
+    let (a, b) = (bot_of(sim.port("A")), bot_of(sim.port("B")));
+    let polls = |id: &str| rig.server().bot(id)["polls"].as_u64().unwrap_or(0);
     wait_for(LONG, "both bots polling", || {
         (polls(&a) >= 1 && polls(&b) >= 1).then_some(())
     });
-    rig.server
+    rig.server()
         .control(json!({"bot_cmds_for": {a.as_str(): [{"cmd": "run", "duration": 20}]}}));
     let has = |needle: &str| rig.log().contains(needle).then_some(());
     wait_for(LONG, "A's task to start", || {
@@ -601,7 +519,7 @@ fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_n
     wait_for(LONG, "the monitor to know", || {
         has(&format!("task starting on {a}"))
     });
-    rig.monitor.signal(libc::SIGTERM);
+    rig.term();
     wait_for(LONG, "the drain", || {
         has("draining for shutdown: 1 task running")
     });
@@ -616,22 +534,25 @@ fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_n
     let asked = line_time(lines_with(&log, "received SIGTERM")[0]);
     assert!(line_time(&b_stopped) - asked < 5.0, "{log}");
     assert!(!log.contains("drained after"), "A drained too soon:\n{log}");
-    let (code, body) = http_get(rig.metrics_port, "/readyz");
-    assert_eq!((code, body.as_str()), (503, "draining: 1 task running\n"));
-    let (_, metrics) = http_get(rig.metrics_port, "/metrics");
+    let ready = get(rig.metrics_port, "/readyz");
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (503, "draining: 1 task running\n")
+    );
+    let metrics = rig.metrics();
     let draining =
         |id: &str, v: u8| format!("test_machine_monitor_bot_draining{{bot=\"{id}\"}} {v}\n");
     assert!(metrics.contains(&draining(&a, 1)), "{metrics}");
     assert!(metrics.contains(&draining(&b, 0)), "{metrics}");
     assert!(
-        TcpStream::connect(("127.0.0.1", rig.adb_port)).is_ok(),
+        TcpStream::connect(("127.0.0.1", rig.adb_port())).is_ok(),
         "the adb server went before the last bot"
     );
     // A's phone goes while its bot drains: the bot drains the same way.
-    rig.sim.control("unplug A");
-    let serial_a = format!("127.0.0.1:{}", rig.sim.port("A"));
+    sim.control("unplug A");
+    let serial_a = format!("127.0.0.1:{}", sim.port("A"));
     wait_for(LONG, "A's phone seen gone", || {
-        let (_, text) = http_get(rig.metrics_port, "/status.json");
+        let text = get(rig.metrics_port, "/status.json").body;
         let status: Value = serde_json::from_str(&text).ok()?;
         status["devices"]
             .as_array()?
@@ -641,12 +562,8 @@ fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_n
     });
     assert!(!rig.log().contains("drained after"), "{}", rig.log());
 
-    let pid = rig.monitor.0.id() as i32;
-    let children = descendants(pid);
-    let status = rig
-        .monitor
-        .wait_timeout(LONG)
-        .expect("the monitor did not exit once A's task ended");
+    let children = descendants(rig.pid());
+    let status = rig.wait_exit(LONG);
     assert_eq!(status.code(), Some(0), "{}", rig.log());
     let log = rig.log();
     let drained = lines_with(&log, &format!("bot {a} (pid"))
@@ -656,14 +573,10 @@ fn at_shutdown_each_bot_drains_on_its_own_the_idle_one_at_once_a_phone_gone_or_n
         .to_string();
     assert!(drained.ends_with(": its task finished"), "{drained}");
     assert!(line_time(&drained) - line_time(&b_stopped) >= 5.0, "{log}");
-    let results = rig.server.state()["task_results"].clone();
+    let results = rig.server().state()["task_results"].clone();
     assert_eq!(results.as_array().map(Vec::len), Some(1), "{results}");
     assert_eq!(results[0]["id"], a.as_str());
     assert_eq!(results[0]["exit_code"], 0);
-    let left: Vec<i32> = children
-        .iter()
-        .map(|(p, _)| *p)
-        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-        .collect();
+    let left = still_there(&children);
     assert!(left.is_empty(), "left running: {left:?}");
 }

@@ -4,15 +4,15 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
-use support::{bin, free_port, http_get, wait_for_http, KillOnDrop, OutputWithin, EXIT_LIMIT};
+use support::http::{get, wait_for_status};
+use support::{free_port, OutputWithin, Tmm, BIN, EXIT_LIMIT};
 
 #[test]
 fn version_names_the_program_and_commit() {
-    let out = Command::new(bin())
-        .arg("--version")
-        .output_within(EXIT_LIMIT);
+    let out = Tmm::bare().arg("--version").run();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("test_machine_monitor 0."), "{text}");
@@ -21,7 +21,7 @@ fn version_names_the_program_and_commit() {
 
 #[test]
 fn help_describes_every_flag() {
-    let out = Command::new(bin()).arg("--help").output_within(EXIT_LIMIT);
+    let out = Tmm::bare().arg("--help").run();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for flag in [
@@ -52,10 +52,7 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         (vec![], "--swarming-server"),
         (vec!["--no-bot", "--hook-addr", "nowhere"], "--hook-addr"),
     ] {
-        let out = Command::new(bin())
-            .args(&args)
-            .env_remove("SWARMING_SERVER")
-            .output_within(EXIT_LIMIT);
+        let out = Tmm::bare().args(&args).env_remove("SWARMING_SERVER").run();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
@@ -78,13 +75,13 @@ fn check_config_parses_the_files_and_redacts_header_values() {
         r#"{"caches": {"isolated": {"size": 1073741824}}}"#,
     )
     .unwrap();
-    let out = Command::new(bin())
+    let out = Tmm::bare()
         .args(["--check-config", "--bot-dir", "/srv/bot/s"])
         .args(["--token-config", &token.display().to_string()])
         .args(["--settings", &settings.display().to_string()])
         .env("SWARMING_SERVER", "https://chromium-swarm.appspot.com")
         .env("SWARMING_BOT_ID", "skia-rpi2-rack1-shelf1-001")
-        .output_within(EXIT_LIMIT);
+        .run();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -118,14 +115,14 @@ fn check_config_exits_2_with_the_first_bad_file() {
     let dir = support::TempDir::new("check-config-bad");
     let token = dir.path().join("token.json");
     std::fs::write(&token, "{\"url\": 42}").unwrap();
-    let out = Command::new(bin())
+    let out = Tmm::bare()
         .args([
             "--check-config",
             "--swarming-server",
             "https://s.example.com",
         ])
         .args(["--token-config", &token.display().to_string()])
-        .output_within(EXIT_LIMIT);
+        .run();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -133,14 +130,14 @@ fn check_config_exits_2_with_the_first_bad_file() {
 
     let settings = dir.path().join("settings.json");
     std::fs::write(&settings, "{\"free_partition\": 3}").unwrap();
-    let out = Command::new(bin())
+    let out = Tmm::bare()
         .args([
             "--check-config",
             "--no-bot",
             "--settings",
             &settings.display().to_string(),
         ])
-        .output_within(EXIT_LIMIT);
+        .run();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8(out.stderr)
         .unwrap()
@@ -151,7 +148,7 @@ fn check_config_exits_2_with_the_first_bad_file() {
 fn sudo_shim_kills_its_parent_and_reports_its_arguments() {
     let dir = support::TempDir::new("shim");
     let link = dir.path().join("sudo");
-    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
     // sh forks the shim (a command follows it), so the shim's parent is this sh.
     let script = format!(
         "'{}' -n /sbin/shutdown -r now; echo parent survived",
@@ -176,7 +173,7 @@ fn sudo_shim_kills_its_parent_and_reports_its_arguments() {
 fn df_applet_lists_what_coreutils_df_lists() {
     let dir = support::TempDir::new("df");
     let link = dir.path().join("df");
-    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
     let spaced = dir.path().join("with space");
     let bound = dir.path().join("bound");
     std::fs::create_dir_all(&spaced).unwrap();
@@ -241,29 +238,19 @@ fn df_applet_lists_what_coreutils_df_lists() {
 
 #[test]
 fn serves_healthz_and_metrics_at_once_and_stops_on_sigterm() {
-    let port = free_port();
-    let dir = support::TempDir::new("serve");
-    let child = Command::new(bin())
-        .args([
-            "--no-bot",
-            "--devices",
-            "none",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--hook-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--bot-dir", &dir.path().join("b/s").display().to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    wait_for_http(port, "/healthz", 200);
-    let (code, body) = http_get(port, "/metrics");
-    assert_eq!(code, 200);
-    assert!(body.contains("test_machine_monitor_build_info{"), "{body}");
-    let (code, _) = http_get(port, "/nope");
-    assert_eq!(code, 404);
-    let status = child.terminate_and_wait();
+    let mut tmm = Tmm::new("serve").spawn();
+    let port = tmm.metrics_port;
+    wait_for_status(port, "/healthz", 200);
+    let reply = get(port, "/metrics");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body.contains("test_machine_monitor_build_info{"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(get(port, "/nope").status, 404);
+    tmm.term();
+    let status = tmm.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0));
 }
 
@@ -271,16 +258,9 @@ fn serves_healthz_and_metrics_at_once_and_stops_on_sigterm() {
 fn a_taken_port_is_a_clear_fatal_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let out = Command::new(bin())
-        .args([
-            "--no-bot",
-            "--devices",
-            "none",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--hook-addr", &format!("127.0.0.1:{}", free_port())])
-        .output_within(EXIT_LIMIT);
+    let out = Tmm::new("taken-port")
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .run();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -294,10 +274,10 @@ fn a_taken_port_is_a_clear_fatal_error() {
 #[test]
 fn devices_without_an_adb_server_exits_1_naming_the_address() {
     let port = free_port();
-    let out = Command::new(bin())
+    let out = Tmm::bare()
         .args(["devices", "--no-bot", "--adb-server"])
         .arg(format!("127.0.0.1:{port}"))
-        .output_within(EXIT_LIMIT);
+        .run();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     let err = String::from_utf8(out.stderr).unwrap();

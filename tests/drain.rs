@@ -11,8 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::bot_lab::{line_time, lines_with, FakeSwarming, Lab, Monitor, BOT_ID};
-use support::{request, KillOnDrop, TempDir};
+use support::http::{get, request};
+use support::swarming::FakeSwarming;
+use support::tmm::{line_time, lines_with};
+use support::{alive, KillOnDrop, Monitor, TempDir, Tmm, BOT_ID};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -41,14 +43,6 @@ fn task_of(text: &str) -> (i32, i32) {
         .parse()
         .unwrap();
     (pid, group)
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim().to_string()))
-        .is_some_and(|rest| !rest.starts_with('Z'))
 }
 
 fn events(server: &FakeSwarming) -> Vec<Value> {
@@ -104,7 +98,7 @@ fn the_stand_in_bot_finishes_its_task_on_sigterm_then_reports_and_shuts_down() {
     server.control(json!({"bot_cmds": [{"cmd": "run", "duration": 4}]}));
     wait_out("task pid ");
     let (task, group) = task_of(&out());
-    let bot_pid = bot.0.id() as i32;
+    let bot_pid = bot.pid();
     assert_eq!(group, task, "the task leads a process group of its own");
     assert_ne!(group, bot_pid, "the task is not in the bot's group");
     wait_out("fake task");
@@ -141,22 +135,22 @@ fn the_stand_in_bot_finishes_its_task_on_sigterm_then_reports_and_shuts_down() {
     assert!(!alive(task));
 }
 
-/// A lab whose bot calls the hooks, with `grace` and more flags.
-fn lab(name: &str, grace: u64, args: &[&str]) -> Lab {
-    let mut lab = Lab::with_hooks(name);
-    lab.grace = grace;
-    lab.args = args.iter().map(|a| a.to_string()).collect();
-    lab
+/// A monitor whose bot calls the hooks, with `grace` and more flags.
+fn lab(name: &str, grace: u64, args: &[&str]) -> Tmm {
+    Tmm::new(name)
+        .bot(FakeSwarming::with_hooks())
+        .args(["--grace", &grace.to_string()])
+        .args(args)
 }
 
 /// Starts the monitor, hands its bot `task` once it polls, and waits until the monitor
 /// knows the task runs (its `on_before_task`); the task's pid.
-fn start_with_task(lab: &Lab, task: Value) -> (Monitor, i32) {
+fn start_with_task(lab: &Tmm, task: Value) -> (Monitor, i32) {
     let m = lab.start();
-    m.wait_for("handshake done", LONG);
-    lab.server.control(json!({ "bot_cmds": [task] }));
-    m.wait_for("task starting: holding off device reboots", LONG);
-    let log = m.wait_for("fake task ", LONG);
+    m.wait_log("handshake done", LONG);
+    lab.server().control(json!({ "bot_cmds": [task] }));
+    m.wait_log("task starting: holding off device reboots", LONG);
+    let log = m.wait_log("fake task ", LONG);
     let (task, group) = task_of(&log);
     assert_eq!(task, group);
     (m, task)
@@ -170,7 +164,7 @@ fn at(log: &str, needle: &str) -> f64 {
 }
 
 fn get_state_maintenance(m: &Monitor) -> Value {
-    request(m.hook_addr, "POST", "/get_state", "{}").json()["maintenance"].clone()
+    m.hook("/get_state")["maintenance"].clone()
 }
 
 /// Nothing the monitor started is left: it has exited, and so have the bot and `task`.
@@ -198,42 +192,44 @@ fn a_task_running_at_sigterm_runs_to_its_end_and_the_monitor_exits_0() {
     let bot = bot_pid(&m.log());
     let term_at = unix_now();
     m.term();
-    m.wait_for("draining for shutdown: 1 task running", LONG);
-    m.wait_for(
+    m.wait_log("draining for shutdown: 1 task running", LONG);
+    m.wait_log(
         "it runs a task; SIGTERM, and up to 3600s (--drain-limit)",
         LONG,
     );
 
     // While it drains: not ready, alive, every bot in maintenance, and the bot shown
     // draining with its task's running time.
-    let metrics = m.metrics_addr.port();
-    let (code, body) = support::http_get(metrics, "/readyz");
-    assert_eq!((code, body.as_str()), (503, "draining: 1 task running\n"));
-    assert_eq!(support::http_get(metrics, "/healthz").0, 200);
+    let metrics = m.metrics_port;
+    let ready = get(metrics, "/readyz");
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (503, "draining: 1 task running\n")
+    );
+    assert_eq!(get(metrics, "/healthz").status, 200);
     assert_eq!(get_state_maintenance(&m), "draining for shutdown");
     assert_eq!(
         m.sample(&format!("bot_draining{{bot=\"{BOT_ID}\"}}")),
         Some(1.0)
     );
-    let (_, status) = support::http_get(metrics, "/status.json");
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let status = get(metrics, "/status.json").json();
     let ran = status["bots"][0]["draining"]["task_for_secs"]
         .as_f64()
         .unwrap();
     assert!((5.0..30.0).contains(&ran), "{status}");
-    let (_, page) = support::http_get(metrics, "/");
+    let page = get(metrics, "/").body;
     assert!(
         page.contains("draining for shutdown: its task has run "),
         "{page}"
     );
     assert!(alive(task) && alive(bot));
-    assert!(task_results(&lab.server).is_empty());
+    assert!(task_results(lab.server()).is_empty());
 
     // The task ends on its own; its result reaches the server; the bot, then we, exit.
     let status = m.wait_exit(Duration::from_secs(90));
     assert_eq!(status.code(), Some(0), "{}", m.log());
     let log = m.log();
-    let results = task_results(&lab.server);
+    let results = task_results(lab.server());
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0]["exit_code"], 0, "{results:?}");
     let reported = results[0]["at_unix"].as_f64().unwrap();
@@ -242,7 +238,7 @@ fn a_task_running_at_sigterm_runs_to_its_end_and_the_monitor_exits_0() {
         "reported {:.1}s after SIGTERM",
         reported - term_at
     );
-    assert!(events(&lab.server).contains(&json!("bot_shutdown")));
+    assert!(events(lab.server()).contains(&json!("bot_shutdown")));
     assert!(log.contains("(pid "), "{log}");
     let drained = lines_with(&log, "drained after ");
     assert_eq!(drained.len(), 1, "{log}");
@@ -257,7 +253,7 @@ fn a_task_running_at_sigterm_runs_to_its_end_and_the_monitor_exits_0() {
 fn at_the_drain_limit_the_task_is_cut_after_the_grace_and_everything_is_gone() {
     let lab = lab("drain-limit", 2, &["--drain-limit", "10"]);
     // Tokens of 4 s: fetched again every 2 s, the drain too.
-    lab.server.control(json!({"token_expires_in": 4}));
+    lab.server().control(json!({"token_expires_in": 4}));
     // A task deaf to SIGTERM: only the SIGKILL at the limit plus the grace ends it.
     let (mut m, task) = start_with_task(
         &lab,
@@ -267,7 +263,7 @@ fn at_the_drain_limit_the_task_is_cut_after_the_grace_and_everything_is_gone() {
     m.term();
     // 6 s into the drain, the token the bot would report its task with is still fresh.
     std::thread::sleep(Duration::from_secs(6));
-    let auth = request(m.hook_addr, "GET", "/get_authentication_headers", "");
+    let auth = request(m.hook_port, "GET", "/get_authentication_headers", "");
     assert_eq!(auth.status, 200, "{}\n{}", auth.body, m.log());
     assert!(
         auth.json()["expiry"].as_f64().unwrap() > unix_now(),
@@ -290,7 +286,7 @@ fn at_the_drain_limit_the_task_is_cut_after_the_grace_and_everything_is_gone() {
     assert!(stopped - killed < 1.0, "{log}");
     assert!(lines_with(&log, "drained after ")[0].ends_with(": its task cut at the drain limit"));
     assert!(
-        task_results(&lab.server).is_empty(),
+        task_results(lab.server()).is_empty(),
         "the task cannot have finished"
     );
     nothing_left(&m, bot, task);
@@ -302,8 +298,8 @@ fn a_second_signal_during_the_drain_takes_todays_path_at_once() {
     let (mut m, task) = start_with_task(&lab, json!({"cmd": "run", "duration": 300}));
     let bot = bot_pid(&m.log());
     m.term();
-    m.wait_for("draining for shutdown: 1 task running", LONG);
-    m.wait_for("it runs a task; SIGTERM", LONG);
+    m.wait_log("draining for shutdown: 1 task running", LONG);
+    m.wait_log("it runs a task; SIGTERM", LONG);
     let t0 = Instant::now();
     m.term();
     // SIGTERM reaches the task now: it ends, the bot reports it and exits, well within
@@ -318,10 +314,10 @@ fn a_second_signal_during_the_drain_takes_todays_path_at_once() {
     );
     assert!(lines_with(&log, "drained after ")[0]
         .ends_with(": its task cut by a second termination signal"));
-    let results = task_results(&lab.server);
+    let results = task_results(lab.server());
     assert_eq!(results.len(), 1, "{results:?}");
     assert_eq!(results[0]["exit_code"], -libc::SIGTERM, "{results:?}");
-    assert!(events(&lab.server).contains(&json!("bot_shutdown")));
+    assert!(events(lab.server()).contains(&json!("bot_shutdown")));
     nothing_left(&m, bot, task);
 }
 
@@ -329,7 +325,7 @@ fn a_second_signal_during_the_drain_takes_todays_path_at_once() {
 fn an_idle_bot_stops_at_once() {
     let lab = lab("drain-idle", 10, &[]);
     let mut m = lab.start();
-    m.wait_for("handshake done", LONG);
+    m.wait_log("handshake done", LONG);
     let t0 = Instant::now();
     m.term();
     assert_eq!(m.wait_exit(LONG).code(), Some(0));

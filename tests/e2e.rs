@@ -7,14 +7,12 @@
 
 mod support;
 
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::android::{wait_for, Sim, ADB};
-use support::bot_lab::{descendants, FakeSwarming};
-use support::{free_port, KillOnDrop, OutputWithin, TempDir, BIN, EXIT_LIMIT};
+use support::android::Sim;
+use support::swarming::FakeSwarming;
+use support::{descendants, still_there, wait_for, Tmm};
 
 const BOT_ID: &str = "e2e-pi";
 const LONG: Duration = Duration::from_secs(60);
@@ -27,50 +25,19 @@ fn strings(v: &Value) -> Vec<&str> {
 
 #[test]
 fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_once() {
-    let dir = TempDir::new("e2e");
-    let hook_script = dir.path().join("bot_config.py");
-    let printed = Command::new(BIN)
-        .arg("bot-config")
-        .output_within(EXIT_LIMIT);
-    assert!(printed.status.success());
-    std::fs::write(&hook_script, &printed.stdout).unwrap();
-    let server = FakeSwarming::start(&["--hook-script", hook_script.to_str().unwrap()]);
+    let server = FakeSwarming::with_hooks();
     // A longer sleep between polls than the test's own polling, so that a state carried
     // by one poll only is still the last one when the test looks.
     server.control(json!({"poll_sleep": 1.0}));
-    let token_config = server.write_token_config(dir.path());
-
     let sim = Sim::start(&["modern:P", "android6:Q"], &[]);
-    let adb_port = free_port();
-    let bot_dir = dir.path().join("b").join("s");
-    let mut monitor = KillOnDrop(
-        Command::new(BIN)
-            .args(["--swarming-server", &server.url, "--bot-id", BOT_ID])
-            .arg("--bot-dir")
-            .arg(&bot_dir)
-            .args(["--python", "python3", "--adb", ADB])
-            .arg("--token-config")
-            .arg(&token_config)
-            .arg("--adb-server")
-            .arg(format!("127.0.0.1:{adb_port}"))
-            .args(["--interrogate-every", "2", "--grace", "10"])
-            .arg("--hook-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .env("HOME", dir.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     // The binary starts the adb server itself; the phones are plugged in once it listens.
-    wait_for(LONG, "the adb server to listen", || {
-        TcpStream::connect(("127.0.0.1", adb_port)).ok()
-    });
-    sim.connect_all(adb_port);
+    let mut monitor = Tmm::new("e2e")
+        .phones()
+        .bot(server)
+        .args(["--bot-id", BOT_ID])
+        .start();
+    let server = monitor.server();
+    sim.connect_all(monitor.adb_port());
     let (p, q) = (sim.serial("P"), sim.serial("Q"));
 
     let (dims, state) = wait_for(LONG, "both phones in what the bot sent", || {
@@ -106,9 +73,10 @@ fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_on
     assert!(state.get("maintenance").is_none(), "{state}");
 
     // Forced quarantine: reported by exactly one poll, then the file is gone.
-    let force = dir
-        .path()
-        .join("b")
+    let force = monitor
+        .bot_dir
+        .parent()
+        .unwrap()
         .join(format!("{BOT_ID}.force_quarantine"));
     std::fs::write(&force, "").unwrap();
     let polls_then = server.state()["polls"].as_u64().unwrap();
@@ -131,15 +99,11 @@ fn the_bot_reports_the_phones_through_our_hook_script_and_a_forced_quarantine_on
     assert!(got["last_state"].get("quarantined").is_none(), "{got}");
 
     // SIGTERM: the bot and the adb server are stopped, and the exit is clean.
-    let pid = monitor.0.id() as i32;
-    let children = descendants(pid);
+    let children = descendants(monitor.pid());
     assert!(children.len() >= 2, "the bot and adb: {children:?}");
-    let status = monitor.terminate_and_wait();
+    monitor.term();
+    let status = monitor.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{status}");
-    let left: Vec<i32> = children
-        .iter()
-        .map(|(p, _)| *p)
-        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-        .collect();
+    let left = still_there(&children);
     assert!(left.is_empty(), "left running: {left:?}");
 }

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::android::{connect_phone, reasons, send_signal, up, wait_for, Monitor, Sim};
+use support::android::{connect_phone, reasons, up};
 use support::faults::report;
-use support::proc_status;
+use support::{proc_status, send_signal, wait_for, Monitor, Tmm};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -30,21 +30,20 @@ fn server_pid(tmm: &Monitor) -> i32 {
     children[0]
 }
 
-/// Both phones of `sim` connected and usable.
-fn two_usable_phones(name: &str) -> (Sim, Monitor, [String; 2]) {
-    let sim = Sim::start(&["modern:A", "modern:B"], &[]);
-    let tmm = Monitor::start(name, &[]);
-    sim.connect_all(tmm.adb_port);
+/// A monitor with two simulated phones, both connected and usable.
+fn two_usable_phones(name: &str) -> (Monitor, [String; 2]) {
+    let tmm = Tmm::new(name).plugged(&["modern:A", "modern:B"]).start();
+    let sim = tmm.sim();
     let phones = [sim.serial("A"), sim.serial("B")];
     for p in &phones {
         tmm.wait_sample(&up(p, "redfin"), 1.0, LONG);
     }
-    (sim, tmm, phones)
+    (tmm, phones)
 }
 
 #[test]
 fn fault_03_adb_server_stopped() {
-    let (_sim, tmm, phones) = two_usable_phones("fault03");
+    let (tmm, phones) = two_usable_phones("fault03");
     let pid = server_pid(&tmm);
     send_signal(pid, libc::SIGSTOP);
     let stopped = Instant::now();
@@ -106,7 +105,7 @@ fn fault_03_adb_server_stopped() {
 
 #[test]
 fn fault_04_adb_server_killed() {
-    let (_sim, tmm, phones) = two_usable_phones("fault04");
+    let (tmm, phones) = two_usable_phones("fault04");
     let pid = server_pid(&tmm);
     send_signal(pid, libc::SIGKILL);
     let killed = Instant::now();
@@ -150,12 +149,10 @@ fn fault_04_adb_server_killed() {
 
 #[test]
 fn fault_09_phone_floods_or_breaks_shell_v2() {
-    let sim = Sim::start(
-        &["modern:H", "modern:F", "modern:I", "modern:L", "modern:T"],
-        &[],
-    );
-    let tmm = Monitor::start("fault09", &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("fault09")
+        .plugged(&["modern:H", "modern:F", "modern:I", "modern:L", "modern:T"])
+        .start();
+    let sim = tmm.sim();
     let serial = |n: &str| sim.serial(n);
     for n in ["H", "F", "I", "L", "T"] {
         tmm.wait_sample(&up(&serial(n), "redfin"), 1.0, LONG);
@@ -192,7 +189,7 @@ fn fault_09_phone_floods_or_breaks_shell_v2() {
     };
     // Its kicked transport leaves the list: connected again, it floods again, and is
     // quarantined once its ladder is climbed; it stays listed and floods every round.
-    connect_phone(tmm.adb_port, sim.port("F"));
+    connect_phone(tmm.adb_port(), sim.port("F"));
     wait_for(LONG, "F quarantined for its flood", || {
         (floods_reported(&tmm) >= 2).then_some(())
     });
@@ -295,7 +292,7 @@ impl Stalled {
 #[test]
 fn fault_06_stalled_hook_connections() {
     const CLIENTS: usize = 600;
-    let tmm = Monitor::start_without_adb("fault06", 2, &["--devices", "none"]);
+    let tmm = Tmm::new("fault06").start();
     let pid = tmm.pid();
     let status = |field: &str| proc_status(pid, field).unwrap_or(0);
     for _ in 0..3 {

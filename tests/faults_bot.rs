@@ -11,11 +11,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::bot_lab::{dir_names, line_time, lines_with, FakeSwarming, Lab, Monitor};
 use support::faults::report;
+use support::http::try_request;
+use support::swarming::FakeSwarming;
+use support::tmm::{line_time, lines_with};
+use support::{dir_names, Monitor, Tmm, BOT_ID};
 
 /// A deadline against hangs, never a measure of speed.
 const LONG: Duration = Duration::from_secs(30);
+/// The monitor's `--grace` by default when it runs a bot.
+const GRACE: u64 = 10;
 
 /// The numbers `retrying in N s` of `lines`, in order.
 fn retry_delays(lines: &[&str]) -> Vec<f64> {
@@ -35,15 +40,15 @@ fn retry_delays(lines: &[&str]) -> Vec<f64> {
 /// `remedy`; backoff between attempts; nothing left in the bot directory; hooks
 /// answering. Returns the observation and the failures, for the FAULT line.
 fn three_failed_downloads(
-    lab: &Lab,
+    lab: &Tmm,
     m: &Monitor,
     errno_text: &str,
     remedy: &str,
 ) -> (String, Vec<String>) {
-    let log = m.wait_for_n(errno_text, 3, LONG);
+    let log = m.wait_log_n(errno_text, 3, LONG);
     // Listed at once: the next attempt is at least a second away (the third delay).
-    let left: Vec<String> = dir_names(&m.seen(&lab.bot_dir));
-    let hook = support::try_request(m.hook_addr, "POST", "/get_state", &[], b"{}");
+    let left: Vec<String> = dir_names(&m.seen(&lab.bot_dir()));
+    let hook = try_request(m.hook_port, "POST", "/get_state", b"{}");
     let lines = lines_with(&log, errno_text);
     let delays = retry_delays(&lines);
     let gaps: Vec<f64> = lines
@@ -54,11 +59,11 @@ fn three_failed_downloads(
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
         .collect();
-    let requests = lab.server.state()["bot_code_requests"]
+    let requests = lab.server().state()["bot_code_requests"]
         .as_array()
         .unwrap()
         .len();
-    let temp = format!("{}/swarming_bot.zip.download-", lab.bot_dir.display());
+    let temp = format!("{}/swarming_bot.zip.download-", lab.bot_dir().display());
     let mut failures = Vec::new();
     if !lines
         .iter()
@@ -83,7 +88,7 @@ fn three_failed_downloads(
     if !left.is_empty() {
         failures.push(format!("left in the bot directory: {left:?}"));
     }
-    let hook_status = hook.as_ref().map(|r| r.status).map_err(|e| e.to_string());
+    let hook_status = hook.as_ref().map(|r| r.status).map_err(String::clone);
     if hook_status != Ok(200) {
         failures.push(format!("get_state answered {hook_status:?}"));
     }
@@ -100,16 +105,15 @@ fn three_failed_downloads(
 /// Starts the monitor on a bot directory that `script` prepared, with the good zip
 /// `good` copied in by it (see [`placing`]), and checks that it runs that zip without a download and leaves it
 /// as it was. Returns the observation and the failures.
-fn good_zip_is_kept(lab: &mut Lab, script: &str, good: &Path) -> (String, Vec<String>) {
-    let before = lab.server.state()["bot_code_requests"]
+fn good_zip_is_kept(lab: &Tmm, script: &str, good: &Path) -> (String, Vec<String>) {
+    let before = lab.server().state()["bot_code_requests"]
         .as_array()
         .unwrap()
         .len();
-    lab.mount_first(script);
-    let mut m = lab.start();
-    let log = m.wait_for("started the bot (pid", LONG);
-    let kept = fs::read(m.seen(&lab.bot_dir.join("swarming_bot.zip"))).ok();
-    let after = lab.server.state()["bot_code_requests"]
+    let mut m = lab.clone().mount_first(script).start();
+    let log = m.wait_log("started the bot (pid", LONG);
+    let kept = fs::read(m.seen(&lab.bot_dir().join("swarming_bot.zip"))).ok();
+    let after = lab.server().state()["bot_code_requests"]
         .as_array()
         .unwrap()
         .len();
@@ -155,15 +159,14 @@ fn small_good_zip(dir: &Path) -> PathBuf {
 #[test]
 fn fault_01_bot_dir_full() {
     // More than the volume holds: the download fails part way with ENOSPC.
-    let mut lab = Lab::with_server("fault01", &["--pad-bytes", "1572864"]);
-    let zip = lab.server.zip_bytes();
+    let lab = Tmm::new("fault01").bot(FakeSwarming::start(&["--pad-bytes", "1572864"]));
+    let zip = lab.server().zip_bytes();
     let served = zip.len();
     let padding = zip::ZipArchive::new(Cursor::new(zip))
         .ok()
         .and_then(|mut z| z.by_name("padding.bin").ok().map(|e| e.size()));
     let volume = "mount -t tmpfs -o size=1m tmm-fault01 \"$0\"";
-    lab.mount_first(volume);
-    let mut m = lab.start();
+    let mut m = lab.clone().mount_first(volume).start();
     let (seen, mut failures) = three_failed_downloads(
         &lab,
         &m,
@@ -172,9 +175,9 @@ fn fault_01_bot_dir_full() {
     );
     m.term();
     let status = m.wait_exit(LONG);
-    let good = small_good_zip(&lab.dir.0);
+    let good = small_good_zip(lab.dir());
     let (kept, kept_failures) =
-        good_zip_is_kept(&mut lab, &format!("{volume} && {}", placing(&good)), &good);
+        good_zip_is_kept(&lab, &format!("{volume} && {}", placing(&good)), &good);
     failures.extend(kept_failures);
     report(
         1,
@@ -190,10 +193,9 @@ fn fault_01_bot_dir_full() {
 
 #[test]
 fn fault_02_bot_dir_read_only() {
-    let mut lab = Lab::new("fault02");
+    let lab = Tmm::new("fault02").bot(FakeSwarming::start(&[]));
     let read_only = "mount --bind \"$0\" \"$0\" && mount -o remount,bind,ro \"$0\"";
-    lab.mount_first(read_only);
-    let mut m = lab.start();
+    let mut m = lab.clone().mount_first(read_only).start();
     let (seen, mut failures) = three_failed_downloads(
         &lab,
         &m,
@@ -202,12 +204,9 @@ fn fault_02_bot_dir_read_only() {
     );
     m.term();
     let status = m.wait_exit(LONG);
-    let good = small_good_zip(&lab.dir.0);
-    let (kept, kept_failures) = good_zip_is_kept(
-        &mut lab,
-        &format!("{} && {read_only}", placing(&good)),
-        &good,
-    );
+    let good = small_good_zip(lab.dir());
+    let (kept, kept_failures) =
+        good_zip_is_kept(&lab, &format!("{} && {read_only}", placing(&good)), &good);
     failures.extend(kept_failures);
     report(
         2,
@@ -221,22 +220,23 @@ fn fault_02_bot_dir_read_only() {
 
 #[test]
 fn fault_07_sigterm_mid_download() {
-    let lab = Lab::new("fault07");
-    let size = lab.server.zip_bytes().len() as u64;
-    lab.server.control(json!({"download_faults": ["dribble"]}));
+    let lab = Tmm::new("fault07").bot(FakeSwarming::start(&[]));
+    let size = lab.server().zip_bytes().len() as u64;
+    lab.server()
+        .control(json!({"download_faults": ["dribble"]}));
     let mut m = lab.start();
-    let partial = m.wait_partial_download(&lab.bot_dir, 1, LONG);
+    let partial = m.wait_partial_download(1, LONG);
     let t0 = Instant::now();
     m.term();
     let status = m.wait_exit(LONG);
     let took = t0.elapsed();
-    let left = dir_names(&lab.bot_dir);
+    let left = dir_names(&lab.bot_dir());
     let log = m.log();
     let interrupted = lines_with(&log, "interrupted by shutdown");
     report(
         7,
         "SIGTERM during a zip download",
-        &format!("exit 0 within the grace ({} s), no partial zip nor temporary file", lab.grace),
+        &format!("exit 0 within the grace ({GRACE} s), no partial zip nor temporary file"),
         &format!(
             "SIGTERM at {partial} of {size} B; {status} after {:.1} s; bot dir holds {left:?}; logged {:?}",
             took.as_secs_f64(),
@@ -245,7 +245,7 @@ fn fault_07_sigterm_mid_download() {
     );
     assert!(partial < size, "the download ended before SIGTERM");
     assert_eq!(status.code(), Some(0), "{log}");
-    assert!(took < Duration::from_secs(lab.grace), "{log}");
+    assert!(took < Duration::from_secs(GRACE), "{log}");
     assert_eq!(left, Vec::<String>::new());
     assert_eq!(interrupted.len(), 1, "{log}");
 }
@@ -282,28 +282,29 @@ fn files_under(dir: &Path, except: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn fault_10_bad_zips() {
-    let lab = Lab::new("fault10");
-    let good = lab.server.zip_bytes();
+    let lab = Tmm::new("fault10").bot(FakeSwarming::start(&[]));
+    let good = lab.server().zip_bytes();
     let placed = with_entry(&good, "../../x", b"x\n");
-    fs::create_dir_all(&lab.bot_dir).unwrap();
-    fs::write(lab.bot_dir.join("swarming_bot.zip"), &placed).unwrap();
-    lab.server
+    fs::create_dir_all(lab.bot_dir()).unwrap();
+    fs::write(lab.bot_dir().join("swarming_bot.zip"), &placed).unwrap();
+    lab.server()
         .control(json!({"download_faults": ["no-main", "traversal"]}));
-    let before = files_under(&lab.dir.0, &lab.bot_dir);
+    let before = files_under(lab.dir(), &lab.bot_dir());
     let mut m = lab.start();
-    let log = m.wait_for("handshake done", LONG);
+    let log = m.wait_log("handshake done", LONG);
     let bad = m.sample("bot_zip_downloads_total{result=\"bad_zip\"}");
     let ok = m.sample("bot_zip_downloads_total{result=\"ok\"}");
     m.term();
     let status = m.wait_exit(LONG);
-    let parent = lab.bot_dir.parent().unwrap();
+    let bot_dir = lab.bot_dir();
+    let parent = bot_dir.parent().unwrap();
     let aside: Vec<String> = dir_names(parent)
         .into_iter()
         .filter(|n| n.starts_with("swarming_bot.zip.bad."))
         .collect();
     let aside_same = aside.len() == 1 && fs::read(parent.join(&aside[0])).unwrap() == placed;
-    let in_place = fs::read(lab.bot_dir.join("swarming_bot.zip")).unwrap();
-    let new: Vec<PathBuf> = files_under(&lab.dir.0, &lab.bot_dir)
+    let in_place = fs::read(lab.bot_dir().join("swarming_bot.zip")).unwrap();
+    let new: Vec<PathBuf> = files_under(lab.dir(), &lab.bot_dir())
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
@@ -323,7 +324,7 @@ fn fault_10_bad_zips() {
         &log,
         "HTTP 200 but entry \"../../x\" would unpack outside the bot directory",
     );
-    let requests = lab.server.state()["bot_code_requests"]
+    let requests = lab.server().state()["bot_code_requests"]
         .as_array()
         .unwrap()
         .len();
@@ -350,7 +351,7 @@ fn fault_10_bad_zips() {
         strangers.is_empty(),
         "written outside the bot dir: {strangers:?}"
     );
-    assert!(!lab.dir.0.join("x").exists());
+    assert!(!lab.dir().join("x").exists());
     assert_eq!(status.code(), Some(0), "{log}");
 }
 
@@ -367,38 +368,41 @@ fn bot_pids(log: &str) -> Vec<i32> {
 
 #[test]
 fn fault_08_bot_hangs() {
-    let mut lab = Lab::with_hooks("fault08");
-    lab.grace = 2;
-    lab.args = ["--bot-silence-limit", "3"].map(String::from).to_vec();
+    let lab = Tmm::new("fault08").bot(FakeSwarming::with_hooks()).args([
+        "--grace",
+        "2",
+        "--bot-silence-limit",
+        "3",
+    ]);
     // A first task longer than the limit: no hook is called during a task, which must
     // not count as silence.
-    lab.server.control(json!({
+    lab.server().control(json!({
         "poll_sleep": 0.2,
         "bot_cmds": [{"cmd": "run", "duration": 5}],
     }));
     let mut m = lab.start();
-    let log = m.wait_for("task done", LONG);
+    let log = m.wait_log("task done", LONG);
     let first = bot_pids(&log);
     let during_task = lines_with(&log, "has called no hook").len();
-    let polls_before = lab.server.state()["polls"].as_u64().unwrap();
+    let polls_before = lab.server().state()["polls"].as_u64().unwrap();
     let stopped_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    m.signal(first[0], libc::SIGSTOP);
-    let log = m.wait_for("has called no hook for", LONG);
-    let log_after = m.wait_for_n("handshake done", 2, LONG);
+    support::send_signal(first[0], libc::SIGSTOP);
+    let log = m.wait_log("has called no hook for", LONG);
+    let log_after = m.wait_log_n("handshake done", 2, LONG);
     let pids = bot_pids(&log_after);
     let deadline = Instant::now() + LONG;
     let polls_after = loop {
-        let polls = lab.server.state()["polls"].as_u64().unwrap();
+        let polls = lab.server().state()["polls"].as_u64().unwrap();
         if polls > polls_before + 2 || Instant::now() > deadline {
             break polls;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let kills = m.sample("bot_silence_kills_total{bot=\"test-bot\"}");
-    let restarts = m.sample("bot_restarts_total{bot=\"test-bot\"}");
+    let kills = m.sample(&format!("bot_silence_kills_total{{bot=\"{BOT_ID}\"}}"));
+    let restarts = m.sample(&format!("bot_restarts_total{{bot=\"{BOT_ID}\"}}"));
     let silent = lines_with(&log, "has called no hook for");
     let killed = lines_with(&log_after, "still running 2s after SIGTERM: SIGKILL");
     let exited = lines_with(&log_after, "bot exited with signal 9");

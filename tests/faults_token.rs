@@ -6,8 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::bot_lab::{line_time, Lab, Monitor};
-use support::{faults, http_request};
+use support::http::try_request;
+use support::swarming::FakeSwarming;
+use support::tmm::{line_time, lines_with};
+use support::{faults, Monitor, Tmm, BOT_ID};
 
 /// The fetch's end-to-end deadline in `src/bot/token_fetch.rs`.
 const TOKEN_TIMEOUT: f64 = 20.0;
@@ -16,29 +18,21 @@ const TOKEN_TIMEOUT: f64 = 20.0;
 /// hang check, generous for a loaded machine, not a speed claim.
 const HOOK_LIMIT: Duration = Duration::from_secs(5);
 
-fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
-    log.lines().filter(|l| l.contains(needle)).collect()
-}
-
 /// The hooks and /metrics, each answered while a fetch hangs; returns the slowest.
 fn answers_while_fetch_hangs(m: &Monitor) -> Duration {
     let mut slowest = Duration::ZERO;
+    let dimensions = format!(r#"{{"id": ["{BOT_ID}"]}}"#);
     for (port, method, path, body) in [
-        (m.hook_addr.port(), "POST", "/get_state", &b"{}"[..]),
-        (
-            m.hook_addr.port(),
-            "POST",
-            "/get_dimensions",
-            &br#"{"id": ["test-bot"]}"#[..],
-        ),
-        (m.hook_addr.port(), "GET", "/get_settings", &b""[..]),
-        (m.metrics_addr.port(), "GET", "/metrics", &b""[..]),
+        (m.hook_port, "POST", "/get_state", "{}"),
+        (m.hook_port, "POST", "/get_dimensions", dimensions.as_str()),
+        (m.hook_port, "GET", "/get_settings", ""),
+        (m.metrics_port, "GET", "/metrics", ""),
     ] {
         let started = Instant::now();
-        let (code, text) = http_request(port, method, path, body)
+        let reply = try_request(port, method, path, body.as_bytes())
             .unwrap_or_else(|e| panic!("{method} {path} while the token fetch hangs: {e}"));
         let took = started.elapsed();
-        assert_eq!(code, 200, "{method} {path}: {text}");
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
         assert!(took < HOOK_LIMIT, "{method} {path} took {took:?}");
         slowest = slowest.max(took);
     }
@@ -47,15 +41,15 @@ fn answers_while_fetch_hangs(m: &Monitor) -> Duration {
 
 #[test]
 fn fault_05_token_endpoint_stalls_then_dribbles() {
-    let lab = Lab::new("fault-token");
-    lab.server
+    let lab = Tmm::new("fault-token").bot(FakeSwarming::start(&[]));
+    lab.server()
         .control(serde_json::json!({"token_faults": ["stall", "dribble"]}));
     let m = lab.start();
-    let token_url = format!("{}/token", lab.server.url);
+    let token_url = format!("{}/token", lab.server().url);
 
     // Mid-stall: the first request is in, its deadline not yet reached.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lab.server.state()["token_requests"] != 1 {
+    while lab.server().state()["token_requests"] != 1 {
         assert!(
             Instant::now() < deadline,
             "the monitor never asked for a token"
@@ -65,13 +59,13 @@ fn fault_05_token_endpoint_stalls_then_dribbles() {
     std::thread::sleep(Duration::from_secs(2));
     let slowest_stalled = answers_while_fetch_hangs(&m);
 
-    let log = m.wait_for("token fetch from", Duration::from_secs(60));
+    let log = m.wait_log("token fetch from", Duration::from_secs(60));
     let first = lines_with(&log, "token fetch from")[0].to_string();
     // Mid-dribble: the second fetch is receiving its answer a byte at a time.
     std::thread::sleep(Duration::from_secs(3));
     let slowest_dribbled = answers_while_fetch_hangs(&m);
 
-    let log = m.wait_for("access token fetched", Duration::from_secs(90));
+    let log = m.wait_log("access token fetched", Duration::from_secs(90));
     let failures: Vec<String> = lines_with(&log, "token fetch from")
         .into_iter()
         .map(str::to_string)
@@ -79,8 +73,8 @@ fn fault_05_token_endpoint_stalls_then_dribbles() {
     let started = line_time(log.lines().next().expect("the monitor logged nothing"));
     let fetched = line_time(lines_with(&log, "access token fetched")[0]);
     let ends: Vec<f64> = failures.iter().map(|l| line_time(l) - started).collect();
-    let log = m.wait_for("handshake done", Duration::from_secs(60));
-    let st = lab.server.state();
+    let log = m.wait_log("handshake done", Duration::from_secs(60));
+    let st = lab.server().state();
 
     faults::report(
         5,

@@ -11,16 +11,20 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{
-    free_port, pythons, request, run_bin, try_request, Monitor, OutputWithin, TempDir, EXIT_LIMIT,
-};
+use support::http::{raw_reply, request, try_request};
+use support::{free_port, hook_script, pythons, Monitor, OutputWithin, TempDir, Tmm, EXIT_LIMIT};
 
 const MIB: usize = 1024 * 1024;
 
+/// The monitor at the debug level, where every hook request is logged.
+fn monitor(name: &str) -> Tmm {
+    Tmm::new(name).env("RUST_LOG", "debug")
+}
+
 #[test]
 fn every_route_answers_over_http() {
-    let m = Monitor::start("routes", &[]);
-    let a = m.hook_addr;
+    let m = monitor("routes").start();
+    let a = m.hook_port;
 
     let r = request(
         a,
@@ -59,7 +63,7 @@ fn every_route_answers_over_http() {
     );
     assert_eq!(r.status, 200);
 
-    let metrics = request(m.metrics_addr, "GET", "/metrics", "").body;
+    let metrics = request(m.metrics_port, "GET", "/metrics", "").body;
     assert!(
         metrics.contains(
             "test_machine_monitor_hook_requests_total{route=\"get_dimensions\",code=\"200\"} 1"
@@ -83,8 +87,8 @@ fn every_route_answers_over_http() {
 
 #[test]
 fn every_error_code_has_a_json_reason() {
-    let m = Monitor::start("errors", &[]);
-    let a = m.hook_addr;
+    let m = monitor("errors").start();
+    let a = m.hook_port;
     let cases: &[(&str, &str, &[u8], u16, &str)] = &[
         ("GET", "/nope", b"", 404, "no hook"),
         ("GET", "/get_state", b"", 405, "use POST"),
@@ -109,7 +113,7 @@ fn every_error_code_has_a_json_reason() {
         ),
     ];
     for (method, path, body, code, needle) in cases {
-        let r = try_request(a, method, path, &[], body).unwrap();
+        let r = try_request(a, method, path, body).unwrap();
         assert_eq!(r.status, *code, "{method} {path}");
         let e = r.json()["error"].as_str().unwrap().to_string();
         assert!(e.contains(needle), "{method} {path}: {e}");
@@ -121,9 +125,9 @@ fn every_error_code_has_a_json_reason() {
 
 #[test]
 fn bodies_over_one_mib_get_413_whether_declared_or_streamed() {
-    let m = Monitor::start("big", &[]);
+    let m = monitor("big").start();
     // Declared: refused from Content-Length without sending the body.
-    let mut s = TcpStream::connect(m.hook_addr).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", m.hook_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
@@ -133,12 +137,12 @@ fn bodies_over_one_mib_get_413_whether_declared_or_streamed() {
     .unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let r = support::parse_reply(&raw).unwrap();
+    let r = raw_reply(&raw);
     assert_eq!(r.status, 413);
     assert!(r.json()["error"].as_str().unwrap().contains("1 MiB"));
 
     // Streamed (chunked, no length): counted while reading.
-    let mut s = TcpStream::connect(m.hook_addr).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", m.hook_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     // More than the socket buffers hold: a server that stops reading without closing
     // would block the writes for good.
@@ -157,14 +161,14 @@ fn bodies_over_one_mib_get_413_whether_declared_or_streamed() {
     s.write_all(b"0\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let r = support::parse_reply(&raw).unwrap();
+    let r = raw_reply(&raw);
     assert_eq!(r.status, 413);
 
     // Exactly 1 MiB is fine (and then judged as JSON).
     let mut body = b"{\"k\": [\"".to_vec();
     body.resize(MIB - 3, b'x');
     body.extend_from_slice(b"\"]}");
-    let r = try_request(m.hook_addr, "POST", "/get_dimensions", &[], &body).unwrap();
+    let r = try_request(m.hook_port, "POST", "/get_dimensions", &body).unwrap();
     assert_eq!(r.status, 200);
     // The 1 MiB value breaks the dimension rules: dropped, with a warning.
     assert_eq!(r.json(), json!({"id": ["pi-test"]}));
@@ -174,7 +178,7 @@ fn bodies_over_one_mib_get_413_whether_declared_or_streamed() {
 
 #[test]
 fn stalled_clients_do_not_block_other_requests() {
-    let m = Monitor::start("stall", &[]);
+    let m = monitor("stall").start();
     // More stalled bodies than there are threads of either kind: each promises 5000
     // bytes (more than tiny_http reads ahead), sends 10 and then nothing. They arrive
     // one by one: tiny_http's connection pool can queue a connection that arrives in
@@ -182,7 +186,7 @@ fn stalled_clients_do_not_block_other_requests() {
     let mut stalled = Vec::new();
     for _ in 0..12 {
         std::thread::sleep(Duration::from_millis(30));
-        let mut s = TcpStream::connect(m.hook_addr).unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", m.hook_port)).unwrap();
         s.write_all(
             b"POST /get_state HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"a\": 1, ",
         )
@@ -190,13 +194,13 @@ fn stalled_clients_do_not_block_other_requests() {
         stalled.push(s);
     }
     // And one that never finishes its headers.
-    let mut half = TcpStream::connect(m.hook_addr).unwrap();
+    let mut half = TcpStream::connect(("127.0.0.1", m.hook_port)).unwrap();
     half.write_all(b"GET /get_settings HTTP/1.1\r\nHost:")
         .unwrap();
     std::thread::sleep(Duration::from_millis(30));
 
     for _ in 0..3 {
-        let r = request(m.hook_addr, "POST", "/get_dimensions", "{}");
+        let r = request(m.hook_port, "POST", "/get_dimensions", "{}");
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["id"], json!(["pi-test"]));
     }
@@ -210,11 +214,11 @@ fn stalled_clients_do_not_block_other_requests() {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    assert_eq!(support::parse_reply(&raw).unwrap().status, 400);
+    assert_eq!(raw_reply(&raw).status, 400);
     drop(stalled);
 
     // A client that dribbles its body is cut off at the deadline with 408.
-    let mut s = TcpStream::connect(m.hook_addr).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", m.hook_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     s.write_all(b"POST /get_state HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
@@ -234,24 +238,24 @@ fn stalled_clients_do_not_block_other_requests() {
             break;
         }
     }
-    let r = support::parse_reply(&raw).unwrap();
+    let r = raw_reply(&raw);
     assert_eq!(r.status, 408, "{r:?}");
     assert!(r.json()["error"].as_str().unwrap().contains("within 5s"));
     // Still serving.
-    assert_eq!(request(m.hook_addr, "GET", "/get_settings", "").status, 200);
+    assert_eq!(request(m.hook_port, "GET", "/get_settings", "").status, 200);
 }
 
 #[test]
 fn forced_quarantine_is_reported_once_and_the_file_deleted() {
-    let m = Monitor::start("force", &[]);
+    let m = monitor("force").start();
     let file = m.force_quarantine_file();
     std::fs::write(&file, "please look at this Pi\n").unwrap();
-    let v = request(m.hook_addr, "POST", "/get_state", "{}").json();
+    let v = request(m.hook_port, "POST", "/get_state", "{}").json();
     let q = v["quarantined"].as_str().unwrap();
     assert!(q.contains("forced quarantine"), "{q}");
     assert!(q.contains(&file.display().to_string()), "{q}");
     assert!(!file.exists());
-    let v = request(m.hook_addr, "POST", "/get_state", "{}").json();
+    let v = request(m.hook_port, "POST", "/get_state", "{}").json();
     assert!(v.get("quarantined").is_none(), "{v}");
     let log = m.stop();
     assert!(log.contains("forced quarantine"), "{log}");
@@ -262,8 +266,10 @@ fn settings_file_is_merged_over_the_defaults() {
     let dir = TempDir::new("settings-ok");
     let path = dir.path().join("settings.json");
     std::fs::write(&path, r#"{"free_partition": {"bot": {"size": 0}}}"#).unwrap();
-    let m = Monitor::start("settings-ok", &["--settings", path.to_str().unwrap()]);
-    let v = request(m.hook_addr, "GET", "/get_settings", "").json();
+    let m = monitor("settings-ok")
+        .args(["--settings", path.to_str().unwrap()])
+        .start();
+    let v = request(m.hook_port, "GET", "/get_settings", "").json();
     assert_eq!(v["free_partition"]["bot"]["size"], 0);
     assert_eq!(v["free_partition"]["bot"]["max_percent"], 5.0);
     assert_eq!(v["caches"]["isolated"]["items"], 10240);
@@ -274,17 +280,9 @@ fn a_bad_settings_file_is_a_startup_error_naming_it() {
     let dir = TempDir::new("settings-bad");
     let path = dir.path().join("settings.json");
     std::fs::write(&path, r#"{"free_partition": {"bot": {"sise": 1}}}"#).unwrap();
-    let out = run_bin(&[
-        "--no-bot",
-        "--devices",
-        "none",
-        "--hook-addr",
-        &format!("127.0.0.1:{}", free_port()),
-        "--metrics-addr",
-        &format!("127.0.0.1:{}", free_port()),
-        "--settings",
-        path.to_str().unwrap(),
-    ]);
+    let out = Tmm::new("settings-bad")
+        .args(["--settings", path.to_str().unwrap()])
+        .run();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&path.display().to_string()), "{err}");
@@ -295,15 +293,7 @@ fn a_bad_settings_file_is_a_startup_error_naming_it() {
 fn a_busy_hook_addr_is_a_startup_error_naming_the_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = run_bin(&[
-        "--no-bot",
-        "--devices",
-        "none",
-        "--hook-addr",
-        &addr,
-        "--metrics-addr",
-        &format!("127.0.0.1:{}", free_port()),
-    ]);
+    let out = Tmm::new("busy-hook").args(["--hook-addr", &addr]).run();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--hook-addr") && err.contains(&addr), "{err}");
@@ -311,7 +301,7 @@ fn a_busy_hook_addr_is_a_startup_error_naming_the_flag() {
 
 #[test]
 fn bot_config_prints_exactly_the_script() {
-    let out = run_bin(&["bot-config"]);
+    let out = Tmm::bare().arg("bot-config").run();
     assert!(out.status.success());
     let file =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bot/bot_config.py")).unwrap();
@@ -319,15 +309,6 @@ fn bot_config_prints_exactly_the_script() {
 }
 
 // ---- the hook script, run by real Python ----
-
-/// Writes the `bot-config` output to `dir/bot_config.py`.
-fn script_in(dir: &Path) -> PathBuf {
-    let out = run_bin(&["bot-config"]);
-    assert!(out.status.success());
-    let path = dir.join("bot_config.py");
-    std::fs::write(&path, out.stdout).unwrap();
-    path
-}
 
 fn driver() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/hook_driver.py")
@@ -357,12 +338,18 @@ fn default_python() -> PathBuf {
     PathBuf::from("python3")
 }
 
+/// Runs the driver with the default Python and our hook script against `m`.
+fn drive_against(m: &Monitor, token_server: bool) -> Value {
+    let dir = TempDir::new("script");
+    let script = hook_script(dir.path());
+    let addr = format!("127.0.0.1:{}", m.hook_port);
+    drive(&default_python(), &script, &addr, token_server)
+}
+
 #[test]
 fn script_against_the_real_server() {
-    let m = Monitor::start("script", &[]);
-    let dir = TempDir::new("script");
-    let script = script_in(dir.path());
-    let v = drive(&default_python(), &script, &m.hook_addr.to_string(), false);
+    let m = monitor("script").start();
+    let v = drive_against(&m, false);
 
     // The bot's own os_utilities dimensions, through the monitor.
     assert_eq!(
@@ -376,14 +363,14 @@ fn script_against_the_real_server() {
     assert!(v["state"]["monitor"]["version"].is_string());
     assert!(v["state"].get("quarantined").is_none());
     // Settings from the monitor, and the script's fallback copy matches them.
-    let settings = request(m.hook_addr, "GET", "/get_settings", "").json();
+    let settings = request(m.hook_port, "GET", "/get_settings", "").json();
     assert_eq!(v["settings"], settings);
     assert_eq!(v["fallback_settings"], settings);
     // No token anywhere: an empty header set that expires at once, so the bot asks again.
     assert_eq!(v["auth"], json!([{}, 0]));
     assert_eq!(v["auth_is_tuple"], true);
 
-    let metrics = request(m.metrics_addr, "GET", "/metrics", "").body;
+    let metrics = request(m.metrics_port, "GET", "/metrics", "").body;
     for route in ["on_before_task", "on_after_task", "on_bot_shutdown"] {
         assert!(
             metrics.contains(&format!(
@@ -401,10 +388,8 @@ fn script_against_the_real_server() {
 
 #[test]
 fn script_falls_back_to_the_token_config() {
-    let m = Monitor::start("script-token", &[]);
-    let dir = TempDir::new("script-token");
-    let script = script_in(dir.path());
-    let v = drive(&default_python(), &script, &m.hook_addr.to_string(), true);
+    let m = monitor("script-token").start();
+    let v = drive_against(&m, true);
     assert_eq!(
         v["auth"][0],
         json!({"Authorization": "Bearer tok-from-config"})
@@ -423,7 +408,7 @@ fn script_falls_back_to_the_token_config() {
 #[test]
 fn script_with_the_monitor_down() {
     let dir = TempDir::new("script-down");
-    let script = script_in(dir.path());
+    let script = hook_script(dir.path());
     let addr = format!("127.0.0.1:{}", free_port());
     let v = drive(&default_python(), &script, &addr, true);
 
@@ -465,9 +450,9 @@ fn script_runs_on_the_oldest_and_newest_python() {
     } else {
         vec![oldest, newest]
     };
-    let m = Monitor::start("pythons", &[]);
+    let m = monitor("pythons").start();
     let dir = TempDir::new("pythons");
-    let script = script_in(dir.path());
+    let script = hook_script(dir.path());
     let down = format!("127.0.0.1:{}", free_port());
     for ((major, minor), python) in picked {
         println!(
@@ -483,7 +468,12 @@ fn script_runs_on_the_oldest_and_newest_python() {
             "{major}.{minor}: {}",
             String::from_utf8_lossy(&compiled.stderr)
         );
-        let up = drive(python, &script, &m.hook_addr.to_string(), false);
+        let up = drive(
+            python,
+            &script,
+            &format!("127.0.0.1:{}", m.hook_port),
+            false,
+        );
         assert_eq!(up["python"], format!("{major}.{minor}"));
         assert_eq!(up["dimensions"]["id"], json!(["pi-test"]));
         assert!(up["state"]["monitor"].is_object());

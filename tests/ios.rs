@@ -9,8 +9,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::android::{connect_phone, send_signal, wait_for, Monitor, Sim};
+use support::android::{connect_phone, Sim};
+use support::http::request;
 use support::ios::{dead, Lab};
+use support::{send_signal, wait_for, Monitor, Tmm};
 
 const LONG: Duration = Duration::from_secs(30);
 /// `--interrogate-every` for the iPhone-only monitors: each tool gets 1.5 s.
@@ -24,15 +26,14 @@ fn up(udid: &str, device_type: &str) -> String {
     format!("device_up{{serial=\"{udid}\",kind=\"ios\",device_type=\"{device_type}\"}}")
 }
 
-fn ios_only(name: &str, lab: &Lab) -> Monitor {
-    let dir = lab.dir.to_str().unwrap();
-    let usbmuxd = lab.dir.join("usbmuxd");
-    let extra = ["--devices", "ios", "--idevice-dir", dir];
-    Monitor::start_without_adb(
-        name,
-        INTERVAL,
-        &[&extra[..], &["--usbmuxd", usbmuxd.to_str().unwrap()]].concat(),
-    )
+/// iPhones alone, from `lab`'s tools; the monitor is given an adb port it must not use.
+fn ios_only(name: &str) -> Tmm {
+    Tmm::new(name).phones().args([
+        "--devices",
+        "ios",
+        "--interrogate-every",
+        &INTERVAL.to_string(),
+    ])
 }
 
 /// `/get_state`'s entry for `serial`, if listed.
@@ -72,7 +73,7 @@ fn several_iphones_low_battery_and_one_gone_missing() {
     lab.phone(A, "iPhone14,2", "17.1", "87");
     lab.phone(B, "iPhone13,1", "16.6.1", "12");
     lab.phone(C, "iPhone10,4", "15.7", "55");
-    let tmm = ios_only("ios-several", &lab);
+    let tmm = ios_only("ios-several").iphones(&lab).start();
 
     tmm.wait_sample(&up(A, "iPhone14,2"), 1.0, LONG);
     tmm.wait_sample(&up(B, "iPhone13,1"), 1.0, LONG);
@@ -103,7 +104,7 @@ fn several_iphones_low_battery_and_one_gone_missing() {
 
     // No Android: no adb server was started, and none was contacted.
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", tmm.adb_port)).is_err(),
+        std::net::TcpStream::connect(("127.0.0.1", tmm.adb_port())).is_err(),
         "something listens on the adb port"
     );
     for pid in tmm.children() {
@@ -150,7 +151,7 @@ fn a_hung_tool_costs_only_its_phone_and_a_hung_listing_keeps_the_phones() {
     lab.phones(&[A, B]);
     lab.phone(A, "iPhone14,2", "17.1", "87");
     lab.phone(B, "iPhone13,1", "16.6.1", "90");
-    let tmm = ios_only("ios-hang", &lab);
+    let tmm = ios_only("ios-hang").iphones(&lab).start();
     tmm.wait_sample(&up(A, "iPhone14,2"), 1.0, LONG);
     tmm.wait_sample(&up(B, "iPhone13,1"), 1.0, LONG);
 
@@ -234,7 +235,7 @@ fn a_missing_tool_or_usbmuxd_quarantines_with_a_clear_reason_and_keeps_the_phone
     let lab = Lab::new("notool");
     lab.phones(&[A]);
     lab.phone(A, "iPhone14,2", "17.1", "87");
-    let tmm = ios_only("ios-notool", &lab);
+    let tmm = ios_only("ios-notool").iphones(&lab).start();
     tmm.wait_sample(&up(A, "iPhone14,2"), 1.0, LONG);
 
     let tool = lab.dir.join("idevice_id");
@@ -282,12 +283,11 @@ fn after_a_task_the_iphones_restart_and_come_back() {
     lab.phones(&[A, B]);
     lab.phone(A, "iPhone14,2", "17.1", "87");
     lab.phone(B, "iPhone13,1", "16.6.1", "90");
-    let tmm = ios_only("ios-reboot", &lab);
+    let tmm = ios_only("ios-reboot").iphones(&lab).start();
     tmm.wait_sample(&up(A, "iPhone14,2"), 1.0, LONG);
     tmm.wait_sample(&up(B, "iPhone13,1"), 1.0, LONG);
 
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], tmm.hook_port));
-    let reply = support::request(addr, "GET", "/on_after_task", "");
+    let reply = request(tmm.hook_port, "GET", "/on_after_task", "");
     assert_eq!(reply.status, 200, "{}", reply.body);
 
     let rebooting = |udid: &str| format!("rebooting {udid} after task");
@@ -325,19 +325,12 @@ fn android_and_iphones_share_one_health_pass_and_the_dimensions() {
     lab.phones(&[A]);
     lab.phone(A, "iPhone14,2", "17.1", "87");
     let sim = Sim::start(&["modern:P"], &[]);
-    let dir = lab.dir.to_str().unwrap();
-    let tmm = Monitor::start(
-        "android-ios",
-        &[
-            "--devices",
-            "android,ios",
-            "--idevice-dir",
-            dir,
-            "--usbmuxd",
-            lab.dir.join("usbmuxd").to_str().unwrap(),
-        ],
-    );
-    connect_phone(tmm.adb_port, sim.port("P"));
+    let tmm = Tmm::new("android-ios")
+        .phones()
+        .args(["--devices", "android,ios"])
+        .iphones(&lab)
+        .start();
+    connect_phone(tmm.adb_port(), sim.port("P"));
     let p = sim.serial("P");
     tmm.wait_sample(
         &format!("device_up{{serial=\"{p}\",kind=\"android\",device_type=\"redfin\"}}"),
@@ -372,7 +365,7 @@ fn android_and_iphones_share_one_health_pass_and_the_dimensions() {
 #[test]
 fn usbmuxd_is_started_its_lines_forwarded_restarted_when_it_dies_and_stopped() {
     let lab = Lab::new("usbmuxd");
-    let tmm = ios_only("usbmuxd", &lab);
+    let tmm = ios_only("usbmuxd").iphones(&lab).start();
     tmm.wait_log("started usbmuxd: ", LONG);
     tmm.wait_log(
         "usbmuxd: [00:00:00.000][3] usbmuxd stand-in starting up --foreground",
@@ -390,7 +383,7 @@ fn usbmuxd_is_started_its_lines_forwarded_restarted_when_it_dies_and_stopped() {
     wait_for(LONG, "usbmuxd started again", || {
         (tmm.log_count("started usbmuxd: ") == 2).then_some(())
     });
-    send_signal(tmm.pid() as i32, libc::SIGTERM);
+    tmm.term();
     tmm.wait_log("usbmuxd stopped", LONG);
 }
 
@@ -412,18 +405,15 @@ fn the_real_usbmuxd_runs_under_us_and_stops_with_us() {
         "/usr/sbin/usbmuxd is missing: run ci/deps (Debian's usbmuxd package)"
     );
     let lab = Lab::new("real-usbmuxd");
-    let dir = lab.dir.to_str().unwrap();
-    let tmm = Monitor::start_without_adb_under(
-        "real-usbmuxd",
-        INTERVAL,
-        &PRIVATE_RUN,
-        &["--devices", "ios", "--idevice-dir", dir],
-    );
+    let tmm = ios_only("real-usbmuxd")
+        .args(["--idevice-dir", lab.dir.to_str().unwrap()])
+        .wrapper(PRIVATE_RUN)
+        .start();
     tmm.wait_log("started usbmuxd: /usr/sbin/usbmuxd --foreground", LONG);
     // Its own notice-level lines reach our log at info, prefixed.
     tmm.wait_log("usbmuxd: [", LONG);
     tmm.wait_log("] Initialization complete", LONG);
-    send_signal(tmm.pid() as i32, libc::SIGTERM);
+    tmm.term();
     tmm.wait_log("] Shutdown complete", LONG);
     tmm.wait_log("usbmuxd stopped (exit code 0)", LONG);
 }
@@ -431,26 +421,15 @@ fn the_real_usbmuxd_runs_under_us_and_stops_with_us() {
 #[test]
 fn a_usbmuxd_that_already_answers_is_used_and_none_is_started() {
     let lab = Lab::new("foreign-usbmuxd");
-    let dir = lab.dir.to_str().unwrap();
     // Someone else's usbmuxd (the host's, mounted into the pod): a listener on the socket.
     let script = "mount -t tmpfs tmpfs /run && \
         python3 -c 'import socket,time; s=socket.socket(socket.AF_UNIX); \
         s.bind(\"/run/usbmuxd\"); s.listen(); time.sleep(120)' & \
         while [ ! -S /run/usbmuxd ]; do sleep 0.05; done; exec \"$0\" \"$@\"";
-    let usbmuxd = lab.dir.join("usbmuxd");
-    let tmm = Monitor::start_without_adb_under(
-        "foreign-usbmuxd",
-        INTERVAL,
-        &["unshare", "--mount", "sh", "-c", script],
-        &[
-            "--devices",
-            "ios",
-            "--idevice-dir",
-            dir,
-            "--usbmuxd",
-            usbmuxd.to_str().unwrap(),
-        ],
-    );
+    let tmm = ios_only("foreign-usbmuxd")
+        .iphones(&lab)
+        .wrapper(["unshare", "--mount", "sh", "-c", script])
+        .start();
     tmm.wait_log(
         "usbmuxd already listens on /var/run/usbmuxd: using it, not starting ours",
         LONG,

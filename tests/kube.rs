@@ -10,26 +10,23 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::android::{reasons, up, wait_for, wait_reason, Monitor, Sim};
+use support::android::{reasons, up, usable, wait_reason, wait_rounds, UsbBus};
+use support::http::get;
 use support::kube::FakeKube;
+use support::{wait_for, wait_showing, Monitor, Tmm};
 
 const LONG: Duration = Duration::from_secs(30);
 const PI: &str = "test-machine-monitor/maintenance";
 
-/// The monitor in the stand-in's cluster. Rounds every `interval` seconds: a long one
-/// shows that a note does not wait for a round.
-fn in_cluster(kube: &FakeKube, name: &str, interval: u32) -> Monitor {
-    let env = kube.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let sa = kube.sa_dir();
-    let port = support::free_port();
-    let tmm = Monitor::start_with_env(
-        name,
-        port,
-        interval,
-        &["--kube-service-account-dir", sa.to_str().unwrap()],
-        &env,
-    );
+/// The monitor in the stand-in's cluster, with the simulated phones `specs` plugged in.
+/// Rounds every `interval` seconds: a long one shows that a note does not wait for a
+/// round.
+fn in_cluster(kube: &FakeKube, name: &str, interval: u32, specs: &[&str]) -> Monitor {
+    let tmm = Tmm::new(name)
+        .plugged(specs)
+        .kube(kube)
+        .args(["--interrogate-every", &interval.to_string()])
+        .start();
     tmm.wait_log("kubernetes: watching node", LONG);
     tmm
 }
@@ -46,7 +43,7 @@ fn events_of(kube: &FakeKube, reason: &str) -> Vec<Value> {
 }
 
 fn wait_event(kube: &FakeKube, reason: &str, f: impl Fn(&Value) -> bool) -> Value {
-    support::android::wait_showing(
+    wait_showing(
         LONG,
         &format!("a {reason} event"),
         || events_of(kube, reason).into_iter().find(|e| f(e)),
@@ -61,9 +58,8 @@ fn verdict(serial: &str, verdict: &str) -> String {
 #[test]
 fn a_note_on_the_node_reaches_get_state_without_a_round_and_clears() {
     let kube = FakeKube::start("kube-notes", "pi-rack-a-01");
-    let sim = Sim::start(&["modern:A", "modern:B"], &[]);
-    let tmm = in_cluster(&kube, "kube-notes", 600);
-    sim.connect_all(tmm.adb_port);
+    let tmm = in_cluster(&kube, "kube-notes", 600, &["modern:A", "modern:B"]);
+    let sim = tmm.sim();
     let (a, b) = (sim.serial("A"), sim.serial("B"));
     tmm.wait_sample(&up(&a, "redfin"), 1.0, LONG);
     tmm.wait_sample(&up(&b, "redfin"), 1.0, LONG);
@@ -111,8 +107,9 @@ fn a_note_on_the_node_reaches_get_state_without_a_round_and_clears() {
     assert!(!r.contains(&b), "{r}");
     tmm.wait_sample(&verdict(&a, "maintenance"), 1.0, LONG);
     assert_eq!(tmm.sample(&verdict(&b, "usable")), Some(1.0));
-    let (code, status) = support::http_get(tmm.metrics_port, "/status.json");
-    assert_eq!(code, 200);
+    let reply = get(tmm.metrics_port, "/status.json");
+    assert_eq!(reply.status, 200);
+    let status = reply.body;
     assert!(status.contains("cracked screen"), "{status}");
     let devices = tmm.devices_command();
     let listing = String::from_utf8_lossy(&devices.stdout);
@@ -141,11 +138,9 @@ fn a_note_on_the_node_reaches_get_state_without_a_round_and_clears() {
 #[test]
 fn a_phone_that_heats_up_is_one_event_whose_repeats_patch_its_count() {
     let kube = FakeKube::start("kube-heat", "pi-rack-a-02");
-    let sim = Sim::start(&["modern:T"], &[]);
-    let tmm = in_cluster(&kube, "kube-heat", 2);
-    sim.connect_all(tmm.adb_port);
-    let t = sim.serial("T");
-    tmm.wait_sample(&up(&t, "redfin"), 1.0, LONG);
+    let tmm = in_cluster(&kube, "kube-heat", 2, &["modern:T"]);
+    let sim = tmm.sim();
+    let t = usable(&tmm, "T", "redfin");
     let hot = format!("too hot: {t} cpu0 44.5°C (> 35°C)");
     for time in 1..=2 {
         assert_eq!(sim.control("set T temp 44.5"), "OK");
@@ -180,19 +175,11 @@ fn a_phone_that_heats_up_is_one_event_whose_repeats_patch_its_count() {
 #[test]
 fn each_ladder_step_and_the_quarantine_are_events_on_the_node() {
     let kube = FakeKube::start("kube-ladder", "pi-rack-a-08");
-    let sim = Sim::start(&["offline:O"], &[]);
-    let tmm = in_cluster(&kube, "kube-ladder", 2);
+    let tmm = in_cluster(&kube, "kube-ladder", 2, &["offline:O"]);
+    let sim = tmm.sim();
     let o = sim.serial("O");
     // Play the USB bus, as tests/android.rs does: keep connecting the offline phone.
-    let (adb_port, phone_port) = (tmm.adb_port, sim.port("O"));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let bus = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            support::android::connect_phone(adb_port, phone_port);
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
+    let bus = UsbBus::start(tmm.adb_port(), sim.port("O"));
     // (A TCP transport that is reset leaves the list a moment: it may be quarantined
     // as gone missing before; the events say that too.)
     let still =
@@ -200,8 +187,7 @@ fn each_ladder_step_and_the_quarantine_are_events_on_the_node() {
     let q = wait_event(&kube, "PhoneQuarantined", |e| {
         e["message"].as_str().is_some_and(|m| m.starts_with(&still))
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    bus.join().unwrap();
+    drop(bus);
     assert_eq!(q["type"], "Warning");
     assert!(tmm.log_has(q["message"].as_str().unwrap()));
     let steps: Vec<String> = events_of(&kube, "RecoveryStep")
@@ -222,9 +208,7 @@ fn each_ladder_step_and_the_quarantine_are_events_on_the_node() {
 #[test]
 fn an_unreachable_api_keeps_the_last_notes_and_says_since_when() {
     let kube = FakeKube::start("kube-down", "pi-rack-a-03");
-    let sim = Sim::start(&["modern:A"], &[]);
-    let tmm = in_cluster(&kube, "kube-down", 2);
-    sim.connect_all(tmm.adb_port);
+    let tmm = in_cluster(&kube, "kube-down", 2, &["modern:A"]);
     kube.annotate(PI, Some("rewiring"));
     wait_reason(&tmm, "maintenance", "maintenance: rewiring");
     kube.control(json!({"down": true}));
@@ -243,9 +227,9 @@ fn an_unreachable_api_keeps_the_last_notes_and_says_since_when() {
             >= 1.0
     );
     // The notes stay while it is down, round after round: no flapping.
-    support::android::wait_rounds(&tmm, 2);
+    wait_rounds(&tmm, 2);
     assert!(reasons(&tmm, "maintenance").contains("maintenance: rewiring"));
-    let (_, status) = support::http_get(tmm.metrics_port, "/status.json");
+    let status = get(tmm.metrics_port, "/status.json").body;
     let status: Value = serde_json::from_str(&status).unwrap();
     assert!(
         status["kubernetes"]["unreachable_since"].is_number(),
@@ -265,11 +249,8 @@ fn an_unreachable_api_keeps_the_last_notes_and_says_since_when() {
 fn a_403_names_the_permission_and_the_manifest_and_keeps_the_notes() {
     let kube = FakeKube::start("kube-403", "pi-rack-a-04");
     kube.control(json!({"forbid": ["create events"]}));
-    let sim = Sim::start(&["modern:A"], &[]);
-    let tmm = in_cluster(&kube, "kube-403", 2);
-    sim.connect_all(tmm.adb_port);
-    let a = sim.serial("A");
-    tmm.wait_sample(&up(&a, "redfin"), 1.0, LONG);
+    let tmm = in_cluster(&kube, "kube-403", 2, &["modern:A"]);
+    let a = usable(&tmm, "A", "redfin");
     kube.annotate(&phone_key(&a), Some("battery swap"));
     wait_reason(&tmm, "maintenance", "battery swap");
     tmm.wait_log(
@@ -297,7 +278,7 @@ fn a_403_names_the_permission_and_the_manifest_and_keeps_the_notes() {
             .unwrap_or(0.0)
             >= 2.0
     );
-    support::android::wait_rounds(&tmm, 2);
+    wait_rounds(&tmm, 2);
     assert!(reasons(&tmm, "maintenance").contains("battery swap"));
     assert_eq!(tmm.sample(&verdict(&a, "maintenance")), Some(1.0));
 }
@@ -305,9 +286,7 @@ fn a_403_names_the_permission_and_the_manifest_and_keeps_the_notes() {
 #[test]
 fn a_rotated_token_is_read_again_after_a_401_and_a_watch_that_ends_is_renewed() {
     let kube = FakeKube::start("kube-token", "pi-rack-a-05");
-    let sim = Sim::start(&["modern:A"], &[]);
-    let tmm = in_cluster(&kube, "kube-token", 2);
-    sim.connect_all(tmm.adb_port);
+    let tmm = in_cluster(&kube, "kube-token", 2, &["modern:A"]);
     wait_for(LONG, "the watch", || {
         (kube.state()["watches_opened"].as_u64() >= Some(1)).then_some(())
     });
@@ -339,15 +318,8 @@ fn a_rotated_token_is_read_again_after_a_401_and_a_watch_that_ends_is_renewed() 
 #[test]
 fn a_stalled_api_server_is_one_line_and_the_notes_stay() {
     let kube = FakeKube::start("kube-stall", "pi-rack-a-07");
-    let env = kube.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let sa = kube.sa_dir();
     // Without phones, the Pi's note still reaches get_state.
-    let tmm = Monitor::start_without_phones(
-        "kube-stall",
-        &env,
-        &["--kube-service-account-dir", sa.to_str().unwrap()],
-    );
+    let tmm = Tmm::new("kube-stall").kube(&kube).start();
     tmm.wait_log("kubernetes: watching node", LONG);
     kube.annotate(PI, Some("moving racks"));
     wait_reason(&tmm, "maintenance", "maintenance: moving racks");
@@ -367,14 +339,12 @@ fn a_stalled_api_server_is_one_line_and_the_notes_stay() {
 #[test]
 fn the_drain_is_an_event_on_the_node_posted_before_the_exit() {
     let kube = FakeKube::start("kube-drain", "pi-rack-a-09");
-    let sim = Sim::start(&["modern:A"], &[]);
-    let tmm = in_cluster(&kube, "kube-drain", 2);
-    sim.connect_all(tmm.adb_port);
+    let tmm = in_cluster(&kube, "kube-drain", 2, &["modern:A"]);
     // The node has been read (its uid is what the events carry).
     wait_for(LONG, "the watch", || {
         (kube.state()["watches_opened"].as_u64() >= Some(1)).then_some(())
     });
-    support::android::send_signal(tmm.pid() as i32, libc::SIGTERM);
+    tmm.term();
     tmm.wait_log("app: stopped", LONG);
     // Posted before the exit: the event is there as soon as the process is done.
     assert_eq!(events_of(&kube, "Draining").len(), 1, "{:?}", kube.events());
@@ -386,22 +356,18 @@ fn the_drain_is_an_event_on_the_node_posted_before_the_exit() {
 
 #[test]
 fn without_a_cluster_one_line_says_so() {
-    let tmm = Monitor::start("kube-off", &[]);
+    let tmm = Tmm::new("kube-off").phones().start();
     tmm.wait_log(
         "kubernetes: off (not in a cluster: KUBERNETES_SERVICE_HOST is not set)",
         LONG,
     );
     drop(tmm);
     let kube = FakeKube::start("kube-off-flag", "pi-rack-a-06");
-    let env = kube.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let tmm = Monitor::start_with_env(
-        "kube-off-flag",
-        support::free_port(),
-        2,
-        &["--kubernetes", "off"],
-        &env,
-    );
+    let tmm = Tmm::new("kube-off-flag")
+        .phones()
+        .kube(&kube)
+        .args(["--kubernetes", "off"])
+        .start();
     tmm.wait_log("kubernetes: off (--kubernetes off)", LONG);
     assert_eq!(kube.state()["requests"].as_array().unwrap().len(), 0);
 }

@@ -7,12 +7,16 @@
 //! binary under qemu-arm-static, after its armv7 build. The Ctrl-C test runs the debug
 //! binary (`--binary`), since what it checks is the script's own clean-up.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use support::{descendants, still_there};
 
 /// One lab at a time: each runs ci/deps, whose apt-get and dpkg take a system-wide lock.
 static ONE_LAB: Mutex<()> = Mutex::new(());
@@ -84,42 +88,6 @@ fn started_pids(lines: &[String]) -> Vec<i32> {
         .collect()
 }
 
-/// Every live descendant of `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parent = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid: i32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
-        parent.push((pid, ppid));
-    }
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        for (pid, ppid) in &parent {
-            if *ppid == p && !out.contains(pid) {
-                out.push(*pid);
-                todo.push(*pid);
-            }
-        }
-    }
-    out
-}
-
-fn running(pids: &[i32]) -> Vec<i32> {
-    pids.iter()
-        .copied()
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
-        .collect()
-}
-
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
@@ -135,11 +103,20 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Runs `ci/lab` with `args` to its end (`lab: stopped`): its exit status and its lines.
+fn run_to_end(args: &[&str]) -> (std::process::ExitStatus, Vec<String>) {
+    let (mut child, rx) = start_lab(args);
+    // ci/build may have the binary to rebuild first.
+    let lines = read_until(&rx, "lab: stopped", Duration::from_secs(900));
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    (status, lines)
+}
+
 #[test]
 fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("per-device");
-    let (mut child, rx) = start_lab(&[
+    let (status, lines) = run_to_end(&[
         "--once",
         "--native",
         "--bots",
@@ -147,8 +124,6 @@ fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
         "--dir",
         dir.to_str().unwrap(),
     ]);
-    let lines = read_until(&rx, "lab: stopped", Duration::from_secs(900));
-    let status = wait_exit(&mut child, Duration::from_secs(60));
     let text = lines.join("\n");
     assert!(
         status.success(),
@@ -174,10 +149,7 @@ fn lab_per_device_checks_each_bot_and_leaves_nothing_running() {
 fn lab_once_sees_every_step_and_leaves_nothing_running() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("once");
-    let (mut child, rx) = start_lab(&["--once", "--native", "--dir", dir.to_str().unwrap()]);
-    // ci/build may have the binary to rebuild first.
-    let lines = read_until(&rx, "lab: stopped", Duration::from_secs(900));
-    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let (status, lines) = run_to_end(&["--once", "--native", "--dir", dir.to_str().unwrap()]);
     let text = lines.join("\n");
     assert!(status.success(), "ci/lab --once: {status}\n{text}");
     assert!(
@@ -218,7 +190,7 @@ fn lab_once_sees_every_step_and_leaves_nothing_running() {
             .map(|p| p.parse::<i32>().unwrap()),
     );
     assert!(pids.len() >= 5, "{pids:?}: {text}");
-    assert_eq!(running(&pids), Vec::<i32>::new(), "{text}");
+    assert_eq!(still_there(&pids), Vec::<i32>::new(), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -260,6 +232,6 @@ fn ctrl_c_in_the_middle_of_a_run_stops_everything_it_started() {
         rest.contains("test_machine_monitor exited with 0"),
         "{rest}"
     );
-    assert_eq!(running(&tree), Vec::<i32>::new(), "{rest}");
+    assert_eq!(still_there(&tree), Vec::<i32>::new(), "{rest}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,122 +16,21 @@ mod support;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::android::{free_port, temp_home, wait_for, Sim, ADB};
-use support::{
-    bot_lab, http_get, http_request, output_of, wait_for_http, KillOnDrop, OutputWithin, EXIT_LIMIT,
-};
+use support::android::ADB;
+use support::http::{get, request, try_request, wait_for_status};
+use support::swarming::FakeSwarming;
+use support::{free_port, output_of, wait_for, KillOnDrop, Monitor, OutputWithin, TempDir};
+use support::{Tmm, EXIT_LIMIT};
 
 const LONG: Duration = Duration::from_secs(40);
 const PREFIX: &str = "test_machine_monitor_";
 
-/// The real binary, at the default log level (no `RUST_LOG`), its log in a file.
-struct Tmm {
-    child: Child,
-    metrics_port: u16,
-    hook_port: u16,
-    adb_port: u16,
-    home: PathBuf,
-    log_path: PathBuf,
-}
-
-/// The Swarming side of a run with the bot: the stand-in server and a token config.
-struct BotSide<'a> {
-    server_url: &'a str,
-    token_config: &'a Path,
-}
-
-impl Tmm {
-    fn start(name: &str, adb: &str, adb_port: u16, bot: Option<BotSide>) -> Tmm {
-        let home = temp_home(&format!("metrics-{name}"));
-        let (metrics_port, hook_port) = (free_port(), free_port());
-        let log_path = home.join("monitor.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"));
-        cmd.args(["--adb", adb, "--interrogate-every", "2"])
-            .args(["--adb-server", &format!("127.0.0.1:{adb_port}")])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--hook-addr", &format!("127.0.0.1:{hook_port}")])
-            .arg("--bot-dir")
-            .arg(home.join("b").join("s"));
-        match bot {
-            None => {
-                cmd.arg("--no-bot");
-            }
-            Some(b) => {
-                cmd.args(["--swarming-server", b.server_url, "--bot-id", "pi-obs"])
-                    .args(["--python", "python3", "--grace", "5"])
-                    .arg("--token-config")
-                    .arg(b.token_config);
-            }
-        }
-        let child = cmd
-            .env("HOME", &home)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap();
-        Tmm {
-            child,
-            metrics_port,
-            hook_port,
-            adb_port,
-            home,
-            log_path,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                start.elapsed() < LONG,
-                "no log line with {needle:?} within {LONG:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn metrics(&self) -> String {
-        let (code, body) = http_get(self.metrics_port, "/metrics");
-        assert_eq!(code, 200, "{body}");
-        body
-    }
-
-    /// The value of the sample whose name and labels are `series` (without the prefix).
-    fn sample(&self, series: &str) -> Option<f64> {
-        let want = format!("{PREFIX}{series} ");
-        self.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(&want).map(|v| v.parse().unwrap()))
-    }
-
-    fn wait_sample(&self, series: &str, want: f64) {
-        wait_for(LONG, &format!("{series} == {want}"), || {
-            (self.sample(series) == Some(want)).then_some(())
-        });
-    }
-
-    fn wait_adb_server(&self) {
-        wait_for(LONG, "the adb server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", self.adb_port)).ok()
-        });
-    }
-}
-
-impl Drop for Tmm {
-    fn drop(&mut self) {
-        // SIGTERM, so that it stops its adb server and drains the bot; then make sure.
-        support::stop_tree(&mut self.child, Duration::from_secs(15));
-    }
+/// The real binary at the default log level (no `RUST_LOG`).
+fn tmm(name: &str) -> Tmm {
+    Tmm::new(&format!("metrics-{name}")).env_remove("RUST_LOG")
 }
 
 fn up(serial: &str) -> String {
@@ -143,16 +42,16 @@ fn battery(serial: &str) -> String {
 }
 
 /// Three phones, one hot, all interrogated.
-fn three_phones(name: &str) -> (Sim, Tmm) {
-    let sim = Sim::start(&["modern:A", "modern:B", "hot:H"], &[]);
-    let tmm = Tmm::start(name, ADB, free_port(), None);
-    tmm.wait_adb_server();
-    sim.connect_all(tmm.adb_port);
-    tmm.wait_sample(&up(&sim.serial("A")), 1.0);
-    tmm.wait_sample(&up(&sim.serial("B")), 1.0);
-    tmm.wait_sample(&battery(&sim.serial("H")), 12.0);
-    tmm.wait_sample("maintenance", 1.0);
-    (sim, tmm)
+fn three_phones(name: &str) -> Monitor {
+    let tmm = tmm(name)
+        .plugged(&["modern:A", "modern:B", "hot:H"])
+        .start();
+    let sim = tmm.sim();
+    tmm.wait_sample(&up(&sim.serial("A")), 1.0, LONG);
+    tmm.wait_sample(&up(&sim.serial("B")), 1.0, LONG);
+    tmm.wait_sample(&battery(&sim.serial("H")), 12.0, LONG);
+    tmm.wait_sample("maintenance", 1.0, LONG);
+    tmm
 }
 
 /// `promtool check metrics` on `text`: its exit status and everything it printed.
@@ -181,10 +80,11 @@ fn promtool(text: &str) -> (bool, String) {
 
 #[test]
 fn promtool_finds_nothing_to_lint_in_the_real_exposition() {
-    let (sim, tmm) = three_phones("promtool");
+    let tmm = three_phones("promtool");
+    let sim = tmm.sim();
     // Give the labeled families series too: hook requests, one of them an error.
     for path in ["/get_settings", "/nope"] {
-        http_request(tmm.hook_port, "GET", path, b"").unwrap();
+        get(tmm.hook_port, path);
     }
     let text = tmm.metrics();
     assert!(text.contains(&format!(
@@ -266,12 +166,12 @@ impl Prometheus {
                     fs::read_to_string(&self.log_path).unwrap_or_default()
                 );
             }
-            if let Ok((200, body)) = http_request(
-                self.port,
-                "GET",
-                &format!("/api/v1/query?query={query}"),
-                b"",
-            ) {
+            let path = format!("/api/v1/query?query={query}");
+            if let Some(body) = try_request(self.port, "GET", &path, b"")
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|r| r.body)
+            {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 assert_eq!(v["status"], "success", "{body}");
                 let result = v["data"]["result"].as_array().unwrap().clone();
@@ -292,8 +192,9 @@ impl Prometheus {
 
 #[test]
 fn a_real_prometheus_scrapes_us_and_sees_the_phones() {
-    let (sim, tmm) = three_phones("prometheus");
-    let dir = support::TempDir::new("prometheus");
+    let tmm = three_phones("prometheus");
+    let sim = tmm.sim();
+    let dir = TempDir::new("prometheus");
     let mut prom = Prometheus::start(dir.path(), tmm.metrics_port);
     let instance = format!("127.0.0.1:{}", tmm.metrics_port);
 
@@ -320,14 +221,15 @@ fn a_real_prometheus_scrapes_us_and_sees_the_phones() {
 fn readyz_waits_for_the_first_round_while_healthz_is_alive() {
     // `--adb /bin/false`: our own adb server cannot start, so no round can finish
     // until an adb server appears on the port; the test starts one later.
-    let adb_port = free_port();
-    let tmm = Tmm::start("readyz", "/bin/false", adb_port, None);
-    wait_for_http(tmm.metrics_port, "/healthz", 200);
+    let tmm = tmm("readyz").phones().args(["--adb", "/bin/false"]).spawn();
+    let adb_port = tmm.adb_port();
+    wait_for_status(tmm.metrics_port, "/healthz", 200);
     // The status server is bound before the hook server, so the first reason may still
     // be the hooks' for a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (code, body) = loop {
-        let (code, body) = http_get(tmm.metrics_port, "/readyz");
+        let ready = get(tmm.metrics_port, "/readyz");
+        let (code, body) = (ready.status, ready.body);
         if body != "not ready: hook server not serving yet\n" || Instant::now() > deadline {
             break (code, body);
         }
@@ -337,73 +239,53 @@ fn readyz_waits_for_the_first_round_while_healthz_is_alive() {
     assert_eq!(body, "not ready: first device interrogation not finished\n");
     // Not a timer: still not ready more than one interrogation period later.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(http_get(tmm.metrics_port, "/readyz").0, 503);
-    assert_eq!(http_get(tmm.metrics_port, "/healthz").0, 200);
+    assert_eq!(get(tmm.metrics_port, "/readyz").status, 503);
+    assert_eq!(get(tmm.metrics_port, "/healthz").status, 200);
 
-    let home = temp_home("readyz-adb");
+    let home = TempDir::new("readyz-adb");
     let adb = KillOnDrop(
         Command::new(ADB)
             .args(["-P", &adb_port.to_string(), "nodaemon", "server"])
-            .env("HOME", &home)
+            .env("HOME", home.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let body = wait_for_http(tmm.metrics_port, "/readyz", 200);
+    let body = wait_for_status(tmm.metrics_port, "/readyz", 200);
     assert_eq!(body, "ready\n");
-    let (code, body) = http_get(tmm.metrics_port, "/healthz");
-    assert_eq!((code, body.as_str()), (200, "ok\n"));
-    tmm.wait_log("already listens");
+    let health = get(tmm.metrics_port, "/healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    tmm.wait_log("already listens", LONG);
     drop(tmm);
     drop(adb);
 }
 
-/// Writes the hook script the Swarming server would serve, as `dir/bot_config.py`.
-fn hook_script(dir: &Path) -> PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
-        .arg("bot-config")
-        .output_within(EXIT_LIMIT);
-    assert!(out.status.success());
-    let path = dir.join("bot_config.py");
-    fs::write(&path, out.stdout).unwrap();
-    path
-}
-
 #[test]
 fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
-    let dir = support::TempDir::new("obs-log");
-    let script = hook_script(dir.path());
-    let server = bot_lab::FakeSwarming::start(&["--hook-script", script.to_str().unwrap()]);
-    let token_config = server.write_token_config(dir.path());
-    let sim = Sim::start(&["modern:A", "modern:H"], &[]);
-    let tmm = Tmm::start(
-        "log",
-        ADB,
-        free_port(),
-        Some(BotSide {
-            server_url: &server.url,
-            token_config: &token_config,
-        }),
-    );
-    tmm.wait_adb_server();
-    sim.connect_all(tmm.adb_port);
+    let tmm = tmm("log")
+        .plugged(&["modern:A", "modern:H"])
+        .bot(FakeSwarming::with_hooks())
+        .args(["--bot-id", "pi-obs", "--grace", "5"])
+        .start();
+    let (sim, server) = (tmm.sim(), tmm.server());
     let (a, h) = (sim.serial("A"), sim.serial("H"));
-    tmm.wait_sample(&up(&a), 1.0);
-    tmm.wait_sample(&up(&h), 1.0);
+    tmm.wait_sample(&up(&a), 1.0, LONG);
+    tmm.wait_sample(&up(&h), 1.0, LONG);
 
     // The phone overheats, then cools down.
     sim.control("set H temp 44.5");
     let too_hot = format!("maintenance reason set: too hot: {h} cpu0 44.5°C (> 35°C)");
-    tmm.wait_log(&too_hot);
-    tmm.wait_sample("maintenance", 1.0);
+    tmm.wait_log(&too_hot, LONG);
+    tmm.wait_sample("maintenance", 1.0, LONG);
     sim.control("set H temp 30");
-    tmm.wait_log(&format!(
-        "maintenance reason cleared: too hot: {h} cpu0 44.5°C (> 35°C)"
-    ));
+    tmm.wait_log(
+        &format!("maintenance reason cleared: too hot: {h} cpu0 44.5°C (> 35°C)"),
+        LONG,
+    );
 
     // The bot has run and called the hooks, the token one included.
-    tmm.wait_log("started the bot (pid");
+    tmm.wait_log("started the bot (pid", LONG);
     wait_for(LONG, "the bot's hook calls", || {
         let auth =
             tmm.sample("hook_requests_total{route=\"get_authentication_headers\",code=\"200\"}")?;
@@ -411,9 +293,9 @@ fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
         (auth >= 1.0 && state >= 2.0).then_some(())
     });
     // A hook error is one warn line.
-    let (code, _) = http_request(tmm.hook_port, "POST", "/get_state", b"{not json").unwrap();
-    assert_eq!(code, 400);
-    tmm.wait_log("WARN  serve::hook_server: hook POST /get_state: 400");
+    let reply = request(tmm.hook_port, "POST", "/get_state", "{not json");
+    assert_eq!(reply.status, 400);
+    tmm.wait_log("WARN  serve::hook_server: hook POST /get_state: 400", LONG);
 
     let token = server.state()["token"].as_str().unwrap().to_string();
     assert!(token.len() > 16);
@@ -444,7 +326,6 @@ fn the_default_log_shows_operator_events_not_hook_chatter_nor_the_token() {
             );
         }
     }
-    eprintln!("log kept in {}", tmm.home.display());
 }
 
 /// The metric names a PromQL text (or a Grafana `label_values(...)` query) asks for:
@@ -468,7 +349,7 @@ fn metric_names(text: &str) -> Vec<String> {
 /// as recording rules, with the dashboard's variables filled in).
 #[test]
 fn the_dashboard_and_the_alert_rules_ask_only_for_what_the_binary_exports() {
-    let (_sim, tmm) = three_phones("dashboard");
+    let tmm = three_phones("dashboard");
     let text = tmm.metrics();
     let mut exported = std::collections::BTreeSet::new();
     for line in text.lines() {
@@ -540,7 +421,8 @@ fn the_dashboard_and_the_alert_rules_ask_only_for_what_the_binary_exports() {
             serde_json::json!({"record": format!("dashboard:panel_expr_{i}"), "expr": e})
         })
         .collect();
-    let file = tmm.home.join("dashboard_rules.yaml");
+    let dir = TempDir::new("dashboard-rules");
+    let file = dir.path().join("dashboard_rules.yaml");
     fs::write(
         &file,
         serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),

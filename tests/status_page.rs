@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::android::{wait_for, Monitor, Sim};
+use support::http::get;
+use support::{wait_for, Tmm};
 
 const LONG: Duration = Duration::from_secs(30);
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -71,9 +72,10 @@ fn png_facts(png: &[u8]) -> (u32, u32, bool) {
 
 #[test]
 fn the_status_page_shows_every_phone_and_its_reason_in_a_real_browser() {
-    let sim = Sim::start(&["modern:M", "hot:H", "unauthorized:U"], &[]);
-    let tmm = Monitor::start("status-page", &[]);
-    sim.connect_all(tmm.adb_port);
+    let tmm = Tmm::new("status-page")
+        .plugged(&["modern:M", "hot:H", "unauthorized:U"])
+        .start();
+    let sim = tmm.sim();
     let (m, h, u) = (sim.serial("M"), sim.serial("H"), sim.serial("U"));
     assert_eq!(
         sim.control(&format!("prop M ro.product.model {EVIL}")),
@@ -81,8 +83,8 @@ fn the_status_page_shows_every_phone_and_its_reason_in_a_real_browser() {
     );
     let url = format!("http://127.0.0.1:{}/", tmm.metrics_port);
     wait_for(LONG, "the status to show all three phones", || {
-        let (code, body) = support::http_get(tmm.metrics_port, "/status.json");
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let reply = get(tmm.metrics_port, "/status.json");
+        let v: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
         let devices = v["devices"].as_array()?;
         let model = |s: &str| {
             devices
@@ -96,7 +98,8 @@ fn the_status_page_shows_every_phone_and_its_reason_in_a_real_browser() {
         let unauthorized = devices
             .iter()
             .any(|d| d["serial"] == u.as_str() && d["verdict"] == "quarantined");
-        (code == 200 && model(&m).as_deref() == Some(EVIL) && hot && unauthorized).then_some(())
+        (reply.status == 200 && model(&m).as_deref() == Some(EVIL) && hot && unauthorized)
+            .then_some(())
     });
 
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");

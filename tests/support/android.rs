@@ -1,53 +1,16 @@
 //! Helpers for the Android tests: the phone simulator (`adb_sim.py`), a minimal
 //! synchronous adb host-protocol request (to `connect` simulated phones the way
-//! `adb connect` does), the real binary with its stderr captured, and `/metrics`.
+//! `adb connect` does), and what a monitor watching phones says of them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
+use super::{wait_for, Monitor};
+
+/// Debian's adb, whose server the monitor runs.
 pub const ADB: &str = "/usr/bin/adb";
-
-pub use super::free_port;
-use super::OutputWithin;
-
-/// A fresh directory under the target dir, used as `$HOME` (the adb key goes there).
-pub fn temp_home(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "android-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` with `what`.
-pub fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
-    wait_showing(limit, what, f, String::new)
-}
-
-/// [`wait_for`], whose panic also shows what `context` gives then (a monitor's log).
-pub fn wait_showing<T>(
-    limit: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-    context: impl FnOnce() -> String,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > limit {
-            panic!("gave up after {limit:?} waiting for {what}{}", context());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A generous deadline for what a monitor with 2 s rounds does within a few rounds.
 const ROUNDS_LIMIT: Duration = Duration::from_secs(30);
@@ -55,6 +18,14 @@ const ROUNDS_LIMIT: Duration = Duration::from_secs(30);
 /// The `device_up` series of an Android phone.
 pub fn up(serial: &str, device_type: &str) -> String {
     format!("device_up{{serial=\"{serial}\",kind=\"android\",device_type=\"{device_type}\"}}")
+}
+
+/// The serial of the simulated phone `name` of a monitor started [`super::Tmm::plugged`],
+/// once the monitor shows it usable, a `device_type`.
+pub fn usable(tmm: &Monitor, name: &str, device_type: &str) -> String {
+    let serial = tmm.sim().serial(name);
+    tmm.wait_sample(&up(&serial, device_type), 1.0, ROUNDS_LIMIT);
+    serial
 }
 
 /// Waits until `n` more device rounds have finished.
@@ -138,6 +109,40 @@ pub fn connect_phone(server_port: u16, phone_port: u16) {
     });
 }
 
+/// Plays the USB bus for a network phone: the adb server drops a TCP transport that is
+/// reset, where a USB phone would enumerate again; this connects the phone every 300 ms
+/// until it is dropped.
+pub struct UsbBus {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UsbBus {
+    pub fn start(server_port: u16, phone_port: u16) -> UsbBus {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                connect_phone(server_port, phone_port);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        UsbBus {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UsbBus {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 pub fn disconnect_phone(server_port: u16, phone_port: u16) -> String {
     adb_request(
         server_port,
@@ -158,42 +163,21 @@ pub struct Sim {
 impl Sim {
     /// `specs` are `profile:name`.
     pub fn start(specs: &[&str], extra: &[&str]) -> Sim {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/adb_sim.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script);
-        for s in specs {
-            cmd.args(["--phone", s]);
-        }
-        let mut child = cmd
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child
-            .stdout
-            .take()
-            .expect("the simulator's stdout is piped");
-        let (phones, control) = super::within(
-            Duration::from_secs(30),
-            "the simulator to print its ports",
-            move || {
-                let mut lines = BufReader::new(stdout).lines();
-                let mut phones = Vec::new();
-                let control = loop {
-                    let line = lines.next().expect("simulator exited").unwrap();
-                    let words: Vec<&str> = line.split_whitespace().collect();
-                    match words.as_slice() {
-                        ["PORT", port, name] => {
-                            phones.push((name.to_string(), port.parse().unwrap()))
-                        }
-                        ["CONTROL", port] => break port.parse().unwrap(),
-                        _ => panic!("unexpected simulator line {line:?}"),
+        let mut args: Vec<&str> = specs.iter().flat_map(|s| ["--phone", s]).collect();
+        args.extend(extra);
+        let mut phones = Vec::new();
+        let (child, (phones, control)) =
+            super::stand_in("adb_sim.py", &args, Stdio::inherit(), move |line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["PORT", port, name] => {
+                        phones.push((name.to_string(), port.parse().unwrap()));
+                        None
                     }
-                };
-                (phones, control)
-            },
-        );
+                    ["CONTROL", port] => Some((std::mem::take(&mut phones), port.parse().unwrap())),
+                    _ => panic!("unexpected simulator line {line:?}"),
+                }
+            });
         Sim {
             child,
             phones,
@@ -234,277 +218,4 @@ impl Drop for Sim {
         // Its shells run in sessions of their own: a hung command must go too.
         super::stop_tree(&mut self.child, Duration::from_secs(2));
     }
-}
-
-/// The real binary, watching Android phones through the adb server on `adb_port`.
-pub struct Monitor {
-    child: Child,
-    pub metrics_port: u16,
-    pub hook_port: u16,
-    pub adb_port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Monitor {
-    pub fn start(name: &str, extra: &[&str]) -> Monitor {
-        Monitor::start_on(name, free_port(), extra)
-    }
-
-    /// As [`Monitor::start`], with the adb server on `adb_port`.
-    pub fn start_on(name: &str, adb_port: u16, extra: &[&str]) -> Monitor {
-        Monitor::start_every(name, adb_port, 2, extra)
-    }
-
-    /// As [`Monitor::start_on`], with rounds every `interval_secs`.
-    pub fn start_every(name: &str, adb_port: u16, interval_secs: u32, extra: &[&str]) -> Monitor {
-        Monitor::start_with_env(name, adb_port, interval_secs, extra, &[])
-    }
-
-    /// As [`Monitor::start_every`], with these environment variables (a pod's).
-    pub fn start_with_env(
-        name: &str,
-        adb_port: u16,
-        interval_secs: u32,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Monitor {
-        let m = Monitor::spawn(name, adb_port, interval_secs, &[], extra, env);
-        wait_for(Duration::from_secs(20), "the adb server to listen", || {
-            TcpStream::connect(("127.0.0.1", adb_port)).ok()
-        });
-        m
-    }
-
-    /// Without phones (`--devices none`), with these environment variables (a pod's):
-    /// only the metrics server to wait for.
-    pub fn start_without_phones(name: &str, env: &[(&str, &str)], extra: &[&str]) -> Monitor {
-        let mut args = vec!["--devices", "none"];
-        args.extend(extra);
-        let m = Monitor::spawn(name, free_port(), 2, &[], &args, env);
-        wait_for(Duration::from_secs(20), "the metrics server", || {
-            (!m.metrics().is_empty()).then_some(())
-        });
-        m
-    }
-
-    /// Without Android (`extra` has `--devices ios`): there is no adb server to wait
-    /// for, only the metrics server.
-    pub fn start_without_adb(name: &str, interval_secs: u32, extra: &[&str]) -> Monitor {
-        Monitor::start_without_adb_under(name, interval_secs, &[], extra)
-    }
-
-    /// As [`Monitor::start_without_adb`], run through `wrapper` (a command that ends by
-    /// exec'ing its arguments, so that the pid is the monitor's).
-    pub fn start_without_adb_under(
-        name: &str,
-        interval_secs: u32,
-        wrapper: &[&str],
-        extra: &[&str],
-    ) -> Monitor {
-        let m = Monitor::spawn(name, free_port(), interval_secs, wrapper, extra, &[]);
-        wait_for(Duration::from_secs(20), "the metrics server", || {
-            (!m.metrics().is_empty()).then_some(())
-        });
-        m
-    }
-
-    fn spawn(
-        name: &str,
-        adb_port: u16,
-        interval_secs: u32,
-        wrapper: &[&str],
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Monitor {
-        let home = temp_home(name);
-        let (metrics_port, hook_port) = (free_port(), free_port());
-        let bin = env!("CARGO_BIN_EXE_test_machine_monitor");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let mut child = cmd
-            .args([
-                "--no-bot",
-                "--adb",
-                ADB,
-                "--adb-server",
-                &format!("127.0.0.1:{adb_port}"),
-                "--interrogate-every",
-                &interval_secs.to_string(),
-                "--metrics-addr",
-                &format!("127.0.0.1:{metrics_port}"),
-                "--hook-addr",
-                &format!("127.0.0.1:{hook_port}"),
-                "--bot-dir",
-                home.join("b").to_str().unwrap(),
-            ])
-            .args(extra)
-            .envs(env.iter().copied())
-            .env("HOME", &home)
-            .env(
-                "RUST_LOG",
-                std::env::var("TMM_TEST_RUST_LOG").unwrap_or("info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("TMM_TEST_ECHO").is_some() {
-                    eprintln!("{line}");
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Monitor {
-            child,
-            metrics_port,
-            hook_port,
-            adb_port,
-            log,
-        }
-    }
-
-    /// Runs `test_machine_monitor devices` against this monitor's adb server and status
-    /// port.
-    pub fn devices_command(&self) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_test_machine_monitor"))
-            .args([
-                "devices",
-                "--no-bot",
-                "--adb-server",
-                &format!("127.0.0.1:{}", self.adb_port),
-                "--metrics-addr",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
-            .output_within(super::EXIT_LIMIT)
-    }
-
-    /// POSTs `{}` to a hook and returns its JSON answer.
-    pub fn hook(&self, path: &str) -> serde_json::Value {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.hook_port));
-        let reply = super::request(addr, "POST", path, "{}");
-        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
-        reply.json()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn metrics(&self) -> String {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
-            return String::new();
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    }
-
-    /// The value of the sample line starting with `series` (name and labels).
-    pub fn sample(&self, series: &str) -> Option<f64> {
-        let name = format!("test_machine_monitor_{series} ");
-        self.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(&name).map(|v| v.trim().parse().unwrap()))
-    }
-
-    pub fn wait_sample(&self, series: &str, want: f64, limit: Duration) {
-        wait_showing(
-            limit,
-            &format!("{series} == {want}"),
-            || (self.sample(series) == Some(want)).then_some(()),
-            || self.log_tail(),
-        );
-    }
-
-    /// The monitor's last log lines, for a failed wait: a CI log then says why.
-    fn log_tail(&self) -> String {
-        let log = self.log.lock().unwrap();
-        let tail = &log[log.len().saturating_sub(60)..];
-        format!("; the monitor's last log lines:\n{}", tail.join("\n"))
-    }
-
-    pub fn log_has(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-
-    /// The first log line containing `needle`.
-    pub fn log_line(&self, needle: &str) -> Option<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains(needle))
-            .cloned()
-    }
-
-    /// Every log line containing `needle`.
-    pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
-    }
-
-    pub fn log_count(&self, needle: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    pub fn wait_log(&self, needle: &str, limit: Duration) {
-        wait_showing(
-            limit,
-            &format!("a log line with {needle:?}"),
-            || self.log_has(needle).then_some(()),
-            || self.log_tail(),
-        );
-    }
-
-    /// The pids of this process's direct children (the adb server).
-    pub fn children(&self) -> Vec<i32> {
-        let mut out = Vec::new();
-        let tasks = format!("/proc/{}/task", self.pid());
-        for t in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-        out
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        // SIGTERM, so that it stops its adb server; then make sure, and stop a server
-        // that it did not start but found on its port.
-        super::stop_tree(&mut self.child, Duration::from_secs(8));
-        let _ = adb_request(self.adb_port, "host:kill", Duration::from_secs(2));
-    }
-}
-
-pub fn send_signal(pid: i32, sig: i32) {
-    // SAFETY: kill has no memory preconditions.
-    unsafe { libc::kill(pid, sig) };
 }

@@ -1,12 +1,11 @@
 //! The stand-in Kubernetes API server (`fake_kube.py`) as a child of the test: its
 //! HTTPS port, its control port, and the service account directory it writes.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use super::{http_request, within, TempDir};
+use super::{http, stand_in, stop_tree, TempDir};
 
 pub struct FakeKube {
     child: Child,
@@ -20,32 +19,20 @@ impl FakeKube {
     pub fn start(name: &str, node: &str) -> FakeKube {
         let dir = TempDir::new(name);
         let sa = dir.path().join("serviceaccount");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_kube.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--dir", sa.to_str().unwrap(), "--node", node])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (port, control) = within(
-            Duration::from_secs(60),
-            "the stand-in API server to print its ports",
-            move || {
-                let mut lines = BufReader::new(stdout).lines();
-                let mut port = None;
-                loop {
-                    let line = lines.next().expect("fake_kube.py exited").unwrap();
-                    match line.split_once(' ') {
-                        Some(("PORT", p)) => port = Some(p.parse::<u16>().unwrap()),
-                        Some(("CONTROL", p)) => break (port.unwrap(), p.parse::<u16>().unwrap()),
-                        _ => panic!("unexpected line from fake_kube.py: {line:?}"),
+        let args = ["--dir", sa.to_str().unwrap(), "--node", node];
+        let mut port = None;
+        let (child, (port, control)) =
+            stand_in("fake_kube.py", &args, Stdio::inherit(), move |line| {
+                let parse = |p: &str| p.parse::<u16>().unwrap();
+                match line.split_once(' ') {
+                    Some(("PORT", p)) => {
+                        port = Some(parse(p));
+                        None
                     }
+                    Some(("CONTROL", p)) => Some((port?, parse(p))),
+                    _ => panic!("unexpected line from fake_kube.py: {line:?}"),
                 }
-            },
-        );
+            });
         FakeKube {
             child,
             port,
@@ -74,14 +61,8 @@ impl FakeKube {
     }
 
     pub fn control(&self, ask: serde_json::Value) {
-        let (code, body) = http_request(
-            self.control,
-            "POST",
-            "/_control",
-            ask.to_string().as_bytes(),
-        )
-        .unwrap_or_else(|e| panic!("the stand-in's control: {e}"));
-        assert_eq!(code, 200, "{ask}: {body}");
+        let reply = http::request(self.control, "POST", "/_control", &ask.to_string());
+        assert_eq!(reply.status, 200, "{ask}: {}", reply.body);
     }
 
     pub fn annotate(&self, key: &str, value: Option<&str>) {
@@ -89,9 +70,9 @@ impl FakeKube {
     }
 
     pub fn state(&self) -> serde_json::Value {
-        let (code, body) = http_request(self.control, "GET", "/_state", b"").unwrap();
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
+        let reply = http::get(self.control, "/_state");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
     }
 
     /// The events posted, oldest first.
@@ -115,7 +96,6 @@ impl FakeKube {
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_tree(&mut self.child, Duration::from_secs(2));
     }
 }

@@ -1,15 +1,23 @@
-//! Helpers shared by the integration tests: free ports, temp dirs, the real binary as
-//! a child process, and a raw HTTP/1.1 client (so requests can be malformed on purpose).
+//! What the integration tests share. One way to start the real binary ([`Tmm`], in
+//! `tmm.rs`: a builder with the defaults a test needs, and the running [`Monitor`] with
+//! its log and `/metrics` readers), one HTTP client (`http.rs`, ureq), the stand-ins
+//! (`swarming.rs`, `android.rs`, `ios.rs`), the fault campaign's line (`faults.rs`), and
+//! here: deadlines, free ports, temp dirs, and the guard that stops a child with
+//! everything it started.
 #![allow(dead_code)] // each test crate uses its own subset of these helpers
 
 pub mod android;
-pub mod bot_lab;
 pub mod faults;
+pub mod http;
 pub mod ios;
 pub mod kube;
+pub mod swarming;
+pub mod tmm;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+#[allow(unused_imports)] // as for dead code: each test crate uses its own subset
+pub use tmm::{Monitor, Tmm, BOT_ID};
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -20,19 +28,24 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_test_machine_monitor");
 /// How long a command that ends by itself may run before the test calls it hung.
 pub const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
-/// `f`'s result, or `None` once `limit` has passed; `f` runs on a thread of its own,
-/// left behind blocked when it overstays, and its panic is the caller's.
-fn finish_within<T: Send + 'static>(
+/// `f`'s result, or a panic naming `what` after `limit`: a blocking read that never
+/// ends (a pipe a grandchild holds open, a child that never prints) fails the test
+/// instead of hanging it. `f` runs on a thread of its own, left behind blocked when it
+/// overstays, and its panic is the caller's.
+pub fn within<T: Send + 'static>(
     limit: Duration,
+    what: &str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
+) -> T {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
         let _ = tx.send(f());
     });
     match rx.recv_timeout(limit) {
-        Ok(v) => Some(v),
-        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("gave up after {limit:?} waiting for {what}")
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
             Err(panic) => std::panic::resume_unwind(panic),
             Ok(()) => unreachable!("the thread sends before it ends"),
@@ -40,15 +53,28 @@ fn finish_within<T: Send + 'static>(
     }
 }
 
-/// `f`'s result, or a panic naming `what` after `limit`: a blocking read that never
-/// ends (a pipe a grandchild holds open, a child that never prints) fails the test
-/// instead of hanging it.
-pub fn within<T: Send + 'static>(
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` with `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_showing(limit, what, f, String::new)
+}
+
+/// [`wait_for`], whose panic also shows what `context` gives then (a monitor's log).
+pub fn wait_showing<T>(
     limit: Duration,
     what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
 ) -> T {
-    finish_within(limit, f).unwrap_or_else(|| panic!("gave up after {limit:?} waiting for {what}"))
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("gave up after {limit:?} waiting for {what}{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `Child::wait_with_output` with a deadline: still running after `limit`, the child
@@ -93,11 +119,72 @@ impl OutputWithin for Command {
 
 /// A number field of `/proc/<pid>/status` (`Threads`, `VmRSS` and `VmHWM` in KiB);
 /// `None` once the process is gone.
-pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+pub fn proc_status(pid: i32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// The state letter of `/proc/<pid>/stat` (`S`, `R`, `Z`...); `None` once it is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting for its parent).
+pub fn alive(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|s| s != 'Z')
+}
+
+/// The pids of `pid`'s direct children now (from `/proc/<pid>/task/*/children`).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok()),
+        );
+    }
+    out
+}
+
+/// The pids of `pid`'s descendants now, children first.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for child in children(p) {
+            out.push(child);
+            todo.push(child);
+        }
+    }
+    out
+}
+
+/// The pids of `pids` still running (zombies included: not yet reaped by anyone).
+pub fn still_there(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect()
+}
+
+/// Sends `sig` to `pid`, which must exist.
+pub fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let sent = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        sent,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A loopback port nothing listens on right now, for a server the test starts next.
@@ -127,17 +214,20 @@ pub fn free_port() -> u16 {
     panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
+/// A fresh directory under the system temp dir, removed on drop, unless the test is
+/// failing: then it is kept (and named) for the logs in it.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("tmm-test-{name}-{}-{nanos}", std::process::id()));
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tmm-test-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -148,193 +238,69 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::thread::panicking() {
+            eprintln!("kept {} for the failing test", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
-/// The real binary running with `--no-bot --devices none`; SIGTERMed and reaped on drop.
-pub struct Monitor {
-    pub child: Child,
-    pub hook_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub dir: TempDir,
-    pub bot_id: String,
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
-impl Monitor {
-    /// Starts the monitor and waits until its hook server answers. A port picked by
-    /// [`free_port`] can be taken by someone else before the monitor binds it; that one
-    /// failure is retried with new ports.
-    pub fn start(name: &str, extra: &[&str]) -> Monitor {
-        for _ in 0..3 {
-            match Monitor::try_start(name, extra) {
-                Ok(m) => return m,
-                Err(log) if log.contains("cannot listen on") => continue,
-                Err(log) => panic!("monitor exited early:\n{log}"),
+/// Writes the hook script the Swarming server would serve (`test_machine_monitor
+/// bot-config`) as `dir/bot_config.py`.
+pub fn hook_script(dir: &Path) -> PathBuf {
+    let out = Tmm::bare().arg("bot-config").run();
+    assert!(out.status.success(), "{out:?}");
+    let path = dir.join("bot_config.py");
+    std::fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+/// Starts the stand-in `tests/support/<script>` with real Python and `args`, and reads
+/// its stdout line by line, within 60 s, until `announced` has what it prints at
+/// start (its ports). A line it does not expect, or its exit, fails the test. Its
+/// stdin is a pipe that closes when the test ends, however it ends: a stand-in that
+/// reads it goes then.
+pub fn stand_in<T: Send + 'static>(
+    script: &str,
+    args: &[&str],
+    stderr: Stdio,
+    mut announced: impl FnMut(&str) -> Option<T> + Send + 'static,
+) -> (Child, T) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting python3 {script}: {e}"));
+    let stdout = child.stdout.take().expect("its stdout is piped");
+    let what = format!("{script} to print its ports");
+    let script = script.to_string();
+    let got = within(Duration::from_secs(60), &what, move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap_or_else(|e| panic!("{script}'s output: {e}"));
+            if let Some(got) = announced(&line) {
+                return got;
             }
         }
-        panic!("monitor could not bind free ports three times")
-    }
-
-    fn try_start(name: &str, extra: &[&str]) -> Result<Monitor, String> {
-        let dir = TempDir::new(name);
-        let hook_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let bot_dir = dir.path().join("b").join("s");
-        std::fs::create_dir_all(&bot_dir).unwrap();
-        let bot_id = "pi-test".to_string();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--no-bot", "--devices", "none", "--bot-id", &bot_id])
-            .arg("--hook-addr")
-            .arg(hook_addr.to_string())
-            .arg("--metrics-addr")
-            .arg(metrics_addr.to_string())
-            .arg("--bot-dir")
-            .arg(&bot_dir)
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let child = cmd.spawn().unwrap();
-        let mut m = Monitor {
-            child,
-            hook_addr,
-            metrics_addr,
-            dir,
-            bot_id,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = try_request(hook_addr, "GET", "/get_settings", &[], b"") {
-                if r.status == 200 {
-                    return Ok(m);
-                }
-            }
-            if let Ok(Some(status)) = m.child.try_wait() {
-                let log = match m.child.stderr.take() {
-                    Some(e) => read_all_within(e, "the exited monitor's stderr to end"),
-                    None => String::new(),
-                };
-                return Err(format!("{status}\n{log}"));
-            }
-            assert!(Instant::now() < deadline, "hook server never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The force-quarantine file the monitor watches by default.
-    pub fn force_quarantine_file(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("b")
-            .join(format!("{}.force_quarantine", self.bot_id))
-    }
-
-    /// Stops the monitor and returns what it logged.
-    pub fn stop(mut self) -> String {
-        self.terminate();
-        match self.child.stderr.take() {
-            Some(e) => read_all_within(e, "the stopped monitor's stderr to end"),
-            None => String::new(),
-        }
-    }
-
-    fn terminate(&mut self) {
-        stop_tree(&mut self.child, Duration::from_secs(10));
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-        }
-    }
-}
-
-/// Everything left to read from a child's pipe, within [`EXIT_LIMIT`]: a descendant
-/// that inherited the pipe would keep it open past the child's exit.
-fn read_all_within(mut pipe: impl Read + Send + 'static, what: &str) -> String {
-    within(EXIT_LIMIT, what, move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
-}
-
-/// Runs the binary to completion with `args`.
-pub fn run_bin(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output_within(EXIT_LIMIT)
-}
-
-#[derive(Debug)]
-pub struct HttpReply {
-    pub status: u16,
-    pub headers: String,
-    pub body: String,
-}
-
-impl HttpReply {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-/// Parses a full `Connection: close` response.
-pub fn parse_reply(raw: &[u8]) -> std::io::Result<HttpReply> {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("no header end: {text:?}"),
-        )
-    })?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad status: {head:?}"),
-            )
-        })?;
-    Ok(HttpReply {
-        status,
-        headers: head.to_string(),
-        body: body.to_string(),
-    })
-}
-
-/// One request on a fresh connection, with a generous deadline against hangs.
-pub fn try_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<HttpReply> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_reply(&raw)
-}
-
-pub fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> HttpReply {
-    try_request(addr, method, path, &[], body.as_bytes()).unwrap()
+        panic!("{script} exited before it printed its ports")
+    });
+    (child, got)
 }
 
 /// Python interpreters on this machine, as (version, path), one per minor version,
@@ -372,78 +338,16 @@ pub fn pythons() -> Vec<((u32, u32), PathBuf)> {
     found.into_iter().collect()
 }
 
-pub fn bin() -> &'static str {
-    BIN
-}
-
-/// One HTTP/1.0 request; returns the status code and the body.
-pub fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    http_request(port, "GET", path, b"").unwrap_or_else(|e| panic!("GET {path} on {port}: {e}"))
-}
-
-/// Polls until `path` answers `code`, for up to 30 s (slow machines, qemu).
-pub fn wait_for_http(port: u16, path: &str, code: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok((c, body)) = http_request(port, "GET", path, b"") {
-            if c == code {
-                return body;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} on port {port} never answered {code}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A child process that is stopped with everything it started ([`stop_tree`]) if the
 /// test ends, or panics, before it does.
 pub struct KillOnDrop(pub Child);
 
 impl KillOnDrop {
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(self.0.id() as i32, sig) };
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
     }
 
-    /// SIGTERM, then wait up to 60 s for the exit.
-    pub fn terminate_and_wait(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        self.wait_timeout(Duration::from_secs(60))
-            .expect("did not exit after SIGTERM")
-    }
-
+    /// The exit status, waiting up to `limit`; `None` if it still runs then.
     pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
@@ -462,29 +366,6 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         stop_tree(&mut self.0, Duration::from_secs(10));
     }
-}
-
-/// The pids of `pid`'s descendants now, children first (from `/proc/<pid>/task/*/children`).
-pub fn descendants(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        for t in std::fs::read_dir(format!("/proc/{p}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for child in text
-                .split_whitespace()
-                .filter_map(|c| c.parse::<i32>().ok())
-            {
-                out.push(child);
-                todo.push(child);
-            }
-        }
-    }
-    out
 }
 
 /// Stops a process a test started and everything it started, also when the test has
