@@ -556,7 +556,7 @@ mod tests {
                 &devices,
                 &BTreeSet::new(),
                 crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
+                    host: &verdict::Host::default(),
                     notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
@@ -584,7 +584,7 @@ mod tests {
                 &first,
                 &none,
                 crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
+                    host: &verdict::Host::default(),
                     notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
@@ -603,7 +603,7 @@ mod tests {
                 &second,
                 &none,
                 crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
+                    host: &verdict::Host::default(),
                     notes: &crate::state::notes::Notes::default(),
                 },
                 &T,
@@ -645,7 +645,7 @@ mod tests {
                 &devices,
                 &BTreeSet::new(),
                 crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
+                    host: &verdict::Host::default(),
                     notes: &crate::state::notes::Notes::default(),
                 },
                 &T,

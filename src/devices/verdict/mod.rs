@@ -48,8 +48,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod reasons;
+mod view;
+
+pub use view::{phone_view, with_forced};
+
 use crate::state::notes::Notes;
-use crate::state::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
+use crate::state::snapshot::{Device, DeviceKind, Fault, Link, ListingFailure, Reasons, State};
+use reasons::{
+    adb_server_silent, gone_missing, iphones_unlisted, no_permissions_reason,
+    not_answering_too_long_reason, offline_reconnecting_reason, offline_too_long_reason,
+    phone_note_reason, pi_note_reason, rebooting_reason, short, unauthorized_reason,
+    unreadable_reason,
+};
 
 /// Consecutive failed rounds (offline, not answering) after which reconnecting is given
 /// up and a person is needed; also how long a handshake may last before it is reported.
@@ -267,12 +278,33 @@ struct Collect {
 }
 
 impl Collect {
+    /// The iPhones could not be listed: a person is needed unless it only timed out.
+    fn listing_failed(&mut self, failure: &ListingFailure) {
+        let list = if failure.needs_person {
+            &mut self.quarantined
+        } else {
+            &mut self.maintenance
+        };
+        list.insert(iphones_unlisted(failure));
+    }
+
     fn into_reasons(self) -> Reasons {
         Reasons {
             quarantined: self.quarantined.into_iter().collect(),
             maintenance: self.maintenance.into_iter().collect(),
         }
     }
+}
+
+/// What the host says of itself this round, facts that belong to no single phone; each
+/// holds back the bot (and every phone's bot, `--bots per-device`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Host {
+    /// The adb server accepts connections and answers none: its first failure, stable
+    /// while the silence lasts. `None` while it answers.
+    pub adb_server_silent: Option<String>,
+    /// Why the iPhones could not be listed, when the latest listing failed.
+    pub iphones_unlisted: Option<ListingFailure>,
 }
 
 /// Applies the rules to this round's `devices` (the phones listed now, and the phones
@@ -355,8 +387,7 @@ pub fn decide(
                 Some(Fault::Rebooting(what_for)) => what_for.as_str(),
                 _ => "after task",
             };
-            r.maintenance
-                .insert(format!("rebooting {serial} {what_for}"));
+            r.maintenance.insert(rebooting_reason(serial, what_for));
         } else {
             let link = d.link().cloned().unwrap_or(Link::Device);
             let not_answering = match &d.fault {
@@ -444,13 +475,8 @@ pub fn decide(
                     if d.booting {
                         r.maintenance.insert(format!("booting: {serial}"));
                     }
-                    if let Some(Fault::Unlisted { why, needs_person }) = &d.fault {
-                        let list = if *needs_person {
-                            &mut r.quarantined
-                        } else {
-                            &mut r.maintenance
-                        };
-                        list.insert(why.clone());
+                    if let Some(Fault::Unlisted(failure)) = &d.fault {
+                        r.listing_failed(failure);
                     }
                     if let Some(Fault::Unreadable(why)) = &d.fault {
                         // Its shell answered: the transport ladder cannot help.
@@ -656,13 +682,11 @@ pub fn decide(
         if present.contains(serial) || rebooting.contains(serial) {
             continue;
         }
-        let type_name = seen.device_type.as_deref().unwrap_or("unknown type");
         let mut device = Device::listed(seen.kind, serial, Link::Offline);
         device.state = State::Missing;
         device.fault = None;
         device.device_type.clone_from(&seen.device_type);
-        device.reasons.quarantined =
-            vec![format!("device {serial} ({type_name}) has gone missing")];
+        device.reasons.quarantined = vec![gone_missing(serial, seen.device_type.as_deref())];
         if let Some(note) = notes.phone(serial) {
             device.reasons.maintenance = vec![phone_note_reason(serial, note)];
         }
@@ -695,16 +719,21 @@ pub fn decide(
         .filter(|s| !out.iter().any(|d| &d.serial == *s))
     {
         bot.maintenance
-            .insert(format!("rebooting {serial} after task"));
+            .insert(rebooting_reason(serial, "after task"));
     }
     // The Pi's note holds back every bot of the Pi: it joins the host's reasons,
     // which each phone's bot reports too.
-    let mut host = host.clone();
-    if let Some(note) = &notes.pi {
-        host.maintenance.push(pi_note_reason(note));
-        host.maintenance.sort();
-        host.maintenance.dedup();
+    let mut own = Collect::default();
+    if let Some(failure) = &host.iphones_unlisted {
+        own.listing_failed(failure);
     }
+    if let Some(first) = &host.adb_server_silent {
+        own.maintenance.insert(adb_server_silent(first));
+    }
+    if let Some(note) = &notes.pi {
+        own.maintenance.insert(pi_note_reason(note));
+    }
+    let host = own.into_reasons();
     bot.quarantined.extend(host.quarantined.iter().cloned());
     bot.maintenance.extend(host.maintenance.iter().cloned());
 
@@ -720,107 +749,10 @@ pub fn decide(
 /// What [`decide`] is given besides the phones.
 #[derive(Debug, Clone, Copy)]
 pub struct Outside<'a> {
-    /// The reasons that belong to no single phone (an iPhone listing that failed).
-    pub host: &'a Reasons,
+    /// What the host says of itself: facts that belong to no single phone.
+    pub host: &'a Host,
     /// The operators' maintenance notes (the node's annotations).
     pub notes: &'a Notes,
-}
-
-/// The maintenance reason of the Pi's note, as the operator wrote it.
-pub fn pi_note_reason(note: &str) -> String {
-    format!("maintenance: {note}")
-}
-
-/// The maintenance reason of one phone's note; the serial keeps two phones' equal
-/// notes apart in the bot's reasons.
-pub fn phone_note_reason(serial: &str, note: &str) -> String {
-    format!("maintenance: {serial}: {note}")
-}
-
-/// The bot's reasons with the forced quarantine, when one is in force (see the
-/// `get_state` hook): what `get_state` answers and `/metrics` exports.
-pub fn with_forced(reasons: &Reasons, forced: Option<&str>) -> Reasons {
-    let mut r = reasons.clone();
-    if let Some(f) = forced {
-        if let Err(at) = r.quarantined.binary_search_by(|q| q.as_str().cmp(f)) {
-            r.quarantined.insert(at, f.to_string());
-        }
-    }
-    r
-}
-
-/// The quarantine reason of a phone adb lists as `unauthorized`, with its remedy.
-/// A phone whose shell answers without properties the round can read.
-fn unreadable_reason(serial: &str, why: &str) -> String {
-    format!("device {serial} answers, but its properties cannot be read: {why}")
-}
-
-pub fn unauthorized_reason(serial: &str) -> String {
-    format!(
-        "device {serial} is unauthorized: accept this host's adb key on the phone, \
-         or give the pod the adb key pair it was authorized with \
-         (Secret mounted at /root/.android)"
-    )
-}
-
-/// The quarantine reason of a phone adb lists as `no permissions`, with its remedy.
-pub fn no_permissions_reason(serial: &str) -> String {
-    format!(
-        "device {serial} has no USB permissions: run the pod privileged with \
-         /dev/bus/usb mounted, or fix the host's udev rules"
-    )
-}
-
-/// The maintenance reason of a phone's first `offline` round, while the watcher asks
-/// the adb server to reconnect it.
-pub fn offline_reconnecting_reason(serial: &str) -> String {
-    format!("device {serial} offline, reconnecting")
-}
-
-/// The steps a phone went through, for its quarantine reason. The text does not grow
-/// with the rounds, so the reason is set once and not again every round.
-fn tried(ladder: &[(String, Action)]) -> String {
-    let steps: Vec<&str> = ladder.iter().map(|(what, _)| what.as_str()).collect();
-    match steps.last() {
-        Some(last) => format!("tried {} (last: {last})", steps.join(", ")),
-        None => String::new(),
-    }
-}
-
-/// The quarantine reason of a phone still `offline` after the ladder was climbed.
-pub fn offline_too_long_reason(serial: &str, ladder: &[(String, Action)]) -> String {
-    format!(
-        "device {serial} is still offline after every recovery step: {}; check its USB \
-         cable and hub port, or replug it",
-        tried(ladder)
-    )
-}
-
-/// The quarantine reason of a phone listed online whose rounds keep failing.
-fn not_answering_too_long_reason(
-    kind: DeviceKind,
-    serial: &str,
-    why: &str,
-    ladder: &[(String, Action)],
-) -> String {
-    match kind {
-        DeviceKind::Android => format!(
-            "device {serial} still does not answer after every recovery step (last: {why}): \
-             {}; its adbd may be wedged: replug it, or reboot it (adb -s {serial} reboot)",
-            tried(ladder)
-        ),
-        DeviceKind::Ios => format!(
-            "device {serial} has not answered for {FAILED_ROUNDS_TO_QUARANTINE} rounds \
-             (last: {why}): check that it is unlocked and paired, or replug it"
-        ),
-    }
-}
-
-/// A number for a reason text: at most one decimal, none when it is whole (`12`,
-/// `12.5`), so that `100·1/3` does not print sixteen digits.
-fn short(x: f64) -> String {
-    let rounded = (x * 10.0).round() / 10.0;
-    format!("{rounded}")
 }
 
 #[cfg(test)]
@@ -869,7 +801,7 @@ mod tests {
             devices,
             rebooting,
             Outside {
-                host: &Reasons::default(),
+                host: &Host::default(),
                 notes: &Notes::default(),
             },
             t,
@@ -1113,7 +1045,7 @@ mod tests {
                 std::slice::from_ref(d),
                 &none(),
                 Outside {
-                    host: &Reasons::default(),
+                    host: &Host::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1229,7 +1161,7 @@ mod tests {
                 std::slice::from_ref(d),
                 &none(),
                 Outside {
-                    host: &Reasons::default(),
+                    host: &Host::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1543,7 +1475,7 @@ mod tests {
                 std::slice::from_ref(&stuck),
                 &none(),
                 Outside {
-                    host: &Reasons::default(),
+                    host: &Host::default(),
                     notes: &Notes::default(),
                 },
                 &T,
@@ -1596,7 +1528,7 @@ mod tests {
                 &[d.clone(), healthy("K")],
                 &none(),
                 Outside {
-                    host: &Reasons::default(),
+                    host: &Host::default(),
                     notes: &Notes::default(),
                 },
                 &t,
@@ -1662,7 +1594,7 @@ mod tests {
                 &[phone.clone(), healthy("K")],
                 &none(),
                 Outside {
-                    host: &Reasons::default(),
+                    host: &Host::default(),
                     notes: &Notes::default(),
                 },
                 &t,
@@ -1887,10 +1819,10 @@ mod tests {
         booting.fault = Some(Fault::Booting);
         let mut unlisted = healthy("I");
         unlisted.kind = DeviceKind::Ios;
-        unlisted.fault = Some(Fault::Unlisted {
-            why: "cannot list the iPhones: idevice_id timed out".into(),
+        unlisted.fault = Some(Fault::Unlisted(ListingFailure {
+            error: "idevice_id timed out".into(),
             needs_person: false,
-        });
+        }));
         let phones = vec![
             booting,
             unlisted,
@@ -1926,9 +1858,12 @@ mod tests {
     fn each_phone_carries_only_its_own_reasons_and_the_bot_all_of_them() {
         let mut hot = healthy("H");
         hot.temperatures[0].celsius = 40.0;
-        let host = Reasons {
-            quarantined: vec!["cannot list the iPhones: no idevice_id".into()],
-            maintenance: vec![],
+        let host = Host {
+            iphones_unlisted: Some(ListingFailure {
+                error: "no idevice_id".into(),
+                needs_person: true,
+            }),
+            ..Host::default()
         };
         let a = decide(
             &Memory::default(),
@@ -1962,19 +1897,39 @@ mod tests {
     }
 
     #[test]
-    fn the_forced_quarantine_joins_the_bots_reasons_in_order() {
-        let r = Reasons {
-            quarantined: vec!["a".into(), "z".into()],
-            maintenance: vec!["m".into()],
+    fn the_hosts_facts_hold_back_the_bot_sorted() {
+        let host = Host {
+            adb_server_silent: Some("no answer within 2s".into()),
+            iphones_unlisted: Some(ListingFailure {
+                error: "idevice_id -l: no answer within 5s".into(),
+                needs_person: false,
+            }),
         };
-        let f = with_forced(&r, Some("forced quarantine (x was present)"));
-        assert_eq!(
-            f.quarantined,
-            vec!["a", "forced quarantine (x was present)", "z"]
+        let a = decide(
+            &Memory::default(),
+            &[healthy("K")],
+            &none(),
+            Outside {
+                host: &host,
+                notes: &notes(Some("new hub"), &[]),
+            },
+            &T,
+            0.0,
+            true,
         );
-        assert_eq!(f.maintenance, r.maintenance);
-        assert_eq!(with_forced(&r, None), r);
-        assert_eq!(with_forced(&f, Some("z")), f);
+        let want = vec![
+            "adb server not answering: no answer within 2s",
+            "cannot list the iPhones: idevice_id -l: no answer within 5s",
+            "maintenance: new hub",
+        ];
+        assert_eq!(maintenance(&a), want);
+        assert_eq!(a.host_reasons.maintenance, want);
+        assert!(quarantined(&a).is_empty());
+        assert_eq!(
+            a.devices[0].reasons,
+            Reasons::default(),
+            "the phone is fine"
+        );
     }
 
     fn notes(pi: Option<&str>, phones: &[(&str, &str)]) -> Notes {
@@ -1993,7 +1948,7 @@ mod tests {
             devices,
             &none(),
             Outside {
-                host: &Reasons::default(),
+                host: &Host::default(),
                 notes: n,
             },
             &T,
@@ -2052,7 +2007,7 @@ mod tests {
             &[],
             &none(),
             Outside {
-                host: &Reasons::default(),
+                host: &Host::default(),
                 notes: &n,
             },
             &T,
@@ -2077,11 +2032,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            snapshot.phone_view("A").reasons.maintenance,
+            phone_view(&snapshot, "A").reasons.maintenance,
             vec!["maintenance: A: cracked screen", "maintenance: rewiring"]
         );
         assert_eq!(
-            snapshot.phone_view("K").reasons.maintenance,
+            phone_view(&snapshot, "K").reasons.maintenance,
             vec!["maintenance: rewiring"]
         );
     }
