@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{Action, FAILED_ROUNDS_TO_QUARANTINE};
-use crate::state::snapshot::{DeviceKind, ListingFailure};
+use crate::state::snapshot::{DeviceKind, Link, ListingFailure, Temperature};
 
 /// The maintenance reason of the Pi's note, as the operator wrote it.
 pub fn pi_note_reason(note: &str) -> String {
@@ -121,4 +121,145 @@ pub fn forced(file: &Path) -> String {
 /// The maintenance reason of a phone being rebooted, and what for.
 pub fn rebooting_reason(serial: &str, what_for: &str) -> String {
     format!("rebooting {serial} {what_for}")
+}
+
+/// The maintenance reason of a phone that says it has not finished booting.
+pub fn booting_reason(serial: &str) -> String {
+    format!("booting: {serial}")
+}
+
+/// A step of the offline phone's ladder after the first.
+pub fn offline_recovering_reason(serial: &str, step: u32, what: &str) -> String {
+    format!("device {serial} offline, recovering: step {step}, {what}")
+}
+
+/// An iPhone whose round failed: no adb step can help.
+pub fn not_answering_reason(serial: &str, why: &str) -> String {
+    format!("device {serial} not answering ({why})")
+}
+
+/// The first round an Android phone listed online did not answer.
+pub fn not_answering_reconnecting_reason(serial: &str, why: &str) -> String {
+    format!("{}, reconnecting", not_answering_reason(serial, why))
+}
+
+/// A step of the not-answering phone's ladder after the first.
+pub fn not_answering_recovering_reason(serial: &str, why: &str, step: u32, what: &str) -> String {
+    format!(
+        "{}, recovering: step {step}, {what}",
+        not_answering_reason(serial, why)
+    )
+}
+
+/// A phone in a handshake (`connecting`, `authorizing`) for `rounds` rounds.
+pub fn handshake_reason(serial: &str, link: &Link, rounds: u32) -> String {
+    format!(
+        "device {serial} has been {} for {rounds} rounds",
+        link.as_str()
+    )
+}
+
+/// A phone in an adb state that is not Android running (bootloader, recovery, ...).
+pub fn unready_link_reason(serial: &str, link: &Link) -> String {
+    format!(
+        "device {serial} is in adb state {}, not Android: reboot it \
+         (adb -s {serial} reboot) or replug it",
+        link.as_str()
+    )
+}
+
+/// A battery below the minimum.
+pub fn battery_low_reason(serial: &str, percent: f64, min: f64) -> String {
+    format!(
+        "battery low: {serial} {}% (< {}%)",
+        short(percent),
+        short(min)
+    )
+}
+
+/// A battery back above the minimum, not yet at the exit threshold.
+pub fn battery_charging_reason(serial: &str, percent: f64, exit: f64) -> String {
+    format!(
+        "battery low: {serial} {}% (charging to {}%)",
+        short(percent),
+        short(exit)
+    )
+}
+
+/// A phone in maintenance for its battery whose level was not read this round.
+pub fn battery_unread_reason(serial: &str, exit: f64) -> String {
+    format!(
+        "battery low: {serial} (not read this round; charging to {}%)",
+        short(exit)
+    )
+}
+
+/// A sensor above the maximum.
+pub fn too_hot_reason(serial: &str, temp: &Temperature, max: f64) -> String {
+    format!(
+        "too hot: {serial} {} {:.1}°C (> {}°C)",
+        temp.sensor,
+        temp.celsius,
+        short(max)
+    )
+}
+
+/// A hot phone's warmest sensor, below the maximum, not yet below the exit threshold.
+pub fn cooling_reason(serial: &str, warm: &Temperature, exit: f64) -> String {
+    format!(
+        "too hot: {serial} {} {:.1}°C (cooling to below {}°C)",
+        warm.sensor,
+        warm.celsius,
+        short(exit)
+    )
+}
+
+/// A hot phone whose temperatures were not read this round.
+pub fn heat_unread_reason(serial: &str, exit: f64) -> String {
+    format!(
+        "too hot: {serial} (not read this round; cooling to below {}°C)",
+        short(exit)
+    )
+}
+
+/// A phone still too hot long after the reboot for its care.
+pub fn hot_after_reboot_reason(serial: &str, hot_for_secs: f64, since_reboot_secs: f64) -> String {
+    format!(
+        "too hot: {serial} for {} min, {} min after a reboot: check its \
+         airflow, case and charger",
+        (hot_for_secs / 60.0).round(),
+        (since_reboot_secs / 60.0).round()
+    )
+}
+
+/// Why a hot phone is rebooted (the `Action::Reboot` it gets, and its reason after).
+pub fn reboot_for_heat(hot_for_secs: f64) -> String {
+    format!(
+        "for its care: too hot for {} min",
+        (hot_for_secs / 60.0).round()
+    )
+}
+
+/// Why a phone up for too long is rebooted.
+pub fn reboot_for_uptime(up_secs: f64) -> String {
+    format!("for its care: up for {:.1} h", up_secs / 3600.0)
+}
+
+/// A battery health that needs a person (`overheat`, `dead`, ...).
+pub fn battery_health_reason(serial: &str, health: &str) -> String {
+    format!("battery {health}: {serial} (cable, port or battery)")
+}
+
+/// A phone on power whose level does not rise.
+pub fn not_charging_reason(serial: &str) -> String {
+    format!("not charging: {serial} (cable, port or battery)")
+}
+
+/// Less free space on `/data` than the minimum.
+pub fn data_full_reason(serial: &str, free: u64, min: u64) -> String {
+    format!(
+        "data partition nearly full: {serial} {} MiB free (< {} MiB)",
+        free >> 20,
+        min >> 20
+    )
 }
