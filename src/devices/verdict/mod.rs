@@ -142,6 +142,90 @@ pub const TEST_THRESHOLDS: Thresholds = Thresholds {
     usb_power_cycle: false,
 };
 
+/// One call of [`decide`] for the tests of every module that runs the verdict, with the
+/// defaults most want (a first round, nothing being rebooted, no host facts, no notes,
+/// the flags' defaults, at 0 s, idle); a test sets only what it is about.
+#[cfg(test)]
+pub struct Round {
+    memory: Memory,
+    devices: Vec<Device>,
+    rebooting: BTreeSet<String>,
+    host: Host,
+    notes: Notes,
+    t: Thresholds,
+    now: f64,
+    idle: bool,
+}
+
+#[cfg(test)]
+impl Round {
+    pub fn of(devices: &[Device]) -> Round {
+        Round {
+            memory: Memory::default(),
+            devices: devices.to_vec(),
+            rebooting: BTreeSet::new(),
+            host: Host::default(),
+            notes: Notes::default(),
+            t: TEST_THRESHOLDS,
+            now: 0.0,
+            idle: true,
+        }
+    }
+
+    /// The round after the one that left `memory`.
+    pub fn after(mut self, memory: &Memory) -> Round {
+        self.memory = memory.clone();
+        self
+    }
+
+    pub fn rebooting(mut self, serials: &BTreeSet<String>) -> Round {
+        self.rebooting = serials.clone();
+        self
+    }
+
+    pub fn host(mut self, host: Host) -> Round {
+        self.host = host;
+        self
+    }
+
+    pub fn notes(mut self, notes: Notes) -> Round {
+        self.notes = notes;
+        self
+    }
+
+    pub fn thresholds(mut self, t: Thresholds) -> Round {
+        self.t = t;
+        self
+    }
+
+    /// The watcher's clock, in seconds.
+    pub fn at(mut self, now: f64) -> Round {
+        self.now = now;
+        self
+    }
+
+    /// False while a task runs.
+    pub fn idle(mut self, idle: bool) -> Round {
+        self.idle = idle;
+        self
+    }
+
+    pub fn decide(&self) -> Outcome {
+        decide(
+            &self.memory,
+            &self.devices,
+            &self.rebooting,
+            Outside {
+                host: &self.host,
+                notes: &self.notes,
+            },
+            &self.t,
+            self.now,
+            self.idle,
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     kind: DeviceKind,
@@ -490,18 +574,11 @@ mod tests {
         rebooting: &BTreeSet<String>,
         t: &Thresholds,
     ) -> Outcome {
-        decide(
-            memory,
-            devices,
-            rebooting,
-            Outside {
-                host: &Host::default(),
-                notes: &Notes::default(),
-            },
-            t,
-            0.0,
-            true,
-        )
+        Round::of(devices)
+            .after(memory)
+            .rebooting(rebooting)
+            .thresholds(*t)
+            .decide()
     }
 
     fn missing(a: &Outcome) -> Vec<&Device> {
@@ -734,18 +811,10 @@ mod tests {
         let mut memory = Memory::default();
         let mut last = None;
         for (d, now) in rounds {
-            let a = decide(
-                &memory,
-                std::slice::from_ref(d),
-                &none(),
-                Outside {
-                    host: &Host::default(),
-                    notes: &Notes::default(),
-                },
-                &T,
-                *now,
-                true,
-            );
+            let a = Round::of(std::slice::from_ref(d))
+                .after(&memory)
+                .at(*now)
+                .decide();
             memory = a.memory.clone();
             last = Some(a);
         }
@@ -850,18 +919,11 @@ mod tests {
         let mut actions = Vec::new();
         let mut last = None;
         for (d, now, idle) in rounds {
-            let a = decide(
-                &memory,
-                std::slice::from_ref(d),
-                &none(),
-                Outside {
-                    host: &Host::default(),
-                    notes: &Notes::default(),
-                },
-                &T,
-                *now,
-                *idle,
-            );
+            let a = Round::of(std::slice::from_ref(d))
+                .after(&memory)
+                .at(*now)
+                .idle(*idle)
+                .decide();
             memory = a.memory.clone();
             actions.extend(a.actions.clone());
             last = Some(a);
@@ -1164,18 +1226,10 @@ mod tests {
         // Every phone stuck but a task runs: no restart either.
         let mut m = Memory::default();
         for _ in 0..3 {
-            let a = decide(
-                &m,
-                std::slice::from_ref(&stuck),
-                &none(),
-                Outside {
-                    host: &Host::default(),
-                    notes: &Notes::default(),
-                },
-                &T,
-                0.0,
-                false,
-            );
+            let a = Round::of(std::slice::from_ref(&stuck))
+                .after(&m)
+                .idle(false)
+                .decide();
             assert!(!a.actions.contains(&Action::RestartAdbServer));
             m = a.memory.clone();
         }
@@ -1217,18 +1271,11 @@ mod tests {
         let mut phone = in_state("H1", "offline");
         phone.usb_path = Some("usb:1-1.4".into());
         let run = |m: &Memory, d: &Device, now: f64| {
-            decide(
-                m,
-                &[d.clone(), healthy("K")],
-                &none(),
-                Outside {
-                    host: &Host::default(),
-                    notes: &Notes::default(),
-                },
-                &t,
-                now,
-                true,
-            )
+            Round::of(&[d.clone(), healthy("K")])
+                .after(m)
+                .thresholds(t)
+                .at(now)
+                .decide()
         };
         let mut m = Memory::default();
         let mut steps = Vec::new();
@@ -1283,18 +1330,12 @@ mod tests {
         // While a task runs, no USB step.
         let mut m = Memory::default();
         for round in 0..4 {
-            let a = decide(
-                &m,
-                &[phone.clone(), healthy("K")],
-                &none(),
-                Outside {
-                    host: &Host::default(),
-                    notes: &Notes::default(),
-                },
-                &t,
-                f64::from(round),
-                false,
-            );
+            let a = Round::of(&[phone.clone(), healthy("K")])
+                .after(&m)
+                .thresholds(t)
+                .at(f64::from(round))
+                .idle(false)
+                .decide();
             assert!(!a
                 .actions
                 .iter()
@@ -1559,18 +1600,9 @@ mod tests {
             }),
             ..Host::default()
         };
-        let a = decide(
-            &Memory::default(),
-            &[hot, healthy("K"), in_state("U", "unauthorized")],
-            &none(),
-            Outside {
-                host: &host,
-                notes: &Notes::default(),
-            },
-            &T,
-            0.0,
-            true,
-        );
+        let a = Round::of(&[hot, healthy("K"), in_state("U", "unauthorized")])
+            .host(host)
+            .decide();
         let by = |s: &str| a.devices.iter().find(|d| d.serial == s).unwrap();
         assert_eq!(
             by("H").reasons.maintenance,
@@ -1599,18 +1631,10 @@ mod tests {
                 needs_person: false,
             }),
         };
-        let a = decide(
-            &Memory::default(),
-            &[healthy("K")],
-            &none(),
-            Outside {
-                host: &host,
-                notes: &notes(Some("new hub"), &[]),
-            },
-            &T,
-            0.0,
-            true,
-        );
+        let a = Round::of(&[healthy("K")])
+            .host(host)
+            .notes(notes(Some("new hub"), &[]))
+            .decide();
         let want = vec![
             "adb server not answering: no answer within 2s",
             "cannot list the iPhones: idevice_id -l: no answer within 5s",
@@ -1637,18 +1661,7 @@ mod tests {
     }
 
     fn noted(devices: &[Device], n: &Notes) -> Outcome {
-        decide(
-            &Memory::default(),
-            devices,
-            &none(),
-            Outside {
-                host: &Host::default(),
-                notes: n,
-            },
-            &T,
-            0.0,
-            true,
-        )
+        Round::of(devices).notes(n.clone()).decide()
     }
 
     #[test]
@@ -1696,18 +1709,11 @@ mod tests {
     fn a_noted_phone_gone_missing_keeps_its_note_beside_the_quarantine() {
         let first = noted(&[healthy("S1")], &Notes::default());
         let n = notes(None, &[("S1", "sent for repair")]);
-        let a = decide(
-            &first.memory,
-            &[],
-            &none(),
-            Outside {
-                host: &Host::default(),
-                notes: &n,
-            },
-            &T,
-            1.0,
-            true,
-        );
+        let a = Round::of(&[])
+            .after(&first.memory)
+            .notes(n.clone())
+            .at(1.0)
+            .decide();
         assert_eq!(
             a.devices[0].reasons.maintenance,
             vec!["maintenance: S1: sent for repair"]
