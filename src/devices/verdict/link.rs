@@ -210,3 +210,225 @@ fn climb(turn: &mut Turn, why: Option<&str>) {
     }
     turn.next.recovery_step.insert(serial, rounds);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Memory, One};
+    use super::*;
+    use crate::state::snapshot::{Device, ListingFailure};
+
+    const S: &str = "S1";
+
+    fn listed(kind: DeviceKind, link: &str, fault: Option<Fault>) -> Device {
+        let mut d = Device::listed(kind, S, Link::from_adb(link));
+        d.fault = fault;
+        d
+    }
+
+    fn android(link: &str, fault: Option<Fault>) -> Device {
+        listed(DeviceKind::Android, link, fault)
+    }
+
+    fn not_answering(offline: bool) -> Option<Fault> {
+        Some(Fault::NotAnswering {
+            why: "timed out".into(),
+            offline,
+        })
+    }
+
+    /// The round after `rounds` failed ones in a row.
+    fn failed_for(rounds: u32) -> Memory {
+        let mut m = Memory::default();
+        if rounds > 0 {
+            m.failed_rounds.insert(S.into(), rounds);
+        }
+        m
+    }
+
+    #[test]
+    fn a_phone_whose_link_needs_a_person_is_quarantined_at_once() {
+        let unlisted = |needs_person| {
+            Some(Fault::Unlisted(ListingFailure {
+                error: "idevice_id -l: no answer".into(),
+                needs_person,
+            }))
+        };
+        // (the phone, quarantined, maintenance)
+        let cases: [(Device, Vec<String>, Vec<&str>); 6] = [
+            (android("unauthorized", Some(Fault::LinkNotReady)), vec![unauthorized_reason(S)], vec![]),
+            (android("no permissions", Some(Fault::LinkNotReady)), vec![no_permissions_reason(S)], vec![]),
+            (
+                android("bootloader", Some(Fault::LinkNotReady)),
+                vec!["device S1 is in adb state bootloader, not Android: reboot it (adb -s S1 reboot) or replug it".into()],
+                vec![],
+            ),
+            (
+                android("device", Some(Fault::Unreadable("getprop: not found".into()))),
+                vec!["device S1 answers, but its properties cannot be read: getprop: not found".into()],
+                vec![],
+            ),
+            (
+                listed(DeviceKind::Ios, "device", unlisted(true)),
+                vec!["cannot list the iPhones: idevice_id -l: no answer".into()],
+                vec![],
+            ),
+            (
+                listed(DeviceKind::Ios, "device", unlisted(false)),
+                vec![],
+                vec!["cannot list the iPhones: idevice_id -l: no answer"],
+            ),
+        ];
+        for (d, quarantined, maintenance) in cases {
+            let case = format!("{d:?}");
+            let a = One::of(d).apply(&[rebooting, link]);
+            assert_eq!(a.r.quarantined, quarantined, "{case}");
+            assert_eq!(a.r.maintenance, maintenance, "{case}");
+            assert!(a.actions.is_empty(), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_booting_phone_is_in_maintenance() {
+        let mut d = android("device", Some(Fault::Booting));
+        d.booting = true;
+        assert_eq!(One::of(d).apply(&[link]).r.maintenance, vec!["booting: S1"]);
+    }
+
+    #[test]
+    fn a_phone_being_rebooted_says_what_for_and_nothing_counts_against_it() {
+        let d = android(
+            "offline",
+            Some(Fault::Rebooting("for its care: up for 25.1 h".into())),
+        );
+        let a = One {
+            being_rebooted: true,
+            ..One::of(d)
+        }
+        .apply(&[rebooting, link]);
+        assert_eq!(
+            a.r.maintenance,
+            vec!["rebooting S1 for its care: up for 25.1 h"]
+        );
+        assert!(a.r.quarantined.is_empty() && a.actions.is_empty());
+        assert!(a.next.failed_rounds.is_empty());
+    }
+
+    #[test]
+    fn an_offline_phone_climbs_the_ladder_one_step_a_round() {
+        // (failed rounds before, the reason, the action)
+        let cases = [
+            (0, "device S1 offline, reconnecting", Some(Action::ReconnectOffline)),
+            (
+                1,
+                "device S1 offline, recovering: step 2, reconnect S1",
+                Some(Action::Reconnect(S.into())),
+            ),
+            (
+                2,
+                "device S1 is still offline after every recovery step: tried reconnect-offline, reconnect S1 (last: reconnect S1); check its USB cable and hub port, or replug it",
+                None,
+            ),
+        ];
+        for (before, reason, action) in cases {
+            let a = One {
+                was: failed_for(before),
+                ..One::of(android("offline", Some(Fault::LinkNotReady)))
+            }
+            .apply(&[link]);
+            let said: Vec<&String> = a.r.quarantined.iter().chain(&a.r.maintenance).collect();
+            assert_eq!(said, [reason], "{before}");
+            assert_eq!(
+                a.actions,
+                action.into_iter().collect::<Vec<_>>(),
+                "{before}"
+            );
+            assert_eq!(a.next.failed_rounds.get(S), Some(&(before + 1)));
+            assert_eq!(a.next.recovery_step.get(S), Some(&(before + 1)));
+        }
+    }
+
+    #[test]
+    fn a_phone_listed_online_that_does_not_answer_starts_at_its_own_reconnect() {
+        let cases = [
+            (0, "device S1 not answering (timed out), reconnecting"),
+            (
+                1,
+                "device S1 still does not answer after every recovery step (last: timed out): tried reconnect S1 (last: reconnect S1); its adbd may be wedged: replug it, or reboot it (adb -s S1 reboot)",
+            ),
+        ];
+        for (before, reason) in cases {
+            let a = One {
+                was: failed_for(before),
+                ..One::of(android("device", not_answering(false)))
+            }
+            .apply(&[link]);
+            let said: Vec<&String> = a.r.quarantined.iter().chain(&a.r.maintenance).collect();
+            assert_eq!(said, [reason], "{before}");
+        }
+        // `device offline` on the transport: the offline ladder.
+        let a = One::of(android("device", not_answering(true))).apply(&[link]);
+        assert_eq!(a.r.maintenance, vec![offline_reconnecting_reason(S)]);
+    }
+
+    #[test]
+    fn the_ladder_holds_the_usb_steps_and_the_restart_only_when_allowed() {
+        let opts = |restart_server, usb, path: Option<&str>| LadderOptions {
+            restart_server,
+            usb_reset: usb,
+            usb_power_cycle: usb,
+            usb_path: path.map(String::from),
+        };
+        let names = |offline, o: &LadderOptions| -> Vec<String> {
+            ladder(offline, S, o)
+                .into_iter()
+                .map(|(what, _)| what)
+                .collect()
+        };
+        assert_eq!(names(false, &opts(false, true, None)), ["reconnect S1"]);
+        assert_eq!(
+            names(true, &opts(true, true, Some("usb:1-1.4"))),
+            [
+                "reconnect-offline",
+                "reconnect S1",
+                "USB reset of usb:1-1.4",
+                "restart the adb server",
+                "power cycle of usb:1-1.4's hub port"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_iphone_that_does_not_answer_needs_a_person_after_n_rounds() {
+        let d = listed(DeviceKind::Ios, "device", not_answering(false));
+        let first = One::of(d.clone()).apply(&[link]);
+        assert_eq!(
+            first.r.maintenance,
+            vec!["device S1 not answering (timed out)"]
+        );
+        let second = One {
+            was: failed_for(1),
+            ..One::of(d)
+        }
+        .apply(&[link]);
+        assert_eq!(
+            second.r.quarantined,
+            vec!["device S1 has not answered for 2 rounds (last: timed out): check that it is unlocked and paired, or replug it"]
+        );
+    }
+
+    #[test]
+    fn a_handshake_is_reported_once_it_lasts_n_rounds() {
+        let d = android("connecting", Some(Fault::LinkNotReady));
+        let first = One::of(d.clone()).apply(&[link]);
+        assert!(first.r.maintenance.is_empty());
+        let second = One {
+            was: first.next,
+            ..One::of(d)
+        }
+        .apply(&[link]);
+        assert_eq!(
+            second.r.maintenance,
+            vec!["device S1 has been connecting for 2 rounds"]
+        );
+    }
+}

@@ -446,6 +446,71 @@ impl Memory {
     }
 }
 
+/// One phone through some rules alone, for each rule's own tests: the phone, the memory
+/// of earlier rounds and the round's settings (the flags' defaults, at 0 s, idle); a
+/// test sets the fields it is about (`One { now: 60.0, ..One::of(phone) }`).
+#[cfg(test)]
+struct One {
+    d: Device,
+    was: Memory,
+    t: Thresholds,
+    notes: Notes,
+    now: f64,
+    idle: bool,
+    all_stuck: bool,
+    being_rebooted: bool,
+}
+
+/// What [`One::apply`] gives: the phone's reasons, the memory left, the actions.
+#[cfg(test)]
+struct Applied {
+    r: Reasons,
+    next: Memory,
+    actions: Vec<Action>,
+}
+
+#[cfg(test)]
+impl One {
+    fn of(d: Device) -> One {
+        One {
+            d,
+            was: Memory::default(),
+            t: TEST_THRESHOLDS,
+            notes: Notes::default(),
+            now: 0.0,
+            idle: true,
+            all_stuck: false,
+            being_rebooted: false,
+        }
+    }
+
+    fn apply(&self, rules: &[Rule]) -> Applied {
+        let mut next = Memory::default();
+        let mut actions = Vec::new();
+        let mut turn = Turn {
+            d: &self.d,
+            was: &self.was,
+            next: &mut next,
+            r: Collect::default(),
+            actions: &mut actions,
+            t: &self.t,
+            notes: &self.notes,
+            now: self.now,
+            idle: self.idle,
+            all_stuck: self.all_stuck,
+            being_rebooted: self.being_rebooted,
+        };
+        for rule in rules {
+            rule(&mut turn);
+        }
+        Applied {
+            r: turn.r.into_reasons(),
+            next,
+            actions,
+        }
+    }
+}
+
 /// Whether every Android phone present is offline or not answering: the adb server
 /// itself may be what is stuck.
 fn all_stuck(devices: &[Device], rebooting: &BTreeSet<String>) -> bool {

@@ -208,3 +208,327 @@ pub(super) fn note(turn: &mut Turn) {
             .insert(phone_note_reason(&turn.d.serial, note));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::One;
+    use super::*;
+    use crate::state::snapshot::{usable_device, DeviceKind, Temperature};
+
+    const S: &str = "S1";
+
+    fn phone() -> crate::state::snapshot::Device {
+        usable_device(DeviceKind::Android, S)
+    }
+
+    fn memory_with(f: impl FnOnce(&mut super::super::Memory)) -> super::super::Memory {
+        let mut m = super::super::Memory::default();
+        f(&mut m);
+        m
+    }
+
+    fn temp(celsius: f64) -> Temperature {
+        Temperature {
+            sensor: "battery".into(),
+            celsius,
+        }
+    }
+
+    #[test]
+    fn battery_enters_below_the_minimum_and_leaves_at_the_hysteresis() {
+        // (level, in maintenance for it before, the reason)
+        let cases: [(Option<f64>, bool, Option<&str>); 7] = [
+            (Some(12.0), false, Some("battery low: S1 12% (< 30%)")),
+            (Some(100.0 / 3.0), false, None),
+            (Some(29.95), true, Some("battery low: S1 30% (< 30%)")),
+            (
+                Some(32.0),
+                true,
+                Some("battery low: S1 32% (charging to 35%)"),
+            ),
+            (Some(35.0), true, None),
+            (
+                None,
+                true,
+                Some("battery low: S1 (not read this round; charging to 35%)"),
+            ),
+            (None, false, None),
+        ];
+        for (level, was_low, want) in cases {
+            let mut d = phone();
+            d.battery_percent = level;
+            let was = memory_with(|m| {
+                if was_low {
+                    m.low_battery.insert(S.into());
+                }
+            });
+            let a = One { was, ..One::of(d) }.apply(&[battery]);
+            let case = format!("{level:?} {was_low}");
+            assert_eq!(
+                a.r.maintenance,
+                want.map(String::from).into_iter().collect::<Vec<_>>(),
+                "{case}"
+            );
+            assert_eq!(a.next.low_battery.contains(S), want.is_some(), "{case}");
+        }
+    }
+
+    #[test]
+    fn heat_enters_above_the_maximum_and_leaves_below_the_hysteresis() {
+        // (temperatures, hot before, the reasons)
+        let cases: [(Vec<f64>, bool, Vec<&str>); 6] = [
+            (
+                vec![36.0, 44.5],
+                false,
+                vec![
+                    "too hot: S1 battery 36.0°C (> 35°C)",
+                    "too hot: S1 battery 44.5°C (> 35°C)",
+                ],
+            ),
+            (vec![35.0], false, vec![]),
+            (
+                vec![34.0],
+                true,
+                vec!["too hot: S1 battery 34.0°C (cooling to below 33°C)"],
+            ),
+            (vec![32.9], true, vec![]),
+            (
+                vec![],
+                true,
+                vec!["too hot: S1 (not read this round; cooling to below 33°C)"],
+            ),
+            (vec![], false, vec![]),
+        ];
+        for (temps, was_hot, want) in cases {
+            let mut d = phone();
+            d.temperatures = temps.iter().copied().map(temp).collect();
+            let was = memory_with(|m| {
+                if was_hot {
+                    m.hot.insert(S.into());
+                }
+            });
+            let a = One { was, ..One::of(d) }.apply(&[heat]);
+            let case = format!("{temps:?} {was_hot}");
+            assert_eq!(a.r.maintenance, want, "{case}");
+            assert_eq!(a.next.hot.contains(S), !want.is_empty(), "{case}");
+        }
+    }
+
+    #[test]
+    fn care_reboots_a_phone_hot_too_long_once_then_needs_a_person() {
+        let mut d = phone();
+        d.temperatures = vec![temp(40.0)];
+        let hot_since = |since: f64, asked: Option<f64>| {
+            memory_with(|m| {
+                m.hot.insert(S.into());
+                m.hot_since.insert(S.into(), since);
+                if let Some(at) = asked {
+                    m.care_reboot_at.insert(S.into(), at);
+                }
+            })
+        };
+        // Hot for 30 min, idle: rebooted once, and the memory keeps when.
+        let a = One {
+            was: hot_since(0.0, None),
+            now: 1800.0,
+            ..One::of(d.clone())
+        }
+        .apply(&[heat, care]);
+        assert_eq!(
+            a.actions,
+            vec![Action::Reboot {
+                serial: S.into(),
+                why: "for its care: too hot for 30 min".into()
+            }]
+        );
+        assert_eq!(a.next.care_reboot_at.get(S), Some(&1800.0));
+        // The same while a task runs: not yet.
+        let busy = One {
+            was: hot_since(0.0, None),
+            now: 1800.0,
+            idle: false,
+            ..One::of(d.clone())
+        }
+        .apply(&[heat, care]);
+        assert!(busy.actions.is_empty());
+        // Still hot 30 min after that reboot: a person.
+        let a = One {
+            was: hot_since(0.0, Some(1800.0)),
+            now: 3600.0,
+            ..One::of(d)
+        }
+        .apply(&[heat, care]);
+        assert!(a.actions.is_empty());
+        assert_eq!(
+            a.r.quarantined,
+            vec!["too hot: S1 for 60 min, 30 min after a reboot: check its airflow, case and charger"]
+        );
+    }
+
+    #[test]
+    fn care_reboots_a_phone_up_too_long_while_idle_once_an_hour() {
+        // (idle, booting, asked a reboot this long ago, rebooted)
+        let cases = [
+            (true, false, None, true),
+            (false, false, None, false),
+            (true, true, None, false),
+            (true, false, Some(600.0), false),
+            (true, false, Some(3600.0), true),
+        ];
+        for (idle, booting, asked_ago, rebooted) in cases {
+            let mut d = phone();
+            d.uptime_secs = Some(90_360.0);
+            d.booting = booting;
+            let now = 10_000.0;
+            let was = memory_with(|m| {
+                if let Some(ago) = asked_ago {
+                    m.care_reboot_at.insert(S.into(), now - ago);
+                }
+            });
+            let a = One {
+                was,
+                now,
+                idle,
+                ..One::of(d)
+            }
+            .apply(&[care]);
+            let want: Vec<Action> = rebooted
+                .then(|| Action::Reboot {
+                    serial: S.into(),
+                    why: "for its care: up for 25.1 h".into(),
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(a.actions, want, "{idle} {booting} {asked_ago:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_battery_health_needs_maintenance() {
+        let cases = [
+            (2, None),
+            (3, Some("battery overheat: S1 (cable, port or battery)")),
+            (4, Some("battery dead: S1 (cable, port or battery)")),
+            (5, Some("battery over voltage: S1 (cable, port or battery)")),
+            (6, Some("battery failure: S1 (cable, port or battery)")),
+            (7, None),
+        ];
+        for (code, want) in cases {
+            let mut d = phone();
+            d.battery_health = Some(code);
+            let a = One::of(d).apply(&[battery_health]);
+            assert_eq!(
+                a.r.maintenance,
+                want.into_iter().collect::<Vec<_>>(),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_phone_on_power_that_does_not_charge_is_reported() {
+        let stall = TEST_STALL;
+        // (on power, level, best level seen and since when, now, not charging)
+        let cases = [
+            (Some(true), Some(80.0), Some((80.0, 0.0)), stall, true),
+            (
+                Some(true),
+                Some(80.0),
+                Some((80.0, 0.0)),
+                stall - 1.0,
+                false,
+            ),
+            (Some(true), Some(81.0), Some((80.0, 0.0)), stall, false),
+            (Some(true), Some(74.0), Some((80.0, 10.0)), 20.0, true),
+            (Some(true), Some(96.0), Some((96.0, 0.0)), stall, false),
+            (Some(true), Some(80.0), None, stall, false),
+            (Some(false), Some(50.0), Some((80.0, 0.0)), stall, false),
+        ];
+        for (powered, level, charge_was, now, want) in cases {
+            let mut d = phone();
+            d.powered = powered;
+            d.battery_percent = level;
+            let was = memory_with(|m| {
+                if let Some((best, since)) = charge_was {
+                    m.charge.insert(S.into(), Charge { best, since });
+                }
+            });
+            let a = One {
+                was,
+                now,
+                ..One::of(d)
+            }
+            .apply(&[charge]);
+            let said: Vec<&str> = a.r.maintenance.iter().map(String::as_str).collect();
+            let case = format!("{powered:?} {level:?} {charge_was:?} {now}");
+            assert_eq!(
+                said == ["not charging: S1 (cable, port or battery)"],
+                want,
+                "{case}"
+            );
+            // Unplugged, the watchdog starts over.
+            assert_eq!(
+                a.next.charge.contains_key(S),
+                powered == Some(true),
+                "{case}"
+            );
+        }
+        // Not read this round: it goes on from what it knew.
+        let was = memory_with(|m| {
+            m.charge.insert(
+                S.into(),
+                Charge {
+                    best: 80.0,
+                    since: 0.0,
+                },
+            );
+        });
+        let a = One {
+            was: was.clone(),
+            ..One::of(phone())
+        }
+        .apply(&[charge]);
+        assert_eq!(a.next.charge, was.charge);
+    }
+
+    /// `--charge-stall-after`'s default in the tests.
+    const TEST_STALL: f64 = super::super::TEST_THRESHOLDS.charge_stall_secs;
+
+    #[test]
+    fn a_nearly_full_data_partition_needs_maintenance() {
+        let cases = [
+            (
+                Some(512 << 20),
+                Some("data partition nearly full: S1 512 MiB free (< 1024 MiB)"),
+            ),
+            (Some(1 << 30), None),
+            (None, None),
+        ];
+        for (free, want) in cases {
+            let mut d = phone();
+            d.data_free_bytes = free;
+            let a = One::of(d).apply(&[data_free]);
+            assert_eq!(
+                a.r.maintenance,
+                want.into_iter().collect::<Vec<_>>(),
+                "{free:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operators_note_on_a_phone_is_its_maintenance() {
+        let mut notes = crate::state::notes::Notes::default();
+        notes.phones.insert(S.into(), "swap the cable".into());
+        let a = One {
+            notes,
+            ..One::of(phone())
+        }
+        .apply(&[note]);
+        assert_eq!(a.r.maintenance, vec!["maintenance: S1: swap the cable"]);
+        assert_eq!(
+            One::of(phone()).apply(&[note]).r.maintenance,
+            Vec::<String>::new()
+        );
+    }
+}
