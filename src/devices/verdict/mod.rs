@@ -18,7 +18,7 @@
 //! | seen before, absent now, not being rebooted | quarantined `device <serial> (<type>) has gone missing` |
 //! | `unauthorized` | quarantined, with the adb key remedy |
 //! | `no permissions` | quarantined, with the USB remedy |
-//! | `offline` (listed so, or the transport answered `device offline`) | one step of the recovery ladder per round that did not help ([`ladder`]): reconnect-offline (maintenance `device <serial> offline, reconnecting`), reconnect the phone, a USB reset (`--usb-reset`, once an hour at most), restart the adb server (every phone stuck), a hub port power cycle (`--usb-power-cycle`), each as maintenance `device <serial> offline, recovering: step 2, reconnect <serial>`; the USB steps and the restart only while idle |
+//! | `offline` (listed so, or the transport answered `device offline`) | one step of the recovery ladder per round that did not help (`link::ladder`): reconnect-offline (maintenance `device <serial> offline, reconnecting`), reconnect the phone, a USB reset (`--usb-reset`, once an hour at most), restart the adb server (every phone stuck), a hub port power cycle (`--usb-power-cycle`), each as maintenance `device <serial> offline, recovering: step 2, reconnect <serial>`; the USB steps and the restart only while idle |
 //! | still offline when the steps are used up | quarantined `device <serial> is still offline after every recovery step: tried ...; check its USB cable and hub port, or replug it` |
 //! | listed `device` but its round failed (a wedged adbd, a hung transport) | the same ladder without reconnect-offline (maintenance `device <serial> not answering (<why>), reconnecting`, then `..., recovering: step 2, ...`) |
 //! | not answering when the steps are used up | quarantined `device <serial> still does not answer after every recovery step (last: <why>): tried ...; ...` |
@@ -43,6 +43,11 @@
 //! gone missing stays reported until it comes back (the memory lives as long as the
 //! process). A phone being rebooted is expected to vanish or show `offline` for a while,
 //! so neither counts against it.
+//!
+//! The rules are a table (`RULES`), one function each in `link` (the link and the
+//! ladder) and `rules` (the phone's own condition); every text is in `reasons`; `view`
+//! joins the results into what one bot reports. Each rule has its own tests, through
+//! `One` (a phone through some rules alone); `decide`'s own tests go through `Round`.
 //!
 //! Must not: do I/O, log, or read the clock; the rules are tested as plain data.
 
