@@ -213,7 +213,8 @@ fn climb(turn: &mut Turn, why: Option<&str>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Memory, One};
+    use super::super::testing::One;
+    use super::super::Memory;
     use super::*;
     use crate::state::snapshot::{Device, ListingFailure};
 

@@ -56,8 +56,12 @@ use std::collections::{BTreeMap, BTreeSet};
 mod link;
 mod reasons;
 mod rules;
+#[cfg(test)]
+mod testing;
 mod view;
 
+#[cfg(test)]
+pub use testing::Round;
 pub use view::{phone_view, with_forced};
 
 use crate::state::notes::Notes;
@@ -146,90 +150,6 @@ pub const TEST_THRESHOLDS: Thresholds = Thresholds {
     usb_reset: false,
     usb_power_cycle: false,
 };
-
-/// One call of [`decide`] for the tests of every module that runs the verdict, with the
-/// defaults most want (a first round, nothing being rebooted, no host facts, no notes,
-/// the flags' defaults, at 0 s, idle); a test sets only what it is about.
-#[cfg(test)]
-pub struct Round {
-    memory: Memory,
-    devices: Vec<Device>,
-    rebooting: BTreeSet<String>,
-    host: Host,
-    notes: Notes,
-    t: Thresholds,
-    now: f64,
-    idle: bool,
-}
-
-#[cfg(test)]
-impl Round {
-    pub fn of(devices: &[Device]) -> Round {
-        Round {
-            memory: Memory::default(),
-            devices: devices.to_vec(),
-            rebooting: BTreeSet::new(),
-            host: Host::default(),
-            notes: Notes::default(),
-            t: TEST_THRESHOLDS,
-            now: 0.0,
-            idle: true,
-        }
-    }
-
-    /// The round after the one that left `memory`.
-    pub fn after(mut self, memory: &Memory) -> Round {
-        self.memory = memory.clone();
-        self
-    }
-
-    pub fn rebooting(mut self, serials: &BTreeSet<String>) -> Round {
-        self.rebooting = serials.clone();
-        self
-    }
-
-    pub fn host(mut self, host: Host) -> Round {
-        self.host = host;
-        self
-    }
-
-    pub fn notes(mut self, notes: Notes) -> Round {
-        self.notes = notes;
-        self
-    }
-
-    pub fn thresholds(mut self, t: Thresholds) -> Round {
-        self.t = t;
-        self
-    }
-
-    /// The watcher's clock, in seconds.
-    pub fn at(mut self, now: f64) -> Round {
-        self.now = now;
-        self
-    }
-
-    /// False while a task runs.
-    pub fn idle(mut self, idle: bool) -> Round {
-        self.idle = idle;
-        self
-    }
-
-    pub fn decide(&self) -> Outcome {
-        decide(
-            &self.memory,
-            &self.devices,
-            &self.rebooting,
-            Outside {
-                host: &self.host,
-                notes: &self.notes,
-            },
-            &self.t,
-            self.now,
-            self.idle,
-        )
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
@@ -447,71 +367,6 @@ impl Memory {
         seen.kind = d.kind;
         if d.device_type.is_some() {
             seen.device_type.clone_from(&d.device_type);
-        }
-    }
-}
-
-/// One phone through some rules alone, for each rule's own tests: the phone, the memory
-/// of earlier rounds and the round's settings (the flags' defaults, at 0 s, idle); a
-/// test sets the fields it is about (`One { now: 60.0, ..One::of(phone) }`).
-#[cfg(test)]
-struct One {
-    d: Device,
-    was: Memory,
-    t: Thresholds,
-    notes: Notes,
-    now: f64,
-    idle: bool,
-    all_stuck: bool,
-    being_rebooted: bool,
-}
-
-/// What [`One::apply`] gives: the phone's reasons, the memory left, the actions.
-#[cfg(test)]
-struct Applied {
-    r: Reasons,
-    next: Memory,
-    actions: Vec<Action>,
-}
-
-#[cfg(test)]
-impl One {
-    fn of(d: Device) -> One {
-        One {
-            d,
-            was: Memory::default(),
-            t: TEST_THRESHOLDS,
-            notes: Notes::default(),
-            now: 0.0,
-            idle: true,
-            all_stuck: false,
-            being_rebooted: false,
-        }
-    }
-
-    fn apply(&self, rules: &[Rule]) -> Applied {
-        let mut next = Memory::default();
-        let mut actions = Vec::new();
-        let mut turn = Turn {
-            d: &self.d,
-            was: &self.was,
-            next: &mut next,
-            r: Collect::default(),
-            actions: &mut actions,
-            t: &self.t,
-            notes: &self.notes,
-            now: self.now,
-            idle: self.idle,
-            all_stuck: self.all_stuck,
-            being_rebooted: self.being_rebooted,
-        };
-        for rule in rules {
-            rule(&mut turn);
-        }
-        Applied {
-            r: turn.r.into_reasons(),
-            next,
-            actions,
         }
     }
 }

@@ -211,7 +211,7 @@ pub(super) fn note(turn: &mut Turn) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::One;
+    use super::super::testing::One;
     use super::*;
     use crate::state::snapshot::{usable_device, DeviceKind, Temperature};
 
