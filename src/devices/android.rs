@@ -726,7 +726,6 @@ mod tests {
     use super::*;
     use crate::devices::phones::Props;
     use crate::devices::verdict::Memory;
-    use crate::state::snapshot::Reasons;
     use std::collections::BTreeSet;
 
     fn listed(serial: &str, state: &str) -> Listed {
@@ -964,7 +963,7 @@ mod tests {
             &[d],
             &BTreeSet::new(),
             crate::devices::verdict::Outside {
-                host: &Reasons::default(),
+                host: &crate::devices::verdict::Host::default(),
                 notes: &crate::state::notes::Notes::default(),
             },
             &t,

@@ -32,7 +32,7 @@ use super::budget::{Budget, SERVER_SILENT_ROUNDS};
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
-use super::verdict::{self, Action, Memory, Outside, Thresholds};
+use super::verdict::{self, Action, Host, Memory, Outside, Thresholds};
 use super::Context;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
@@ -43,7 +43,7 @@ use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
 use crate::state::metrics::InterrogationErrorKind;
 use crate::state::notes::Notes;
-use crate::state::snapshot::{self, Device, DeviceKind, Dimensions, Link, Reasons, Snapshot};
+use crate::state::snapshot::{self, Device, DeviceKind, Dimensions, Link, Snapshot};
 use crate::state::{DeviceCommand, EventReason};
 
 /// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
@@ -569,12 +569,10 @@ impl Watcher {
                 .map_or("after task", String::as_str);
             d.mark_rebooting(what_for);
         }
-        let mut host = Reasons::default();
-        self.iphones.add_reasons(&mut host);
-        if let Some(s) = &self.server_silent {
-            host.maintenance
-                .push(format!("adb server not answering: {}", s.first));
-        }
+        let host = Host {
+            adb_server_silent: self.server_silent.as_ref().map(|s| s.first.clone()),
+            iphones_unlisted: self.iphones.listing_failure(),
+        };
         let outcome = verdict::decide(
             &self.memory,
             &devices,
@@ -1179,21 +1177,20 @@ mod tests {
             .await;
         assert_eq!(s.dimensions["android_devices"], vec!["1", "2"]);
         for serial in ["S1", "S2"] {
-            let v = s.phone_view(serial);
+            let v = verdict::phone_view(&s, serial);
             assert_eq!(v.dimensions["android_devices"], vec!["1"], "{serial}");
             assert_eq!(v.dimensions["device_type"], vec!["redfin"], "{serial}");
             assert_eq!(v.dimensions["os"], vec!["Android"], "{serial}");
-            assert_eq!(v.reasons, Reasons::default(), "{serial}");
+            assert_eq!(v.reasons, snapshot::Reasons::default(), "{serial}");
         }
-        let w = s.phone_view("W");
+        let w = verdict::phone_view(&s, "W");
         assert!(w.dimensions.is_empty(), "{w:?}");
         assert_eq!(w.reasons.maintenance.len(), 1, "{w:?}");
         assert!(
             w.reasons.maintenance[0].contains("W not answering"),
             "{w:?}"
         );
-        assert!(s
-            .phone_view("gone")
+        assert!(verdict::phone_view(&s, "gone")
             .reasons
             .quarantined
             .contains(&"device gone is not listed".to_string()));
@@ -1355,7 +1352,7 @@ mod tests {
         let s = rig
             .until("W back", |s| device(s, "W").is_some_and(Device::reachable))
             .await;
-        assert_eq!(s.reasons, Reasons::default());
+        assert_eq!(s.reasons, snapshot::Reasons::default());
         rig.stop().await;
     }
 
@@ -1432,7 +1429,7 @@ mod tests {
         assert!(s.reasons.quarantined.is_empty(), "{:?}", s.reasons);
         rig.fake.list("R device\n");
         let s = rig
-            .until("R back", |s| s.reasons == Reasons::default())
+            .until("R back", |s| s.reasons == snapshot::Reasons::default())
             .await;
         assert!(device(&s, "R").is_some_and(Device::reachable));
         assert_eq!(rig.fake.calls("reboot R"), 1);

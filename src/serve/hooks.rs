@@ -20,11 +20,13 @@
 //! This module must not block on anything but its own sockets, and must never log a
 //! token.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 
+use crate::devices::verdict;
 use crate::serve::caller::{self, Caller};
 use crate::serve::dimension_rules;
 use crate::serve::http::{error_reply, json_reply, Reply, MAX_BODY};
@@ -332,7 +334,10 @@ fn get_dimensions(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, 
     let snapshot = ctx.snapshot.get();
     let (ours, id) = match caller {
         Caller::Pi => (snapshot.dimensions.clone(), ctx.settings.bot_id.clone()),
-        Caller::Phone { id, serial, .. } => (snapshot.phone_view(serial).dimensions, id.clone()),
+        Caller::Phone { id, serial, .. } => (
+            verdict::phone_view(&snapshot, serial).dimensions,
+            id.clone(),
+        ),
     };
     for (key, values) in ours {
         dims.insert(key, values);
@@ -358,14 +363,14 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
     let reasons = match caller {
         Caller::Pi => {
             ctx.forced.set(forced);
-            crate::devices::verdict::with_forced(&snapshot.reasons, ctx.forced.get().as_deref())
+            verdict::with_forced(&snapshot.reasons, ctx.forced.get().as_deref())
         }
         Caller::Phone { id, serial, .. } => {
             let forced = ctx
                 .forced
                 .for_bot(forced, || ctx.per_device_bots.bots().into_keys(), id);
-            crate::devices::verdict::with_forced(
-                &snapshot.phone_view(serial).reasons,
+            verdict::with_forced(
+                &verdict::phone_view(&snapshot, serial).reasons,
                 forced.as_deref(),
             )
         }
@@ -420,17 +425,17 @@ fn add_our_state(
     );
 }
 
-/// Consumes the forced-quarantine file: `Some(reason)` when it was there.
-fn take_forced_quarantine(ctx: &Context) -> Option<String> {
+/// Consumes the forced-quarantine file: `Some(file)` when it was there (the verdict
+/// says it as a reason).
+fn take_forced_quarantine(ctx: &Context) -> Option<PathBuf> {
     let path = &ctx.settings.force_quarantine_file;
-    let reason = format!("forced quarantine ({} was present)", path.display());
     match std::fs::remove_file(path) {
         Ok(()) => {
             log::info!(
                 "forced quarantine: {} was present; reporting quarantined once and deleted it",
                 path.display()
             );
-            Some(reason)
+            Some(path.clone())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         // It is there but cannot be deleted: keep reporting until someone removes it.
@@ -439,7 +444,7 @@ fn take_forced_quarantine(ctx: &Context) -> Option<String> {
                 "forced quarantine: cannot delete {} ({e}); reporting quarantined until it is gone",
                 path.display()
             );
-            Some(reason)
+            Some(path.clone())
         }
         Err(_) => None,
     }

@@ -144,7 +144,7 @@ fn with_status(ctx: &Context, f: impl FnOnce(&Status) -> Reply) -> Reply {
             .bots()
             .into_iter()
             .map(|(id, b)| BotView {
-                reasons: snapshot.phone_view(&b.serial).reasons,
+                reasons: verdict::phone_view(&snapshot, &b.serial).reasons,
                 status: b.status.get(),
                 phone: Some(b.serial),
                 id,

@@ -13,6 +13,7 @@
 //! these are `std::sync` locks and not tokio ones.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -281,15 +282,16 @@ impl HookCalls {
 
 /// The forced quarantine the last `get_state` answer carried, if any: the bot stays
 /// quarantined on the server until its next `get_state`, so `/metrics` and
-/// `/status.json` show it until then. Written by the state hook only.
+/// `/status.json` show it until then. Written by the state hook only. Held as the
+/// request file that was found; `verdict::with_forced` says it as a reason.
 #[derive(Default)]
-pub struct ForcedQuarantine(Mutex<Option<String>>, Mutex<ForcedForBots>);
+pub struct ForcedQuarantine(Mutex<Option<PathBuf>>, Mutex<ForcedForBots>);
 
-/// With `--bots per-device` the file quarantines every bot of the Pi once: the reason,
+/// With `--bots per-device` the file quarantines every bot of the Pi once: the file,
 /// and the bots that have not reported it yet.
 #[derive(Default)]
 struct ForcedForBots {
-    reason: Option<String>,
+    file: Option<PathBuf>,
     pending: std::collections::BTreeSet<String>,
 }
 
@@ -299,30 +301,30 @@ impl ForcedQuarantine {
     /// `bots` is only called then, so the usual poll, with no file, copies no ids.
     pub fn for_bot<I: IntoIterator<Item = String>>(
         &self,
-        fresh: Option<String>,
+        fresh: Option<PathBuf>,
         bots: impl FnOnce() -> I,
         id: &str,
-    ) -> Option<String> {
+    ) -> Option<PathBuf> {
         let mut f = self.1.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(reason) = fresh {
-            f.reason = Some(reason);
+        if let Some(file) = fresh {
+            f.file = Some(file);
             f.pending = bots().into_iter().collect();
             f.pending.insert(id.to_string());
         }
         if f.pending.remove(id) {
-            f.reason.clone()
+            f.file.clone()
         } else {
             None
         }
     }
 
-    pub fn set(&self, reason: Option<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    pub fn set(&self, file: Option<PathBuf>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = file;
     }
 
     /// The forced quarantine the latest `get_state` reported, if any (`verdict` merges
     /// it into the bot's reasons).
-    pub fn get(&self) -> Option<String> {
+    pub fn get(&self) -> Option<PathBuf> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -593,7 +595,7 @@ mod tests {
         let bots = || ["a".to_string(), "b".to_string(), "c".to_string()];
         // With no fresh file the fleet's ids are not needed, so not asked for.
         let unused = || -> Vec<String> { panic!("the bot ids were asked for") };
-        let reason = Some("forced quarantine (/b/pi.force_quarantine was present)".to_string());
+        let reason = Some(PathBuf::from("/b/pi.force_quarantine"));
         assert_eq!(f.for_bot(reason.clone(), bots, "a"), reason);
         assert_eq!(f.for_bot(None, unused, "a"), None);
         assert_eq!(f.for_bot(None, unused, "b"), reason);

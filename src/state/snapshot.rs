@@ -123,8 +123,17 @@ pub enum Fault {
     /// error, or output that does not parse): a person must look, no reconnect helps.
     Unreadable(String),
     /// The iPhones could not be listed; this one is kept from the last listing.
-    /// `needs_person` unless the listing only timed out.
-    Unlisted { why: String, needs_person: bool },
+    Unlisted(ListingFailure),
+}
+
+/// Why the iPhones could not be listed: the fact the verdict turns into a reason, for
+/// each known iPhone and for the bot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingFailure {
+    /// The listing tool's error, as it explains itself.
+    pub error: String,
+    /// Everything but a timeout, which a slow usbmuxd may get over by the next round.
+    pub needs_person: bool,
 }
 
 /// What we know of one phone after its latest round.
@@ -244,7 +253,7 @@ impl Device {
             Fault::Rebooting(what_for) => format!("rebooting {what_for}"),
             Fault::NotAnswering { why, .. } => format!("not answering: {why}"),
             Fault::Unreadable(why) => format!("unreadable: {why}"),
-            Fault::Unlisted { why, .. } => why.clone(),
+            Fault::Unlisted(f) => format!("cannot list the iPhones: {}", f.error),
         })
     }
 
@@ -300,45 +309,12 @@ pub struct Snapshot {
     pub busy_phones: BTreeSet<String>,
 }
 
-/// What a bot of one phone reports (`--bots per-device`).
+/// What a bot of one phone reports (`--bots per-device`); `verdict::phone_view` makes it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PhoneView {
     pub dimensions: Dimensions,
     /// The phone's own reasons and the host's.
     pub reasons: Reasons,
-}
-
-impl Snapshot {
-    /// The view of the phone `serial`; a phone the snapshot does not know is
-    /// quarantined with the reason, never silently usable.
-    pub fn phone_view(&self, serial: &str) -> PhoneView {
-        let mut reasons = self.host_reasons.clone();
-        match self.devices.iter().find(|d| d.serial == serial) {
-            Some(d) => {
-                reasons
-                    .quarantined
-                    .extend(d.reasons.quarantined.iter().cloned());
-                reasons
-                    .maintenance
-                    .extend(d.reasons.maintenance.iter().cloned());
-            }
-            None => reasons
-                .quarantined
-                .push(format!("device {serial} is not listed")),
-        }
-        reasons.quarantined.sort();
-        reasons.quarantined.dedup();
-        reasons.maintenance.sort();
-        reasons.maintenance.dedup();
-        PhoneView {
-            dimensions: self
-                .phone_dimensions
-                .get(serial)
-                .cloned()
-                .unwrap_or_default(),
-            reasons,
-        }
-    }
 }
 
 /// What changed between two snapshots, as operator events: a device that appeared,

@@ -436,9 +436,9 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::verdict::{self, Memory, Thresholds};
+    use crate::devices::verdict::Round;
     use crate::state::snapshot::{usable_device, Reasons, State};
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     use test_lab::{dead, Lab};
 
@@ -461,8 +461,6 @@ mod tests {
     {
         crate::runtime::reaper::with_reap_loop(test)
     }
-
-    const T: Thresholds = verdict::TEST_THRESHOLDS;
 
     fn errors(metrics: &Metrics) -> Vec<(Vec<String>, u64)> {
         metrics.interrogation_errors_total.series()
@@ -551,18 +549,7 @@ mod tests {
                     ("os", &["iOS", "iOS-15.7", "iOS-16.6.1", "iOS-17.1"]),
                 ])
             );
-            let assessment = verdict::decide(
-                &Memory::default(),
-                &devices,
-                &BTreeSet::new(),
-                crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
-                    notes: &crate::state::notes::Notes::default(),
-                },
-                &T,
-                0.0,
-                true,
-            );
+            let assessment = Round::of(&devices).decide();
             assert_eq!(assessment.reasons, Default::default());
         });
     }
@@ -575,22 +562,10 @@ mod tests {
             lab.phone(A, "iPhone14,2", "17.1", "87");
             lab.phone(B, "iPhone13,1", "16.6.1", "90");
             let metrics = Metrics::default();
-            let none = BTreeSet::new();
             let first = interrogate(&config_for(&lab.dir, 30), &reaper, &metrics)
                 .await
                 .unwrap();
-            let first = verdict::decide(
-                &Memory::default(),
-                &first,
-                &none,
-                crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
-                    notes: &crate::state::notes::Notes::default(),
-                },
-                &T,
-                0.0,
-                true,
-            );
+            let first = Round::of(&first).decide();
             assert!(first.reasons.quarantined.is_empty());
 
             lab.phones(&[A]);
@@ -598,18 +573,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(second.len(), 1);
-            let second = verdict::decide(
-                &first.memory,
-                &second,
-                &none,
-                crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
-                    notes: &crate::state::notes::Notes::default(),
-                },
-                &T,
-                0.0,
-                true,
-            );
+            let second = Round::of(&second).after(&first.memory).decide();
             assert_eq!(
                 second.reasons.quarantined,
                 vec![format!("device {B} (iPhone13,1) has gone missing")]
@@ -640,18 +604,7 @@ mod tests {
             assert_eq!(b.battery_percent, None);
             assert_eq!(b.unusable(), None, "the battery is best effort");
             assert_eq!(errors(&metrics), vec![(vec!["parse".to_string()], 1)]);
-            let a = verdict::decide(
-                &Memory::default(),
-                &devices,
-                &BTreeSet::new(),
-                crate::devices::verdict::Outside {
-                    host: &Reasons::default(),
-                    notes: &crate::state::notes::Notes::default(),
-                },
-                &T,
-                0.0,
-                true,
-            );
+            let a = Round::of(&devices).decide();
             assert_eq!(
                 a.reasons.maintenance,
                 vec![format!("battery low: {A} 12% (< 30%)")]

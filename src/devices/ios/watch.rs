@@ -1,6 +1,6 @@
 //! What the device watcher remembers of the iPhones between rounds, and what it shows
-//! of them: the devices for the snapshot, the bot's iOS dimensions, and the reason a
-//! failed listing adds to the bot's state.
+//! of them: the devices for the snapshot, the bot's iOS dimensions, and the failed
+//! listing, which the verdict turns into a reason for the bot.
 //!
 //! The iPhones have no event stream like adb's device list: they are known only through
 //! the rounds. So a round whose listing failed (no `idevice_id`, usbmuxd down, a hung
@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::{ios_dimensions, IosError, IosErrorKind};
-use crate::state::snapshot::{Device, Dimensions, Fault, Reasons};
+use crate::state::snapshot::{Device, Dimensions, Fault, ListingFailure};
 
 /// The iPhones as of the last round.
 #[derive(Debug, Default)]
@@ -69,11 +69,8 @@ impl Iphones {
             .iter()
             .map(|d| {
                 let mut d = d.clone();
-                if let Some(e) = &self.list_error {
-                    d.fault = Some(Fault::Unlisted {
-                        why: listing_failed(e),
-                        needs_person: needs_a_person(e),
-                    });
+                if let Some(failure) = self.listing_failure() {
+                    d.fault = Some(Fault::Unlisted(failure));
                     d.dimensions.clear();
                 }
                 d
@@ -104,23 +101,14 @@ impl Iphones {
             .collect()
     }
 
-    /// Adds the failed listing's reason, if any, keeping both lists sorted and distinct.
-    pub fn add_reasons(&self, reasons: &mut Reasons) {
-        let Some(e) = &self.list_error else { return };
-        let list = if needs_a_person(e) {
-            &mut reasons.quarantined
-        } else {
-            &mut reasons.maintenance
-        };
-        let reason = listing_failed(e);
-        if let Err(at) = list.binary_search(&reason) {
-            list.insert(at, reason);
-        }
+    /// Why the latest listing failed, if it did: for the verdict, which gives the bot
+    /// (and every known iPhone) its reason.
+    pub fn listing_failure(&self) -> Option<ListingFailure> {
+        self.list_error.as_ref().map(|e| ListingFailure {
+            error: e.to_string(),
+            needs_person: needs_a_person(e),
+        })
     }
-}
-
-fn listing_failed(e: &IosError) -> String {
-    format!("cannot list the iPhones: {e}")
 }
 
 /// Whether a failed listing needs someone to act: everything but a timeout, which a
@@ -175,13 +163,11 @@ mod tests {
 
         p.round_done(Ok(vec![phone(A, "16.6", 80.0)]), &none());
         assert_eq!(p.devices().len(), 1);
-        let mut reasons = Reasons::default();
-        p.add_reasons(&mut reasons);
-        assert_eq!(reasons, Reasons::default());
+        assert_eq!(p.listing_failure(), None);
     }
 
     #[test]
-    fn a_failed_listing_keeps_the_phones_unusable_and_quarantines() {
+    fn a_failed_listing_keeps_the_phones_unusable_and_needs_a_person() {
         let mut p = Iphones::default();
         p.round_done(Ok(vec![phone(A, "17.1", 80.0)]), &none());
         let e = list_error(IosErrorKind::ToolMissing {
@@ -196,22 +182,14 @@ mod tests {
         assert_eq!(shown[0].battery_percent, Some(80.0));
         assert_eq!(p.dimensions(&none()), Dimensions::new());
 
-        let mut reasons = Reasons {
-            quarantined: vec!["a".into(), "z".into()],
-            maintenance: vec![],
-        };
-        p.add_reasons(&mut reasons);
-        p.add_reasons(&mut reasons);
-        assert_eq!(reasons.quarantined, vec!["a".to_string(), why, "z".into()]);
-        assert!(reasons.quarantined[1].contains("--idevice-dir"));
-        assert!(reasons.maintenance.is_empty());
+        let failure = p.listing_failure().expect("the failure is kept");
+        assert!(failure.needs_person);
+        assert!(failure.error.contains("--idevice-dir"), "{failure:?}");
 
         // The next listing that works clears it all.
         p.round_done(Ok(vec![phone(A, "17.1", 80.0)]), &none());
         assert_eq!(p.devices()[0].unusable(), None);
-        let mut reasons = Reasons::default();
-        p.add_reasons(&mut reasons);
-        assert_eq!(reasons, Reasons::default());
+        assert_eq!(p.listing_failure(), None);
     }
 
     #[test]
@@ -224,13 +202,11 @@ mod tests {
             &none(),
         );
         assert!(p.devices().is_empty());
-        let mut reasons = Reasons::default();
-        p.add_reasons(&mut reasons);
-        assert!(reasons.quarantined.is_empty());
-        assert_eq!(reasons.maintenance.len(), 1);
+        let failure = p.listing_failure().expect("the failure is kept");
+        assert!(!failure.needs_person, "a timeout is maintenance");
         assert!(
-            reasons.maintenance[0].starts_with("cannot list the iPhones: idevice_id -l: no answer"),
-            "{reasons:?}"
+            failure.error.starts_with("idevice_id -l: no answer"),
+            "{failure:?}"
         );
     }
 

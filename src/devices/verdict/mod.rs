@@ -18,7 +18,7 @@
 //! | seen before, absent now, not being rebooted | quarantined `device <serial> (<type>) has gone missing` |
 //! | `unauthorized` | quarantined, with the adb key remedy |
 //! | `no permissions` | quarantined, with the USB remedy |
-//! | `offline` (listed so, or the transport answered `device offline`) | one step of the recovery ladder per round that did not help ([`ladder`]): reconnect-offline (maintenance `device <serial> offline, reconnecting`), reconnect the phone, a USB reset (`--usb-reset`, once an hour at most), restart the adb server (every phone stuck), a hub port power cycle (`--usb-power-cycle`), each as maintenance `device <serial> offline, recovering: step 2, reconnect <serial>`; the USB steps and the restart only while idle |
+//! | `offline` (listed so, or the transport answered `device offline`) | one step of the recovery ladder per round that did not help (`link::ladder`): reconnect-offline (maintenance `device <serial> offline, reconnecting`), reconnect the phone, a USB reset (`--usb-reset`, once an hour at most), restart the adb server (every phone stuck), a hub port power cycle (`--usb-power-cycle`), each as maintenance `device <serial> offline, recovering: step 2, reconnect <serial>`; the USB steps and the restart only while idle |
 //! | still offline when the steps are used up | quarantined `device <serial> is still offline after every recovery step: tried ...; check its USB cable and hub port, or replug it` |
 //! | listed `device` but its round failed (a wedged adbd, a hung transport) | the same ladder without reconnect-offline (maintenance `device <serial> not answering (<why>), reconnecting`, then `..., recovering: step 2, ...`) |
 //! | not answering when the steps are used up | quarantined `device <serial> still does not answer after every recovery step (last: <why>): tried ...; ...` |
@@ -44,12 +44,33 @@
 //! process). A phone being rebooted is expected to vanish or show `offline` for a while,
 //! so neither counts against it.
 //!
+//! The rules are a table (`RULES`), one function each in `link` (the link and the
+//! ladder) and `rules` (the phone's own condition); every text is in `reasons`; `view`
+//! joins the results into what one bot reports. Each rule has its own tests, through
+//! `One` (a phone through some rules alone); `decide`'s own tests go through `Round`.
+//!
 //! Must not: do I/O, log, or read the clock; the rules are tested as plain data.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod link;
+mod reasons;
+mod rules;
+#[cfg(test)]
+mod testing;
+mod view;
+
+#[cfg(test)]
+pub use testing::Round;
+pub use view::{phone_view, with_forced};
+
 use crate::state::notes::Notes;
-use crate::state::snapshot::{Device, DeviceKind, Fault, Link, Reasons, State};
+use crate::state::snapshot::{Device, DeviceKind, Fault, Link, ListingFailure, Reasons, State};
+use reasons::{
+    adb_server_silent, gone_missing, iphones_unlisted, phone_note_reason, pi_note_reason,
+    rebooting_reason,
+};
+use rules::Charge;
 
 /// Consecutive failed rounds (offline, not answering) after which reconnecting is given
 /// up and a person is needed; also how long a handshake may last before it is reported.
@@ -130,91 +151,6 @@ pub const TEST_THRESHOLDS: Thresholds = Thresholds {
     usb_power_cycle: false,
 };
 
-/// A phone is reset over USB at most this often: resets have panicked kernels.
-const USB_RESET_EVERY: f64 = 3600.0;
-
-/// The recovery ladder of a phone that is offline (or answers `device offline`), or
-/// listed online and not answering: one step per round that did not help, then a person.
-/// `host:reconnect-offline` cannot help a transport the server lists as online, so a
-/// phone that is not answering starts at its own reconnect. Restarting the adb server
-/// drops every phone's transport, so it is a step only when every phone is stuck and no
-/// task runs.
-fn ladder(offline: bool, serial: &str, opts: &LadderOptions) -> Vec<(String, Action)> {
-    let mut steps = Vec::new();
-    if offline {
-        steps.push(("reconnect-offline".to_string(), Action::ReconnectOffline));
-    }
-    steps.push((
-        format!("reconnect {serial}"),
-        Action::Reconnect(serial.to_string()),
-    ));
-    if let (true, Some(path)) = (opts.usb_reset, &opts.usb_path) {
-        steps.push((
-            format!("USB reset of {path}"),
-            Action::UsbReset {
-                serial: serial.to_string(),
-                devpath: path.clone(),
-            },
-        ));
-    }
-    if opts.restart_server {
-        steps.push((
-            "restart the adb server".to_string(),
-            Action::RestartAdbServer,
-        ));
-    }
-    if let (true, Some(path)) = (opts.usb_power_cycle, &opts.usb_path) {
-        steps.push((
-            format!("power cycle of {path}'s hub port"),
-            Action::PowerCycle {
-                serial: serial.to_string(),
-                devpath: path.clone(),
-            },
-        ));
-    }
-    steps
-}
-
-/// What a phone's ladder may hold this round.
-struct LadderOptions {
-    /// Every phone is stuck and no task runs.
-    restart_server: bool,
-    /// `--usb-reset`, the phone was not reset within the hour, and no task runs.
-    usb_reset: bool,
-    /// `--usb-power-cycle`, and no task runs.
-    usb_power_cycle: bool,
-    /// `usb:<path>` as adb lists it; a phone without one (TCP) has no USB steps.
-    usb_path: Option<String>,
-}
-
-/// A phone is rebooted for its own care at most this often.
-const CARE_REBOOT_EVERY: f64 = 3600.0;
-
-/// What the charge watchdog remembers of a phone on power.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Charge {
-    /// The best level seen while on power.
-    best: f64,
-    /// When the level last rose (or the phone was plugged, or was full enough).
-    since: f64,
-}
-
-/// Above this level a phone on power need not rise any more.
-const CHARGED_ENOUGH: f64 = 95.0;
-/// A fall of this many points while on power means the charger does not keep up.
-const CHARGE_FALL: f64 = 5.0;
-
-/// BatteryManager's health codes that need a person, with their names.
-fn bad_battery_health(code: u8) -> Option<&'static str> {
-    match code {
-        3 => Some("overheat"),
-        4 => Some("dead"),
-        5 => Some("over voltage"),
-        6 => Some("failure"),
-        _ => None,
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     kind: DeviceKind,
@@ -267,6 +203,16 @@ struct Collect {
 }
 
 impl Collect {
+    /// The iPhones could not be listed: a person is needed unless it only timed out.
+    fn listing_failed(&mut self, failure: &ListingFailure) {
+        let list = if failure.needs_person {
+            &mut self.quarantined
+        } else {
+            &mut self.maintenance
+        };
+        list.insert(iphones_unlisted(failure));
+    }
+
     fn into_reasons(self) -> Reasons {
         Reasons {
             quarantined: self.quarantined.into_iter().collect(),
@@ -275,11 +221,23 @@ impl Collect {
     }
 }
 
+/// What the host says of itself this round, facts that belong to no single phone; each
+/// holds back the bot (and every phone's bot, `--bots per-device`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Host {
+    /// The adb server accepts connections and answers none: its first failure, stable
+    /// while the silence lasts. `None` while it answers.
+    pub adb_server_silent: Option<String>,
+    /// Why the iPhones could not be listed, when the latest listing failed.
+    pub iphones_unlisted: Option<ListingFailure>,
+}
+
 /// Applies the rules to this round's `devices` (the phones listed now, and the phones
 /// being rebooted; a device in [`State::Missing`] is treated as absent). `rebooting`
 /// holds the serials the watcher rebooted after a task and has not yet seen come back;
-/// `outside` what the phones do not say themselves; `now` is the watcher's clock in seconds (only differences matter); `idle` is false
-/// while a task runs, when no phone is rebooted for its own care.
+/// `outside` what the phones do not say themselves; `now` is the watcher's clock in
+/// seconds (only differences matter); `idle` is false while a task runs, when no phone
+/// is rebooted for its own care.
 pub fn decide(
     memory: &Memory,
     devices: &[Device],
@@ -295,355 +253,30 @@ pub fn decide(
         seen: memory.seen.clone(),
         ..Memory::default()
     };
+    let all_stuck = all_stuck(devices, rebooting);
     let mut out: Vec<Device> = Vec::new();
-    // Every Android phone present is offline or not answering: the adb server itself
-    // may be what is stuck.
-    let android: Vec<&Device> = devices
-        .iter()
-        .filter(|d| {
-            d.kind == DeviceKind::Android
-                && d.state != State::Missing
-                && !rebooting.contains(&d.serial)
-                && d.state != State::Rebooting
-        })
-        .collect();
-    let all_stuck = !android.is_empty()
-        && android.iter().all(|d| {
-            d.link() == Some(&Link::Offline) || matches!(d.fault, Some(Fault::NotAnswering { .. }))
-        });
-
     for d in devices.iter().filter(|d| d.state != State::Missing) {
-        let serial = &d.serial;
-        let seen = next.seen.entry(serial.clone()).or_insert(Seen {
-            kind: d.kind,
-            device_type: None,
-        });
-        seen.kind = d.kind;
-        if d.device_type.is_some() {
-            seen.device_type.clone_from(&d.device_type);
-        }
-        let mut r = Collect::default();
-        let being_rebooted = rebooting.contains(serial) || d.state == State::Rebooting;
-        if let Some(at) = memory.usb_reset_at.get(serial) {
-            next.usb_reset_at.insert(serial.clone(), *at);
-        }
-        let usb_reset = match memory.climb_usb_reset.get(serial) {
-            Some(allowed) if memory.failed_rounds.contains_key(serial) => *allowed,
-            _ => {
-                t.usb_reset
-                    && memory
-                        .usb_reset_at
-                        .get(serial)
-                        .is_none_or(|at| now - at >= USB_RESET_EVERY)
-            }
+        next.remember(d);
+        let mut turn = Turn {
+            d,
+            was: memory,
+            next: &mut next,
+            r: Collect::default(),
+            actions: &mut actions,
+            t,
+            notes,
+            now,
+            idle,
+            all_stuck,
+            being_rebooted: rebooting.contains(&d.serial) || d.state == State::Rebooting,
         };
-        // The steps that disturb more than the phone's dead transport wait for no task.
-        let opts = LadderOptions {
-            restart_server: all_stuck && idle,
-            usb_reset: usb_reset && idle,
-            usb_power_cycle: t.usb_power_cycle && idle,
-            usb_path: d.usb_path.clone(),
-        };
-        let failed = |next: &mut Memory| -> u32 {
-            let rounds = memory.failed_rounds.get(serial).copied().unwrap_or(0) + 1;
-            next.failed_rounds.insert(serial.clone(), rounds);
-            rounds
-        };
-
-        if being_rebooted {
-            let what_for = match &d.fault {
-                Some(Fault::Rebooting(what_for)) => what_for.as_str(),
-                _ => "after task",
-            };
-            r.maintenance
-                .insert(format!("rebooting {serial} {what_for}"));
-        } else {
-            let link = d.link().cloned().unwrap_or(Link::Device);
-            let not_answering = match &d.fault {
-                Some(Fault::NotAnswering { why, offline }) => Some((why.as_str(), *offline)),
-                _ => None,
-            };
-            match (&link, not_answering) {
-                (Link::Unauthorized, _) => {
-                    r.quarantined.insert(unauthorized_reason(serial));
-                }
-                (Link::NoPermissions, _) => {
-                    r.quarantined.insert(no_permissions_reason(serial));
-                }
-                (Link::Offline, _) | (Link::Device, Some((_, true))) => {
-                    let rounds = failed(&mut next);
-                    next.climb_usb_reset.insert(serial.clone(), opts.usb_reset);
-                    let ladder = ladder(true, serial, &opts);
-                    match ladder.get(rounds as usize - 1) {
-                        Some((what, action)) => {
-                            r.maintenance.insert(if rounds == 1 {
-                                offline_reconnecting_reason(serial)
-                            } else {
-                                format!(
-                                    "device {serial} offline, recovering: step {rounds}, {what}"
-                                )
-                            });
-                            if matches!(action, Action::UsbReset { .. }) {
-                                next.usb_reset_at.insert(serial.clone(), now);
-                            }
-                            if !actions.contains(action) {
-                                actions.push(action.clone());
-                            }
-                        }
-                        None => {
-                            r.quarantined
-                                .insert(offline_too_long_reason(serial, &ladder));
-                        }
-                    }
-                    next.recovery_step.insert(serial.clone(), rounds);
-                }
-                (Link::Device, Some((why, false))) if d.kind == DeviceKind::Android => {
-                    let rounds = failed(&mut next);
-                    next.climb_usb_reset.insert(serial.clone(), opts.usb_reset);
-                    let ladder = ladder(false, serial, &opts);
-                    match ladder.get(rounds as usize - 1) {
-                        Some((what, action)) => {
-                            r.maintenance.insert(if rounds == 1 {
-                                format!("device {serial} not answering ({why}), reconnecting")
-                            } else {
-                                format!(
-                                    "device {serial} not answering ({why}), recovering: step {rounds}, {what}"
-                                )
-                            });
-                            if matches!(action, Action::UsbReset { .. }) {
-                                next.usb_reset_at.insert(serial.clone(), now);
-                            }
-                            if !actions.contains(action) {
-                                actions.push(action.clone());
-                            }
-                        }
-                        None => {
-                            r.quarantined.insert(not_answering_too_long_reason(
-                                d.kind, serial, why, &ladder,
-                            ));
-                        }
-                    }
-                    next.recovery_step.insert(serial.clone(), rounds);
-                }
-                (Link::Device, Some((why, false))) => {
-                    // An iPhone: no adb step can help; a person after N rounds.
-                    let rounds = failed(&mut next);
-                    if rounds >= FAILED_ROUNDS_TO_QUARANTINE {
-                        r.quarantined.insert(not_answering_too_long_reason(
-                            d.kind,
-                            serial,
-                            why,
-                            &[],
-                        ));
-                    } else {
-                        r.maintenance
-                            .insert(format!("device {serial} not answering ({why})"));
-                    }
-                }
-                (Link::Device, None) => {
-                    if d.booting {
-                        r.maintenance.insert(format!("booting: {serial}"));
-                    }
-                    if let Some(Fault::Unlisted { why, needs_person }) = &d.fault {
-                        let list = if *needs_person {
-                            &mut r.quarantined
-                        } else {
-                            &mut r.maintenance
-                        };
-                        list.insert(why.clone());
-                    }
-                    if let Some(Fault::Unreadable(why)) = &d.fault {
-                        // Its shell answered: the transport ladder cannot help.
-                        r.quarantined.insert(unreadable_reason(serial, why));
-                    }
-                }
-                (Link::Connecting | Link::Authorizing, _) => {
-                    // A reconnect brings a phone back through a handshake: its climb
-                    // goes on from where it was.
-                    if let Some(step) = memory.failed_rounds.get(serial) {
-                        next.failed_rounds.insert(serial.clone(), *step);
-                    }
-                    let rounds = memory.handshake_rounds.get(serial).copied().unwrap_or(0) + 1;
-                    next.handshake_rounds.insert(serial.clone(), rounds);
-                    if rounds >= FAILED_ROUNDS_TO_QUARANTINE {
-                        r.maintenance.insert(format!(
-                            "device {serial} has been {} for {rounds} rounds",
-                            link.as_str()
-                        ));
-                    }
-                }
-                (other, _) => {
-                    r.quarantined.insert(format!(
-                        "device {serial} is in adb state {}, not Android: reboot it \
-                         (adb -s {serial} reboot) or replug it",
-                        other.as_str()
-                    ));
-                }
-            }
-        }
-
-        // Heat and battery with hysteresis: a phone enters maintenance past the
-        // threshold and leaves it only past the threshold moved by the hysteresis, so a
-        // value hovering at the threshold does not flap. Between the two it stays as
-        // it was, with a reason that says what it waits for.
-        if let Some(percent) = d.battery_percent {
-            let exit = t.min_battery_percent + t.battery_hysteresis;
-            if percent < t.min_battery_percent {
-                r.maintenance.insert(format!(
-                    "battery low: {serial} {}% (< {}%)",
-                    short(percent),
-                    short(t.min_battery_percent)
-                ));
-                next.low_battery.insert(serial.clone());
-            } else if percent < exit && memory.low_battery.contains(serial) {
-                r.maintenance.insert(format!(
-                    "battery low: {serial} {}% (charging to {}%)",
-                    short(percent),
-                    short(exit)
-                ));
-                next.low_battery.insert(serial.clone());
-            }
-        } else if memory.low_battery.contains(serial) {
-            // No reading this round (a timed-out dumpsys): it stays as it was.
-            r.maintenance.insert(format!(
-                "battery low: {serial} (not read this round; charging to {}%)",
-                short(t.min_battery_percent + t.battery_hysteresis)
-            ));
-            next.low_battery.insert(serial.clone());
-        }
-        let hot: Vec<_> = d
-            .temperatures
-            .iter()
-            .filter(|temp| temp.celsius > t.max_temperature_celsius)
-            .collect();
-        let exit = t.max_temperature_celsius - t.temperature_hysteresis;
-        if !hot.is_empty() {
-            for temp in hot {
-                r.maintenance.insert(format!(
-                    "too hot: {serial} {} {:.1}°C (> {}°C)",
-                    temp.sensor,
-                    temp.celsius,
-                    short(t.max_temperature_celsius)
-                ));
-            }
-            next.hot.insert(serial.clone());
-        } else if memory.hot.contains(serial) {
-            match d.hottest() {
-                Some(warm) if warm.celsius >= exit => {
-                    r.maintenance.insert(format!(
-                        "too hot: {serial} {} {:.1}°C (cooling to below {}°C)",
-                        warm.sensor,
-                        warm.celsius,
-                        short(exit)
-                    ));
-                    next.hot.insert(serial.clone());
-                }
-                Some(_) => {}
-                None => {
-                    r.maintenance.insert(format!(
-                        "too hot: {serial} (not read this round; cooling to below {}°C)",
-                        short(exit)
-                    ));
-                    next.hot.insert(serial.clone());
-                }
-            }
-        }
-        // Care that needs a reboot: a phone that does not cool down, or has been up for
-        // too long. One reboot per phone per hour at most, only while idle, and the
-        // memory keeps when it was asked so the escalation can follow.
-        if let Some(at) = memory.care_reboot_at.get(serial) {
-            next.care_reboot_at.insert(serial.clone(), *at);
-        }
-        let may_reboot = idle
-            && !being_rebooted
-            && memory
-                .care_reboot_at
-                .get(serial)
-                .is_none_or(|at| now - at >= CARE_REBOOT_EVERY);
-        if next.hot.contains(serial) {
-            let since = memory.hot_since.get(serial).copied().unwrap_or(now);
-            next.hot_since.insert(serial.clone(), since);
-            let hot_for = now - since;
-            let rebooted_at = memory.care_reboot_at.get(serial).filter(|at| **at >= since);
-            match rebooted_at {
-                Some(at) if now - at >= t.cooldown_reboot_after_secs => {
-                    r.quarantined.insert(format!(
-                        "too hot: {serial} for {} min, {} min after a reboot: check its \
-                         airflow, case and charger",
-                        (hot_for / 60.0).round(),
-                        ((now - at) / 60.0).round()
-                    ));
-                }
-                None if hot_for >= t.cooldown_reboot_after_secs && may_reboot => {
-                    actions.push(Action::Reboot {
-                        serial: serial.clone(),
-                        why: format!("for its care: too hot for {} min", (hot_for / 60.0).round()),
-                    });
-                    next.care_reboot_at.insert(serial.clone(), now);
-                }
-                _ => {}
-            }
-        } else if let Some(up) = d.uptime_secs {
-            if up > t.max_device_uptime_secs && may_reboot && !d.booting {
-                actions.push(Action::Reboot {
-                    serial: serial.clone(),
-                    why: format!("for its care: up for {:.1} h", up / 3600.0),
-                });
-                next.care_reboot_at.insert(serial.clone(), now);
-            }
-        }
-        if let Some(name) = d.battery_health.and_then(bad_battery_health) {
-            r.maintenance
-                .insert(format!("battery {name}: {serial} (cable, port or battery)"));
-        }
-        match (d.powered, d.battery_percent) {
-            (Some(true), Some(level)) => {
-                let mut c = memory.charge.get(serial).copied().unwrap_or(Charge {
-                    best: level,
-                    since: now,
-                });
-                if level > c.best {
-                    c = Charge {
-                        best: level,
-                        since: now,
-                    };
-                }
-                if level >= CHARGED_ENOUGH {
-                    c.since = now;
-                }
-                let stalled = now - c.since >= t.charge_stall_secs;
-                if stalled || c.best - level >= CHARGE_FALL {
-                    r.maintenance
-                        .insert(format!("not charging: {serial} (cable, port or battery)"));
-                }
-                next.charge.insert(serial.clone(), c);
-            }
-            // Unplugged: the watchdog starts over when it is plugged again.
-            (Some(false), _) => {}
-            // Not read this round: it goes on from what it knew.
-            _ => {
-                if let Some(c) = memory.charge.get(serial) {
-                    next.charge.insert(serial.clone(), *c);
-                }
-            }
-        }
-        if let Some(free) = d.data_free_bytes {
-            if free < t.min_data_free_bytes {
-                r.maintenance.insert(format!(
-                    "data partition nearly full: {serial} {} MiB free (< {} MiB)",
-                    free >> 20,
-                    t.min_data_free_bytes >> 20
-                ));
-            }
-        }
-        if let Some(note) = notes.phone(serial) {
-            r.maintenance.insert(phone_note_reason(serial, note));
+        for rule in RULES {
+            rule(&mut turn);
         }
         let mut d = d.clone();
-        d.reasons = r.into_reasons();
+        d.reasons = turn.r.into_reasons();
         out.push(d);
     }
-
     let present: BTreeSet<String> = out.iter().map(|d| d.serial.clone()).collect();
     // A phone that a reconnect dropped from the list (a USB phone re-enumerates, a TCP
     // one is dropped) keeps its place on the ladder while it is away.
@@ -652,22 +285,7 @@ pub fn decide(
             next.failed_rounds.insert(serial.clone(), *step);
         }
     }
-    for (serial, seen) in &next.seen {
-        if present.contains(serial) || rebooting.contains(serial) {
-            continue;
-        }
-        let type_name = seen.device_type.as_deref().unwrap_or("unknown type");
-        let mut device = Device::listed(seen.kind, serial, Link::Offline);
-        device.state = State::Missing;
-        device.fault = None;
-        device.device_type.clone_from(&seen.device_type);
-        device.reasons.quarantined =
-            vec![format!("device {serial} ({type_name}) has gone missing")];
-        if let Some(note) = notes.phone(serial) {
-            device.reasons.maintenance = vec![phone_note_reason(serial, note)];
-        }
-        out.push(device);
-    }
+    out.extend(missing(&next, &present, rebooting, notes));
     out.sort_by(|a, b| (a.kind, &a.serial).cmp(&(b.kind, &b.serial)));
     // One device per serial: a listing that names a serial twice is shown once.
     out.dedup_by(|a, b| a.kind == b.kind && a.serial == b.serial);
@@ -681,150 +299,167 @@ pub fn decide(
         d.verdict_for_secs = now - since;
         next.verdict_since.insert(d.serial.clone(), (word, since));
     }
-
-    let mut bot = Collect::default();
-    for d in &out {
-        bot.quarantined
-            .extend(d.reasons.quarantined.iter().cloned());
-        bot.maintenance
-            .extend(d.reasons.maintenance.iter().cloned());
-    }
-    // A phone being rebooted that the caller did not pass still holds the bot back.
-    for serial in rebooting
-        .iter()
-        .filter(|s| !out.iter().any(|d| &d.serial == *s))
-    {
-        bot.maintenance
-            .insert(format!("rebooting {serial} after task"));
-    }
-    // The Pi's note holds back every bot of the Pi: it joins the host's reasons,
-    // which each phone's bot reports too.
-    let mut host = host.clone();
-    if let Some(note) = &notes.pi {
-        host.maintenance.push(pi_note_reason(note));
-        host.maintenance.sort();
-        host.maintenance.dedup();
-    }
-    bot.quarantined.extend(host.quarantined.iter().cloned());
-    bot.maintenance.extend(host.maintenance.iter().cloned());
-
+    let host = host_reasons(host, notes);
     Outcome {
+        reasons: bot_reasons(&out, rebooting, &host),
         devices: out,
-        reasons: bot.into_reasons(),
         host_reasons: host,
         memory: next,
         actions,
     }
 }
 
+/// A rule: reads one phone (and the memory), adds to its reasons, its memory and the
+/// actions.
+type Rule = fn(&mut Turn);
+
+/// The rules each present phone goes through, in this order: `care` reads what `heat`
+/// decided.
+const RULES: [Rule; 9] = [
+    link::rebooting,
+    link::link,
+    rules::battery,
+    rules::heat,
+    rules::care,
+    rules::battery_health,
+    rules::charge,
+    rules::data_free,
+    rules::note,
+];
+
+/// One phone's turn through [`RULES`]: what each rule reads, and what it adds to.
+struct Turn<'a> {
+    d: &'a Device,
+    /// The memory of the earlier rounds.
+    was: &'a Memory,
+    /// The memory this round leaves.
+    next: &'a mut Memory,
+    /// The phone's reasons.
+    r: Collect,
+    actions: &'a mut Vec<Action>,
+    t: &'a Thresholds,
+    notes: &'a Notes,
+    now: f64,
+    idle: bool,
+    /// Every Android phone present is offline or not answering.
+    all_stuck: bool,
+    /// Rebooted by the watcher and not back yet: away by design.
+    being_rebooted: bool,
+}
+
+impl Turn<'_> {
+    /// Counts one more failed round (offline, not answering); returns how many in a row.
+    fn failed(&mut self) -> u32 {
+        let serial = &self.d.serial;
+        let rounds = self.was.failed_rounds.get(serial).copied().unwrap_or(0) + 1;
+        self.next.failed_rounds.insert(serial.clone(), rounds);
+        rounds
+    }
+}
+
+impl Memory {
+    /// Notes that the phone was seen, and what it said it was.
+    fn remember(&mut self, d: &Device) {
+        let seen = self.seen.entry(d.serial.clone()).or_insert(Seen {
+            kind: d.kind,
+            device_type: None,
+        });
+        seen.kind = d.kind;
+        if d.device_type.is_some() {
+            seen.device_type.clone_from(&d.device_type);
+        }
+    }
+}
+
+/// Whether every Android phone present is offline or not answering: the adb server
+/// itself may be what is stuck.
+fn all_stuck(devices: &[Device], rebooting: &BTreeSet<String>) -> bool {
+    let mut android = devices
+        .iter()
+        .filter(|d| {
+            d.kind == DeviceKind::Android
+                && d.state != State::Missing
+                && !rebooting.contains(&d.serial)
+                && d.state != State::Rebooting
+        })
+        .peekable();
+    android.peek().is_some()
+        && android.all(|d| {
+            d.link() == Some(&Link::Offline) || matches!(d.fault, Some(Fault::NotAnswering { .. }))
+        })
+}
+
+/// The phones seen before and absent now (not being rebooted): gone missing, each as
+/// it was last known, with its operator's note if it has one.
+fn missing(
+    next: &Memory,
+    present: &BTreeSet<String>,
+    rebooting: &BTreeSet<String>,
+    notes: &Notes,
+) -> Vec<Device> {
+    next.seen
+        .iter()
+        .filter(|(serial, _)| !present.contains(*serial) && !rebooting.contains(*serial))
+        .map(|(serial, seen)| {
+            let mut device = Device::listed(seen.kind, serial, Link::Offline);
+            device.state = State::Missing;
+            device.fault = None;
+            device.device_type.clone_from(&seen.device_type);
+            device.reasons.quarantined = vec![gone_missing(serial, seen.device_type.as_deref())];
+            if let Some(note) = notes.phone(serial) {
+                device.reasons.maintenance = vec![phone_note_reason(serial, note)];
+            }
+            device
+        })
+        .collect()
+}
+
+/// The reasons that belong to no single phone: the host's facts and the Pi's note,
+/// which holds back every bot of the Pi (each phone's bot reports these too).
+fn host_reasons(host: &Host, notes: &Notes) -> Reasons {
+    let mut own = Collect::default();
+    if let Some(failure) = &host.iphones_unlisted {
+        own.listing_failed(failure);
+    }
+    if let Some(first) = &host.adb_server_silent {
+        own.maintenance.insert(adb_server_silent(first));
+    }
+    if let Some(note) = &notes.pi {
+        own.maintenance.insert(pi_note_reason(note));
+    }
+    own.into_reasons()
+}
+
+/// The bot's reasons: every phone's and the host's. A phone being rebooted that the
+/// caller did not pass still holds the bot back.
+fn bot_reasons(devices: &[Device], rebooting: &BTreeSet<String>, host: &Reasons) -> Reasons {
+    let mut bot = Collect::default();
+    for r in devices.iter().map(|d| &d.reasons).chain([host]) {
+        bot.quarantined.extend(r.quarantined.iter().cloned());
+        bot.maintenance.extend(r.maintenance.iter().cloned());
+    }
+    for serial in rebooting
+        .iter()
+        .filter(|s| !devices.iter().any(|d| &d.serial == *s))
+    {
+        bot.maintenance
+            .insert(rebooting_reason(serial, "after task"));
+    }
+    bot.into_reasons()
+}
+
 /// What [`decide`] is given besides the phones.
 #[derive(Debug, Clone, Copy)]
 pub struct Outside<'a> {
-    /// The reasons that belong to no single phone (an iPhone listing that failed).
-    pub host: &'a Reasons,
+    /// What the host says of itself: facts that belong to no single phone.
+    pub host: &'a Host,
     /// The operators' maintenance notes (the node's annotations).
     pub notes: &'a Notes,
 }
 
-/// The maintenance reason of the Pi's note, as the operator wrote it.
-pub fn pi_note_reason(note: &str) -> String {
-    format!("maintenance: {note}")
-}
-
-/// The maintenance reason of one phone's note; the serial keeps two phones' equal
-/// notes apart in the bot's reasons.
-pub fn phone_note_reason(serial: &str, note: &str) -> String {
-    format!("maintenance: {serial}: {note}")
-}
-
-/// The bot's reasons with the forced quarantine, when one is in force (see the
-/// `get_state` hook): what `get_state` answers and `/metrics` exports.
-pub fn with_forced(reasons: &Reasons, forced: Option<&str>) -> Reasons {
-    let mut r = reasons.clone();
-    if let Some(f) = forced {
-        if let Err(at) = r.quarantined.binary_search_by(|q| q.as_str().cmp(f)) {
-            r.quarantined.insert(at, f.to_string());
-        }
-    }
-    r
-}
-
-/// The quarantine reason of a phone adb lists as `unauthorized`, with its remedy.
-/// A phone whose shell answers without properties the round can read.
-fn unreadable_reason(serial: &str, why: &str) -> String {
-    format!("device {serial} answers, but its properties cannot be read: {why}")
-}
-
-pub fn unauthorized_reason(serial: &str) -> String {
-    format!(
-        "device {serial} is unauthorized: accept this host's adb key on the phone, \
-         or give the pod the adb key pair it was authorized with \
-         (Secret mounted at /root/.android)"
-    )
-}
-
-/// The quarantine reason of a phone adb lists as `no permissions`, with its remedy.
-pub fn no_permissions_reason(serial: &str) -> String {
-    format!(
-        "device {serial} has no USB permissions: run the pod privileged with \
-         /dev/bus/usb mounted, or fix the host's udev rules"
-    )
-}
-
-/// The maintenance reason of a phone's first `offline` round, while the watcher asks
-/// the adb server to reconnect it.
-pub fn offline_reconnecting_reason(serial: &str) -> String {
-    format!("device {serial} offline, reconnecting")
-}
-
-/// The steps a phone went through, for its quarantine reason. The text does not grow
-/// with the rounds, so the reason is set once and not again every round.
-fn tried(ladder: &[(String, Action)]) -> String {
-    let steps: Vec<&str> = ladder.iter().map(|(what, _)| what.as_str()).collect();
-    match steps.last() {
-        Some(last) => format!("tried {} (last: {last})", steps.join(", ")),
-        None => String::new(),
-    }
-}
-
-/// The quarantine reason of a phone still `offline` after the ladder was climbed.
-pub fn offline_too_long_reason(serial: &str, ladder: &[(String, Action)]) -> String {
-    format!(
-        "device {serial} is still offline after every recovery step: {}; check its USB \
-         cable and hub port, or replug it",
-        tried(ladder)
-    )
-}
-
-/// The quarantine reason of a phone listed online whose rounds keep failing.
-fn not_answering_too_long_reason(
-    kind: DeviceKind,
-    serial: &str,
-    why: &str,
-    ladder: &[(String, Action)],
-) -> String {
-    match kind {
-        DeviceKind::Android => format!(
-            "device {serial} still does not answer after every recovery step (last: {why}): \
-             {}; its adbd may be wedged: replug it, or reboot it (adb -s {serial} reboot)",
-            tried(ladder)
-        ),
-        DeviceKind::Ios => format!(
-            "device {serial} has not answered for {FAILED_ROUNDS_TO_QUARANTINE} rounds \
-             (last: {why}): check that it is unlocked and paired, or replug it"
-        ),
-    }
-}
-
-/// A number for a reason text: at most one decimal, none when it is whole (`12`,
-/// `12.5`), so that `100·1/3` does not print sixteen digits.
-fn short(x: f64) -> String {
-    let rounded = (x * 10.0).round() / 10.0;
-    format!("{rounded}")
-}
-
 #[cfg(test)]
 mod tests {
+    use super::reasons::unauthorized_reason;
     use super::*;
     use crate::state::snapshot::Temperature;
 
@@ -864,18 +499,11 @@ mod tests {
         rebooting: &BTreeSet<String>,
         t: &Thresholds,
     ) -> Outcome {
-        decide(
-            memory,
-            devices,
-            rebooting,
-            Outside {
-                host: &Reasons::default(),
-                notes: &Notes::default(),
-            },
-            t,
-            0.0,
-            true,
-        )
+        Round::of(devices)
+            .after(memory)
+            .rebooting(rebooting)
+            .thresholds(*t)
+            .decide()
     }
 
     fn missing(a: &Outcome) -> Vec<&Device> {
@@ -1108,18 +736,10 @@ mod tests {
         let mut memory = Memory::default();
         let mut last = None;
         for (d, now) in rounds {
-            let a = decide(
-                &memory,
-                std::slice::from_ref(d),
-                &none(),
-                Outside {
-                    host: &Reasons::default(),
-                    notes: &Notes::default(),
-                },
-                &T,
-                *now,
-                true,
-            );
+            let a = Round::of(std::slice::from_ref(d))
+                .after(&memory)
+                .at(*now)
+                .decide();
             memory = a.memory.clone();
             last = Some(a);
         }
@@ -1224,18 +844,11 @@ mod tests {
         let mut actions = Vec::new();
         let mut last = None;
         for (d, now, idle) in rounds {
-            let a = decide(
-                &memory,
-                std::slice::from_ref(d),
-                &none(),
-                Outside {
-                    host: &Reasons::default(),
-                    notes: &Notes::default(),
-                },
-                &T,
-                *now,
-                *idle,
-            );
+            let a = Round::of(std::slice::from_ref(d))
+                .after(&memory)
+                .at(*now)
+                .idle(*idle)
+                .decide();
             memory = a.memory.clone();
             actions.extend(a.actions.clone());
             last = Some(a);
@@ -1538,18 +1151,10 @@ mod tests {
         // Every phone stuck but a task runs: no restart either.
         let mut m = Memory::default();
         for _ in 0..3 {
-            let a = decide(
-                &m,
-                std::slice::from_ref(&stuck),
-                &none(),
-                Outside {
-                    host: &Reasons::default(),
-                    notes: &Notes::default(),
-                },
-                &T,
-                0.0,
-                false,
-            );
+            let a = Round::of(std::slice::from_ref(&stuck))
+                .after(&m)
+                .idle(false)
+                .decide();
             assert!(!a.actions.contains(&Action::RestartAdbServer));
             m = a.memory.clone();
         }
@@ -1591,18 +1196,11 @@ mod tests {
         let mut phone = in_state("H1", "offline");
         phone.usb_path = Some("usb:1-1.4".into());
         let run = |m: &Memory, d: &Device, now: f64| {
-            decide(
-                m,
-                &[d.clone(), healthy("K")],
-                &none(),
-                Outside {
-                    host: &Reasons::default(),
-                    notes: &Notes::default(),
-                },
-                &t,
-                now,
-                true,
-            )
+            Round::of(&[d.clone(), healthy("K")])
+                .after(m)
+                .thresholds(t)
+                .at(now)
+                .decide()
         };
         let mut m = Memory::default();
         let mut steps = Vec::new();
@@ -1657,18 +1255,12 @@ mod tests {
         // While a task runs, no USB step.
         let mut m = Memory::default();
         for round in 0..4 {
-            let a = decide(
-                &m,
-                &[phone.clone(), healthy("K")],
-                &none(),
-                Outside {
-                    host: &Reasons::default(),
-                    notes: &Notes::default(),
-                },
-                &t,
-                f64::from(round),
-                false,
-            );
+            let a = Round::of(&[phone.clone(), healthy("K")])
+                .after(&m)
+                .thresholds(t)
+                .at(f64::from(round))
+                .idle(false)
+                .decide();
             assert!(!a
                 .actions
                 .iter()
@@ -1887,10 +1479,10 @@ mod tests {
         booting.fault = Some(Fault::Booting);
         let mut unlisted = healthy("I");
         unlisted.kind = DeviceKind::Ios;
-        unlisted.fault = Some(Fault::Unlisted {
-            why: "cannot list the iPhones: idevice_id timed out".into(),
+        unlisted.fault = Some(Fault::Unlisted(ListingFailure {
+            error: "idevice_id timed out".into(),
             needs_person: false,
-        });
+        }));
         let phones = vec![
             booting,
             unlisted,
@@ -1926,22 +1518,16 @@ mod tests {
     fn each_phone_carries_only_its_own_reasons_and_the_bot_all_of_them() {
         let mut hot = healthy("H");
         hot.temperatures[0].celsius = 40.0;
-        let host = Reasons {
-            quarantined: vec!["cannot list the iPhones: no idevice_id".into()],
-            maintenance: vec![],
+        let host = Host {
+            iphones_unlisted: Some(ListingFailure {
+                error: "no idevice_id".into(),
+                needs_person: true,
+            }),
+            ..Host::default()
         };
-        let a = decide(
-            &Memory::default(),
-            &[hot, healthy("K"), in_state("U", "unauthorized")],
-            &none(),
-            Outside {
-                host: &host,
-                notes: &Notes::default(),
-            },
-            &T,
-            0.0,
-            true,
-        );
+        let a = Round::of(&[hot, healthy("K"), in_state("U", "unauthorized")])
+            .host(host)
+            .decide();
         let by = |s: &str| a.devices.iter().find(|d| d.serial == s).unwrap();
         assert_eq!(
             by("H").reasons.maintenance,
@@ -1962,19 +1548,31 @@ mod tests {
     }
 
     #[test]
-    fn the_forced_quarantine_joins_the_bots_reasons_in_order() {
-        let r = Reasons {
-            quarantined: vec!["a".into(), "z".into()],
-            maintenance: vec!["m".into()],
+    fn the_hosts_facts_hold_back_the_bot_sorted() {
+        let host = Host {
+            adb_server_silent: Some("no answer within 2s".into()),
+            iphones_unlisted: Some(ListingFailure {
+                error: "idevice_id -l: no answer within 5s".into(),
+                needs_person: false,
+            }),
         };
-        let f = with_forced(&r, Some("forced quarantine (x was present)"));
+        let a = Round::of(&[healthy("K")])
+            .host(host)
+            .notes(notes(Some("new hub"), &[]))
+            .decide();
+        let want = vec![
+            "adb server not answering: no answer within 2s",
+            "cannot list the iPhones: idevice_id -l: no answer within 5s",
+            "maintenance: new hub",
+        ];
+        assert_eq!(maintenance(&a), want);
+        assert_eq!(a.host_reasons.maintenance, want);
+        assert!(quarantined(&a).is_empty());
         assert_eq!(
-            f.quarantined,
-            vec!["a", "forced quarantine (x was present)", "z"]
+            a.devices[0].reasons,
+            Reasons::default(),
+            "the phone is fine"
         );
-        assert_eq!(f.maintenance, r.maintenance);
-        assert_eq!(with_forced(&r, None), r);
-        assert_eq!(with_forced(&f, Some("z")), f);
     }
 
     fn notes(pi: Option<&str>, phones: &[(&str, &str)]) -> Notes {
@@ -1988,18 +1586,7 @@ mod tests {
     }
 
     fn noted(devices: &[Device], n: &Notes) -> Outcome {
-        decide(
-            &Memory::default(),
-            devices,
-            &none(),
-            Outside {
-                host: &Reasons::default(),
-                notes: n,
-            },
-            &T,
-            0.0,
-            true,
-        )
+        Round::of(devices).notes(n.clone()).decide()
     }
 
     #[test]
@@ -2047,18 +1634,11 @@ mod tests {
     fn a_noted_phone_gone_missing_keeps_its_note_beside_the_quarantine() {
         let first = noted(&[healthy("S1")], &Notes::default());
         let n = notes(None, &[("S1", "sent for repair")]);
-        let a = decide(
-            &first.memory,
-            &[],
-            &none(),
-            Outside {
-                host: &Reasons::default(),
-                notes: &n,
-            },
-            &T,
-            1.0,
-            true,
-        );
+        let a = Round::of(&[])
+            .after(&first.memory)
+            .notes(n.clone())
+            .at(1.0)
+            .decide();
         assert_eq!(
             a.devices[0].reasons.maintenance,
             vec!["maintenance: S1: sent for repair"]
@@ -2077,11 +1657,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            snapshot.phone_view("A").reasons.maintenance,
+            phone_view(&snapshot, "A").reasons.maintenance,
             vec!["maintenance: A: cracked screen", "maintenance: rewiring"]
         );
         assert_eq!(
-            snapshot.phone_view("K").reasons.maintenance,
+            phone_view(&snapshot, "K").reasons.maintenance,
             vec!["maintenance: rewiring"]
         );
     }
