@@ -36,7 +36,7 @@ use crate::state::snapshot::{Device, Dimensions, Snapshot};
 use crate::state::token::TokenCache;
 use crate::state::{
     BotStatusCell, DeviceCommand, DeviceCommands, Draining, ForcedQuarantine, HookCalls, Liveness,
-    PerDeviceBots, Shared, SnapshotCell, DRAINING_REASON,
+    PerDeviceBots, Shared, SnapshotCell,
 };
 
 /// The hooks `bot_config.py` forwards, one route each.
@@ -379,12 +379,11 @@ fn get_state(ctx: &Context, caller: &Caller, body: &[u8]) -> Result<Reply, Strin
     if !quarantined.is_empty() {
         state.insert("quarantined".into(), json!(quarantined.join("; ")));
     }
-    let maintenance: Vec<&str> = reasons
-        .maintenance
-        .iter()
-        .map(String::as_str)
-        .chain(ctx.draining.is_on().then_some(DRAINING_REASON))
-        .collect();
+    let reasons = match ctx.draining.is_on() {
+        true => verdict::while_draining(reasons),
+        false => reasons,
+    };
+    let maintenance = &reasons.maintenance;
     if !maintenance.is_empty() {
         state.insert("maintenance".into(), json!(maintenance.join("; ")));
     }

@@ -449,9 +449,6 @@ impl Draining {
     }
 }
 
-/// The maintenance reason every bot reports while the program drains.
-pub const DRAINING_REASON: &str = "draining for shutdown";
-
 /// Hands work to the device watcher; the hooks are its only sender.
 #[derive(Clone)]
 pub struct DeviceCommands(mpsc::UnboundedSender<DeviceCommand>);

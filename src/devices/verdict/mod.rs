@@ -62,7 +62,7 @@ mod view;
 
 #[cfg(test)]
 pub use testing::Round;
-pub use view::{phone_view, with_forced};
+pub use view::{phone_view, while_draining, with_forced};
 
 use crate::state::notes::Notes;
 use crate::state::snapshot::{Device, DeviceKind, Fault, Link, ListingFailure, Reasons, State};

@@ -114,6 +114,11 @@ pub fn iphones_unlisted(failure: &ListingFailure) -> String {
 }
 
 /// The operator's request file was present (see the `get_state` hook).
+/// The maintenance every bot reports while the program drains for shutdown.
+pub fn draining() -> String {
+    "draining for shutdown".to_string()
+}
+
 pub fn forced(file: &Path) -> String {
     format!("forced quarantine ({} was present)", file.display())
 }

@@ -52,6 +52,15 @@ pub fn with_forced(reasons: &Reasons, file: Option<&Path>) -> Reasons {
     r
 }
 
+/// A bot's reasons while the program drains for shutdown: maintenance, after its own
+/// reasons, so that a bot that still polls takes no new task (`get_state` only: the
+/// drain is the bot's state, not a phone's, and has its own gauge).
+pub fn while_draining(reasons: Reasons) -> Reasons {
+    let mut r = reasons;
+    r.maintenance.push(super::reasons::draining());
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
