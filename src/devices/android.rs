@@ -8,8 +8,8 @@
 //! one does. Every failure is counted in `interrogation_errors_total` here, at the edge;
 //! the watcher only sees what each phone said.
 //!
-//! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`),
-//! or compute dimensions (that is `dimensions`).
+//! Must not: parse output (`parse`), fill a round from what the phone said (`reading`),
+//! decide a phone's fate (`verdict`), or compute dimensions (`dimensions`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -332,7 +332,7 @@ async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Optio
 /// whatever finished before `until` counts. A script the phone's shell refused (it
 /// answered, and the script ended without some sections) is followed by one query per
 /// missing command: a construct one shell cannot run costs only its own reading, and a
-/// phone that answers is never taken for one that does not.
+/// phone that answers is never taken for one that does not. `reading` fills the round.
 async fn interrogate(
     client: &Client,
     metrics: &Metrics,
