@@ -1,24 +1,26 @@
 //! The device view: what the state hook, `/status.json`, the status page's JSON and the
-//! `devices` subcommand show of one phone, as one typed value serialised in one place
-//! ([`DeviceView::of`] fills it, serde writes it) and read back as the same type by
-//! the `devices` subcommand, so the writer and the reader cannot drift apart.
+//! `devices` subcommand show of one phone, as one typed value written in one place
+//! ([`DeviceView::of`] fills it, [`DeviceView::to_json`] writes it) and read back as the
+//! same type ([`DeviceView::from_json`]), so the writer and the reader cannot drift apart.
+//! Written by hand with `serde_json`: a serde derive would be a new dependency for one
+//! struct, in a binary with 24 KB of room left (`ci/size-budget`).
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 use super::snapshot::Device;
 
 /// A phone's verdict reasons, as the view shows them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ViewReasons {
     pub quarantined: Vec<String>,
     pub maintenance: Vec<String>,
 }
 
-/// One phone as every reader outside the monitor sees it. The fields a reader needs
-/// are required when read back; the best-effort readings may be `null`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One phone as every reader outside the monitor sees it. Reading it back, the fields a
+/// reader shows are required; the best-effort readings may be `null` or absent.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceView {
     pub kind: String,
     pub serial: String,
@@ -29,28 +31,27 @@ pub struct DeviceView {
     pub read_at_unix: Option<f64>,
     pub battery_percent: Option<f64>,
     /// Sensor name to degrees Celsius.
-    #[serde(default)]
     pub temperatures: BTreeMap<String, f64>,
     pub uptime_secs: Option<f64>,
-    #[serde(default)]
     pub booting: bool,
     pub build: Option<String>,
     /// Why it cannot run tasks, when it cannot.
     pub unusable: Option<String>,
-    #[serde(default)]
     pub verdict: String,
     pub reasons: ViewReasons,
     /// Values the monitor could not read from the phone (`battery level (...)`).
     pub missing_values: Vec<String>,
-    #[serde(default)]
     pub recovery_step: u32,
-    #[serde(default)]
     pub verdict_for_secs: f64,
     /// `--bots per-device` (status page only): the phone's bot (`bot <id>`), or why it
     /// has none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot: Option<String>,
 }
+
+/// What a device must hold to be read back, for the error that names a field.
+const SHAPE: &str = "a device needs \"serial\", \"kind\" and \"state\" strings, \
+                     \"reasons\" with \"quarantined\" and \"maintenance\" lists of strings, \
+                     and a \"missing_values\" list of strings";
 
 impl DeviceView {
     /// `d` as the view shows it, without a bot.
@@ -84,11 +85,120 @@ impl DeviceView {
         }
     }
 
-    /// The view as JSON: the one place it is serialised.
-    pub fn to_json(&self) -> serde_json::Value {
-        // Strings, numbers (a non-finite one becomes null), lists and a map keyed by
-        // strings: nothing here can fail to serialise.
-        serde_json::to_value(self).expect("a device view always serialises")
+    /// The view as JSON: the one place it is written. `bot` only when there is one.
+    pub fn to_json(&self) -> Value {
+        let temperatures: Map<String, Value> = self
+            .temperatures
+            .iter()
+            .map(|(sensor, celsius)| (sensor.clone(), json!(celsius)))
+            .collect();
+        let mut v = json!({
+            "kind": self.kind,
+            "serial": self.serial,
+            "state": self.state,
+            "device_type": self.device_type,
+            "model": self.model,
+            "read_at_unix": self.read_at_unix,
+            "battery_percent": self.battery_percent,
+            "temperatures": temperatures,
+            "uptime_secs": self.uptime_secs,
+            "booting": self.booting,
+            "build": self.build,
+            "unusable": self.unusable,
+            "verdict": self.verdict,
+            "reasons": {
+                "quarantined": self.reasons.quarantined,
+                "maintenance": self.reasons.maintenance,
+            },
+            "missing_values": self.missing_values,
+            "recovery_step": self.recovery_step,
+            "verdict_for_secs": self.verdict_for_secs,
+        });
+        if let Some(bot) = &self.bot {
+            v["bot"] = json!(bot);
+        }
+        v
+    }
+
+    /// A view written by [`DeviceView::to_json`], read back. The error names the field
+    /// and what it should hold.
+    pub fn from_json(v: &Value) -> Result<DeviceView, String> {
+        let field = |path: &str| -> Option<&Value> {
+            path.split('.')
+                .try_fold(v, |v, key| v.get(key))
+                .filter(|v| !v.is_null())
+        };
+        let wrong = |path: &str, what: &str| format!("{path:?} is not {what}; {SHAPE}");
+        let text = |path: &str| -> Result<Option<String>, String> {
+            field(path)
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| wrong(path, "a string"))
+                })
+                .transpose()
+        };
+        let number = |path: &str| -> Result<Option<f64>, String> {
+            field(path)
+                .map(|x| x.as_f64().ok_or_else(|| wrong(path, "a number")))
+                .transpose()
+        };
+        let list = |path: &str| -> Result<Vec<String>, String> {
+            let items = field(path).ok_or_else(|| format!("no {path:?}; {SHAPE}"))?;
+            let items = items.as_array().ok_or_else(|| wrong(path, "a list"))?;
+            items
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| wrong(path, "a list of strings"))
+        };
+        let required = |path: &str| -> Result<String, String> {
+            text(path)?.ok_or_else(|| format!("no {path:?}; {SHAPE}"))
+        };
+        let temperatures = match field("temperatures") {
+            None => BTreeMap::new(),
+            Some(t) => t
+                .as_object()
+                .and_then(|t| {
+                    t.iter()
+                        .map(|(sensor, c)| Some((sensor.clone(), c.as_f64()?)))
+                        .collect::<Option<_>>()
+                })
+                .ok_or_else(|| wrong("temperatures", "a map of sensor to degrees"))?,
+        };
+        Ok(DeviceView {
+            kind: required("kind")?,
+            serial: required("serial")?,
+            state: required("state")?,
+            device_type: text("device_type")?,
+            model: text("model")?,
+            read_at_unix: number("read_at_unix")?,
+            battery_percent: number("battery_percent")?,
+            temperatures,
+            uptime_secs: number("uptime_secs")?,
+            booting: field("booting")
+                .map(|b| b.as_bool().ok_or_else(|| wrong("booting", "true or false")))
+                .transpose()?
+                .unwrap_or(false),
+            build: text("build")?,
+            unusable: text("unusable")?,
+            verdict: text("verdict")?.unwrap_or_default(),
+            reasons: ViewReasons {
+                quarantined: list("reasons.quarantined")?,
+                maintenance: list("reasons.maintenance")?,
+            },
+            missing_values: list("missing_values")?,
+            recovery_step: field("recovery_step")
+                .map(|n| {
+                    n.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| wrong("recovery_step", "a whole number"))
+                })
+                .transpose()?
+                .unwrap_or(0),
+            verdict_for_secs: number("verdict_for_secs")?.unwrap_or(0.0),
+            bot: text("bot")?,
+        })
     }
 }
 
@@ -149,7 +259,7 @@ mod tests {
             bot: Some("bot pi-9--S1".into()),
             ..DeviceView::of(&phone())
         };
-        let back = DeviceView::deserialize(&view.to_json()).unwrap();
+        let back = DeviceView::from_json(&view.to_json()).unwrap();
         assert_eq!(back, view);
     }
 }
