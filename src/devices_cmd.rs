@@ -22,24 +22,10 @@ use serde_json::Value;
 use crate::devices::adb::client::{Client, Error, ErrorKind};
 use crate::devices::parse::devices_l::Listed;
 use crate::runtime::https;
+use crate::state::device_view::DeviceView;
 
 /// Deadline of the connect and of each read: the server answers from memory.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the running monitor says of one phone (one entry of `/status.json`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub serial: String,
-    pub kind: String,
-    /// The monitor's word for its state (`device`, `missing`, `rebooting`...).
-    pub state: String,
-    pub quarantined: Vec<String>,
-    pub maintenance: Vec<String>,
-    /// Values the monitor could not read from the phone (`battery level (...)`).
-    pub missing_values: Vec<String>,
-    /// `--bots per-device`: the phone's bot (`bot <id>`), or why it has none.
-    pub bot: Option<String>,
-}
 
 /// What the command prints, and the error that makes it exit 1 (after printing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +77,7 @@ fn local(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn fetch_status(monitor: SocketAddr) -> Result<Vec<Verdict>, String> {
+fn fetch_status(monitor: SocketAddr) -> Result<Vec<DeviceView>, String> {
     let url = format!("http://{monitor}/status.json");
     let agent = https::plain_agent(
         ureq::Agent::config_builder()
@@ -118,9 +104,10 @@ fn fetch_status(monitor: SocketAddr) -> Result<Vec<Verdict>, String> {
     parse_status(&body).map_err(|e| format!("devices: {url}: {e}"))
 }
 
-/// Reads the devices of `/status.json`. Every field this command shows must be there:
-/// a monitor of another version that lacks one is named, not guessed at.
-pub fn parse_status(body: &str) -> Result<Vec<Verdict>, String> {
+/// Reads the devices of `/status.json` back as the monitor's [`DeviceView`]s. Every
+/// field this command shows must be there: a monitor of another version that lacks one
+/// is named, not guessed at.
+pub fn parse_status(body: &str) -> Result<Vec<DeviceView>, String> {
     let v: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
     let devices = v
         .get("devices")
@@ -130,33 +117,10 @@ pub fn parse_status(body: &str) -> Result<Vec<Verdict>, String> {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let text = |key: &str| -> Result<String, String> {
-                d.get(key)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("device {i} has no string {key:?}"))
-            };
-            let list = |value: Option<&Value>, key: &str| -> Result<Vec<String>, String> {
-                value
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| format!("device {i} has no list {key:?}"))?
-                    .iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| format!("device {i}: {key:?} holds a non-string"))
-                    })
-                    .collect()
-            };
-            let reasons = d.get("reasons");
-            Ok(Verdict {
-                serial: text("serial")?,
-                kind: text("kind")?,
-                state: text("state")?,
-                quarantined: list(reasons.and_then(|r| r.get("quarantined")), "quarantined")?,
-                maintenance: list(reasons.and_then(|r| r.get("maintenance")), "maintenance")?,
-                missing_values: list(d.get("missing_values"), "missing_values")?,
-                bot: d.get("bot").and_then(Value::as_str).map(str::to_string),
+            DeviceView::from_json(d).map_err(|e| {
+                let serial = d.get("serial").and_then(Value::as_str);
+                let serial = serial.map(|s| format!(" ({s})")).unwrap_or_default();
+                format!("device {i}{serial}: {e}")
             })
         })
         .collect()
@@ -182,7 +146,7 @@ pub fn render(
     adb: SocketAddr,
     listed: &[Listed],
     monitor: SocketAddr,
-    verdicts: &Result<Vec<Verdict>, String>,
+    verdicts: &Result<Vec<DeviceView>, String>,
 ) -> String {
     let mut out = String::new();
     if let Err(e) = verdicts {
@@ -242,13 +206,14 @@ pub fn render(
 }
 
 /// `usable`, or the reasons, then what could not be read.
-fn describe(v: &Verdict) -> String {
+fn describe(v: &DeviceView) -> String {
     let mut parts = Vec::new();
-    if !v.quarantined.is_empty() {
-        parts.push(format!("quarantined: {}", v.quarantined.join("; ")));
+    let reasons = &v.reasons;
+    if !reasons.quarantined.is_empty() {
+        parts.push(format!("quarantined: {}", reasons.quarantined.join("; ")));
     }
-    if !v.maintenance.is_empty() {
-        parts.push(format!("maintenance: {}", v.maintenance.join("; ")));
+    if !reasons.maintenance.is_empty() {
+        parts.push(format!("maintenance: {}", reasons.maintenance.join("; ")));
     }
     if parts.is_empty() {
         parts.push("usable".to_string());
@@ -264,6 +229,7 @@ fn describe(v: &Verdict) -> String {
 mod tests {
     use super::*;
     use crate::devices::parse::devices_l;
+    use crate::state::device_view::ViewReasons;
 
     fn addr() -> SocketAddr {
         "127.0.0.1:5037".parse().unwrap()
@@ -273,15 +239,16 @@ mod tests {
         "127.0.0.1:20000".parse().unwrap()
     }
 
-    fn verdict(serial: &str, state: &str, q: &[&str], m: &[&str]) -> Verdict {
-        Verdict {
+    fn verdict(serial: &str, state: &str, q: &[&str], m: &[&str]) -> DeviceView {
+        DeviceView {
             serial: serial.into(),
             kind: "android".into(),
             state: state.into(),
-            quarantined: q.iter().map(|s| s.to_string()).collect(),
-            maintenance: m.iter().map(|s| s.to_string()).collect(),
-            missing_values: vec![],
-            bot: None,
+            reasons: ViewReasons {
+                quarantined: q.iter().map(|s| s.to_string()).collect(),
+                maintenance: m.iter().map(|s| s.to_string()).collect(),
+            },
+            ..DeviceView::default()
         }
     }
 
@@ -304,7 +271,7 @@ mod tests {
         );
     }
 
-    fn lines(listing: &str, verdicts: &Result<Vec<Verdict>, String>) -> Vec<String> {
+    fn lines(listing: &str, verdicts: &Result<Vec<DeviceView>, String>) -> Vec<String> {
         render(
             addr(),
             &devices_l::parse(listing).unwrap(),
@@ -461,6 +428,20 @@ mod tests {
         assert!(parse_status(no_reasons)
             .unwrap_err()
             .contains("quarantined"));
+    }
+
+    #[test]
+    fn a_mistyped_field_names_the_device_the_field_and_what_is_expected() {
+        let e = parse_status(
+            r#"{"devices": [{"serial": "S1", "kind": "android", "state": 3,
+                "reasons": {"quarantined": [], "maintenance": []}, "missing_values": []}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("device 0 (S1): \"state\" is not a string;"),
+            "{e}"
+        );
+        assert!(e.contains("\"state\" strings"), "{e}");
     }
 
     #[test]

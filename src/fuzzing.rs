@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::bot::{bot_zip, token_fetch};
+use crate::bot::{token_fetch, zip_check};
 use crate::config::{self, swarming_settings, Command};
 use crate::devices::adb::client::{replay, ShellProtocol};
 use crate::devices::ios::parse as ios;
@@ -503,7 +503,7 @@ pub fn hook_front(data: &[u8]) {
 /// The check of `swarming_bot.zip` on any bytes: an accepted zip has the bot's two
 /// required entries at least.
 pub fn bot_zip(data: &[u8]) {
-    if let Ok(entries) = bot_zip::check_zip(Cursor::new(data)) {
+    if let Ok(entries) = zip_check::check_zip(Cursor::new(data)) {
         assert!(entries >= 2, "{entries} entries");
     }
 }

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod shim;
 pub mod supervisor;
 pub mod token_fetch;
+pub mod zip_check;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -8,8 +8,8 @@
 //! one does. Every failure is counted in `interrogation_errors_total` here, at the edge;
 //! the watcher only sees what each phone said.
 //!
-//! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`),
-//! or compute dimensions (that is `dimensions`).
+//! Must not: parse output (`parse`), fill a round from what the phone said (`reading`),
+//! decide a phone's fate (`verdict`), or compute dimensions (`dimensions`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,26 +21,14 @@ use super::phones::{AndroidPhones, BoxFuture, PhoneRound};
 use crate::devices::adb::client::{self, Client, End, ShellProtocol, MAX_OUTPUT};
 use crate::devices::adb::network::{NetworkPhones, Why};
 use crate::devices::dimensions;
-use crate::devices::parse::{self, battery::Battery, devices_l::Listed, thermal::Thermal};
+use crate::devices::parse::{self, battery::Battery, devices_l::Listed};
+use crate::devices::reading::{self, Alone, Script, ScriptRefusals, ROUND_COMMANDS};
 use crate::runtime::retry::Retry;
 use crate::runtime::shutdown::Shutdown;
 use crate::state::metrics::InterrogationErrorKind;
 use crate::state::metrics::Metrics;
 use crate::state::snapshot::{Device, DeviceKind, Fault, Link, Temperature};
 use std::net::SocketAddr;
-
-/// A round's commands (name, command), least likely to hang first: the kernel answers
-/// `/proc/uptime` and `df`, init answers `getprop`, and the dumpsys calls need system_server
-/// (battery, then the package manager) and then the thermal HAL. Thermal's stderr is
-/// kept: `Can't find service` goes there.
-const ROUND_COMMANDS: [(&str, &str); 6] = [
-    ("uptime", "cat /proc/uptime"),
-    ("getprop", "getprop"),
-    ("data", "df /data"),
-    ("battery", "dumpsys battery"),
-    ("packages", parse::packages::COMMAND),
-    ("thermal", "dumpsys thermalservice 2>&1"),
-];
 
 /// How often to ask a rebooting phone whether it has finished booting.
 const BOOT_POLL: Duration = Duration::from_secs(2);
@@ -340,36 +328,11 @@ async fn uptime(client: &Client, serial: &str, protocol: ShellProtocol) -> Optio
     crate::devices::parse::uptime::parse(&out.stdout).ok()
 }
 
-/// The phones whose shell refused the round's script, and what it said: each refusal is
-/// logged when it starts or its words change, and its end once, so that a phone whose
-/// shell lacks a construct is named once, not every round.
-#[derive(Debug, Default)]
-pub struct ScriptRefusals(std::collections::BTreeMap<String, String>);
-
-impl ScriptRefusals {
-    /// Notes how `serial`'s round script went (`Some(words)`: refused, with the shell's
-    /// words); returns the line to log at `warn`, if any. Pure.
-    pub fn note(&mut self, serial: &str, refused: Option<&str>) -> Option<String> {
-        match refused {
-            Some(words) if self.0.get(serial).map(String::as_str) != Some(words) => {
-                self.0.insert(serial.to_string(), words.to_string());
-                Some(format!(
-                    "round script failed on {serial}: {words}; reading it one command at a time"
-                ))
-            }
-            Some(_) => None,
-            None => self.0.remove(serial).map(|_| {
-                format!("round script runs again on {serial}: back to one query per round")
-            }),
-        }
-    }
-}
-
 /// One phone's round: uptime, getprop, dumpsys battery and temperatures, as one script;
 /// whatever finished before `until` counts. A script the phone's shell refused (it
 /// answered, and the script ended without some sections) is followed by one query per
 /// missing command: a construct one shell cannot run costs only its own reading, and a
-/// phone that answers is never taken for one that does not.
+/// phone that answers is never taken for one that does not. `reading` fills the round.
 async fn interrogate(
     client: &Client,
     metrics: &Metrics,
@@ -381,12 +344,6 @@ async fn interrogate(
     let count = |e: &client::Error| {
         metrics.interrogation_errors_total.inc(e.metric_kind());
         log::debug!("{e}");
-    };
-    let parse_failed = |what: &str, e: &dyn std::fmt::Display| {
-        metrics
-            .interrogation_errors_total
-            .inc(InterrogationErrorKind::Parse);
-        log::debug!("{serial}: {what}: {e}");
     };
     let protocol = match known {
         Some(p) => p,
@@ -408,7 +365,7 @@ async fn interrogate(
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
     let ran = client.shell_until(serial, script, protocol, until).await;
-    let (mut sections, end, output) = match ran {
+    let (sections, end, output) = match ran {
         Ok(p) => (parse::batch::split(&p.output.stdout), p.end, p.output),
         Err(e) => {
             count(&e);
@@ -420,10 +377,6 @@ async fn interrogate(
             };
         }
     };
-    // The command whose output was cut: the one after the last finished section.
-    let cut = ROUND_COMMANDS
-        .get(sections.len())
-        .map_or("", |(name, _)| *name);
     match end {
         End::Finished => {}
         // One timeout per round, whichever command hung.
@@ -433,18 +386,12 @@ async fn interrogate(
                 .interrogation_errors_total
                 .inc(InterrogationErrorKind::AdbProtocol);
             log::debug!(
-                "{serial}: {cut} printed over {MAX_OUTPUT} bytes; dropped the round's connection"
+                "{serial}: {} printed over {MAX_OUTPUT} bytes; dropped the round's connection",
+                reading::cut(sections.len())
             );
         }
     }
-    // Commands the shell refused when run alone, with its words; commands that got no
-    // answer alone.
-    let mut refused: Vec<(&str, String)> = Vec::new();
-    let mut unanswered: Vec<(&str, String)> = Vec::new();
-    let words = (end == End::Finished && sections.len() < ROUND_COMMANDS.len())
-        .then(|| parse::batch::shell_words(&output.stdout, &output.stderr, output.exit_code))
-        .flatten();
-    let script_refused = words.is_some();
+    let words = reading::refusal(end, &sections, &output);
     let line = refusals
         .lock()
         .map(|mut r| r.note(serial, words.as_deref()))
@@ -452,141 +399,69 @@ async fn interrogate(
     if let Some(line) = line {
         log::warn!("{line}");
     }
-    if script_refused {
+    // A refused script is followed by one query per command it left out.
+    let mut alone = None;
+    if words.is_some() {
         metrics
             .interrogation_errors_total
             .inc(InterrogationErrorKind::RoundScript);
-        let missing: Vec<&(&str, &str)> = ROUND_COMMANDS
-            .iter()
-            .filter(|(name, _)| !sections.iter().any(|s| s.name == *name))
-            .collect();
-        for (name, cmd) in missing {
+        let mut ran = Vec::new();
+        for (name, cmd) in reading::missing(&sections) {
             match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
-                Ok(Ok(out)) => {
+                Ok(Ok(out)) => ran.push((
+                    *name,
                     match parse::batch::alone(name, &out.stdout, &out.stderr, out.exit_code) {
-                        Ok(s) => sections.push(s),
-                        Err(words) => refused.push((name, words)),
-                    }
-                }
+                        Ok(s) => Alone::Read(s),
+                        Err(words) => Alone::Refused(words),
+                    },
+                )),
                 Ok(Err(e)) => {
                     count(&e);
-                    unanswered.push((name, e.what_happened()));
+                    ran.push((*name, Alone::Unanswered(e.what_happened())));
                 }
                 Err(_) => {
                     count(&client::Error::timed_out(cmd, serial));
-                    unanswered.push((name, "no answer before the round's deadline".into()));
+                    let why = "no answer before the round's deadline".to_string();
+                    ran.push((*name, Alone::Unanswered(why)));
                     break;
                 }
             }
         }
+        alone = Some(ran);
     }
-    for s in sections.iter().filter(|s| s.exit_code != Some(0)) {
-        // The output still counts if it parses: `dumpsys` exits non-zero on some OEMs.
-        log::debug!("{serial}: {} exited with {:?}", s.name, s.exit_code);
-    }
-    let section = |name: &str| -> Result<String, String> {
-        let of = |list: &[(&str, String)]| {
-            list.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, w)| w.clone())
-        };
-        match sections.iter().find(|s| s.name == name) {
-            Some(s) => Ok(s.text.clone()),
-            None if script_refused => Err(match (of(&refused), of(&unanswered)) {
-                (Some(words), _) => format!("{serial}: {name}: the phone's shell said {words:?}"),
-                (_, Some(why)) => format!("{serial}: {name}: run alone: {why}"),
-                _ => format!("{serial}: {name}: not run: the round's deadline came first"),
-            }),
-            None if end == End::OverLimit && name == cut => {
-                Err(format!("{name} output over {MAX_OUTPUT} bytes"))
-            }
-            None if end == End::OverLimit => Err(format!(
-                "{serial}: {name}: not read, {cut} printed over {MAX_OUTPUT} bytes before it"
-            )),
-            None if end == End::Deadline => Err(format!(
-                "{serial}: {name}: no answer before the round's deadline"
-            )),
-            None => {
-                // The script ran to its end: the phone's shell mangled it.
-                metrics
-                    .interrogation_errors_total
-                    .inc(InterrogationErrorKind::Parse);
-                Err(format!(
-                    "{serial}: {name}: the round's script ended without this output"
-                ))
-            }
-        }
+    let script = Script {
+        sections,
+        end,
+        alone,
     };
-    let thermal = match section("thermal") {
-        Err(why) => Err(why),
-        Ok(text) => match parse::thermal::parse_thermalservice(&text) {
-            Ok(Thermal::Readings(t)) => Ok(Ok(t)),
-            // Old phones: the zones in sysfs, one more request, only for them.
-            Ok(Thermal::NoService) => {
-                let cmd = parse::thermal::SYSFS_COMMAND;
-                match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
-                    Ok(Ok(out)) => Ok(parse::thermal::parse_sysfs(&out.stdout)),
-                    Ok(Err(e)) => {
-                        count(&e);
-                        Err(e.to_string())
-                    }
-                    Err(_) => {
-                        let e = client::Error::timed_out(cmd, serial);
-                        count(&e);
-                        Err(e.to_string())
-                    }
+    // Old phones have no thermal service: their zones are in sysfs, one more request.
+    let sysfs = if script.needs_sysfs_thermal() {
+        let cmd = parse::thermal::SYSFS_COMMAND;
+        Some(
+            match tokio::time::timeout_at(until, client.shell(serial, cmd, protocol)).await {
+                Ok(Ok(out)) => Ok(out.stdout),
+                Ok(Err(e)) => {
+                    count(&e);
+                    Err(e.to_string())
                 }
-            }
-            Err(e) => Ok(Err(e)),
-        },
+                Err(_) => {
+                    let e = client::Error::timed_out(cmd, serial);
+                    count(&e);
+                    Err(e.to_string())
+                }
+            },
+        )
+    } else {
+        None
     };
-    let mut round = PhoneRound {
-        protocol: Some(protocol),
-        ..PhoneRound::default()
-    };
-    match section("getprop").map(|t| parse::getprop::parse(&t)) {
-        Ok(Ok(p)) => round.props = Some(p),
-        Ok(Err(e)) => {
-            // Its shell answered with something else than properties.
-            parse_failed("getprop", &e);
-            round.failure = Some(e.to_string());
-            round.answered = true;
-        }
-        Err(why) => {
-            round.answered = refused.iter().any(|(n, _)| *n == "getprop");
-            round.failure = Some(why);
-        }
+    let filled = reading::fill(serial, protocol, &script, sysfs);
+    for kind in filled.count {
+        metrics.interrogation_errors_total.inc(kind);
     }
-    match section("battery").map(|t| parse::battery::parse(&t)) {
-        Ok(Ok(b)) => round.battery = Some(b),
-        Ok(Err(e)) => {
-            // Every phone has a battery level: without it the battery rule cannot run.
-            parse_failed("dumpsys battery", &e);
-            round.missing_values.push(format!("battery level ({e})"));
-        }
-        Err(why) => log::debug!("{why}"),
+    for line in filled.debug {
+        log::debug!("{line}");
     }
-    match section("data").map(|t| parse::data_free::parse(&t)) {
-        Ok(Ok(free)) => round.data_free = Some(free),
-        Ok(Err(e)) => parse_failed("df /data", &e),
-        Err(why) => log::debug!("{why}"),
-    }
-    match section("packages").map(|t| parse::packages::parse(&t)) {
-        Ok(Ok(p)) => round.packages = p,
-        Ok(Err(e)) => parse_failed("package versions", &e),
-        Err(why) => log::debug!("{why}"),
-    }
-    match thermal {
-        Ok(Ok(t)) => round.thermal = t,
-        Ok(Err(e)) => parse_failed("temperatures", &e),
-        Err(why) => log::debug!("{why}"),
-    }
-    match section("uptime").map(|t| parse::uptime::parse(&t)) {
-        Ok(Ok(u)) => round.uptime = Some(u),
-        Ok(Err(e)) => parse_failed("uptime", &e),
-        Err(why) => log::debug!("{why}"),
-    }
-    round
+    filled.round
 }
 
 /// Whether the adb server answered that the phone's transport is gone (`FAIL: device

@@ -29,6 +29,7 @@ pub mod dimensions;
 pub mod ios;
 pub mod parse;
 mod phones;
+mod reading;
 mod round;
 pub mod usb;
 pub mod verdict;

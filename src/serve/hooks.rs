@@ -151,32 +151,9 @@ fn parse_dimensions(body: &[u8]) -> Result<Dimensions, String> {
     Ok(dims)
 }
 
-/// The facts the state hook reports for one phone.
+/// The facts the state hook reports for one phone: its device view.
 pub fn device_json(d: &Device) -> Value {
-    let temperatures: Map<String, Value> = d
-        .temperatures
-        .iter()
-        .map(|t| (t.sensor.clone(), json!(t.celsius)))
-        .collect();
-    json!({
-        "kind": d.kind.as_str(),
-        "serial": d.serial,
-        "state": d.state_word(),
-        "device_type": d.device_type,
-        "model": d.model,
-        "read_at_unix": d.read_at_unix,
-        "battery_percent": d.battery_percent,
-        "temperatures": temperatures,
-        "uptime_secs": d.uptime_secs,
-        "booting": d.booting,
-        "build": d.build,
-        "unusable": d.unusable(),
-        "verdict": d.verdict_word(),
-        "reasons": {"quarantined": d.reasons.quarantined, "maintenance": d.reasons.maintenance},
-        "missing_values": d.missing_values,
-        "recovery_step": d.recovery_step,
-        "verdict_for_secs": d.verdict_for_secs,
-    })
+    crate::state::device_view::DeviceView::of(d).to_json()
 }
 
 /// The slice of the configuration the hooks read.

@@ -16,6 +16,7 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use crate::runtime::logging::utc_timestamp;
+use crate::state::device_view::DeviceView;
 use crate::state::snapshot::{Device, Reasons};
 use crate::state::{BotStatus, Event, KubeView};
 
@@ -278,13 +279,10 @@ pub fn render_json(s: &Status) -> Value {
             "reasons": {"quarantined": b.reasons.quarantined, "maintenance": b.reasons.maintenance},
         })).collect::<Vec<_>>()),
         "reasons": {"quarantined": s.reasons.quarantined, "maintenance": s.reasons.maintenance},
-        "devices": s.devices.iter().map(|d| {
-            let mut v = crate::serve::hooks::device_json(d);
-            if let Some(bot) = s.phone_bots.get(&d.serial) {
-                v["bot"] = json!(bot);
-            }
-            v
-        }).collect::<Vec<_>>(),
+        "devices": s.devices.iter().map(|d| DeviceView {
+            bot: s.phone_bots.get(&d.serial).cloned(),
+            ..DeviceView::of(d)
+        }.to_json()).collect::<Vec<_>>(),
         "events": s.events.iter().map(|e| json!({"at_unix": e.at_unix, "utc": utc(e.at_unix), "text": e.text})).collect::<Vec<_>>(),
         "kubernetes": {
             "state": s.kube.state,

@@ -21,6 +21,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 pub mod bot_status;
+pub mod device_view;
 pub mod metrics;
 pub mod notes;
 pub mod snapshot;

@@ -14,8 +14,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::proto::{self, Decode, PacketId, Status};
+use super::proto::{self, Decode, Status};
 use crate::state::metrics::InterrogationErrorKind;
+
+mod reading;
+pub(crate) mod replay;
+
+use reading::{collect, Collected};
+pub use reading::{End, Partial, Tracker};
 
 /// The most a shell command may print (stdout and stderr together). A phone that
 /// floods us costs a bounded amount of memory: a few times this while its output is
@@ -500,186 +506,6 @@ impl Client {
             }
             ShellProtocol::V1 => self.open(serial, &format!("shell:{cmd}")).await,
         }
-    }
-}
-
-/// A shell command's output up to a deadline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partial {
-    pub output: ShellOutput,
-    pub end: End,
-}
-
-/// What ended the reading of a shell command's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The command ended (V2: its exit code came; V1: the phone closed the stream).
-    Finished,
-    /// The caller's deadline came first.
-    Deadline,
-    /// It printed more than [`MAX_OUTPUT`] bytes; the connection was dropped there.
-    OverLimit,
-}
-
-/// A shell command's bytes so far.
-#[derive(Default)]
-struct Collected {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    exit_code: Option<u8>,
-}
-
-impl Collected {
-    fn len(&self) -> usize {
-        self.stdout.len() + self.stderr.len()
-    }
-
-    fn output(self, protocol: ShellProtocol) -> ShellOutput {
-        let stdout = String::from_utf8_lossy(&self.stdout);
-        ShellOutput {
-            stdout: match protocol {
-                ShellProtocol::V2 => stdout.into_owned(),
-                ShellProtocol::V1 => proto::normalise_crlf(&stdout),
-            },
-            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
-            exit_code: self.exit_code,
-        }
-    }
-}
-
-/// Reads a shell stream into `got` until it ends; on an error, `got` keeps what arrived.
-async fn collect<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<'_, S>,
-    protocol: ShellProtocol,
-    wait: Wait,
-    got: &mut Collected,
-) -> Result<(), Error> {
-    match protocol {
-        ShellProtocol::V2 => read_v2(conn, wait, got).await,
-        ShellProtocol::V1 => match conn.read_to_end(wait).await {
-            Ok(bytes) => {
-                got.stdout = bytes;
-                Ok(())
-            }
-            Err(e) => {
-                got.stdout = std::mem::take(&mut conn.buf);
-                Err(e)
-            }
-        },
-    }
-}
-
-async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<'_, S>,
-    wait: Wait,
-    got: &mut Collected,
-) -> Result<(), Error> {
-    loop {
-        if conn.buf.is_empty() && !conn.fill(wait).await? {
-            // Closed without an exit packet: the phone went away mid-command.
-            return Err(conn.err(ErrorKind::Io, "stream closed before the exit code"));
-        }
-        let (id, data) = conn
-            .decode(wait, "a shell v2 packet", |b| {
-                proto::decode_packet(b).map(|d| match d {
-                    Decode::Done((id, data), n) => Decode::Done((id, data.to_vec()), n),
-                    Decode::Incomplete => Decode::Incomplete,
-                })
-            })
-            .await?;
-        match id {
-            PacketId::Stdout => got.stdout.extend_from_slice(&data),
-            PacketId::Stderr => got.stderr.extend_from_slice(&data),
-            PacketId::Exit => {
-                got.exit_code = Some(data.first().copied().unwrap_or(0));
-                return Ok(());
-            }
-            PacketId::Stdin | PacketId::CloseStdin | PacketId::WindowSize => {}
-        }
-        if got.len() > MAX_OUTPUT {
-            return Err(conn.err(
-                ErrorKind::Protocol,
-                format!("output larger than {MAX_OUTPUT} bytes"),
-            ));
-        }
-    }
-}
-
-/// The open `host:track-devices-l` connection.
-pub struct Tracker<'a> {
-    conn: Conn<'a>,
-}
-
-impl Tracker<'_> {
-    /// The next full device list. Waits as long as nothing changes; an error means the
-    /// server went away (or spoke nonsense) and the caller should track again.
-    pub async fn next(&mut self) -> Result<String, Error> {
-        self.conn.read_length_prefixed(Wait::Forever).await
-    }
-}
-
-/// A request's reading over any byte stream instead of a socket, for the fuzz targets
-/// (`crate::fuzzing`): in-memory bytes go through exactly the decoding, the limits and
-/// the errors that a server's bytes go through. The deadlines are the client's usual
-/// ones; a stream that is always ready never meets them.
-pub(crate) mod replay {
-    use super::*;
-
-    fn client() -> Client {
-        Client::new(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            Duration::from_secs(5),
-        )
-    }
-
-    fn conn<'a, S>(client: &'a Client, stream: S, request: &str) -> Conn<'a, S> {
-        Conn {
-            stream,
-            buf: Vec::new(),
-            client,
-            request: request.to_string(),
-            serial: None,
-        }
-    }
-
-    /// A host request's reply, read as a query reads it (`OKAY` or `FAIL`, then a
-    /// length-prefixed string) and then as the tracker goes on reading (one
-    /// length-prefixed device list after another): each read's outcome in order, up to
-    /// and with the first error (the end of the stream is one).
-    pub(crate) async fn host<S: AsyncRead + AsyncWrite + Unpin>(
-        stream: S,
-    ) -> Vec<Result<String, Error>> {
-        let client = client();
-        let mut conn = conn(&client, stream, "host:track-devices-l");
-        if let Err(e) = conn.expect_okay().await {
-            return vec![Err(e)];
-        }
-        let mut out = Vec::new();
-        loop {
-            let wait = match out.len() {
-                0 => Wait::Each(client.io_timeout),
-                _ => Wait::Forever,
-            };
-            let read = conn.read_length_prefixed(wait).await;
-            let end = read.is_err();
-            out.push(read);
-            if end {
-                return out;
-            }
-        }
-    }
-
-    /// A shell service's stream after its `OKAY`, collected as [`Client::shell`]
-    /// collects it: how the collection ended, and the output as the caller gets it.
-    pub(crate) async fn shell<S: AsyncRead + AsyncWrite + Unpin>(
-        stream: S,
-        protocol: ShellProtocol,
-    ) -> (Result<(), Error>, ShellOutput) {
-        let client = client();
-        let mut conn = conn(&client, stream, "shell,v2,raw:script");
-        let mut got = Collected::default();
-        let ended = collect(&mut conn, protocol, Wait::Each(client.io_timeout), &mut got).await;
-        (ended, got.output(protocol))
     }
 }
 

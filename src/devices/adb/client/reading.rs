@@ -1,0 +1,123 @@
+//! The reading of a request's stream once the adb server said `OKAY`: a shell
+//! command's output (v1: the bytes until the phone closes; v2: packets until the exit
+//! code), bounded by [`MAX_OUTPUT`], and the device list the tracker follows.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::proto::{self, Decode, PacketId};
+use super::{Conn, Error, ErrorKind, ShellOutput, ShellProtocol, Wait, MAX_OUTPUT};
+
+/// A shell command's output up to a deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub output: ShellOutput,
+    pub end: End,
+}
+
+/// What ended the reading of a shell command's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The command ended (V2: its exit code came; V1: the phone closed the stream).
+    Finished,
+    /// The caller's deadline came first.
+    Deadline,
+    /// It printed more than [`MAX_OUTPUT`](super::MAX_OUTPUT) bytes; the connection was dropped there.
+    OverLimit,
+}
+
+/// A shell command's bytes so far.
+#[derive(Default)]
+pub(super) struct Collected {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit_code: Option<u8>,
+}
+
+impl Collected {
+    pub(super) fn len(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
+    }
+
+    pub(super) fn output(self, protocol: ShellProtocol) -> ShellOutput {
+        let stdout = String::from_utf8_lossy(&self.stdout);
+        ShellOutput {
+            stdout: match protocol {
+                ShellProtocol::V2 => stdout.into_owned(),
+                ShellProtocol::V1 => proto::normalise_crlf(&stdout),
+            },
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+            exit_code: self.exit_code,
+        }
+    }
+}
+
+/// Reads a shell stream into `got` until it ends; on an error, `got` keeps what arrived.
+pub(super) async fn collect<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
+    protocol: ShellProtocol,
+    wait: Wait,
+    got: &mut Collected,
+) -> Result<(), Error> {
+    match protocol {
+        ShellProtocol::V2 => read_v2(conn, wait, got).await,
+        ShellProtocol::V1 => match conn.read_to_end(wait).await {
+            Ok(bytes) => {
+                got.stdout = bytes;
+                Ok(())
+            }
+            Err(e) => {
+                got.stdout = std::mem::take(&mut conn.buf);
+                Err(e)
+            }
+        },
+    }
+}
+
+async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
+    wait: Wait,
+    got: &mut Collected,
+) -> Result<(), Error> {
+    loop {
+        if conn.buf.is_empty() && !conn.fill(wait).await? {
+            // Closed without an exit packet: the phone went away mid-command.
+            return Err(conn.err(ErrorKind::Io, "stream closed before the exit code"));
+        }
+        let (id, data) = conn
+            .decode(wait, "a shell v2 packet", |b| {
+                proto::decode_packet(b).map(|d| match d {
+                    Decode::Done((id, data), n) => Decode::Done((id, data.to_vec()), n),
+                    Decode::Incomplete => Decode::Incomplete,
+                })
+            })
+            .await?;
+        match id {
+            PacketId::Stdout => got.stdout.extend_from_slice(&data),
+            PacketId::Stderr => got.stderr.extend_from_slice(&data),
+            PacketId::Exit => {
+                got.exit_code = Some(data.first().copied().unwrap_or(0));
+                return Ok(());
+            }
+            PacketId::Stdin | PacketId::CloseStdin | PacketId::WindowSize => {}
+        }
+        if got.len() > MAX_OUTPUT {
+            return Err(conn.err(
+                ErrorKind::Protocol,
+                format!("output larger than {MAX_OUTPUT} bytes"),
+            ));
+        }
+    }
+}
+
+/// The open `host:track-devices-l` connection.
+pub struct Tracker<'a> {
+    pub(super) conn: Conn<'a>,
+}
+
+impl Tracker<'_> {
+    /// The next full device list. Waits as long as nothing changes; an error means the
+    /// server went away (or spoke nonsense) and the caller should track again.
+    pub async fn next(&mut self) -> Result<String, Error> {
+        self.conn.read_length_prefixed(Wait::Forever).await
+    }
+}
