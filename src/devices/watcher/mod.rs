@@ -22,13 +22,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
 use super::actions;
 use super::android::{self, build_device, settled_state, Adb};
-use super::budget::{Budget, SERVER_SILENT_ROUNDS};
+use super::budget::Budget;
 use super::phones::IosTools;
 use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
 use super::round::{self, RoundDone};
@@ -37,18 +37,21 @@ use super::Context;
 use crate::devices::adb::client::ShellProtocol;
 use crate::devices::dimensions;
 use crate::devices::ios;
-use crate::devices::parse::{self, devices_l::Listed};
+use crate::devices::parse::devices_l::Listed;
 use crate::runtime::clock::Ticker;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::shutdown::Shutdown;
-use crate::state::metrics::InterrogationErrorKind;
 use crate::state::notes::Notes;
-use crate::state::snapshot::{self, Device, DeviceKind, Dimensions, Link, Snapshot};
-use crate::state::{DeviceCommand, EventReason};
+use crate::state::snapshot::{self, Device, Dimensions, Link, Snapshot};
+use crate::state::DeviceCommand;
 
-/// From `reboot:` to `sys.boot_completed=1`, or from `idevicediagnostics restart` to
-/// the iPhone listed again. Phones take one to two minutes.
-const REBOOT_DEADLINE: Duration = Duration::from_secs(240);
+mod adb_side;
+mod node_events;
+mod reboots;
+
+use adb_side::Silence;
+
+use node_events::phone_events;
 
 /// Everything that wakes the watcher besides the tick and the hooks' commands.
 enum Event {
@@ -190,14 +193,6 @@ struct Watcher {
     server_silent: Option<Silence>,
     /// The operators' maintenance notes, as last received.
     notes: Notes,
-}
-
-/// The adb server's silence: the failed probes in a row, since when, and the first
-/// failure (the reason shown, stable while it lasts).
-struct Silence {
-    rounds: u32,
-    since: tokio::time::Instant,
-    first: String,
 }
 
 impl Watcher {
@@ -379,96 +374,6 @@ impl Watcher {
         });
     }
 
-    /// A new device list, from the tracker or asked once (`polled`).
-    fn listing(&mut self, text: &str, polled: bool) {
-        match parse::devices_l::parse(text) {
-            Ok(listing) => {
-                if polled {
-                    self.log_untracked_changes(&listing);
-                }
-                let present: BTreeSet<&str> = listing.iter().map(|l| l.serial.as_str()).collect();
-                // Interrogate at once the phones that just became reachable;
-                // other changes (a phone going offline or away) need no round.
-                let was_device: BTreeSet<&str> = self
-                    .listing
-                    .iter()
-                    .flatten()
-                    .filter(|l| l.state == Link::Device)
-                    .map(|l| l.serial.as_str())
-                    .collect();
-                let newly_online = listing
-                    .iter()
-                    .any(|l| l.state == Link::Device && !was_device.contains(l.serial.as_str()));
-                let rebooting = &self.rebooting;
-                self.rounds
-                    .retain(|s, _| present.contains(s.as_str()) || rebooting.contains(s));
-                self.protocols
-                    .retain(|(s, _), _| present.contains(s.as_str()));
-                let now = tokio::time::Instant::now();
-                let mut offline_since = BTreeMap::new();
-                for l in listing.iter().filter(|l| l.state == Link::Offline) {
-                    let since = self.offline_since.get(&l.serial).copied().unwrap_or(now);
-                    offline_since.insert(l.serial.clone(), since);
-                }
-                self.offline_since = offline_since;
-                self.listing = Some(listing);
-                self.publish(false);
-                if newly_online {
-                    self.want_round();
-                }
-            }
-            Err(e) => {
-                self.ctx
-                    .metrics
-                    .interrogation_errors_total
-                    .inc(InterrogationErrorKind::Parse);
-                log::warn!("cannot read the adb server's device list: {e}");
-            }
-        }
-    }
-
-    /// Follows the adb server's answer to a round's probe; kills it after
-    /// [`SERVER_SILENT_ROUNDS`] silent rounds in a row, and again after as many more.
-    fn server_probed(&mut self, answered: Result<(), String>, took: Duration) {
-        match answered {
-            Ok(()) => {
-                if let Some(s) = self.server_silent.take() {
-                    log::info!(
-                        "the adb server answers again, after {} silent rounds",
-                        s.rounds
-                    );
-                }
-            }
-            Err(e) => {
-                let began = tokio::time::Instant::now() - took;
-                let s = self.server_silent.get_or_insert_with(|| {
-                    log::warn!("the adb server does not answer: {e}");
-                    Silence {
-                        rounds: 0,
-                        since: began,
-                        first: e.clone(),
-                    }
-                });
-                s.rounds += 1;
-                if s.rounds.is_multiple_of(SERVER_SILENT_ROUNDS) {
-                    self.android.kill_server(format!(
-                        "has not answered for {:.1}s ({} rounds in a row; last: {e})",
-                        s.since.elapsed().as_secs_f64(),
-                        s.rounds
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Logs each phone whose state in a list asked once is not what the tracker said.
-    fn log_untracked_changes(&self, polled: &[Listed]) {
-        let tracked = self.listing.as_deref().unwrap_or_default();
-        for line in android::untracked_changes(tracked, polled) {
-            log::info!("{line}");
-        }
-    }
-
     /// Logs, once per phone, each value its rounds could not read.
     fn warn_missing_values(&mut self, serial: &str, round: &PhoneRound) {
         let warned = &mut self.warned_missing;
@@ -637,118 +542,6 @@ impl Watcher {
             Vec::new()
         }
     }
-
-    /// Reboots every usable phone, or `only` that one (Android `reboot:`, iPhone
-    /// `idevicediagnostics restart`), each on its own deadline.
-    fn reboot_usable(&mut self, only: Option<&str>) {
-        let snapshot = self.ctx.snapshot.get();
-        let usable: Vec<&Device> = snapshot
-            .devices
-            .iter()
-            .filter(|d| d.reachable() && only.is_none_or(|s| s == d.serial))
-            .collect();
-        if usable.is_empty() {
-            self.want_round();
-            return;
-        }
-        for d in usable {
-            log::info!("rebooting {} after the task", d.serial);
-            self.reboot(d, "after task");
-        }
-        // Show the rebooting state now, not at the next round.
-        self.publish(false);
-    }
-
-    /// Starts one phone's reboot (Android `reboot:`, iPhone `idevicediagnostics
-    /// restart`) on its own deadline; it reports back as [`Event::RebootDone`].
-    fn reboot(&mut self, d: &Device, what_for: &str) {
-        let serial = d.serial.clone();
-        self.rebooting.insert(serial.clone());
-        self.reboot_for.insert(serial.clone(), what_for.to_string());
-        let events = self.events.clone();
-        if d.kind == DeviceKind::Ios {
-            let done = self.ios.reboot(&serial, REBOOT_DEADLINE);
-            tokio::spawn(async move {
-                let outcome = done.await;
-                let _ = events.send(Event::RebootDone { serial, outcome });
-            });
-            return;
-        }
-        let protocol = self
-            .listing
-            .iter()
-            .flatten()
-            .find(|l| l.serial == serial)
-            .and_then(|l| self.protocols.get(&(serial.clone(), l.transport_id)))
-            .copied()
-            .unwrap_or(ShellProtocol::V1);
-        let done = self.android.reboot(&serial, protocol);
-        tokio::spawn(async move {
-            let outcome = match tokio::time::timeout(REBOOT_DEADLINE, done).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("not booted after {}s", REBOOT_DEADLINE.as_secs())),
-            };
-            let _ = events.send(Event::RebootDone { serial, outcome });
-        });
-    }
-}
-
-/// The node Events between two snapshots: each phone whose verdict changed (with its
-/// reasons), and each step up the recovery ladder. A reboot after a task is routine
-/// (every task ends with one), so a phone being rebooted keeps the verdict it had for
-/// this purpose; the log and the status page still show it.
-fn phone_events(old: &Snapshot, new: &Snapshot) -> Vec<(EventReason, String)> {
-    let verdict = |d: &Device| {
-        if d.state == snapshot::State::Rebooting {
-            None
-        } else {
-            Some(d.verdict_word())
-        }
-    };
-    let mut out = Vec::new();
-    for d in &new.devices {
-        let was = old.devices.iter().find(|o| o.serial == d.serial);
-        let before = was.map_or(Some("usable"), &verdict);
-        let serial = &d.serial;
-        let why = || {
-            let r = &d.reasons;
-            r.quarantined
-                .iter()
-                .chain(&r.maintenance)
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        match (before, verdict(d)) {
-            (Some(b), Some(now)) if b != now => out.push(match now {
-                "quarantined" => (
-                    EventReason::PhoneQuarantined,
-                    format!("phone {serial} quarantined: {}", why()),
-                ),
-                "maintenance" => (
-                    EventReason::PhoneMaintenance,
-                    format!("phone {serial} in maintenance: {}", why()),
-                ),
-                _ => (
-                    EventReason::PhoneUsable,
-                    format!("phone {serial} usable again"),
-                ),
-            }),
-            _ => {}
-        }
-        let step = was.map_or(0, |o| o.recovery_step);
-        if d.recovery_step > step {
-            out.push((
-                EventReason::RecoveryStep,
-                format!(
-                    "phone {serial} recovery step {}: {}",
-                    d.recovery_step,
-                    why()
-                ),
-            ));
-        }
-    }
-    out
 }
 
 fn unix_now() -> f64 {
@@ -766,6 +559,7 @@ mod tests {
     use crate::devices::Settings;
     use crate::state::{DeviceCommands, SnapshotCell};
     use std::sync::Mutex;
+    use std::time::Duration;
     use std::time::Instant;
 
     use crate::state::snapshot::Fault;
@@ -1043,62 +837,6 @@ mod tests {
             self.trigger.fire();
             self.watcher.await.unwrap();
         }
-    }
-
-    #[test]
-    fn each_verdict_change_and_each_ladder_step_is_one_node_event() {
-        let snap = |devices: Vec<Device>| Snapshot {
-            devices,
-            ..Snapshot::default()
-        };
-        let usable = snapshot::usable_device(DeviceKind::Android, "S1");
-        let mut hot = usable.clone();
-        hot.reasons.maintenance = vec!["too hot: S1 battery 40.0°C (> 35°C)".into()];
-        let mut climbing = hot.clone();
-        climbing.reasons.maintenance = vec!["device S1 offline, reconnecting".into()];
-        climbing.recovery_step = 1;
-        let mut rebooting = usable.clone();
-        rebooting.state = snapshot::State::Rebooting;
-        rebooting.reasons.maintenance = vec!["rebooting S1 after task".into()];
-
-        assert_eq!(
-            phone_events(&snap(vec![]), &snap(vec![usable.clone()])),
-            vec![]
-        );
-        assert_eq!(
-            phone_events(&snap(vec![usable.clone()]), &snap(vec![hot.clone()])),
-            vec![(
-                EventReason::PhoneMaintenance,
-                "phone S1 in maintenance: too hot: S1 battery 40.0°C (> 35°C)".to_string()
-            )]
-        );
-        assert_eq!(
-            phone_events(&snap(vec![hot.clone()]), &snap(vec![hot.clone()])),
-            vec![]
-        );
-        assert_eq!(
-            phone_events(&snap(vec![hot.clone()]), &snap(vec![climbing])),
-            vec![(
-                EventReason::RecoveryStep,
-                "phone S1 recovery step 1: device S1 offline, reconnecting".to_string()
-            )]
-        );
-        assert_eq!(
-            phone_events(&snap(vec![hot]), &snap(vec![usable.clone()])),
-            vec![(
-                EventReason::PhoneUsable,
-                "phone S1 usable again".to_string()
-            )]
-        );
-        // The reboot after a task is routine: neither way is an event.
-        assert_eq!(
-            phone_events(&snap(vec![usable.clone()]), &snap(vec![rebooting.clone()])),
-            vec![]
-        );
-        assert_eq!(
-            phone_events(&snap(vec![rebooting]), &snap(vec![usable])),
-            vec![]
-        );
     }
 
     #[tokio::test(start_paused = true)]
