@@ -444,14 +444,8 @@ mod tests {
             devices::verdict::Thresholds {
                 min_battery_percent: 45.0,
                 max_temperature_celsius: 40.5,
-                temperature_hysteresis: 2.0,
-                battery_hysteresis: 5.0,
-                charge_stall_secs: 1200.0,
-                min_data_free_bytes: 1 << 30,
-                cooldown_reboot_after_secs: 1800.0,
-                max_device_uptime_secs: 90_000.0,
-                usb_reset: false,
-                usb_power_cycle: false,
+                // The rest are the flags' defaults, which the verdict's tests use too.
+                ..devices::verdict::TEST_THRESHOLDS
             }
         );
     }

@@ -229,7 +229,7 @@ fn describe(v: &DeviceView) -> String {
 mod tests {
     use super::*;
     use crate::devices::parse::devices_l;
-    use crate::state::device_view::ViewReasons;
+    use crate::state::snapshot::Reasons;
 
     fn addr() -> SocketAddr {
         "127.0.0.1:5037".parse().unwrap()
@@ -244,7 +244,7 @@ mod tests {
             serial: serial.into(),
             kind: "android".into(),
             state: state.into(),
-            reasons: ViewReasons {
+            reasons: Reasons {
                 quarantined: q.iter().map(|s| s.to_string()).collect(),
                 maintenance: m.iter().map(|s| s.to_string()).collect(),
             },

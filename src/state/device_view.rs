@@ -9,14 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::snapshot::Device;
-
-/// A phone's verdict reasons, as the view shows them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ViewReasons {
-    pub quarantined: Vec<String>,
-    pub maintenance: Vec<String>,
-}
+use super::snapshot::{Device, Reasons};
 
 /// One phone as every reader outside the monitor sees it. Reading it back, the fields a
 /// reader shows are required; the best-effort readings may be `null` or absent.
@@ -38,7 +31,7 @@ pub struct DeviceView {
     /// Why it cannot run tasks, when it cannot.
     pub unusable: Option<String>,
     pub verdict: String,
-    pub reasons: ViewReasons,
+    pub reasons: Reasons,
     /// Values the monitor could not read from the phone (`battery level (...)`).
     pub missing_values: Vec<String>,
     pub recovery_step: u32,
@@ -74,10 +67,7 @@ impl DeviceView {
             build: d.build.clone(),
             unusable: d.unusable(),
             verdict: d.verdict_word().to_string(),
-            reasons: ViewReasons {
-                quarantined: d.reasons.quarantined.clone(),
-                maintenance: d.reasons.maintenance.clone(),
-            },
+            reasons: d.reasons.clone(),
             missing_values: d.missing_values.clone(),
             recovery_step: d.recovery_step,
             verdict_for_secs: d.verdict_for_secs,
@@ -183,7 +173,7 @@ impl DeviceView {
             build: text("build")?,
             unusable: text("unusable")?,
             verdict: text("verdict")?.unwrap_or_default(),
-            reasons: ViewReasons {
+            reasons: Reasons {
                 quarantined: list("reasons.quarantined")?,
                 maintenance: list("reasons.maintenance")?,
             },
