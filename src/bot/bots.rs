@@ -219,7 +219,9 @@ async fn drain(
         }
     };
     tokio::pin!(tasks);
-    let mut passed = shutdown.count();
+    // The fire above passed the first signal; any later one, even one that came before
+    // this line, is passed below.
+    let mut passed = 1;
     loop {
         tokio::select! {
             _ = &mut tasks => return,

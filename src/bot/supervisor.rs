@@ -50,7 +50,7 @@ const SILENCE_CHECK: Duration = Duration::from_secs(1);
 /// runs a task, when the real bot calls no hook. Calls and tasks of an earlier run of
 /// the bot (before `started`) do not count. Pure.
 pub fn silence(calls: Calls, started: Instant, now: Instant, limit: Duration) -> Option<Duration> {
-    if calls.task_since.is_some_and(|t| t >= started) {
+    if calls.task_of_run(started).is_some() {
         return None;
     }
     let since = calls.last.filter(|t| *t >= started).unwrap_or(started);
@@ -61,7 +61,7 @@ pub fn silence(calls: Calls, started: Instant, now: Instant, limit: Duration) ->
 /// How long the bot started at `started` has run a task at `now`, if it runs one: one
 /// begun (`on_before_task`) in this run of the bot and not ended (`on_after_task`). Pure.
 pub fn task_running(calls: Calls, started: Instant, now: Instant) -> Option<Duration> {
-    let since = calls.task_since.filter(|t| *t >= started)?;
+    let since = calls.task_of_run(started)?;
     Some(now.saturating_duration_since(since))
 }
 
@@ -244,6 +244,7 @@ impl Hooks for Bot {
         self.which.status.update(|s| {
             s.running = true;
             s.started_at_unix = Some(unix_now());
+            s.started = Some(Instant::now());
             s.restarts = restarts;
         });
         let shim_seen = Arc::new(Mutex::new(None));
@@ -266,6 +267,7 @@ impl Hooks for Bot {
         self.which.status.update(|s| {
             s.running = false;
             s.started_at_unix = None;
+            s.started = None;
             s.last_exit = Some(exit);
         });
         self.ctx.events.record(format!(

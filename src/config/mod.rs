@@ -228,6 +228,17 @@ mod tests {
             ]),
             Err("KUBERNETES_SERVICE_PORT: expected a port number, got \"https\"".to_string())
         );
+        // Off, nothing of the pod's API server variables is judged or kept.
+        match run(
+            &["--no-bot", "--kubernetes", "off"],
+            &[
+                ("KUBERNETES_SERVICE_HOST", "h"),
+                ("KUBERNETES_SERVICE_PORT", "https"),
+            ],
+        ) {
+            Ok(Command::Run(c)) => assert_eq!((c.kubernetes, c.kube_api), (KubeMode::Off, None)),
+            other => panic!("expected Run, got {other:?}"),
+        }
         match run(&["--no-bot", "--kubernetes", "maybe"], &[]) {
             Err(e) => assert_eq!(
                 e.to_string(),

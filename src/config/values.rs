@@ -66,15 +66,21 @@ impl Kind {
                 }
             }
             Kind::Kubernetes(f) => {
-                *(f.slot)(config) = match value {
+                let mode = match value {
                     "auto" => KubeMode::Auto,
                     "off" => KubeMode::Off,
                     other => {
                         return Err(usage(flag, format!("expected auto or off, got {other:?}")))
                     }
                 };
-                config.kube_api =
-                    kube_api(context.kube_host.as_deref(), context.kube_port.as_deref())?;
+                *(f.slot)(config) = mode;
+                // Off, the pod's API server variables are not ours to judge.
+                config.kube_api = match mode {
+                    KubeMode::Auto => {
+                        kube_api(context.kube_host.as_deref(), context.kube_port.as_deref())?
+                    }
+                    KubeMode::Off => None,
+                };
                 config.node_name.clone_from(&context.node_name);
             }
             Kind::Count { min, max, field } => {

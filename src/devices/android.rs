@@ -394,8 +394,8 @@ async fn interrogate(
     let words = reading::refusal(end, &sections, &output);
     let line = refusals
         .lock()
-        .map(|mut r| r.note(serial, words.as_deref()))
-        .unwrap_or_default();
+        .unwrap_or_else(|p| p.into_inner())
+        .note(serial, words.as_deref());
     if let Some(line) = line {
         log::warn!("{line}");
     }

@@ -459,6 +459,7 @@ mod tests {
             crashlooping: false,
             silence_kills: 0,
             drain: None,
+            started: None,
         };
         let reasons = Reasons {
             quarantined: vec![],

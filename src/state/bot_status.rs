@@ -11,6 +11,9 @@ pub struct BotStatus {
     pub running: bool,
     /// Unix seconds when the running bot process started.
     pub started_at_unix: Option<f64>,
+    /// The same moment on the monotonic clock of the hooks' [`super::Calls`], to tell
+    /// this run's task from one of a run that died in it.
+    pub started: Option<std::time::Instant>,
     pub restarts: u64,
     /// How the last bot process ended.
     pub last_exit: Option<Exit>,

@@ -256,6 +256,15 @@ pub struct Calls {
     pub task_since: Option<Instant>,
 }
 
+impl Calls {
+    /// When the task this bot runs began, if it runs one begun (`on_before_task`) in
+    /// its run that started at `started` and not ended: a bot that died in a task never
+    /// called `on_after_task` for it.
+    pub fn task_of_run(&self, started: Instant) -> Option<Instant> {
+        self.task_since.filter(|t| *t >= started)
+    }
+}
+
 /// One bot's [`Calls`]; written by the hooks only. The clock is read here, as the call
 /// arrives.
 #[derive(Default)]
@@ -548,7 +557,7 @@ impl Shared {
     pub fn tasks_running(&self) -> usize {
         self.bots()
             .iter()
-            .filter(|(s, c)| s.running && c.task_since.is_some())
+            .filter(|(s, c)| s.started.is_some_and(|at| c.task_of_run(at).is_some()))
             .count()
     }
 
@@ -600,5 +609,21 @@ mod tests {
         assert_eq!(f.for_bot(None, unused, "c"), reason);
         assert_eq!(f.for_bot(None, unused, "b"), None);
         assert_eq!(f.for_bot(None, unused, "c"), None);
+    }
+
+    #[test]
+    fn a_task_counts_only_in_the_run_of_the_bot_that_began_it() {
+        let (shared, _commands) = Shared::new(crate::config::BotsMode::One);
+        assert_eq!(shared.tasks_running(), 0);
+        shared.calls.task_started();
+        // No bot runs: nothing runs its task.
+        assert_eq!(shared.tasks_running(), 0);
+        // A bot started after the task began: a run that died in its task began it.
+        shared.bot.update(|s| s.started = Some(Instant::now()));
+        assert_eq!(shared.tasks_running(), 0);
+        shared.calls.task_started();
+        assert_eq!(shared.tasks_running(), 1);
+        shared.calls.task_ended();
+        assert_eq!(shared.tasks_running(), 0);
     }
 }

@@ -31,6 +31,12 @@ pub(super) fn phone_events(old: &Snapshot, new: &Snapshot) -> Vec<(EventReason, 
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        // A phone that does not come back from a routine reboot (gone missing, then
+        // quarantined) is no routine: that change is an event whatever it was before.
+        let before = match (before, verdict(d)) {
+            (None, Some("quarantined")) => Some("rebooting"),
+            _ => before,
+        };
         match (before, verdict(d)) {
             (Some(b), Some(now)) if b != now => out.push(match now {
                 "quarantined" => (
@@ -119,8 +125,20 @@ mod tests {
             vec![]
         );
         assert_eq!(
-            phone_events(&snap(vec![rebooting]), &snap(vec![usable])),
+            phone_events(&snap(vec![rebooting.clone()]), &snap(vec![usable])),
             vec![]
+        );
+        // Not coming back from it is no routine.
+        let mut lost = rebooting.clone();
+        lost.state = snapshot::State::Missing;
+        lost.reasons.maintenance.clear();
+        lost.reasons.quarantined = vec!["device S1 (redfin) has gone missing".into()];
+        assert_eq!(
+            phone_events(&snap(vec![rebooting]), &snap(vec![lost])),
+            vec![(
+                EventReason::PhoneQuarantined,
+                "phone S1 quarantined: device S1 (redfin) has gone missing".to_string()
+            )]
         );
     }
 }

@@ -204,6 +204,7 @@ impl Exposition<'_> {
                 if self.node_events_dropped > 0 {
                     let label = KubeEventResult::QueueFull.as_str().to_string();
                     series.push((vec![label], self.node_events_dropped));
+                    series.sort();
                 }
                 text::counter(o, f, series)
             }

@@ -130,7 +130,7 @@ mod tests {
     /// Dashboards and alert rules match these words, so they stay plain and distinct.
     #[test]
     fn closed_label_values_are_distinct_lower_case_words() {
-        let kinds: [Vec<&str>; 4] = [
+        let kinds: [Vec<&str>; 6] = [
             ZipDownloadResult::ALL.iter().map(|v| v.as_str()).collect(),
             TokenFetchResult::ALL.iter().map(|v| v.as_str()).collect(),
             InterrogationErrorKind::ALL
@@ -138,6 +138,8 @@ mod tests {
                 .map(|v| v.as_str())
                 .collect(),
             HookRoute::ALL.iter().map(|v| v.as_str()).collect(),
+            KubeErrorLabel::ALL.iter().map(|v| v.as_str()).collect(),
+            KubeEventResult::ALL.iter().map(|v| v.as_str()).collect(),
         ];
         for values in kinds {
             let distinct: BTreeSet<&str> = values.iter().copied().collect();
