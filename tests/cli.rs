@@ -292,30 +292,25 @@ fn devices_without_an_adb_server_exits_1_naming_the_address() {
 /// what runs in a session of its own (the monitor's adb server, the simulator's shells).
 #[test]
 fn the_test_guard_stops_a_process_and_what_it_started_in_other_sessions() {
-    let mut child = Command::new("sh")
-        .args(["-c", "setsid sleep 300 & echo $!; trap '' TERM; wait"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Guarded itself: if an assertion below fails, the guard's drop still stops both.
+    let mut child = support::KillOnDrop(
+        Command::new("sh")
+            .args(["-c", "setsid sleep 300 & echo $!; trap '' TERM; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
     let grandchild: i32 = line.trim().parse().unwrap();
-    let alive = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-    };
+    let alive = support::alive;
     assert!(alive(grandchild));
     // The shell ignores SIGTERM: the guard must fall back to SIGKILL, for both.
-    support::stop_tree(&mut child, std::time::Duration::from_millis(300));
+    support::stop_tree(&mut child.0, std::time::Duration::from_millis(300));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while alive(grandchild) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -347,8 +347,9 @@ fn the_drain_is_an_event_on_the_node_posted_before_the_exit() {
     tmm.term();
     tmm.wait_log("app: stopped", LONG);
     // Posted before the exit: the event is there as soon as the process is done.
-    assert_eq!(events_of(&kube, "Draining").len(), 1, "{:?}", kube.events());
-    let e = wait_event(&kube, "Draining", |_| true);
+    let drained = events_of(&kube, "Draining");
+    assert_eq!(drained.len(), 1, "{:?}", kube.events());
+    let e = &drained[0];
     let message = e["message"].as_str().unwrap();
     assert!(message.starts_with("draining for shutdown: "), "{message}");
     assert!(tmm.log_has(message));

@@ -39,7 +39,8 @@ Routes:
                   `bots`: by bot id (dimensions["id"]), its handshakes, polls, last
                   dimensions and last state, for several bots on one host;
                   `task_results`: every task_update body (`id`: the bot's id, and
-                  `exit_code`), with `at_unix`, when it came.
+                  `exit_code`), with `at_unix`, when it came; a task_update without a
+                  token that is still valid is refused (401, `task_updates_refused`).
 Standard library only.
 """
 
@@ -108,8 +109,11 @@ class State:
         # A fault chosen at /bot_code that the versioned URL then serves.
         self.pending_versioned_fault = None
         self.poll_sleep = 0.3
-        # The lifetime of the tokens handed out.
+        # The lifetime of the tokens handed out, and when the last one handed out ends:
+        # a task's result is accepted only with a token still valid then, as the real
+        # server accepts no expired token (a bot that drains for an hour needs a fresh one).
         self.token_expires_in = 3600
+        self.token_valid_until = 0.0
         self.rec = {
             "token_requests": 0,
             "token_rejected": 0,
@@ -120,6 +124,8 @@ class State:
             "events": [],
             "task_updates": 0,
             "task_results": [],
+            # task_update requests refused for a missing, wrong or expired token.
+            "task_updates_refused": 0,
             "last_dimensions": None,
             "last_state": None,
             # Every `quarantined` a handshake or poll carried, with that request's number,
@@ -225,6 +231,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.dribble_answer({"access_token": st.token, "expires_in": 3600,
                                      "token_type": "Bearer"})
             expires = 0 if mode == "expired" else st.token_expires_in
+            with st.lock:
+                st.token_valid_until = max(st.token_valid_until, time.time() + expires)
             return self.reply(200, {"access_token": st.token, "expires_in": expires,
                                     "token_type": "Bearer"})
         if path == "/bot_code":
@@ -358,6 +366,13 @@ class Handler(BaseHTTPRequestHandler):
                 st.rec["events"].append(body.get("event"))
             return self.reply(200, {})
         if path.startswith("/swarming/api/v1/bot/task_update"):
+            with st.lock:
+                fresh = (self.headers.get("Authorization") == "Bearer " + st.token
+                         and time.time() < st.token_valid_until)
+                if not fresh:
+                    st.rec["task_updates_refused"] += 1
+            if not fresh:
+                return self.reply(401, {"error": "missing, wrong or expired token"})
             with st.lock:
                 st.rec["task_updates"] += 1
                 st.rec["task_results"].append(dict(body, at_unix=time.time()))

@@ -249,6 +249,8 @@ def main():
                 code = run_task(cmd)
                 if hooks and hasattr(hooks, "on_after_task"):
                     hooks.on_after_task(bot, code != 0, False, dims, {})
+                # Headers of now: the task may have run longer than the token it began with.
+                bot, dims, state, headers = attributes()
                 call(server, "/swarming/api/v1/bot/task_update",
                      {"id": bot.id, "exit_code": code, "duration": cmd.get("duration", 1)},
                      headers)
