@@ -16,8 +16,10 @@
 //! exits) and up to `--drain-limit` to exit; then, or at the next signal, it and its task
 //! are stopped as an idle bot is (SIGTERM, `--grace`, SIGKILL). [`task_running`] decides.
 //!
-//! It must not kill anything but the bot's process group: the remaining descendants are
-//! killed by `app` through [`crate::runtime::procs`] once every component has stopped.
+//! It kills nothing but the bot and its descendants (`runtime::child::stop`: its group,
+//! then every descendant seen, its task's group among them); whatever else is left, an
+//! orphan reparented to us, is killed by `app` through [`crate::runtime::procs`] once
+//! every component has stopped.
 
 use std::ffi::OsString;
 use std::io;

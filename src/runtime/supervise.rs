@@ -119,8 +119,9 @@ pub trait Hooks {
         None
     }
     /// Whether the child `pid`, started at `started`, has gone silent at `now`; if so
-    /// it logs and counts that, and the loop stops the child (SIGTERM, grace, SIGKILL
-    /// of its group) and restarts it as after an exit.
+    /// it logs and counts that, and the loop stops the child (`child::stop`: SIGTERM,
+    /// grace, SIGKILL of its group and every descendant) and restarts it as after an
+    /// exit.
     fn silent(&mut self, _pid: i32, _started: Instant, _now: Instant) -> bool {
         false
     }

@@ -1,7 +1,7 @@
 //! The immutable picture of the phones that every reader shares.
 //!
 //! The device watcher builds a new [`Snapshot`] after each round and swaps it in whole
-//! (see `state::Shared::publish_snapshot`); the hook and metrics servers clone the `Arc`
+//! (see `state::SnapshotCell::publish`); the hook and metrics servers clone the `Arc`
 //! and never wait on adb or on a lock held across I/O. Nothing here does I/O.
 
 use std::collections::{BTreeMap, BTreeSet};

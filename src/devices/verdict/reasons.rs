@@ -113,12 +113,12 @@ pub fn iphones_unlisted(failure: &ListingFailure) -> String {
     format!("cannot list the iPhones: {}", failure.error)
 }
 
-/// The operator's request file was present (see the `get_state` hook).
 /// The maintenance every bot reports while the program drains for shutdown.
 pub fn draining() -> String {
     "draining for shutdown".to_string()
 }
 
+/// The operator's request file was present (see the `get_state` hook).
 pub fn forced(file: &Path) -> String {
     format!("forced quarantine ({} was present)", file.display())
 }
