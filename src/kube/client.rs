@@ -81,21 +81,9 @@ pub struct Needs {
     pub resource: &'static str,
 }
 
-/// A verified HTTPS agent whose only root is the cluster's CA, with the crate's TLS
-/// setup (`runtime::https`).
-fn agent(ca_pem: &[u8], ca_path: &Path, watch: bool) -> Result<ureq::Agent, KubeError> {
-    use ureq::tls::{Certificate, RootCerts};
-    let certs = ureq::tls::parse_pem(ca_pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<Result<Vec<Certificate<'static>>, _>>()
-        .map_err(|e| file_error(ca_path, format!("not PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(ca_path, "no certificate in it"));
-    }
+/// A verified HTTPS agent whose only roots are the cluster's CA (`roots`), with the
+/// crate's TLS setup (`runtime::https`).
+fn agent(roots: ureq::tls::RootCerts, watch: bool) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")));
@@ -109,7 +97,7 @@ fn agent(ca_pem: &[u8], ca_path: &Path, watch: bool) -> Result<ureq::Agent, Kube
     } else {
         config.timeout_global(Some(REQUEST_TIMEOUT))
     };
-    Ok(crate::runtime::https::agent(config, RootCerts::from(certs)))
+    crate::runtime::https::agent(config, roots)
 }
 
 /// The bearer token and when it was read.
@@ -193,6 +181,7 @@ impl Client {
     pub fn new(api: &str, node: &str, dir: &Path) -> Result<Arc<Client>, KubeError> {
         let ca_path = dir.join("ca.crt");
         let ca = std::fs::read(&ca_path).map_err(|e| file_error(&ca_path, e))?;
+        let roots = crate::runtime::https::parse_roots(&ca).map_err(|e| file_error(&ca_path, e))?;
         let ns_path = dir.join("namespace");
         let namespace = std::fs::read_to_string(&ns_path)
             .map_err(|e| file_error(&ns_path, e))?
@@ -206,8 +195,8 @@ impl Client {
             node: node.to_string(),
             namespace,
             token: TokenFile::new(dir.join("token")),
-            agent: agent(&ca, &ca_path, false)?,
-            watch_agent: agent(&ca, &ca_path, true)?,
+            agent: agent(roots.clone(), false),
+            watch_agent: agent(roots, true),
         }))
     }
 
@@ -428,10 +417,19 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_a_certificate_is_one_line() {
-        let e = agent(b"not a pem", Path::new("/sa/ca.crt"), false)
+        let dir = std::env::temp_dir().join(format!("tmm-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), "not a pem").unwrap();
+        let e = Client::new("https://10.43.0.1:443", "pi", &dir)
             .err()
             .unwrap();
         assert_eq!(e.kind, KubeErrorKind::Files);
-        assert!(e.to_string().starts_with("/sa/ca.crt: cannot read"), "{e}");
+        let ca = dir.join("ca.crt").display().to_string();
+        assert!(
+            e.to_string().starts_with(&format!("{ca}: cannot read")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

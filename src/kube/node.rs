@@ -207,12 +207,15 @@ pub fn run(client: Arc<Client>, notes: Arc<NodeNotes>, report: Arc<Report>) {
     let path = format!("/api/v1/nodes/{}", client.node);
     loop {
         let listed = client.call(&path, Method::Get, NEEDS_GET).and_then(|body| {
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            node_facts(&v).ok_or_else(|| KubeError {
+            let bad = |problem: String| KubeError {
                 kind: KubeErrorKind::BadAnswer,
                 what: format!("GET {}{path}", client.api),
-                problem: "not a Node (no metadata.uid or resourceVersion)".to_string(),
-            })
+                problem,
+            };
+            let v: Value =
+                serde_json::from_str(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+            node_facts(&v)
+                .ok_or_else(|| bad("not a Node (no metadata.uid or resourceVersion)".into()))
         });
         let mut version = match listed {
             Ok(facts) => {

@@ -63,7 +63,7 @@ pub fn read_roots(path: &Path) -> Result<RootCerts, String> {
 }
 
 /// The certificates of a PEM text; an error if it holds none or a section is malformed.
-fn parse_roots(pem: &[u8]) -> Result<RootCerts, String> {
+pub fn parse_roots(pem: &[u8]) -> Result<RootCerts, String> {
     let mut certs: Vec<Certificate<'static>> = Vec::new();
     for item in ureq::tls::parse_pem(pem) {
         match item {
