@@ -90,8 +90,7 @@ impl Script {
     /// whose zones are read from sysfs, one more request, only for them.
     pub fn needs_sysfs_thermal(&self) -> bool {
         self.section("thermal")
-            .map(|s| parse::thermal::parse_thermalservice(&s.text))
-            .is_some_and(|t| matches!(t, Ok(Thermal::NoService)))
+            .is_some_and(|s| parse::thermal::says_no_service(&s.text))
     }
 }
 

@@ -31,8 +31,15 @@ pub enum Thermal {
     NoService,
 }
 
+/// Whether `dumpsys thermalservice` said the phone has no thermal service: what
+/// [`parse_thermalservice`] reads as [`Thermal::NoService`], without the rest of the
+/// parse.
+pub fn says_no_service(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == NO_SERVICE)
+}
+
 pub fn parse_thermalservice(text: &str) -> Result<Thermal, ParseError> {
-    if text.lines().any(|l| l.trim() == NO_SERVICE) {
+    if says_no_service(text) {
         return Ok(Thermal::NoService);
     }
     let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
