@@ -262,7 +262,7 @@ mod tests {
             "S1  device  transport_id:1  -> usable; bot pi-9--S1"
         );
         let parsed = parse_status(
-            r#"{"devices":[{"serial":"S1","kind":"android","state":"device","reasons":{"quarantined":[],"maintenance":[]},"missing_values":[],"bot":"no bot for S1: --max-bots 1 bots run already"}]}"#,
+            r#"{"devices":[{"serial":"S1","kind":"android","state":"device","verdict":"usable","booting":false,"recovery_step":0,"verdict_for_secs":1.5,"reasons":{"quarantined":[],"maintenance":[]},"missing_values":[],"bot":"no bot for S1: --max-bots 1 bots run already"}]}"#,
         )
         .unwrap();
         assert_eq!(
@@ -416,11 +416,25 @@ mod tests {
     #[test]
     fn status_json_is_read_strictly() {
         let good = r#"{"devices": [{"serial": "S1", "kind": "android", "state": "device",
+            "verdict": "maintenance", "booting": false, "recovery_step": 0,
+            "verdict_for_secs": 12.5,
             "reasons": {"quarantined": [], "maintenance": ["too hot: S1"]},
             "missing_values": []}]}"#;
         assert_eq!(
             parse_status(good).unwrap(),
-            vec![verdict("S1", "device", &[], &["too hot: S1"])]
+            vec![DeviceView {
+                verdict: "maintenance".into(),
+                verdict_for_secs: 12.5,
+                ..verdict("S1", "device", &[], &["too hot: S1"])
+            }]
+        );
+        // A field the monitor always writes, missing: named, never taken as a default.
+        let no_verdict = good.replace(r#""verdict": "maintenance","#, "");
+        assert!(
+            parse_status(&no_verdict)
+                .unwrap_err()
+                .contains("no \"verdict\""),
+            "{no_verdict}"
         );
         assert!(parse_status("<html>").unwrap_err().contains("not JSON"));
         assert!(parse_status("{}").unwrap_err().contains("devices"));
@@ -441,7 +455,7 @@ mod tests {
             e.starts_with("device 0 (S1): \"state\" is not a string;"),
             "{e}"
         );
-        assert!(e.contains("\"state\" strings"), "{e}");
+        assert!(e.contains("\"state\" and \"verdict\" strings"), "{e}");
     }
 
     #[test]

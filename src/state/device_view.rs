@@ -42,7 +42,8 @@ pub struct DeviceView {
 }
 
 /// What a device must hold to be read back, for the error that names a field.
-const SHAPE: &str = "a device needs \"serial\", \"kind\" and \"state\" strings, \
+const SHAPE: &str = "a device needs \"serial\", \"kind\", \"state\" and \"verdict\" strings, \
+                     \"booting\" (true or false), a whole \"recovery_step\", a \"verdict_for_secs\", \
                      \"reasons\" with \"quarantined\" and \"maintenance\" lists of strings, \
                      and a \"missing_values\" list of strings";
 
@@ -167,26 +168,24 @@ impl DeviceView {
             temperatures,
             uptime_secs: number("uptime_secs")?,
             booting: field("booting")
-                .map(|b| b.as_bool().ok_or_else(|| wrong("booting", "true or false")))
-                .transpose()?
-                .unwrap_or(false),
+                .ok_or_else(|| format!("no \"booting\"; {SHAPE}"))?
+                .as_bool()
+                .ok_or_else(|| wrong("booting", "true or false"))?,
             build: text("build")?,
             unusable: text("unusable")?,
-            verdict: text("verdict")?.unwrap_or_default(),
+            verdict: required("verdict")?,
             reasons: Reasons {
                 quarantined: list("reasons.quarantined")?,
                 maintenance: list("reasons.maintenance")?,
             },
             missing_values: list("missing_values")?,
             recovery_step: field("recovery_step")
-                .map(|n| {
-                    n.as_u64()
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(|| wrong("recovery_step", "a whole number"))
-                })
-                .transpose()?
-                .unwrap_or(0),
-            verdict_for_secs: number("verdict_for_secs")?.unwrap_or(0.0),
+                .ok_or_else(|| format!("no \"recovery_step\"; {SHAPE}"))?
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| wrong("recovery_step", "a whole number"))?,
+            verdict_for_secs: number("verdict_for_secs")?
+                .ok_or_else(|| format!("no \"verdict_for_secs\"; {SHAPE}"))?,
             bot: text("bot")?,
         })
     }
