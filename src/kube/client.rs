@@ -279,7 +279,7 @@ impl Client {
                     .limit(MAX_ANSWER_BYTES)
                     .lossy_utf8(true)
                     .read_to_string()
-                    .unwrap_or_default();
+                    .map_err(|e| unreachable_error(&what, &e))?;
                 let needs = Needs {
                     verb: "watch",
                     resource: "nodes",
