@@ -3,6 +3,7 @@
 //! recipe; otherwise `git rev-parse`, else "unknown".
 //! Also stores the hook script `src/bot/bot_config.py` deflated (a third of its size) for
 //! `bot-config` to inflate with the inflater the zip check links anyway.
+//! And it makes a change to `ci/hot-text.ld`, the link order, relink the binary.
 use std::io::Write;
 use std::process::Command;
 
@@ -11,6 +12,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=TMM_COMMIT");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    // The musl targets' linker (ci/zig/cc) reads this link order, which cargo would not
+    // otherwise know about: a new order must relink the binary.
+    println!("cargo:rerun-if-changed=ci/hot-text.ld");
     let commit = std::env::var("TMM_COMMIT")
         .ok()
         .filter(|c| !c.is_empty())
