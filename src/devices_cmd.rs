@@ -79,11 +79,7 @@ fn local(addr: SocketAddr) -> SocketAddr {
 
 fn fetch_status(monitor: SocketAddr) -> Result<Vec<DeviceView>, String> {
     let url = format!("http://{monitor}/status.json");
-    let agent = https::plain_agent(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(IO_TIMEOUT))
-            .http_status_as_error(false),
-    );
+    let agent = https::plain_agent(ureq::Agent::config_builder().timeout_global(Some(IO_TIMEOUT)));
     let unreachable = |e: &dyn std::fmt::Display| {
         format!(
             "devices: the monitor did not answer at {url} ({e}): check that it runs \

@@ -177,15 +177,13 @@ fn download_once(req: &Request) -> Result<(u64, usize), DownloadError> {
     let roots = https::read_roots(&req.ca_bundle)
         .map_err(|e| err(&req.url, DownloadErrorKind::CaBundle(e)))?;
     let builder = ureq::Agent::config_builder()
-        .http_status_as_error(false)
         .max_redirects(5)
         .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
         .timeout_connect(Some(Duration::from_secs(20)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         // No global timeout: a 10 MB zip over a slow link may take minutes; a stalled one
         // is caught by the per-read timeout.
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")));
+        .timeout_per_read(Some(Duration::from_secs(60)));
     let agent = https::agent(builder, roots);
     let resp = agent
         .get(&req.url)

@@ -235,10 +235,7 @@ pub fn fetch_token(config: &TokenConfig, ca_bundle: &Path) -> Result<AccessToken
         source: config.url.clone(),
         problem,
     })?;
-    let builder = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(TOKEN_TIMEOUT))
-        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")));
+    let builder = ureq::Agent::config_builder().timeout_global(Some(TOKEN_TIMEOUT));
     let agent = https::agent(builder, roots);
     let mut req = agent.get(&config.url);
     for (k, v) in &config.headers {

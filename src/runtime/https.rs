@@ -31,13 +31,20 @@ use webpki::ring as alg;
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// An agent from `builder` that verifies servers against `roots` with [`provider`].
+/// Like every agent of ours, it names the program to servers, and leaves statuses to the
+/// caller, who names the request and what the status means for it.
 pub fn agent(builder: ConfigBuilder<AgentScope>, roots: RootCerts) -> ureq::Agent {
     let tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
         .root_certs(roots)
         .unversioned_rustls_crypto_provider(provider())
         .build();
-    builder.tls_config(tls).build().into()
+    builder
+        .http_status_as_error(false)
+        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+        .build()
+        .into()
 }
 
 /// An agent for plain-HTTP URLs only (the monitor's own status port): it trusts no
