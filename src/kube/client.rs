@@ -84,9 +84,7 @@ pub struct Needs {
 /// A verified HTTPS agent whose only roots are the cluster's CA (`roots`), with the
 /// crate's TLS setup (`runtime::https`).
 fn agent(roots: ureq::tls::RootCerts, watch: bool) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .user_agent(concat!("test_machine_monitor/", env!("CARGO_PKG_VERSION")));
+    let config = ureq::Agent::config_builder();
     let config = if watch {
         // A watch lasts minutes: only connecting and a silence longer than the watch's
         // own end are failures.
@@ -206,45 +204,9 @@ impl Client {
     pub fn call(&self, path: &str, method: Method, needs: Needs) -> Result<String, KubeError> {
         let url = format!("{}{path}", self.api);
         let what = format!("{} {url}", method.name());
-        let mut fresh = false;
-        loop {
-            let token = self.token.get(fresh, Instant::now())?;
-            let auth = format!("Bearer {token}");
-            let sent = match method {
-                Method::Get => self
-                    .agent
-                    .get(&url)
-                    .header("Authorization", &auth)
-                    .header("Accept", "application/json")
-                    .call(),
-                Method::Post(body) => self
-                    .agent
-                    .post(&url)
-                    .header("Authorization", &auth)
-                    .header("Content-Type", "application/json")
-                    .send(body),
-                Method::Patch(body) => self
-                    .agent
-                    .patch(&url)
-                    .header("Authorization", &auth)
-                    .header("Content-Type", "application/strategic-merge-patch+json")
-                    .send(body),
-            };
-            let mut resp = sent.map_err(|e| unreachable_error(&what, &e))?;
-            let status = resp.status().as_u16();
-            let text = resp
-                .body_mut()
-                .with_config()
-                .limit(MAX_ANSWER_BYTES)
-                .lossy_utf8(true)
-                .read_to_string()
-                .map_err(|e| unreachable_error(&what, &e))?;
-            if status == 401 && !fresh {
-                fresh = true;
-                continue;
-            }
-            return check(&what, status, text, needs);
-        }
+        let resp = self.send(&self.agent, &url, &what, method)?;
+        let status = resp.status().as_u16();
+        check(&what, status, read_text(resp, &what)?, needs)
     }
 
     /// Opens a watch of this node from `resource_version`; the answer's lines are the
@@ -258,44 +220,73 @@ impl Client {
             self.api, self.node, resource_version
         );
         let what = format!("GET {url}");
+        let resp = self.send(&self.watch_agent, &url, &what, Method::Get)?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let needs = Needs {
+                verb: "watch",
+                resource: "nodes",
+            };
+            return check(&what, status, read_text(resp, &what)?, needs).and_then(|_| {
+                Err(KubeError {
+                    kind: KubeErrorKind::BadAnswer,
+                    what,
+                    problem: format!("a watch answered {status}, expected 200"),
+                })
+            });
+        }
+        let reader = resp.into_body().into_with_config().reader();
+        Ok(std::io::BufReader::new(reader))
+    }
+
+    /// Sends `method` to `url` with the token; after a 401 the token is read again and
+    /// the request sent once more. Judging the status is the caller's.
+    fn send(
+        &self,
+        agent: &ureq::Agent,
+        url: &str,
+        what: &str,
+        method: Method,
+    ) -> Result<ureq::http::Response<ureq::Body>, KubeError> {
         let mut fresh = false;
         loop {
             let token = self.token.get(fresh, Instant::now())?;
-            let mut resp = self
-                .watch_agent
-                .get(&url)
-                .header("Authorization", &format!("Bearer {token}"))
-                .call()
-                .map_err(|e| unreachable_error(&what, &e))?;
-            let status = resp.status().as_u16();
-            if status == 401 && !fresh {
+            let auth = format!("Bearer {token}");
+            let sent = match method {
+                Method::Get => agent
+                    .get(url)
+                    .header("Authorization", &auth)
+                    .header("Accept", "application/json")
+                    .call(),
+                Method::Post(body) => agent
+                    .post(url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(body),
+                Method::Patch(body) => agent
+                    .patch(url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/strategic-merge-patch+json")
+                    .send(body),
+            };
+            let resp = sent.map_err(|e| unreachable_error(what, &e))?;
+            if resp.status().as_u16() == 401 && !fresh {
                 fresh = true;
                 continue;
             }
-            if status != 200 {
-                let text = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(MAX_ANSWER_BYTES)
-                    .lossy_utf8(true)
-                    .read_to_string()
-                    .map_err(|e| unreachable_error(&what, &e))?;
-                let needs = Needs {
-                    verb: "watch",
-                    resource: "nodes",
-                };
-                return check(&what, status, text, needs).and_then(|_| {
-                    Err(KubeError {
-                        kind: KubeErrorKind::BadAnswer,
-                        what,
-                        problem: format!("a watch answered {status}, expected 200"),
-                    })
-                });
-            }
-            let reader = resp.into_body().into_with_config().reader();
-            return Ok(std::io::BufReader::new(reader));
+            return Ok(resp);
         }
     }
+}
+
+/// An answer's body as text, at most [`MAX_ANSWER_BYTES`].
+fn read_text(mut resp: ureq::http::Response<ureq::Body>, what: &str) -> Result<String, KubeError> {
+    resp.body_mut()
+        .with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .lossy_utf8(true)
+        .read_to_string()
+        .map_err(|e| unreachable_error(what, &e))
 }
 
 fn unreachable_error(what: &str, e: &ureq::Error) -> KubeError {
