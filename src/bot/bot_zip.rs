@@ -69,9 +69,11 @@ impl DownloadErrorKind {
             }
             DownloadErrorKind::Network(_) => ZipDownloadResult::NetworkError,
             DownloadErrorKind::BadZip(_) => ZipDownloadResult::BadZip,
-            DownloadErrorKind::CaBundle(_)
-            | DownloadErrorKind::Io { .. }
-            | DownloadErrorKind::Cancelled => ZipDownloadResult::IoError,
+            // As for the token: what the operator configured, not the disk.
+            DownloadErrorKind::CaBundle(_) => ZipDownloadResult::ConfigError,
+            DownloadErrorKind::Io { .. } | DownloadErrorKind::Cancelled => {
+                ZipDownloadResult::IoError
+            }
         }
     }
 }
@@ -574,5 +576,16 @@ mod tests {
             .to_string()
             .contains("does not allow this bot id or these credentials"));
         assert_eq!(e.kind.metric_label().as_str(), "http_error");
+    }
+
+    #[test]
+    fn an_unusable_ca_bundle_is_a_config_error_as_for_the_token() {
+        let bundle = DownloadErrorKind::CaBundle("CA bundle /x.pem: no such file".into());
+        assert_eq!(bundle.metric_label().as_str(), "config_error");
+        let token = crate::bot::token_fetch::TokenErrorKind::CaBundle;
+        assert_eq!(
+            bundle.metric_label().as_str(),
+            token.metric_label().as_str()
+        );
     }
 }

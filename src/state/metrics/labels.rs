@@ -79,6 +79,7 @@ label_enum! {
         NetworkError => "network_error",
         BadZip => "bad_zip",
         IoError => "io_error",
+        ConfigError => "config_error",
     }
 }
 
