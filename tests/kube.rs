@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use support::android::{reasons, up, usable, wait_reason, wait_rounds, UsbBus};
 use support::http::get;
 use support::kube::FakeKube;
+use support::swarming::FakeSwarming;
 use support::{wait_for, wait_showing, Monitor, Tmm};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -353,6 +354,33 @@ fn the_drain_is_an_event_on_the_node_posted_before_the_exit() {
     let message = e["message"].as_str().unwrap();
     assert!(message.starts_with("draining for shutdown: "), "{message}");
     assert!(tmm.log_has(message));
+}
+
+#[test]
+fn a_crash_looping_bot_is_a_warning_on_the_node() {
+    let kube = FakeKube::start("kube-crash", "pi-rack-a-10");
+    let tmm = Tmm::new("kube-crash")
+        .bot(FakeSwarming::start(&[]))
+        .env("FAKE_BOT_CRASH", "3")
+        .kube(&kube)
+        .start();
+    // Five exits within the window, after restarts of 1, 2, 4 and 8 s (jittered).
+    let e = wait_showing(
+        Duration::from_secs(90),
+        "a BotCrashLoop event",
+        || events_of(&kube, "BotCrashLoop").into_iter().next(),
+        || format!(": the events are {:#}", Value::from(kube.events())),
+    );
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("bot is crash-looping: 5 exits within")
+            && message.contains("exit code 3"),
+        "{message}"
+    );
+    assert!(tmm.log_has(message), "the event is not the log's line");
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["involvedObject"]["kind"], "Node");
+    assert_eq!(e["involvedObject"]["name"], "pi-rack-a-10");
 }
 
 #[test]
