@@ -225,8 +225,6 @@ async fn track(
     let mut retry = Retry::new(TRACK_RETRY_MIN, TRACK_RETRY_MAX);
     let mut waiting_logged = false;
     let mut network = NetworkPhones::new(round);
-    let mut each_round = tokio::time::interval(round);
-    each_round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         match client.track_devices().await {
             Ok(mut tracker) => {
@@ -238,6 +236,9 @@ async fn track(
                 waiting_logged = false;
                 let mut first = true;
                 loop {
+                    // A timer only while a network phone is away: a tokio timer a round
+                    // away costs two wake-ups (see `runtime::clock`), every round.
+                    let due = network.next_due();
                     tokio::select! {
                         frame = tracker.next() => match frame {
                             Ok(text) => {
@@ -255,7 +256,7 @@ async fn track(
                                 break;
                             }
                         },
-                        _ = each_round.tick() => {
+                        _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                             for (serial, why) in network.due(tokio::time::Instant::now()) {
                                 connect_again(&client, serial, why);
                             }

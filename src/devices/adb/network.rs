@@ -104,6 +104,11 @@ impl NetworkPhones {
             .collect()
     }
 
+    /// When the next attempt is due, if a phone is away.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.away.values().map(|away| away.next).min()
+    }
+
     /// The phones not listed whose next attempt is due at `now`; each attempt puts the
     /// next one further off, up to the longest wait.
     pub fn due(&mut self, now: Instant) -> Vec<(String, Why)> {
@@ -159,6 +164,21 @@ mod tests {
         assert_eq!(serials(&n.follow("", true, t0)), ["10.0.0.5:5555"]);
         assert!(n.follow(BOTH, false, t0).is_empty());
         assert!(n.due(t0 + Duration::from_secs(3600)).is_empty());
+    }
+
+    #[test]
+    fn a_timer_is_wanted_only_while_a_phone_is_away_and_for_its_next_attempt() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut n = NetworkPhones::new(s(30));
+        n.follow(BOTH, false, t0);
+        assert_eq!(n.next_due(), None, "every phone is listed");
+        n.follow(USB_ONLY, false, t0);
+        assert_eq!(n.next_due(), Some(t0 + s(30)));
+        n.due(t0 + s(30));
+        assert_eq!(n.next_due(), Some(t0 + s(60)));
+        n.follow(BOTH, false, t0 + s(40));
+        assert_eq!(n.next_due(), None, "back in the list");
     }
 
     #[test]
