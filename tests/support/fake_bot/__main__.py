@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -102,7 +103,7 @@ def host_reboot():
     # The real bot tries both and then waits up to 15 minutes for the reboot.
     subprocess.call(["sudo", "-n", "/sbin/shutdown", "-r", "now"])
     subprocess.call(["sudo", "-n", "/sbin/reboot", "-f"])
-    time.sleep(900)
+    QUIT.wait(900)
 
 
 def orphan():
@@ -120,13 +121,11 @@ def orphan():
         os.waitpid(pid, 0)
 
 
-class Stop(Exception):
-    pass
-
-
-# The quit flag, and whether a task runs: a signal during a task only sets the flag.
-QUIT = False
-IN_TASK = False
+# The quit flag. As in bot_main.py, SIGTERM only sets it, and the loop looks at it
+# between steps and waits on it instead of sleeping: a signal in the middle of a hook
+# call or a task interrupts nothing (an exception raised there would reach code that is
+# not the bot's, such as our hook script's own error handling).
+QUIT = threading.Event()
 
 # The task: sleeps for its duration, deaf to SIGTERM if told to be (then only SIGKILL
 # cuts it short).
@@ -140,10 +139,7 @@ TASK = (
 
 
 def on_sigterm(signum, frame):
-    global QUIT
-    QUIT = True
-    if not IN_TASK:
-        raise Stop()
+    QUIT.set()
 
 
 def run_task(cmd):
@@ -169,7 +165,6 @@ def call(server, path, body, headers):
 
 
 def main():
-    global IN_TASK
     if len(sys.argv) < 2 or sys.argv[1] != "start_bot":
         log("usage: swarming_bot.zip start_bot")
         return 2
@@ -215,62 +210,58 @@ def main():
                     headers = dict(got[0] or {})
         return bot, dims, state, headers
 
-    try:
+    bot, dims, state, headers = attributes()
+    call(server, "/swarming/api/v1/bot/handshake",
+         {"dimensions": dims, "state": state, "version": "fake"}, headers)
+    log("handshake done")
+    while not QUIT.is_set():
         bot, dims, state, headers = attributes()
-        call(server, "/swarming/api/v1/bot/handshake",
-             {"dimensions": dims, "state": state, "version": "fake"}, headers)
-        log("handshake done")
-        while True:
+        if QUIT.is_set():
+            break  # as the real bot: no poll, so no new task, once told to quit
+        cmd = call(server, "/swarming/api/v1/bot/poll",
+                   {"dimensions": dims, "state": state, "version": "fake"}, headers)
+        kind = cmd.get("cmd")
+        if kind == "sleep":
+            QUIT.wait(float(cmd.get("duration", 1)))
+        elif kind == "bot_restart":
+            restart()
+        elif kind == "update":
+            update(server, cmd["version"])
+        elif kind == "host_reboot":
+            host_reboot()
+        elif kind == "crash":
+            log("crashing with %d as told" % cmd.get("code", 1))
+            os._exit(int(cmd.get("code", 1)))
+        elif kind == "ignore_sigterm":
+            log("ignoring SIGTERM from now on")
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif kind == "orphan":
+            orphan()
+        elif kind == "run":
+            log("running a task for %ss" % cmd.get("duration", 1))
+            if hooks and hasattr(hooks, "on_before_task"):
+                hooks.on_before_task(bot, None)
+            code = run_task(cmd)
+            if hooks and hasattr(hooks, "on_after_task"):
+                hooks.on_after_task(bot, code != 0, False, dims, {})
+            # Headers of now: the task may have run longer than the token it began with.
             bot, dims, state, headers = attributes()
-            cmd = call(server, "/swarming/api/v1/bot/poll",
-                       {"dimensions": dims, "state": state, "version": "fake"}, headers)
-            kind = cmd.get("cmd")
-            if kind == "sleep":
-                time.sleep(float(cmd.get("duration", 1)))
-            elif kind == "bot_restart":
-                restart()
-            elif kind == "update":
-                update(server, cmd["version"])
-            elif kind == "host_reboot":
-                host_reboot()
-            elif kind == "crash":
-                log("crashing with %d as told" % cmd.get("code", 1))
-                os._exit(int(cmd.get("code", 1)))
-            elif kind == "ignore_sigterm":
-                log("ignoring SIGTERM from now on")
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            elif kind == "orphan":
-                orphan()
-            elif kind == "run":
-                IN_TASK = True
-                log("running a task for %ss" % cmd.get("duration", 1))
-                if hooks and hasattr(hooks, "on_before_task"):
-                    hooks.on_before_task(bot, None)
-                code = run_task(cmd)
-                if hooks and hasattr(hooks, "on_after_task"):
-                    hooks.on_after_task(bot, code != 0, False, dims, {})
-                # Headers of now: the task may have run longer than the token it began with.
-                bot, dims, state, headers = attributes()
-                call(server, "/swarming/api/v1/bot/task_update",
-                     {"id": bot.id, "exit_code": code, "duration": cmd.get("duration", 1)},
-                     headers)
-                log("task done: exit code %d, reported" % code)
-                IN_TASK = False
-                if QUIT:
-                    raise Stop()
-            else:
-                log("unknown command %r" % (cmd,))
-                time.sleep(1)
-    except Stop:
-        log("SIGTERM: shutting down")
-        if hooks and hasattr(hooks, "on_bot_shutdown"):
-            hooks.on_bot_shutdown(Bot(server, {}, {}))
-        try:
-            call(server, "/swarming/api/v1/bot/event",
-                 {"event": "bot_shutdown", "message": "SIGTERM"}, {})
-        except OSError:
-            pass
-        return 0
+            call(server, "/swarming/api/v1/bot/task_update",
+                 {"id": bot.id, "exit_code": code, "duration": cmd.get("duration", 1)},
+                 headers)
+            log("task done: exit code %d, reported" % code)
+        else:
+            log("unknown command %r" % (cmd,))
+            QUIT.wait(1)
+    log("SIGTERM: shutting down")
+    if hooks and hasattr(hooks, "on_bot_shutdown"):
+        hooks.on_bot_shutdown(Bot(server, {}, {}))
+    try:
+        call(server, "/swarming/api/v1/bot/event",
+             {"event": "bot_shutdown", "message": "SIGTERM"}, {})
+    except OSError:
+        pass
+    return 0
 
 
 if __name__ == "__main__":
