@@ -355,6 +355,7 @@ async fn interrogate(
                 return PhoneRound {
                     failure: Some(format!("reading its features: {}", e.what_happened())),
                     offline: says_offline(&e),
+                    server_answered: e.server_spoke,
                     ..PhoneRound::default()
                 };
             }
@@ -374,6 +375,7 @@ async fn interrogate(
                 protocol: Some(protocol),
                 failure: Some(format!("the round's script: {}", e.what_happened())),
                 offline: says_offline(&e),
+                server_answered: e.server_spoke,
                 ..PhoneRound::default()
             };
         }
@@ -462,7 +464,11 @@ async fn interrogate(
     for line in filled.debug {
         log::debug!("{line}");
     }
-    filled.round
+    // The script's stream was opened: the server said OKAY to it.
+    PhoneRound {
+        server_answered: true,
+        ..filled.round
+    }
 }
 
 /// Whether the adb server answered that the phone's transport is gone (`FAIL: device
@@ -772,6 +778,7 @@ mod tests {
             request: "host:transport:S1".into(),
             serial: Some("S1".into()),
             detail: String::new(),
+            server_spoke: true,
         };
         assert!(says_offline(&fail("device offline")));
         assert!(!says_offline(&fail("device 'S1' not found")));

@@ -52,6 +52,9 @@ pub struct PhoneRound {
     pub data_free: Option<u64>,
     /// The shell protocol the phone's features called for, once they were read.
     pub protocol: Option<ShellProtocol>,
+    /// The adb server answered this round's requests (whatever the phone did): the
+    /// round needs no probe of its own to know it is alive.
+    pub server_answered: bool,
 }
 
 /// A boxed future the loop can spawn.
@@ -78,7 +81,8 @@ pub trait AndroidPhones: Send + Sync {
     fn reconnect_offline(&self) -> BoxFuture<Result<(), String>>;
     /// Has the adb server exit, for its supervisor to start it again.
     fn restart_server(&self) -> BoxFuture<Result<(), String>>;
-    /// Whether the adb server answers a request (`host:version`) within its deadline.
+    /// Whether the adb server answers a request (`host:version`) within its deadline;
+    /// asked only in a round where no phone's requests showed it.
     fn probe_server(&self) -> BoxFuture<Result<(), String>>;
     /// Has the supervisor of our adb server kill it (SIGKILL) and start it again: for a
     /// server that accepts connections and answers none, which `host:kill` cannot stop.

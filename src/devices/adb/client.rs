@@ -30,6 +30,10 @@ pub use reading::{End, Partial, Tracker};
 /// flood at once cost tens of MB of a Pi's memory, not hundreds.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 
+/// The least free room a read offers. `Vec::reserve` doubles past it, so a long
+/// output takes few reads.
+const READ_ROOM: usize = 4096;
+
 /// What went wrong, for callers to branch on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -54,6 +58,9 @@ pub struct Error {
     pub serial: Option<String>,
     /// Details for the log (the OS error, the protocol problem).
     pub detail: String,
+    /// The server had sent bytes on this request's connection before it failed: it
+    /// answers, whatever went wrong after (the phone, the deadline).
+    pub server_spoke: bool,
 }
 
 impl Error {
@@ -68,6 +75,7 @@ impl Error {
             request: request.to_string(),
             serial: serial.map(str::to_string),
             detail: detail.into(),
+            server_spoke: false,
         }
     }
 
@@ -203,11 +211,16 @@ struct Conn<'a, S = TcpStream> {
     client: &'a Client,
     request: String,
     serial: Option<String>,
+    /// Whether any byte has come back yet (see [`Error::server_spoke`]).
+    heard: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     fn err(&self, kind: ErrorKind, detail: impl Into<String>) -> Error {
-        Error::new(kind, &self.request, self.serial.as_deref(), detail)
+        Error {
+            server_spoke: self.heard,
+            ..Error::new(kind, &self.request, self.serial.as_deref(), detail)
+        }
     }
 
     async fn send(&mut self, payload: &str) -> Result<(), Error> {
@@ -230,8 +243,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 format!("reply larger than {MAX_OUTPUT} bytes"),
             ));
         }
-        let mut chunk = [0u8; 16 * 1024];
-        let read = self.stream.read(&mut chunk);
+        // Straight into the buffer's spare room: a zeroed array per read cost a
+        // round more than its parsing, and, held across the await, made every
+        // shell future 16 KiB larger (an allocation per phone per round).
+        self.buf.reserve(READ_ROOM);
+        let read = self.stream.read_buf(&mut self.buf);
         let n = match wait {
             Wait::Each(d) => match timeout(d, read).await {
                 Err(_) => {
@@ -249,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             Wait::Forever => read.await,
         }
         .map_err(|e| self.err(ErrorKind::Io, format!("reading the reply: {e}")))?;
-        self.buf.extend_from_slice(&chunk[..n]);
+        self.heard |= n > 0;
         Ok(n > 0)
     }
 
@@ -346,6 +362,7 @@ impl Client {
             client: self,
             request: first.to_string(),
             serial: serial.map(str::to_string),
+            heard: false,
         })
     }
 
@@ -559,6 +576,7 @@ mod tests {
         );
         assert_eq!(e.serial.as_deref(), Some("ABC"));
         assert!(e.to_string().contains("device offline"), "{e}");
+        assert!(e.server_spoke, "FAIL is an answer");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -566,6 +584,10 @@ mod tests {
         let addr = fake(b"000chost:version", b"", true).await;
         let e = client(addr).version().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout);
+        assert!(
+            !e.server_spoke,
+            "a silent server is not taken for one that answers"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -576,6 +598,7 @@ mod tests {
         let e = client(addr).version().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Connect);
         assert_eq!(e.metric_kind().as_str(), "adb_connect");
+        assert!(!e.server_spoke);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -590,6 +613,7 @@ mod tests {
         let addr = fake(b"000chost:version", b"OKAY0004002", false).await;
         let e = client(addr).version().await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Io);
+        assert!(e.server_spoke);
     }
 
     /// A fake phone behind a fake server: answers the transport switch and the shell

@@ -25,6 +25,7 @@ fn conn<'a, S>(client: &'a Client, stream: S, request: &str) -> Conn<'a, S> {
         client,
         request: request.to_string(),
         serial: None,
+        heard: false,
     }
 }
 
