@@ -1,5 +1,6 @@
 //! The Android side of the watcher, for real: the adb server's device list, one round
-//! per phone as one shell script on one connection, reboots after a task, and the
+//! per phone as one shell script (on the phone's kept-open shell, `kept_shells`; on a
+//! connection of its own for phones without shell v2), reboots after a task, and the
 //! reconnects the verdict asks for; and the pure step from a listing and a round to a
 //! [`Device`].
 //!
@@ -21,6 +22,7 @@ use super::phones::{AndroidPhones, BoxFuture, PhoneRound};
 use crate::devices::adb::client::{self, Client, End, ShellProtocol, MAX_OUTPUT};
 use crate::devices::adb::network::{NetworkPhones, Why};
 use crate::devices::dimensions;
+use crate::devices::kept_shells::Shells;
 use crate::devices::parse::{self, battery::Battery, devices_l::Listed};
 use crate::devices::reading::{self, Alone, Script, ScriptRefusals, ROUND_COMMANDS};
 use crate::runtime::retry::Retry;
@@ -338,6 +340,7 @@ async fn interrogate(
     client: &Client,
     metrics: &Metrics,
     refusals: &std::sync::Mutex<ScriptRefusals>,
+    shells: &Shells,
     serial: &str,
     known: Option<ShellProtocol>,
     until: tokio::time::Instant,
@@ -366,7 +369,20 @@ async fn interrogate(
     // it, so the commands go from least to most likely to hang.
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
-    let ran = client.shell_until(serial, script, protocol, until).await;
+    let ran = match protocol {
+        ShellProtocol::V2 => shells.round(client, serial, script, until).await,
+        ShellProtocol::V1 => client.shell_until(serial, script, protocol, until).await,
+    };
+    // Whether the server answered: a new stream's OKAY did; on a kept-open shell, only
+    // output that came through it does.
+    let server_answered = match &ran {
+        Ok(p) => {
+            protocol == ShellProtocol::V1
+                || p.end != End::Deadline
+                || !(p.output.stdout.is_empty() && p.output.stderr.is_empty())
+        }
+        Err(e) => e.server_spoke,
+    };
     let (sections, end, output) = match ran {
         Ok(p) => (parse::batch::split(&p.output.stdout), p.end, p.output),
         Err(e) => {
@@ -375,7 +391,7 @@ async fn interrogate(
                 protocol: Some(protocol),
                 failure: Some(format!("the round's script: {}", e.what_happened())),
                 offline: says_offline(&e),
-                server_answered: e.server_spoke,
+                server_answered,
                 ..PhoneRound::default()
             };
         }
@@ -464,9 +480,8 @@ async fn interrogate(
     for line in filled.debug {
         log::debug!("{line}");
     }
-    // The script's stream was opened: the server said OKAY to it.
     PhoneRound {
-        server_answered: true,
+        server_answered,
         ..filled.round
     }
 }
@@ -483,6 +498,7 @@ pub struct Adb {
     client: Client,
     metrics: Arc<Metrics>,
     refusals: Arc<std::sync::Mutex<ScriptRefusals>>,
+    shells: Arc<Shells>,
     /// `--interrogate-every`: how often an absent network phone may be connected.
     round: Duration,
     /// To the supervisor of our adb server (see `adb::server`): kill it, and why.
@@ -504,6 +520,7 @@ impl Adb {
             round,
             metrics,
             refusals: Arc::default(),
+            shells: Arc::default(),
             kill,
         }
     }
@@ -534,15 +551,25 @@ impl AndroidPhones for Adb {
         known: Option<ShellProtocol>,
         until: tokio::time::Instant,
     ) -> BoxFuture<PhoneRound> {
-        let (client, metrics, refusals, serial) = (
-            self.client.clone(),
-            self.metrics.clone(),
-            self.refusals.clone(),
-            serial.to_string(),
-        );
-        Box::pin(
-            async move { interrogate(&client, &metrics, &refusals, &serial, known, until).await },
-        )
+        let this = self.clone();
+        let serial = serial.to_string();
+        Box::pin(async move {
+            let (client, metrics) = (&this.client, &this.metrics);
+            interrogate(
+                client,
+                metrics,
+                &this.refusals,
+                &this.shells,
+                &serial,
+                known,
+                until,
+            )
+            .await
+        })
+    }
+
+    fn keep_shells_of(&self, online: &[&str]) {
+        self.shells.keep_only(online);
     }
 
     fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>> {

@@ -10,6 +10,7 @@
 //! - `usb`: the opt-in USB steps of that ladder (a reset, a hub port power cycle);
 //! - `phones`: the traits the watcher drives (Android, iPhones, the round clock);
 //! - `round`: one round, every phone at once under its deadline;
+//! - `kept_shells`: each phone's shell kept open between rounds, its script sent on stdin;
 //! - `actions`: the ladder's edge steps (reconnects, restart, USB), started off the loop;
 //! - `budget`: every deadline of a round, from `--interrogate-every`.
 //!
@@ -27,6 +28,7 @@ pub mod android;
 pub mod budget;
 pub mod dimensions;
 pub mod ios;
+mod kept_shells;
 pub mod parse;
 mod phones;
 mod reading;

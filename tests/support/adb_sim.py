@@ -21,7 +21,10 @@ Every shell service runs in a real `mksh` (Debian's build of the shell Android s
 `/system/bin/sh`) whose PATH holds only toybox's applets, as a phone's does; the phone's
 own commands (getprop, dumpsys, df /data, cat /proc/uptime) are shell functions over the
 simulator's state, and `/sys/class/thermal` is a directory of the simulator's whose zones
-follow the phone's temperature. Output is streamed as it comes.
+follow the phone's temperature. Output is streamed as it comes. A shell v2 stream with no
+command (`shell,v2,raw:`) is a shell that reads its commands from the stream's stdin
+packets, as adbd's is; it is given the phone's commands again, as they are then, before
+each packet's text.
 
 Control port, one command per line, answered `OK` or `ERR <why>`:
     set <name> battery <percent> | set <name> temp <celsius> | set <name> booting 0|1
@@ -33,10 +36,12 @@ Control port, one command per line, answered `OK` or `ERR <why>`:
     unplug <name>   close the phone's connections and refuse new ones
     replug <name>   listen again (same port)
     wedge <name>    a wedged adbd: the connection stays (the server keeps listing the
-                    phone as `device`) but no new stream is ever answered
+                    phone as `device`) but nothing is answered: no new stream, and
+                    nothing written to one already open
     unwedge <name>  answer again
     reboots <name>  how many times the phone was rebooted (answers `OK <n>`)
-    last-shell <name>  the last shell command line the phone was sent (`OK <JSON string>`)
+    last-shell <name>  the last shell command line, or stdin text of a shell with no
+                    command, the phone was sent (`OK <JSON string>`)
     flood <name> <bytes>   `getprop` prints that many bytes of property lines (0: normal)
     v2 <name> badid|overlong|truncated|ok   every shell v2 stream of the phone answers
                     one malformed packet, as a broken adbd would, and closes: an id
@@ -137,6 +142,9 @@ class Stream:
         # Set when the host closes the stream or the connection ends.
         self.gone = asyncio.Event()
         self.sending = asyncio.Lock()
+        # What the host wrote to the stream (shell v2 packets), not yet taken.
+        self.inbox = bytearray()
+        self.written = asyncio.Event()
 
 
 class Phone:
@@ -367,8 +375,9 @@ class Phone:
                             writer.write(message(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
                     else:
                         writer.write(message(A_CNXN, VERSION, MAX_DATA, self.banner()))
-                elif cmd == A_OPEN and self.wedged:
-                    # A wedged adbd: the link is up, nothing answers.
+                elif cmd in (A_OPEN, A_WRTE) and self.wedged:
+                    # A wedged adbd: the link is up, nothing answers, neither a new
+                    # stream nor what is written to one already open.
                     pass
                 elif cmd == A_OPEN:
                     stream = Stream(next_id, arg0)
@@ -382,7 +391,12 @@ class Phone:
                     if stream is not None:
                         stream.acked.set()
                 elif cmd == A_WRTE:
-                    # Stdin from the host (shell v2's close-stdin packet): acknowledge it.
+                    # Stdin from the host (shell v2 packets): handed to the stream's
+                    # shell, if it reads stdin, and acknowledged.
+                    stream = streams.get(arg1)
+                    if stream is not None:
+                        stream.inbox += data
+                        stream.written.set()
                     writer.write(message(A_OKAY, arg1, arg0))
                 elif cmd == A_CLSE:
                     stream = streams.pop(arg1, None)
@@ -422,7 +436,8 @@ class Phone:
                 writer.write(message(A_CLSE, stream.local, stream.remote))
                 return
             v2 = "v2" in args
-            self.last_shell = cmd
+            if cmd or not v2:
+                self.last_shell = cmd
             if v2 and self.v2_fault != "ok":
                 await self.send(writer, stream, V2_FAULTS[self.v2_fault], maxdata)
             elif not await self.run_script(writer, stream, cmd, v2, maxdata):
@@ -432,20 +447,63 @@ class Phone:
         except (ConnectionError, OSError):
             pass
 
-    async def run_script(self, writer, stream, script, v2, maxdata):
-        """Runs `script` in mksh, streaming its output; False if the host went away first."""
+    def shell_input(self, script):
+        """What this phone's shell is given to run `script`: the phone's commands as
+        functions over its state now, then the script as this phone's shell takes it."""
         if self.profile == "nocase" and re.search(r"(^|[\s;(])case\s", script):
             # This phone's shell cannot parse the command: it runs none of it.
-            script = f"echo {shlex.quote(NOCASE_ERROR)} >&2; exit 1"
+            script = f"echo {shlex.quote(NOCASE_ERROR)} >&2; exit 1\n"
         self.sysfs_zones()
-        script = script.replace("/sys/class/thermal/", self.sysfs + "/")
+        return self.shell_functions() + script.replace("/sys/class/thermal/", self.sysfs + "/")
+
+    async def feed(self, writer, stream, stdin, maxdata):
+        """A shell with no command (`shell,v2,raw:`) reads its commands from stdin, as
+        adbd's does: each stdin packet's text goes to it, after the phone's commands
+        as they are now; close-stdin closes it. Under a `v2` fault the stream answers
+        the next packet with the malformed one and closes, as a new stream would."""
+        try:
+            while True:
+                await stream.written.wait()
+                stream.written.clear()
+                while len(stream.inbox) >= 5:
+                    packet_id, n = struct.unpack("<BI", stream.inbox[:5])
+                    if len(stream.inbox) < 5 + n:
+                        break
+                    data = bytes(stream.inbox[5 : 5 + n])
+                    del stream.inbox[: 5 + n]
+                    if packet_id == 4:
+                        stdin.close()
+                        return
+                    if packet_id == 0 and self.v2_fault != "ok":
+                        await self.send(writer, stream, V2_FAULTS[self.v2_fault], maxdata)
+                        writer.write(message(A_CLSE, stream.local, stream.remote))
+                        stream.closed = True
+                        stream.gone.set()
+                        return
+                    if packet_id == 0:
+                        text = data.decode("utf-8", "replace")
+                        self.last_shell = text
+                        stdin.write(self.shell_input(text).encode())
+                        await stdin.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    async def run_script(self, writer, stream, script, v2, maxdata):
+        """Runs `script` in mksh, streaming its output; False if the host went away first.
+        An empty v2 script is a shell reading its commands from stdin (`feed`)."""
+        reads_stdin = v2 and not script
+        args = [] if reads_stdin else ["-c", self.shell_input(script)]
         proc = await asyncio.create_subprocess_exec(
-            HOST.mksh, "-c", self.shell_functions() + script,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            HOST.mksh, *args,
+            stdin=asyncio.subprocess.PIPE if reads_stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if v2 else asyncio.subprocess.STDOUT,
             start_new_session=True, env={"PATH": HOST.bin},
         )
         HOST.shells.add(proc)
+        feeding = None
+        if reads_stdin:
+            feeding = asyncio.ensure_future(self.feed(writer, stream, proc.stdin, maxdata))
 
         async def pump(pipe, packet_id):
             while True:
@@ -469,6 +527,8 @@ class Phone:
         finally:
             HOST.shells.discard(proc)
             gone.cancel()
+            if feeding is not None:
+                feeding.cancel()
             if proc.returncode is None:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)

@@ -19,9 +19,11 @@ use crate::state::metrics::InterrogationErrorKind;
 
 mod reading;
 pub(crate) mod replay;
+mod session;
 
 use reading::{collect, Collected};
 pub use reading::{End, Partial, Tracker};
+pub use session::Session;
 
 /// The most a shell command may print (stdout and stderr together). A phone that
 /// floods us costs a bounded amount of memory: a few times this while its output is
@@ -205,17 +207,18 @@ enum Wait {
 
 /// One request's connection, with the bytes read but not yet used. The stream is a
 /// socket, except in [`replay`], where it is in-memory bytes.
-struct Conn<'a, S = TcpStream> {
+struct Conn<S = TcpStream> {
     stream: S,
     buf: Vec<u8>,
-    client: &'a Client,
+    /// The client's deadline of each read and write.
+    io_timeout: Duration,
     request: String,
     serial: Option<String>,
     /// Whether any byte has come back yet (see [`Error::server_spoke`]).
     heard: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn err(&self, kind: ErrorKind, detail: impl Into<String>) -> Error {
         Error {
             server_spoke: self.heard,
@@ -227,7 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         self.request = payload.to_string();
         let frame = proto::encode_request(payload)
             .map_err(|e| self.err(ErrorKind::Protocol, e.to_string()))?;
-        let written = timeout(self.client.io_timeout, self.stream.write_all(&frame)).await;
+        let written = timeout(self.io_timeout, self.stream.write_all(&frame)).await;
         match written {
             Err(_) => Err(self.err(ErrorKind::Timeout, "sending the request")),
             Ok(Err(e)) => Err(self.err(ErrorKind::Io, format!("sending the request: {e}"))),
@@ -298,7 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     async fn expect_okay(&mut self) -> Result<(), Error> {
         match self
             .decode(
-                Wait::Each(self.client.io_timeout),
+                Wait::Each(self.io_timeout),
                 "the status",
                 proto::decode_status,
             )
@@ -334,7 +337,7 @@ impl Client {
         Client { addr, io_timeout }
     }
 
-    async fn connect(&self, serial: Option<&str>, first: &str) -> Result<Conn<'_>, Error> {
+    async fn connect(&self, serial: Option<&str>, first: &str) -> Result<Conn, Error> {
         let stream = match timeout(self.io_timeout, TcpStream::connect(self.addr)).await {
             Err(_) => {
                 return Err(Error::new(
@@ -359,7 +362,7 @@ impl Client {
         Ok(Conn {
             stream,
             buf: Vec::new(),
-            client: self,
+            io_timeout: self.io_timeout,
             request: first.to_string(),
             serial: serial.map(str::to_string),
             heard: false,
@@ -411,7 +414,7 @@ impl Client {
     }
 
     /// `host:track-devices-l`: the full list now and again on every change.
-    pub async fn track_devices(&self) -> Result<Tracker<'_>, Error> {
+    pub async fn track_devices(&self) -> Result<Tracker, Error> {
         let request = "host:track-devices-l";
         let mut conn = self.connect(None, request).await?;
         conn.send(request).await?;
@@ -449,7 +452,7 @@ impl Client {
     }
 
     /// Switches a new connection to `serial` and opens `service` on it.
-    async fn open(&self, serial: &str, service: &str) -> Result<Conn<'_>, Error> {
+    async fn open(&self, serial: &str, service: &str) -> Result<Conn, Error> {
         let transport = format!("host:transport:{serial}");
         let mut conn = self.connect(Some(serial), &transport).await?;
         conn.send(&transport).await?;
@@ -509,7 +512,7 @@ impl Client {
         serial: &str,
         cmd: &str,
         protocol: ShellProtocol,
-    ) -> Result<Conn<'_>, Error> {
+    ) -> Result<Conn, Error> {
         match protocol {
             ShellProtocol::V2 => {
                 let mut conn = self.open(serial, &format!("shell,v2,raw:{cmd}")).await?;

@@ -143,6 +143,15 @@ impl PacketId {
 /// read it finish.
 pub const CLOSE_STDIN: [u8; 5] = [4, 0, 0, 0, 0];
 
+/// A shell v2 stdin packet carrying `data`.
+pub fn encode_stdin(data: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(5 + data.len());
+    packet.push(0);
+    packet.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    packet.extend_from_slice(data);
+    packet
+}
+
 /// One shell v2 packet: 1-byte id, u32 little-endian length, data.
 pub fn decode_packet(buf: &[u8]) -> Result<Decode<(PacketId, &[u8])>, ProtoError> {
     if buf.is_empty() {
@@ -305,6 +314,16 @@ mod tests {
             Err(ProtoError::BadPacketId(6))
         );
         assert_eq!(decode_packet(&[0xff]), Err(ProtoError::BadPacketId(0xff)));
+    }
+
+    #[test]
+    fn stdin_packet_round_trips() {
+        let wire = encode_stdin(b"ls\n");
+        assert_eq!(wire, [0, 3, 0, 0, 0, b'l', b's', b'\n']);
+        assert_eq!(
+            decode_packet(&wire),
+            Ok(Decode::Done((PacketId::Stdin, b"ls\n".as_slice()), 8))
+        );
     }
 
     #[test]

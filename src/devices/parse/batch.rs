@@ -3,7 +3,8 @@
 //!
 //! Why: every adb request is a new connection to the server, a transport switch and a
 //! shell session on the phone, and on a Pi each of those costs wake-ups on both sides.
-//! Running a round's commands as one script costs one of each instead of four. The
+//! Running a round's commands as one script costs one of each instead of four, and a
+//! shell kept open between rounds ([`session_input`]) none. The
 //! script ends each command's output with a marker line that carries the command's
 //! name and exit code, so the outputs come back exactly, and a command that hangs costs
 //! only its own output and those after it: the caller reads until its deadline and
@@ -28,6 +29,17 @@ pub fn script(commands: &[(&str, &str)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The line a kept-open shell prints after a round's script (see [`session_input`]).
+pub const DONE: &str = "@@tmm-round-done\n";
+
+/// `script` as one round's input to a shell kept open between rounds
+/// (`client::Session`): one line, its commands reading /dev/null (the shell's own
+/// stdin carries the next rounds, which a command reading stdin would swallow), then
+/// [`DONE`], so that the reader knows the round is over without the shell exiting.
+pub fn session_input(script: &str) -> String {
+    format!("{{ {script}; }} </dev/null; echo {DONE}")
 }
 
 /// One finished command's output.

@@ -396,6 +396,8 @@ impl Watcher {
             .filter(|l| l.state == Link::Device && !self.rebooting.contains(&l.serial))
             .cloned()
             .collect();
+        let serials: Vec<&str> = online.iter().map(|l| l.serial.as_str()).collect();
+        self.android.keep_shells_of(&serials);
         self.round_running = true;
         let deadline = self.budget.phone;
         let script = self.budget.script;
@@ -676,6 +678,10 @@ mod tests {
                     },
                 }
             })
+        }
+
+        fn keep_shells_of(&self, online: &[&str]) {
+            self.record(format!("keep-shells {}", online.join(",")));
         }
 
         fn reboot(&self, serial: &str, _: ShellProtocol) -> BoxFuture<Result<(), String>> {
@@ -1165,6 +1171,15 @@ mod tests {
         let s = rig.shared.snapshot.get();
         assert_eq!(s.reasons.maintenance, vec!["rebooting R after task"]);
         assert!(s.reasons.quarantined.is_empty(), "{:?}", s.reasons);
+        // Its kept-open shell was closed at the first round without it.
+        assert!(rig.fake.calls("keep-shells R") >= 1);
+        assert!(rig
+            .fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c == "keep-shells "));
         rig.fake.list("R device\n");
         let s = rig
             .until("R back", |s| s.reasons == snapshot::Reasons::default())

@@ -53,13 +53,13 @@ impl Collected {
 
 /// Reads a shell stream into `got` until it ends; on an error, `got` keeps what arrived.
 pub(super) async fn collect<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<'_, S>,
+    conn: &mut Conn<S>,
     protocol: ShellProtocol,
     wait: Wait,
     got: &mut Collected,
 ) -> Result<(), Error> {
     match protocol {
-        ShellProtocol::V2 => read_v2(conn, wait, got).await,
+        ShellProtocol::V2 => read_v2(conn, wait, got, None).await.map(drop),
         ShellProtocol::V1 => match conn.read_to_end(wait).await {
             Ok(bytes) => {
                 got.stdout = bytes;
@@ -73,11 +73,23 @@ pub(super) async fn collect<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<'_, S>,
+/// How a shell v2 stream's reading stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// The exit code came: the shell is gone.
+    Exit,
+    /// Stdout ended with the line the caller waited for; the shell reads on.
+    Line,
+}
+
+/// Reads shell v2 packets into `got` until the exit code, or until stdout ends with
+/// `line` (which is then taken off it).
+pub(super) async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
     wait: Wait,
     got: &mut Collected,
-) -> Result<(), Error> {
+    line: Option<&[u8]>,
+) -> Result<Stop, Error> {
     loop {
         if conn.buf.is_empty() && !conn.fill(wait).await? {
             // Closed without an exit packet: the phone went away mid-command.
@@ -92,11 +104,17 @@ async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
             })
             .await?;
         match id {
-            PacketId::Stdout => got.stdout.extend_from_slice(&data),
+            PacketId::Stdout => {
+                got.stdout.extend_from_slice(&data);
+                if let Some(line) = line.filter(|l| got.stdout.ends_with(l)) {
+                    got.stdout.truncate(got.stdout.len() - line.len());
+                    return Ok(Stop::Line);
+                }
+            }
             PacketId::Stderr => got.stderr.extend_from_slice(&data),
             PacketId::Exit => {
                 got.exit_code = Some(data.first().copied().unwrap_or(0));
-                return Ok(());
+                return Ok(Stop::Exit);
             }
             PacketId::Stdin | PacketId::CloseStdin | PacketId::WindowSize => {}
         }
@@ -110,11 +128,11 @@ async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The open `host:track-devices-l` connection.
-pub struct Tracker<'a> {
-    pub(super) conn: Conn<'a>,
+pub struct Tracker {
+    pub(super) conn: Conn,
 }
 
-impl Tracker<'_> {
+impl Tracker {
     /// The next full device list. Waits as long as nothing changes; an error means the
     /// server went away (or spoke nonsense) and the caller should track again.
     pub async fn next(&mut self) -> Result<String, Error> {

@@ -18,11 +18,11 @@ fn client() -> Client {
     )
 }
 
-fn conn<'a, S>(client: &'a Client, stream: S, request: &str) -> Conn<'a, S> {
+fn conn<S>(client: &Client, stream: S, request: &str) -> Conn<S> {
     Conn {
         stream,
         buf: Vec::new(),
-        client,
+        io_timeout: client.io_timeout,
         request: request.to_string(),
         serial: None,
         heard: false,
