@@ -160,6 +160,8 @@ class Phone:
         self.boot_secs = boot_secs
         self.server = None
         self.sysfs = HOST.sysfs(name)
+        # The phone's commands, for a shell that reads stdin (`feed`).
+        self.functions = os.path.join(HOST.root, f"functions.{name.replace('/', '_')}.sh")
         self.writers = set()
         self.booted_at = time.monotonic() - 1000.0
         self.force_booting = False
@@ -447,14 +449,13 @@ class Phone:
         except (ConnectionError, OSError):
             pass
 
-    def shell_input(self, script):
-        """What this phone's shell is given to run `script`: the phone's commands as
-        functions over its state now, then the script as this phone's shell takes it."""
+    def shell_script(self, script):
+        """`script` as this phone's shell takes it, with its sysfs zones as they are now."""
         if self.profile == "nocase" and re.search(r"(^|[\s;(])case\s", script):
             # This phone's shell cannot parse the command: it runs none of it.
             script = f"echo {shlex.quote(NOCASE_ERROR)} >&2; exit 1\n"
         self.sysfs_zones()
-        return self.shell_functions() + script.replace("/sys/class/thermal/", self.sysfs + "/")
+        return script.replace("/sys/class/thermal/", self.sysfs + "/")
 
     async def feed(self, writer, stream, stdin, maxdata):
         """A shell with no command (`shell,v2,raw:`) reads its commands from stdin, as
@@ -483,7 +484,11 @@ class Phone:
                     if packet_id == 0:
                         text = data.decode("utf-8", "replace")
                         self.last_shell = text
-                        stdin.write(self.shell_input(text).encode())
+                        # The functions from a file: a shell reads a pipe a byte at a
+                        # time, and would spread the phone's output over their 20 KB.
+                        with open(self.functions, "w") as f:
+                            f.write(self.shell_functions())
+                        stdin.write(f". {self.functions}\n{self.shell_script(text)}".encode())
                         await stdin.drain()
         except (ConnectionError, OSError):
             pass
@@ -492,7 +497,7 @@ class Phone:
         """Runs `script` in mksh, streaming its output; False if the host went away first.
         An empty v2 script is a shell reading its commands from stdin (`feed`)."""
         reads_stdin = v2 and not script
-        args = [] if reads_stdin else ["-c", self.shell_input(script)]
+        args = [] if reads_stdin else ["-c", self.shell_functions() + self.shell_script(script)]
         proc = await asyncio.create_subprocess_exec(
             HOST.mksh, *args,
             stdin=asyncio.subprocess.PIPE if reads_stdin else asyncio.subprocess.DEVNULL,
