@@ -14,10 +14,11 @@
 //! server closed (a reboot, a restart), or that has served [`MAX_AGE`]: the next round
 //! then opens a new one.
 
-use std::io::ErrorKind as IoKind;
+use std::io::{ErrorKind as IoKind, Read};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::proto::{self, Decode, PacketId};
@@ -27,8 +28,18 @@ use super::{Client, Conn, End, Error, ErrorKind, Partial, ShellProtocol, Wait, M
 /// An open `shell,v2,raw:` stream with no command: the phone's shell, reading its
 /// commands from stdin.
 pub struct Session {
-    conn: Conn,
+    /// Off the runtime's poll between rounds and while a round's output is awaited
+    /// (a std socket): output that trails a round, or comes in many packets, wakes
+    /// nothing until it is read.
+    stream: std::net::TcpStream,
+    /// Bytes read but not yet used.
+    buf: Vec<u8>,
+    io_timeout: Duration,
+    serial: String,
     opened: Instant,
+    /// From the last round's write to its line: how long to let the next round's
+    /// output gather before reading it.
+    took: Option<Duration>,
 }
 
 /// How long a session serves before the next round opens a new one. Tasks open new
@@ -36,13 +47,28 @@ pub struct Session {
 /// on its old shell for as long as that lasts.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
 
+/// The request a session's errors name.
+const SERVICE: &str = "shell,v2,raw:";
+
 impl Client {
     /// Opens a shell on `serial` that reads its commands from stdin.
     pub async fn open_session(&self, serial: &str) -> Result<Session, Error> {
-        let conn = self.open(serial, "shell,v2,raw:").await?;
+        let conn = self.open(serial, SERVICE).await?;
+        let stream = conn.stream.into_std().map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                SERVICE,
+                Some(serial),
+                format!("parking the socket: {e}"),
+            )
+        })?;
         Ok(Session {
-            conn,
+            stream,
+            buf: conn.buf,
+            io_timeout: self.io_timeout,
+            serial: serial.to_string(),
             opened: Instant::now(),
+            took: None,
         })
     }
 }
@@ -58,20 +84,14 @@ impl Session {
     /// or the shell's exit code came. Output that came after the last round's line
     /// (its stderr can trail its stdout) is dropped.
     fn alive(&mut self) -> bool {
-        loop {
-            self.conn.buf.reserve(super::READ_ROOM);
-            match self.conn.stream.try_read_buf(&mut self.conn.buf) {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == IoKind::WouldBlock => break,
-                Err(_) => return false,
-            }
+        if !matches!(read_now(&self.stream, &mut self.buf), Ok(true)) {
+            return false;
         }
         loop {
-            match proto::decode_packet(&self.conn.buf) {
+            match proto::decode_packet(&self.buf) {
                 Ok(Decode::Done((PacketId::Exit, _), _)) | Err(_) => return false,
                 Ok(Decode::Done(_, used)) => {
-                    self.conn.buf.drain(..used);
+                    self.buf.drain(..used);
                 }
                 Ok(Decode::Incomplete) => return true,
             }
@@ -80,34 +100,66 @@ impl Session {
 
     /// Writes `input` (whole lines) to the shell and reads its output until stdout
     /// ends with `line`, which is taken off, or until `until`, or until the output is
-    /// over [`MAX_OUTPUT`]. The session comes back only when the round ended on `line`.
+    /// over [`MAX_OUTPUT`]. The output is first read when the last round's took as long;
+    /// then as it comes. The session comes back only when the round ended on `line`.
     pub async fn run(
-        mut self,
+        self,
         input: &str,
         line: &str,
         until: Instant,
     ) -> (Result<Partial, Error>, Option<Session>) {
-        self.conn.request = input.to_string();
-        // What the server said in earlier rounds says nothing of it now.
-        self.conn.heard = false;
+        match self.exchange(input, line, until).await {
+            Ok((partial, kept)) => (Ok(partial), kept),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    async fn exchange(
+        self,
+        input: &str,
+        line: &str,
+        until: Instant,
+    ) -> Result<(Partial, Option<Session>), Error> {
+        let Session {
+            stream,
+            buf,
+            io_timeout,
+            serial,
+            opened,
+            took,
+        } = self;
+        let err = |kind, detail: String| Error::new(kind, SERVICE, Some(&serial), detail);
+        let io = |what: &str, e: std::io::Error| err(ErrorKind::Io, format!("{what}: {e}"));
+        let mut stream = TcpStream::from_std(stream).map_err(|e| io("the socket", e))?;
         let packet = proto::encode_stdin(input.as_bytes());
-        let written = timeout(self.conn.io_timeout, self.conn.stream.write_all(&packet)).await;
-        match written {
-            Err(_) => {
-                return (
-                    Err(self.conn.err(ErrorKind::Timeout, "writing stdin")),
-                    None,
-                )
-            }
-            Ok(Err(e)) => {
-                let e = self.conn.err(ErrorKind::Io, format!("writing stdin: {e}"));
-                return (Err(e), None);
-            }
+        match timeout(io_timeout, stream.write_all(&packet)).await {
+            Err(_) => return Err(err(ErrorKind::Timeout, "writing stdin".into())),
+            Ok(Err(e)) => return Err(io("writing stdin", e)),
             Ok(Ok(())) => {}
         }
+        let wrote = Instant::now();
+        let mut buf = buf;
+        if let Some(took) = took {
+            // Off the poll while the phone runs the script: a read per packet as it
+            // came was a wake-up each, a dozen a round. What came meanwhile is read
+            // without waiting (a socket new to the poll is read only once the poll
+            // has seen it, which a passed deadline would not wait for).
+            let parked = stream.into_std().map_err(|e| io("parking the socket", e))?;
+            tokio::time::sleep_until(until.min(wrote + took)).await;
+            read_now(&parked, &mut buf).map_err(|e| io("reading the output", e))?;
+            stream = TcpStream::from_std(parked).map_err(|e| io("the socket", e))?;
+        }
+        let mut conn = Conn {
+            stream,
+            buf,
+            io_timeout,
+            request: input.to_string(),
+            serial: Some(serial.clone()),
+            heard: false,
+        };
         let mut got = Collected::default();
         let read = read_v2(
-            &mut self.conn,
+            &mut conn,
             Wait::Until(until),
             &mut got,
             Some(line.as_bytes()),
@@ -117,13 +169,40 @@ impl Session {
             Ok(Stop::Exit) => (End::Finished, false),
             Err(e) if e.kind == ErrorKind::Timeout => (End::Deadline, false),
             Err(_) if got.len() > MAX_OUTPUT => (End::OverLimit, false),
-            Err(e) => return (Err(e), None),
+            Err(e) => return Err(e),
         };
         let partial = Partial {
             output: got.output(ShellProtocol::V2),
             end,
         };
-        (Ok(partial), kept.then_some(self))
+        if !kept {
+            return Ok((partial, None));
+        }
+        let Conn { stream, buf, .. } = conn;
+        let stream = stream.into_std().map_err(|e| io("parking the socket", e))?;
+        let session = Session {
+            stream,
+            buf,
+            io_timeout,
+            serial: serial.clone(),
+            opened,
+            took: Some(wrote.elapsed()),
+        };
+        Ok((partial, Some(session)))
+    }
+}
+
+/// Reads what `stream` (non-blocking) holds now into `buf`; false at its end.
+fn read_now(stream: &std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => return Ok(false),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == IoKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == IoKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -133,7 +212,7 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
     use super::*;
 
@@ -209,6 +288,25 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn the_wait_for_a_rounds_output_never_passes_its_deadline() {
+        let addr = fake(|_| Some(packet(1, b"out\nDONE\n"))).await;
+        let mut session = open(addr).await;
+        session.took = Some(Duration::from_secs(10));
+        let began = Instant::now();
+        let (ran, back) = session
+            .run("x\n", "DONE\n", began + Duration::from_millis(300))
+            .await;
+        // Read at the deadline, not after the last round's 10 s: what came counts.
+        assert!(began.elapsed() < Duration::from_secs(5));
+        let ran = ran.unwrap();
+        assert_eq!(
+            (ran.end, ran.output.stdout.as_str()),
+            (End::Finished, "out\n")
+        );
+        assert!(back.is_some_and(|s| s.took.is_some()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_shell_that_exits_gives_its_code_and_ends_the_session() {
         let addr = fake(|_| {
             let mut out = packet(2, b"syntax error\n");
@@ -263,29 +361,25 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_session_the_phone_closed_is_not_alive() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
         let mut session = Session {
-            conn: Conn {
-                stream: client.unwrap(),
-                buf: Vec::new(),
-                io_timeout: Duration::from_secs(1),
-                request: String::new(),
-                serial: None,
-                heard: false,
-            },
+            stream,
+            buf: Vec::new(),
+            io_timeout: Duration::from_secs(1),
+            serial: "S1".into(),
             opened: Instant::now(),
+            took: None,
         };
-        let (mut server, _) = server.unwrap();
         assert!(session.usable(Instant::now()));
         assert!(
             !session.usable(Instant::now() + MAX_AGE),
             "an old one is replaced"
         );
-        server.write_all(&packet(3, &[0])).await.unwrap();
+        std::io::Write::write_all(&mut server, &packet(3, &[0])).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!session.usable(Instant::now()), "an exit code ends it");
-        drop(server);
     }
 }
