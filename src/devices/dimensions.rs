@@ -164,38 +164,40 @@ pub fn android_build(props: &BTreeMap<String, String>) -> Option<String> {
 
 /// The union of several dimension maps: per key, the distinct values of all parts,
 /// sorted. Values are trimmed and empty ones dropped, so a key whose values are all empty
-/// disappears. Not Android-specific.
+/// disappears. Not Android-specific. Each value is copied once, then sorted in place: a
+/// set per key cost a round more than reading the phone did.
 pub fn merge(parts: &[&Dimensions]) -> Dimensions {
-    let mut union: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut union = Dimensions::new();
     for part in parts {
         for (key, values) in part.iter() {
             let key = key.trim();
-            if key.is_empty() {
-                continue;
-            }
-            for value in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
-                union
-                    .entry(key.to_string())
-                    .or_default()
-                    .insert(value.to_string());
+            let values = values.iter().map(|v| v.trim()).filter(|v| !v.is_empty());
+            match union.get_mut(key) {
+                Some(known) => known.extend(values.map(str::to_string)),
+                None if !key.is_empty() => {
+                    let values: Vec<String> = values.map(str::to_string).collect();
+                    if !values.is_empty() {
+                        union.insert(key.to_string(), values);
+                    }
+                }
+                None => {}
             }
         }
     }
+    for values in union.values_mut() {
+        values.sort_unstable();
+        values.dedup();
+    }
     union
-        .into_iter()
-        .map(|(key, values)| (key, values.into_iter().collect()))
-        .collect()
 }
 
-/// The bot's Android dimensions from the `getprop` maps and packages of its usable
-/// phones; an empty map when there are none (the bot then offers no Android dimension
-/// at all).
-pub fn android_dimensions(usable: &[(&BTreeMap<String, String>, &Packages)]) -> Dimensions {
+/// The bot's Android dimensions from its usable phones' own ([`android_device`]); an
+/// empty map when there are none (the bot then offers no Android dimension at all).
+pub fn android_dimensions(usable: &[&Dimensions]) -> Dimensions {
     if usable.is_empty() {
         return Dimensions::new();
     }
-    let phones: Vec<Dimensions> = usable.iter().map(|(p, k)| android_device(p, k)).collect();
-    let mut fleet = merge(&phones.iter().collect::<Vec<_>>());
+    let mut fleet = merge(usable);
     let count = usable.len();
     let smallest = count.saturating_sub(DEVICE_COUNT_VALUES - 1).max(1);
     let counts: BTreeSet<String> = (smallest..=count).map(|n| n.to_string()).collect();
@@ -428,7 +430,7 @@ mod tests {
     #[test]
     fn dimensions_of_one() {
         let p = pixel();
-        let d = android_dimensions(&[(&p, &no_packages())]);
+        let d = android_dimensions(&[&android_device(&p, &no_packages())]);
         assert_eq!(d["android_devices"], vec!["1"]);
         assert_eq!(d["os"], vec!["Android"]);
         assert_eq!(d["device_type"], vec!["husky"]);
@@ -437,7 +439,11 @@ mod tests {
     #[test]
     fn dimensions_of_two_different_phones_merges_them() {
         let (p, s) = (pixel(), samsung6());
-        let d = android_dimensions(&[(&p, &no_packages()), (&s, &no_packages())]);
+        let (p, s) = (
+            android_device(&p, &no_packages()),
+            android_device(&s, &no_packages()),
+        );
+        let d = android_dimensions(&[&p, &s]);
         assert_eq!(d["android_devices"], vec!["1", "2"]);
         assert_eq!(d["device_type"], vec!["herolte", "husky", "universal8890"]);
         assert_eq!(d["device_os_version"], vec!["14", "6", "6.0", "6.0.1"]);
@@ -458,14 +464,13 @@ mod tests {
 
     #[test]
     fn dimensions_counts_list_at_most_four_values() {
-        let p = pixel();
-        let k = no_packages();
-        let six = vec![(&p, &k); 6];
+        let p = android_device(&pixel(), &no_packages());
+        let six = vec![&p; 6];
         assert_eq!(
             android_dimensions(&six)["android_devices"],
             vec!["3", "4", "5", "6"]
         );
-        let sixteen = vec![(&p, &k); 16];
+        let sixteen = vec![&p; 16];
         assert_eq!(
             android_dimensions(&sixteen)["android_devices"],
             vec!["13", "14", "15", "16"]
@@ -475,7 +480,11 @@ mod tests {
     #[test]
     fn dimensions_values_are_never_empty() {
         let (p, s) = (pixel(), samsung6());
-        let d = android_dimensions(&[(&p, &no_packages()), (&s, &no_packages())]);
+        let (p, s) = (
+            android_device(&p, &no_packages()),
+            android_device(&s, &no_packages()),
+        );
+        let d = android_dimensions(&[&p, &s]);
         for (k, vs) in &d {
             assert!(!vs.is_empty(), "{k}");
             for v in vs {

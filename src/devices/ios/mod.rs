@@ -877,7 +877,7 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let android = dimensions::android_dimensions(&[(
+        let android = dimensions::android_dimensions(&[&dimensions::android_device(
             &props,
             &crate::devices::dimensions::Packages::new(),
         )]);

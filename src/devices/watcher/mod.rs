@@ -30,7 +30,7 @@ use super::actions;
 use super::android::{self, build_device, settled_state, Adb};
 use super::budget::Budget;
 use super::phones::IosTools;
-use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound, Props};
+use super::phones::{AndroidPhones, Clock, IosPhones, PhoneRound};
 use super::round::{self, RoundDone};
 use super::verdict::{self, Action, Host, Memory, Outside, Thresholds};
 use super::Context;
@@ -494,27 +494,24 @@ impl Watcher {
         );
         // Dimensions: the reachable phones, plus the phones being rebooted with their
         // last values, so the bot's dimensions do not flap after every task.
-        let counted: Vec<(&str, (&Props, &dimensions::Packages))> = devices
+        // Each phone's own dimensions are made once, for the bot's and for its own.
+        let counted: Vec<(&str, Dimensions)> = devices
             .iter()
             .filter(|d| d.reachable() || self.rebooting.contains(&d.serial))
             .filter_map(|d| {
                 let r = self.rounds.get(&d.serial)?;
-                Some((d.serial.as_str(), (r.props.as_ref()?, &r.packages)))
+                let own = dimensions::android_device(r.props.as_ref()?, &r.packages);
+                Some((d.serial.as_str(), own))
             })
             .collect();
-        let android: Vec<_> = counted.iter().map(|(_, phone)| *phone).collect();
+        let android: Vec<&Dimensions> = counted.iter().map(|(_, own)| own).collect();
         let dims = dimensions::merge(&[
             &dimensions::android_dimensions(&android),
             &self.iphones.dimensions(&self.rebooting),
         ]);
         let mut phone_dimensions: BTreeMap<String, Dimensions> = counted
             .iter()
-            .map(|(serial, phone)| {
-                (
-                    serial.to_string(),
-                    dimensions::android_dimensions(&[*phone]),
-                )
-            })
+            .map(|(serial, own)| (serial.to_string(), dimensions::android_dimensions(&[own])))
             .collect();
         phone_dimensions.extend(self.iphones.each(&self.rebooting));
         let snapshot = Snapshot {
@@ -557,7 +554,7 @@ fn unix_now() -> f64 {
 mod tests {
     use super::*;
     use crate::config::DeviceKinds;
-    use crate::devices::phones::BoxFuture;
+    use crate::devices::phones::{BoxFuture, Props};
     use crate::devices::Settings;
     use crate::state::{DeviceCommands, SnapshotCell};
     use std::sync::Mutex;
