@@ -37,9 +37,9 @@ pub struct Session {
     io_timeout: Duration,
     serial: String,
     opened: Instant,
-    /// From the last round's write to its line: how long to let the next round's
-    /// output gather before reading it.
-    took: Option<Duration>,
+    /// How long to let the next round's output gather before reading it
+    /// ([`next_wait`]).
+    wait: Option<Duration>,
 }
 
 /// How long a session serves before the next round opens a new one. Tasks open new
@@ -68,8 +68,20 @@ impl Client {
             io_timeout: self.io_timeout,
             serial: serial.to_string(),
             opened: Instant::now(),
-            took: None,
+            wait: None,
         })
+    }
+}
+
+/// How long the next round's output may gather before it is read: the time this
+/// round's took to its line when it had to be waited for; a little less than this
+/// round's wait when all of it was there at the first look, since how much earlier it
+/// was done is unknown. Measuring to the read instead would count each wait into the
+/// next, and the wait would only grow, up to the deadline.
+fn next_wait(waited: Option<Duration>, all_there: bool, to_line: Duration) -> Duration {
+    match waited {
+        Some(w) if all_there => w.mul_f64(0.875),
+        _ => to_line,
     }
 }
 
@@ -100,8 +112,8 @@ impl Session {
 
     /// Writes `input` (whole lines) to the shell and reads its output until stdout
     /// ends with `line`, which is taken off, or until `until`, or until the output is
-    /// over [`MAX_OUTPUT`]. The output is first read when the last round's took as long;
-    /// then as it comes. The session comes back only when the round ended on `line`.
+    /// over [`MAX_OUTPUT`]. The output is first read after the wait the last round
+    /// left ([`next_wait`]), then as it comes. The session comes back only when the round ended on `line`.
     pub async fn run(
         self,
         input: &str,
@@ -126,7 +138,7 @@ impl Session {
             io_timeout,
             serial,
             opened,
-            took,
+            wait,
         } = self;
         let err = |kind, detail: String| Error::new(kind, SERVICE, Some(&serial), detail);
         let io = |what: &str, e: std::io::Error| err(ErrorKind::Io, format!("{what}: {e}"));
@@ -139,13 +151,13 @@ impl Session {
         }
         let wrote = Instant::now();
         let mut buf = buf;
-        if let Some(took) = took {
+        if let Some(wait) = wait {
             // Off the poll while the phone runs the script: a read per packet as it
             // came was a wake-up each, a dozen a round. What came meanwhile is read
             // without waiting (a socket new to the poll is read only once the poll
             // has seen it, which a passed deadline would not wait for).
             let parked = stream.into_std().map_err(|e| io("parking the socket", e))?;
-            tokio::time::sleep_until(until.min(wrote + took)).await;
+            tokio::time::sleep_until(until.min(wrote + wait)).await;
             read_now(&parked, &mut buf).map_err(|e| io("reading the output", e))?;
             stream = TcpStream::from_std(parked).map_err(|e| io("the socket", e))?;
         }
@@ -178,7 +190,9 @@ impl Session {
         if !kept {
             return Ok((partial, None));
         }
-        let Conn { stream, buf, .. } = conn;
+        let Conn {
+            stream, buf, heard, ..
+        } = conn;
         let stream = stream.into_std().map_err(|e| io("parking the socket", e))?;
         let session = Session {
             stream,
@@ -186,7 +200,8 @@ impl Session {
             io_timeout,
             serial: serial.clone(),
             opened,
-            took: Some(wrote.elapsed()),
+            // Nothing had to be read after the wait: it was all there.
+            wait: Some(next_wait(wait, !heard, wrote.elapsed())),
         };
         Ok((partial, Some(session)))
     }
@@ -287,11 +302,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_wait_follows_the_phone_down_as_well_as_up() {
+        let ms = Duration::from_millis;
+        // The first round has no wait: the time to its line.
+        assert_eq!(next_wait(None, false, ms(40)), ms(40));
+        // All there at the first look: a little less, never the time to the read
+        // (which contains the wait itself).
+        assert_eq!(next_wait(Some(ms(40)), true, ms(45)), ms(35));
+        // More had to be waited for: the time to the line.
+        assert_eq!(next_wait(Some(ms(40)), false, ms(70)), ms(70));
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn the_wait_for_a_rounds_output_never_passes_its_deadline() {
         let addr = fake(|_| Some(packet(1, b"out\nDONE\n"))).await;
         let mut session = open(addr).await;
-        session.took = Some(Duration::from_secs(10));
+        session.wait = Some(Duration::from_secs(10));
         let began = Instant::now();
         let (ran, back) = session
             .run("x\n", "DONE\n", began + Duration::from_millis(300))
@@ -303,7 +330,7 @@ mod tests {
             (ran.end, ran.output.stdout.as_str()),
             (End::Finished, "out\n")
         );
-        assert!(back.is_some_and(|s| s.took.is_some()));
+        assert!(back.is_some_and(|s| s.wait.is_some()));
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -371,7 +398,7 @@ mod tests {
             io_timeout: Duration::from_secs(1),
             serial: "S1".into(),
             opened: Instant::now(),
-            took: None,
+            wait: None,
         };
         assert!(session.usable(Instant::now()));
         assert!(
