@@ -91,40 +91,60 @@ pub(super) async fn read_v2<S: AsyncRead + AsyncWrite + Unpin>(
     line: Option<&[u8]>,
 ) -> Result<Stop, Error> {
     loop {
-        if conn.buf.is_empty() && !conn.fill(wait).await? {
-            // Closed without an exit packet: the phone went away mid-command.
-            return Err(conn.err(ErrorKind::Io, "stream closed before the exit code"));
+        match take_packets(&mut conn.buf, got, line) {
+            Ok(Some(stop)) => return Ok(stop),
+            Ok(None) => {}
+            Err(why) => return Err(conn.err(ErrorKind::Protocol, why)),
         }
-        let (id, data) = conn
-            .decode(wait, "a shell v2 packet", |b| {
-                proto::decode_packet(b).map(|d| match d {
-                    Decode::Done((id, data), n) => Decode::Done((id, data.to_vec()), n),
-                    Decode::Incomplete => Decode::Incomplete,
-                })
-            })
-            .await?;
+        if !conn.fill(wait).await? {
+            // Closed without an exit packet: the phone went away mid-command.
+            let why = if conn.buf.is_empty() {
+                "stream closed before the exit code"
+            } else {
+                "connection closed in the middle of a shell v2 packet"
+            };
+            return Err(conn.err(ErrorKind::Io, why));
+        }
+    }
+}
+
+/// Moves the whole shell v2 packets at the start of `buf` into `got`, without
+/// waiting; `Some` once the exit code came or stdout ends with `line` (taken off it).
+/// An error says why the bytes are not a shell's output.
+pub(super) fn take_packets(
+    buf: &mut Vec<u8>,
+    got: &mut Collected,
+    line: Option<&[u8]>,
+) -> Result<Option<Stop>, String> {
+    let mut used = 0;
+    let stop = loop {
+        let (id, data, n) = match proto::decode_packet(&buf[used..]) {
+            Ok(Decode::Done((id, data), n)) => (id, data, n),
+            Ok(Decode::Incomplete) => break None,
+            Err(e) => return Err(e.to_string()),
+        };
+        used += n;
         match id {
             PacketId::Stdout => {
-                got.stdout.extend_from_slice(&data);
+                got.stdout.extend_from_slice(data);
                 if let Some(line) = line.filter(|l| got.stdout.ends_with(l)) {
                     got.stdout.truncate(got.stdout.len() - line.len());
-                    return Ok(Stop::Line);
+                    break Some(Stop::Line);
                 }
             }
-            PacketId::Stderr => got.stderr.extend_from_slice(&data),
+            PacketId::Stderr => got.stderr.extend_from_slice(data),
             PacketId::Exit => {
                 got.exit_code = Some(data.first().copied().unwrap_or(0));
-                return Ok(Stop::Exit);
+                break Some(Stop::Exit);
             }
             PacketId::Stdin | PacketId::CloseStdin | PacketId::WindowSize => {}
         }
         if got.len() > MAX_OUTPUT {
-            return Err(conn.err(
-                ErrorKind::Protocol,
-                format!("output larger than {MAX_OUTPUT} bytes"),
-            ));
+            return Err(format!("output larger than {MAX_OUTPUT} bytes"));
         }
-    }
+    };
+    buf.drain(..used);
+    Ok(stop)
 }
 
 /// The open `host:track-devices-l` connection.

@@ -14,7 +14,7 @@
 //! server closed (a reboot, a restart), or that has served [`MAX_AGE`]: the next round
 //! then opens a new one.
 
-use std::io::{ErrorKind as IoKind, Read};
+use std::io::{ErrorKind as IoKind, Read, Write};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::proto::{self, Decode, PacketId};
-use super::reading::{read_v2, Collected, Stop};
+use super::reading::{read_v2, take_packets, Collected, Stop};
 use super::{Client, Conn, End, Error, ErrorKind, Partial, ShellProtocol, Wait, MAX_OUTPUT};
 
 /// An open `shell,v2,raw:` stream with no command: the phone's shell, reading its
@@ -142,41 +142,55 @@ impl Session {
         } = self;
         let err = |kind, detail: String| Error::new(kind, SERVICE, Some(&serial), detail);
         let io = |what: &str, e: std::io::Error| err(ErrorKind::Io, format!("{what}: {e}"));
-        let mut stream = TcpStream::from_std(stream).map_err(|e| io("the socket", e))?;
-        let packet = proto::encode_stdin(input.as_bytes());
-        match timeout(io_timeout, stream.write_all(&packet)).await {
-            Err(_) => return Err(err(ErrorKind::Timeout, "writing stdin".into())),
-            Ok(Err(e)) => return Err(io("writing stdin", e)),
-            Ok(Ok(())) => {}
-        }
-        let wrote = Instant::now();
         let mut buf = buf;
+        // Straight to the socket, which takes a round's few hundred bytes at once; only
+        // what it does not take goes through the poll.
+        let packet = proto::encode_stdin(input.as_bytes());
+        let sent = write_now(&stream, &packet).map_err(|e| io("writing stdin", e))?;
+        let stream = if sent < packet.len() {
+            let mut polled = TcpStream::from_std(stream).map_err(|e| io("the socket", e))?;
+            match timeout(io_timeout, polled.write_all(&packet[sent..])).await {
+                Err(_) => return Err(err(ErrorKind::Timeout, "writing stdin".into())),
+                Ok(Err(e)) => return Err(io("writing stdin", e)),
+                Ok(Ok(())) => {}
+            }
+            polled.into_std().map_err(|e| io("parking the socket", e))?
+        } else {
+            stream
+        };
+        let wrote = Instant::now();
         if let Some(wait) = wait {
             // Off the poll while the phone runs the script: a read per packet as it
-            // came was a wake-up each, a dozen a round. What came meanwhile is read
-            // without waiting (a socket new to the poll is read only once the poll
-            // has seen it, which a passed deadline would not wait for).
-            let parked = stream.into_std().map_err(|e| io("parking the socket", e))?;
+            // came was a wake-up each, a dozen a round.
             tokio::time::sleep_until(until.min(wrote + wait)).await;
-            read_now(&parked, &mut buf).map_err(|e| io("reading the output", e))?;
-            stream = TcpStream::from_std(parked).map_err(|e| io("the socket", e))?;
         }
-        let mut conn = Conn {
-            stream,
-            buf,
-            io_timeout,
-            request: input.to_string(),
-            serial: Some(serial.clone()),
-            heard: false,
-        };
+        // What came meanwhile, without the poll (a socket new to the poll is read only
+        // once the poll has seen it, which a passed deadline would not wait for): most
+        // rounds end here. The rest is read as it comes.
+        read_now(&stream, &mut buf).map_err(|e| io("reading the output", e))?;
         let mut got = Collected::default();
-        let read = read_v2(
-            &mut conn,
-            Wait::Until(until),
-            &mut got,
-            Some(line.as_bytes()),
-        );
-        let (end, kept) = match read.await {
+        let line = line.as_bytes();
+        let (read, stream, buf, heard) = match take_packets(&mut buf, &mut got, Some(line)) {
+            Ok(Some(stop)) => (Ok(stop), stream, buf, false),
+            Err(why) => (Err(err(ErrorKind::Protocol, why)), stream, buf, false),
+            Ok(None) => {
+                let mut conn = Conn {
+                    stream: TcpStream::from_std(stream).map_err(|e| io("the socket", e))?,
+                    buf,
+                    io_timeout,
+                    request: input.to_string(),
+                    serial: Some(serial.clone()),
+                    heard: false,
+                };
+                let read = read_v2(&mut conn, Wait::Until(until), &mut got, Some(line)).await;
+                let Conn {
+                    stream, buf, heard, ..
+                } = conn;
+                let stream = stream.into_std().map_err(|e| io("parking the socket", e))?;
+                (read, stream, buf, heard)
+            }
+        };
+        let (end, kept) = match read {
             Ok(Stop::Line) => (End::Finished, true),
             Ok(Stop::Exit) => (End::Finished, false),
             Err(e) if e.kind == ErrorKind::Timeout => (End::Deadline, false),
@@ -190,10 +204,6 @@ impl Session {
         if !kept {
             return Ok((partial, None));
         }
-        let Conn {
-            stream, buf, heard, ..
-        } = conn;
-        let stream = stream.into_std().map_err(|e| io("parking the socket", e))?;
         let session = Session {
             stream,
             buf,
@@ -205,6 +215,21 @@ impl Session {
         };
         Ok((partial, Some(session)))
     }
+}
+
+/// Writes what `stream` (non-blocking) takes of `bytes` now; how much that was.
+fn write_now(stream: &std::net::TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match (&*stream).write(&bytes[sent..]) {
+            Ok(0) => return Err(IoKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == IoKind::WouldBlock => break,
+            Err(e) if e.kind() == IoKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// Reads what `stream` (non-blocking) holds now into `buf`; false at its end.
@@ -386,20 +411,38 @@ mod tests {
         assert!(back.is_none());
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_session_the_phone_closed_is_not_alive() {
+    /// A session on a plain socket pair, and the far end.
+    fn pair(io_timeout: Duration) -> (Session, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         stream.set_nonblocking(true).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        let mut session = Session {
+        let (far, _) = listener.accept().unwrap();
+        let session = Session {
             stream,
             buf: Vec::new(),
-            io_timeout: Duration::from_secs(1),
+            io_timeout,
             serial: "S1".into(),
             opened: Instant::now(),
             wait: None,
         };
+        (session, far)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn input_the_socket_cannot_take_at_once_is_written_under_the_deadline() {
+        // Far more than the socket buffers hold, to a phone that reads nothing.
+        let (session, _far) = pair(Duration::from_millis(300));
+        let input = "x".repeat(64 << 20);
+        let (ran, back) = session.run(&input, "DONE\n", soon()).await;
+        let e = ran.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+        assert!(e.to_string().contains("writing stdin"), "{e}");
+        assert!(back.is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_session_the_phone_closed_is_not_alive() {
+        let (mut session, mut server) = pair(Duration::from_secs(1));
         assert!(session.usable(Instant::now()));
         assert!(
             !session.usable(Instant::now() + MAX_AGE),
