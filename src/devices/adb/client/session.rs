@@ -73,16 +73,32 @@ impl Client {
     }
 }
 
-/// How long the next round's output may gather before it is read: the time this
-/// round's took to its line when it had to be waited for; a little less than this
-/// round's wait when all of it was there at the first look, since how much earlier it
-/// was done is unknown. Measuring to the read instead would count each wait into the
-/// next, and the wait would only grow, up to the deadline.
+/// How long the next round's output may gather before it is read: a quarter more than
+/// this round's took to its line when it had to be waited for, for the phone's jitter;
+/// a little less than this round's wait when all of it was there at the first look,
+/// since how much earlier it was done is unknown. Measuring to the read instead would
+/// count each wait into the next, and the wait would only grow, up to the deadline.
 fn next_wait(waited: Option<Duration>, all_there: bool, to_line: Duration) -> Duration {
     match waited {
-        Some(w) if all_there => w.mul_f64(0.875),
-        _ => to_line,
+        Some(w) if all_there => w.mul_f64(0.95),
+        _ => to_line.mul_f64(1.25),
     }
+}
+
+/// Phones whose outputs are to be read within this of each other are read at one
+/// wake-up.
+const GRID: Duration = Duration::from_millis(10);
+
+/// When to read a round's output written at `wrote`, to be waited for `wait`: not
+/// before then, nor after `until`, and on a grid counted back from `until`, which all
+/// phones of a round share, so that their reads fall together.
+fn read_at(wrote: Instant, wait: Duration, until: Instant) -> Instant {
+    let want = wrote + wait;
+    if want >= until {
+        return until;
+    }
+    let steps = (until - want).as_nanos() / GRID.as_nanos();
+    until - GRID * u32::try_from(steps).unwrap_or(u32::MAX)
 }
 
 impl Session {
@@ -162,7 +178,7 @@ impl Session {
         if let Some(wait) = wait {
             // Off the poll while the phone runs the script: a read per packet as it
             // came was a wake-up each, a dozen a round.
-            tokio::time::sleep_until(until.min(wrote + wait)).await;
+            tokio::time::sleep_until(read_at(wrote, wait, until)).await;
         }
         // What came meanwhile, without the poll (a socket new to the poll is read only
         // once the poll has seen it, which a passed deadline would not wait for): most
@@ -330,13 +346,25 @@ mod tests {
     #[test]
     fn the_wait_follows_the_phone_down_as_well_as_up() {
         let ms = Duration::from_millis;
-        // The first round has no wait: the time to its line.
-        assert_eq!(next_wait(None, false, ms(40)), ms(40));
+        // The first round has no wait: the time to its line, and some.
+        assert_eq!(next_wait(None, false, ms(40)), ms(50));
         // All there at the first look: a little less, never the time to the read
         // (which contains the wait itself).
-        assert_eq!(next_wait(Some(ms(40)), true, ms(45)), ms(35));
-        // More had to be waited for: the time to the line.
-        assert_eq!(next_wait(Some(ms(40)), false, ms(70)), ms(70));
+        assert_eq!(next_wait(Some(ms(40)), true, ms(45)), ms(38));
+        // More had to be waited for: the time to the line, and some.
+        assert_eq!(next_wait(Some(ms(40)), false, ms(80)), ms(100));
+    }
+
+    #[test]
+    fn the_reads_of_one_round_fall_together_and_never_past_its_deadline() {
+        let ms = Duration::from_millis;
+        let wrote = Instant::now();
+        let until = wrote + ms(1000);
+        let (a, b) = (read_at(wrote, ms(31), until), read_at(wrote, ms(37), until));
+        assert_eq!(a, b, "one wake-up for both");
+        assert!(a >= wrote + ms(37) && a < wrote + ms(41));
+        assert_eq!(read_at(wrote, ms(40), until), wrote + ms(40));
+        assert_eq!(read_at(wrote, ms(2000), until), until);
     }
 
     #[tokio::test(flavor = "current_thread")]
