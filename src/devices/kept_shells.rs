@@ -5,10 +5,11 @@
 //! A shell is taken out for its phone's round and put back only whole (the round ended
 //! on its line); one the phone or the server closed since is noticed before use and
 //! replaced, and so is one a minute old, so that a phone that can no longer start a
-//! shell, as each task does, is found within a minute. Shells of phones no longer online are closed at the next round's start
-//! ([`Shells::keep_only`]), so a phone that left holds no socket.
+//! shell, as each task does, is found within a minute. Shells of phones no longer
+//! online are closed at the next round's start ([`Shells::keep_only`]), so a phone that
+//! left holds no socket.
 //! Phones without shell v2 (Android 6 and older) have no stdin stream of their own:
-//! their rounds keep a connection each (`Client::shell_until`).
+//! each of their rounds opens a connection of its own (`Client::shell_until`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

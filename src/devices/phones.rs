@@ -52,8 +52,9 @@ pub struct PhoneRound {
     pub data_free: Option<u64>,
     /// The shell protocol the phone's features called for, once they were read.
     pub protocol: Option<ShellProtocol>,
-    /// The adb server answered this round's requests (whatever the phone did): the
-    /// round needs no probe of its own to know it is alive.
+    /// This round showed the adb server answering (an `OKAY`, a `FAIL`, or output that
+    /// came through it), whatever the phone did: the round needs no probe of its own.
+    /// False says only that this round did not show it.
     pub server_answered: bool,
 }
 

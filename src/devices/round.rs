@@ -3,11 +3,17 @@
 //! failure saying so), never the others' or the next round's start.
 //!
 //! The adb server is probed (`host:version`, one more connection) only when no phone's
-//! requests showed that it answers: with no phone online, or with every phone failing
-//! before the server spoke. A connection a round does not need was a fifth of its CPU.
+//! requests showed that it answers: with no phone online, with every phone failing
+//! before the server spoke, or with no phone's answer by half the round's deadline. A
+//! connection a round does not need was a fifth of its CPU.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 use super::phones::{BoxFuture, PhoneRound};
 use crate::devices::ios;
@@ -25,8 +31,10 @@ pub struct RoundDone {
 }
 
 /// Runs `phones` (serial and interrogation) in parallel, each cut at `deadline`, and
-/// `iphones` beside them; then the `server` probe, cut at `deadline` too, if no phone
-/// showed the server answering.
+/// `iphones` beside them. The `server` probe is spared as soon as a phone shows the
+/// server answering; it runs once every phone has ended without showing it (at once
+/// with no phone), or at half of `deadline`, so that a silent server still ends the
+/// round by its deadline.
 pub async fn run(
     phones: Vec<(String, BoxFuture<PhoneRound>)>,
     iphones: Option<BoxFuture<Result<Vec<Device>, ios::IosError>>>,
@@ -36,10 +44,47 @@ pub async fn run(
 ) -> RoundDone {
     let began = tokio::time::Instant::now();
     let iphones = iphones.map(tokio::spawn);
+    // Told when a phone shows the server answering, or when the last phone ends.
+    let settled = Arc::new(Notify::new());
+    let answered = Arc::new(AtomicBool::new(false));
+    let pending = Arc::new(AtomicUsize::new(phones.len()));
+    if phones.is_empty() {
+        settled.notify_one();
+    }
+    let server = server.map(|probe| {
+        let (settled, answered) = (settled.clone(), answered.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = settled.notified() => {}
+                _ = tokio::time::sleep(deadline / 2) => {}
+            }
+            if answered.load(Ordering::SeqCst) {
+                return None;
+            }
+            let within = deadline.saturating_sub(began.elapsed());
+            Some(
+                tokio::time::timeout(within, probe)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {within:?}"))),
+            )
+        })
+    });
     let handles: Vec<_> = phones
         .into_iter()
         .map(|(serial, round)| {
-            tokio::spawn(async move { (serial, tokio::time::timeout(deadline, round).await) })
+            let (settled, answered, pending) = (settled.clone(), answered.clone(), pending.clone());
+            tokio::spawn(async move {
+                let round = tokio::time::timeout(deadline, round).await;
+                let showed = round.as_ref().is_ok_and(|r| r.server_answered);
+                if showed {
+                    answered.store(true, Ordering::SeqCst);
+                }
+                // A permit if the probe is not waiting yet.
+                if pending.fetch_sub(1, Ordering::SeqCst) == 1 || showed {
+                    settled.notify_one();
+                }
+                (serial, round)
+            })
         })
         .collect();
     let mut results = BTreeMap::new();
@@ -58,15 +103,16 @@ pub async fn run(
         });
         results.insert(serial, round);
     }
-    let server = match server {
-        Some(_) if results.values().any(|r| r.server_answered) => Some(Ok(())),
-        Some(probe) => Some(
-            tokio::time::timeout(deadline, probe)
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}"))),
-        ),
+    let probed = match server {
+        Some(probe) => probe.await.ok(),
         None => None,
     };
+    // A phone's answer counts even when it came after the probe had started.
+    let server = probed.map(|probed| match probed {
+        Some(_) | None if results.values().any(|r| r.server_answered) => Ok(()),
+        Some(answer) => answer,
+        None => Ok(()),
+    });
     let ios = match iphones {
         Some(round) => round.await.ok(),
         None => None,
@@ -81,9 +127,6 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     use super::*;
 
     /// A probe that notes being run and answers `answer`.
@@ -128,12 +171,27 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_probe_decides_when_no_phone_showed_the_server_answering() {
         let phones = vec![phone("a", false)];
         let down = Err("down".to_string());
         assert_eq!(round(phones, down.clone()).await, (Some(down), true));
         assert_eq!(round(Vec::new(), Ok(())).await, (Some(Ok(())), true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_with_silent_phones_still_ends_the_round_by_its_deadline() {
+        let hung: BoxFuture<PhoneRound> = Box::pin(std::future::pending());
+        let done = run(
+            vec![("a".to_string(), hung)],
+            None,
+            Some(Box::pin(std::future::pending())),
+            Duration::from_secs(1),
+            &Metrics::default(),
+        )
+        .await;
+        assert_eq!(done.server, Some(Err("no answer within 500ms".into())));
+        assert!(done.took <= Duration::from_millis(1010), "{:?}", done.took);
     }
 
     #[tokio::test(start_paused = true)]

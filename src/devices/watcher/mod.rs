@@ -635,6 +635,7 @@ mod tests {
         PhoneRound {
             props: Some(props),
             protocol: Some(ShellProtocol::V2),
+            server_answered: true,
             ..PhoneRound::default()
         }
     }
@@ -660,6 +661,11 @@ mod tests {
         ) -> BoxFuture<PhoneRound> {
             self.record(format!("interrogate {serial}"));
             let answer = self.answers.lock().unwrap().get(serial).cloned();
+            // A silent server answers no phone's requests either.
+            let answer = match *self.server_silent.lock().unwrap() {
+                true => Some(Answer::Hangs),
+                false => answer,
+            };
             Box::pin(async move {
                 match answer.unwrap_or(Answer::Reads(Box::new(pixel(true)))) {
                     Answer::Reads(r) => *r,

@@ -19,18 +19,18 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
-use super::proto::{self, Decode, PacketId};
+use super::proto;
 use super::reading::{read_v2, take_packets, Collected, Stop};
 use super::{Client, Conn, End, Error, ErrorKind, Partial, ShellProtocol, Wait, MAX_OUTPUT};
 
 /// An open `shell,v2,raw:` stream with no command: the phone's shell, reading its
 /// commands from stdin.
 pub struct Session {
-    /// Off the runtime's poll between rounds and while a round's output is awaited
-    /// (a std socket): output that trails a round, or comes in many packets, wakes
-    /// nothing until it is read.
+    /// Off the runtime's poll (a std socket) between rounds and while a round's output
+    /// gathers; on it only while the rest of an output is awaited. Output that trails a
+    /// round, or comes in many packets, wakes nothing until it is read.
     stream: std::net::TcpStream,
     /// Bytes read but not yet used.
     buf: Vec<u8>,
@@ -75,14 +75,23 @@ impl Client {
 
 /// How long the next round's output may gather before it is read: a quarter more than
 /// this round's took to its line when it had to be waited for, for the phone's jitter;
-/// a little less than this round's wait when all of it was there at the first look,
-/// since how much earlier it was done is unknown. Measuring to the read instead would
-/// count each wait into the next, and the wait would only grow, up to the deadline.
-fn next_wait(waited: Option<Duration>, all_there: bool, to_line: Duration) -> Duration {
-    match waited {
+/// a little less than the wait this round used when all of it was there at the first
+/// look, since how much earlier it was done is unknown (measured to the read, each wait
+/// would count into the next, and only grow). Never more than `limit`, half the time a
+/// round allows: an output too large to wait in the sockets' buffers is only done after
+/// the first read, so its time to the line always includes the wait, and the wait would
+/// grow to the deadline.
+fn next_wait(
+    used: Option<Duration>,
+    all_there: bool,
+    to_line: Duration,
+    limit: Duration,
+) -> Duration {
+    let next = match used {
         Some(w) if all_there => w.mul_f64(0.95),
         _ => to_line.mul_f64(1.25),
-    }
+    };
+    next.min(limit)
 }
 
 /// Phones whose outputs are to be read within this of each other are read at one
@@ -112,24 +121,25 @@ impl Session {
     /// or the shell's exit code came. Output that came after the last round's line
     /// (its stderr can trail its stdout) is dropped.
     fn alive(&mut self) -> bool {
-        if !matches!(read_now(&self.stream, &mut self.buf), Ok(true)) {
+        if !matches!(
+            read_now(&self.stream, &mut self.buf),
+            Ok(Now { open: true, .. })
+        ) {
             return false;
         }
-        loop {
-            match proto::decode_packet(&self.buf) {
-                Ok(Decode::Done((PacketId::Exit, _), _)) | Err(_) => return false,
-                Ok(Decode::Done(_, used)) => {
-                    self.buf.drain(..used);
-                }
-                Ok(Decode::Incomplete) => return true,
-            }
-        }
+        // Whole packets of trailing output are dropped; an exit code or bytes that are
+        // not packets end the shell.
+        matches!(
+            take_packets(&mut self.buf, &mut Collected::default(), None),
+            Ok(None)
+        )
     }
 
     /// Writes `input` (whole lines) to the shell and reads its output until stdout
     /// ends with `line`, which is taken off, or until `until`, or until the output is
     /// over [`MAX_OUTPUT`]. The output is first read after the wait the last round
-    /// left ([`next_wait`]), then as it comes. The session comes back only when the round ended on `line`.
+    /// left ([`next_wait`]), then as it comes; the write too is cut at `until`. The
+    /// session comes back only when the round ended on `line`.
     pub async fn run(
         self,
         input: &str,
@@ -165,7 +175,8 @@ impl Session {
         let sent = write_now(&stream, &packet).map_err(|e| io("writing stdin", e))?;
         let stream = if sent < packet.len() {
             let mut polled = TcpStream::from_std(stream).map_err(|e| io("the socket", e))?;
-            match timeout(io_timeout, polled.write_all(&packet[sent..])).await {
+            let by = until.min(Instant::now() + io_timeout);
+            match tokio::time::timeout_at(by, polled.write_all(&packet[sent..])).await {
                 Err(_) => return Err(err(ErrorKind::Timeout, "writing stdin".into())),
                 Ok(Err(e)) => return Err(io("writing stdin", e)),
                 Ok(Ok(())) => {}
@@ -175,35 +186,48 @@ impl Session {
             stream
         };
         let wrote = Instant::now();
-        if let Some(wait) = wait {
+        let used = wait.map(|wait| read_at(wrote, wait, until) - wrote);
+        if let Some(used) = used {
             // Off the poll while the phone runs the script: a read per packet as it
             // came was a wake-up each, a dozen a round.
-            tokio::time::sleep_until(read_at(wrote, wait, until)).await;
+            tokio::time::sleep_until(wrote + used).await;
         }
         // What came meanwhile, without the poll (a socket new to the poll is read only
         // once the poll has seen it, which a passed deadline would not wait for): most
         // rounds end here. The rest is read as it comes.
-        read_now(&stream, &mut buf).map_err(|e| io("reading the output", e))?;
+        let now = read_now(&stream, &mut buf).map_err(|e| io("reading the output", e))?;
+        let spoke = now.read > 0;
         let mut got = Collected::default();
         let line = line.as_bytes();
         let (read, stream, buf, heard) = match take_packets(&mut buf, &mut got, Some(line)) {
-            Ok(Some(stop)) => (Ok(stop), stream, buf, false),
-            Err(why) => (Err(err(ErrorKind::Protocol, why)), stream, buf, false),
+            Ok(Some(stop)) => (Ok(stop), Some(stream), buf, false),
+            Err(why) => {
+                let e = Error {
+                    server_spoke: spoke,
+                    ..err(ErrorKind::Protocol, why)
+                };
+                (Err(e), Some(stream), buf, false)
+            }
             Ok(None) => {
                 let mut conn = Conn {
                     stream: TcpStream::from_std(stream).map_err(|e| io("the socket", e))?,
                     buf,
                     io_timeout,
-                    request: input.to_string(),
+                    request: SERVICE.to_string(),
                     serial: Some(serial.clone()),
                     heard: false,
                 };
-                let read = read_v2(&mut conn, Wait::Until(until), &mut got, Some(line)).await;
+                let read = read_v2(&mut conn, Wait::Until(until), &mut got, Some(line))
+                    .await
+                    .map_err(|e| Error {
+                        server_spoke: e.server_spoke || spoke,
+                        ..e
+                    });
                 let Conn {
                     stream, buf, heard, ..
                 } = conn;
-                let stream = stream.into_std().map_err(|e| io("parking the socket", e))?;
-                (read, stream, buf, heard)
+                // A socket that cannot leave the poll is not kept; the round's output is.
+                (read, stream.into_std().ok(), buf, heard)
             }
         };
         let (end, kept) = match read {
@@ -217,17 +241,22 @@ impl Session {
             output: got.output(ShellProtocol::V2),
             end,
         };
-        if !kept {
+        let (Some(stream), true) = (stream, kept) else {
             return Ok((partial, None));
-        }
+        };
         let session = Session {
             stream,
             buf,
             io_timeout,
             serial: serial.clone(),
             opened,
-            // Nothing had to be read after the wait: it was all there.
-            wait: Some(next_wait(wait, !heard, wrote.elapsed())),
+            // `heard`: more had to be read after the wait, so not all of it was there.
+            wait: Some(next_wait(
+                used,
+                !heard,
+                wrote.elapsed(),
+                (until - wrote) / 2,
+            )),
         };
         Ok((partial, Some(session)))
     }
@@ -248,18 +277,32 @@ fn write_now(stream: &std::net::TcpStream, bytes: &[u8]) -> std::io::Result<usiz
     Ok(sent)
 }
 
-/// Reads what `stream` (non-blocking) holds now into `buf`; false at its end.
-fn read_now(stream: &std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+/// Reads what `stream` (non-blocking) holds now into `buf`, without waiting.
+/// Stops once `buf` holds more than any output may (the reading after it says so).
+fn read_now(stream: &std::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Now> {
     let mut chunk = [0u8; 4096];
-    loop {
+    let mut read = 0;
+    while buf.len() <= MAX_OUTPUT + 64 {
         match (&*stream).read(&mut chunk) {
-            Ok(0) => return Ok(false),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == IoKind::WouldBlock => return Ok(true),
+            Ok(0) => return Ok(Now { read, open: false }),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                read += n;
+            }
+            Err(e) if e.kind() == IoKind::WouldBlock => break,
             Err(e) if e.kind() == IoKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+    Ok(Now { read, open: true })
+}
+
+/// What [`read_now`] found.
+struct Now {
+    /// Bytes read.
+    read: usize,
+    /// False at the stream's end.
+    open: bool,
 }
 
 #[cfg(test)]
@@ -346,13 +389,17 @@ mod tests {
     #[test]
     fn the_wait_follows_the_phone_down_as_well_as_up() {
         let ms = Duration::from_millis;
+        let limit = ms(500);
         // The first round has no wait: the time to its line, and some.
-        assert_eq!(next_wait(None, false, ms(40)), ms(50));
-        // All there at the first look: a little less, never the time to the read
-        // (which contains the wait itself).
-        assert_eq!(next_wait(Some(ms(40)), true, ms(45)), ms(38));
+        assert_eq!(next_wait(None, false, ms(40), limit), ms(50));
+        // All there at the first look: a little less than the wait used, never the
+        // time to the read (which contains the wait itself).
+        assert_eq!(next_wait(Some(ms(40)), true, ms(45), limit), ms(38));
         // More had to be waited for: the time to the line, and some.
-        assert_eq!(next_wait(Some(ms(40)), false, ms(80)), ms(100));
+        assert_eq!(next_wait(Some(ms(40)), false, ms(80), limit), ms(100));
+        // An output that never fits the buffers: its time to the line always includes
+        // the wait; the wait stops at half the round's time.
+        assert_eq!(next_wait(Some(ms(450)), false, ms(600), limit), limit);
     }
 
     #[test]
@@ -383,7 +430,10 @@ mod tests {
             (ran.end, ran.output.stdout.as_str()),
             (End::Finished, "out\n")
         );
-        assert!(back.is_some_and(|s| s.wait.is_some()));
+        // The next wait starts from the one used (the deadline's 300 ms), within half
+        // of what the round allowed.
+        let next = back.and_then(|s| s.wait).unwrap();
+        assert!(next <= Duration::from_millis(150), "{next:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]
