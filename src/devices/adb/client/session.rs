@@ -75,7 +75,7 @@ impl Client {
 
 /// How long the next round's output may gather before it is read: a quarter more than
 /// this round's took to its line when it had to be waited for, for the phone's jitter;
-/// a little less than the wait this round used when all of it was there at the first
+/// a little less than this round's wait (`used`) when all of it was there at the first
 /// look, since how much earlier it was done is unknown (measured to the read, each wait
 /// would count into the next, and only grow). Never more than `limit`, half the time a
 /// round allows: an output too large to wait in the sockets' buffers is only done after
@@ -251,8 +251,10 @@ impl Session {
             serial: serial.clone(),
             opened,
             // `heard`: more had to be read after the wait, so not all of it was there.
+            // The wait asked for, unless the deadline cut it: the grid's rounding up
+            // would otherwise only ever lengthen it.
             wait: Some(next_wait(
-                used,
+                wait.zip(used).map(|(asked, used)| asked.min(used)),
                 !heard,
                 wrote.elapsed(),
                 (until - wrote) / 2,
