@@ -167,7 +167,8 @@ pub fn build_device(listed: &Listed, round: Option<&PhoneRound>) -> Device {
     };
     if d.fault.is_none() {
         if let Some(props) = round.and_then(|r| r.props.as_ref()) {
-            let packages = &round.map(|r| r.packages.clone()).unwrap_or_default();
+            let none = dimensions::Packages::new();
+            let packages = round.map_or(&none, |r| &r.packages);
             d.dimensions = dimensions::android_device(props, packages);
         }
     }
@@ -368,9 +369,13 @@ async fn interrogate(
     // the phone's deadline: a hung command costs only its own output and those after
     // it, so the commands go from least to most likely to hang.
     static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static INPUT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| parse::batch::script(&ROUND_COMMANDS));
     let ran = match protocol {
-        ShellProtocol::V2 => shells.round(client, serial, script, until).await,
+        ShellProtocol::V2 => {
+            let input = INPUT.get_or_init(|| parse::batch::session_input(script));
+            shells.round(client, serial, input, until).await
+        }
         ShellProtocol::V1 => client.shell_until(serial, script, protocol, until).await,
     };
     // Whether the server answered: a new stream's OKAY did; on a kept-open shell, only
@@ -568,8 +573,8 @@ impl AndroidPhones for Adb {
         })
     }
 
-    fn keep_shells_of(&self, online: &[&str]) {
-        self.shells.keep_only(online);
+    fn start_round(&self, online: &[&str]) {
+        self.shells.start_round(online);
     }
 
     fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>> {
@@ -732,6 +737,25 @@ mod tests {
             protocol: Some(ShellProtocol::V2),
             ..PhoneRound::default()
         }
+    }
+
+    #[test]
+    fn a_device_from_the_kept_props_is_the_device_from_all_of_them() {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/adb/getprop_pixel_android14.txt"
+        ));
+        let with = |props| PhoneRound {
+            props: Some(props),
+            ..answered(true)
+        };
+        let all = with(crate::devices::parse::getprop::parse(text, |_| true).unwrap());
+        let kept =
+            with(crate::devices::parse::getprop::parse(text, dimensions::is_read_prop).unwrap());
+        let listed = listed("S1", "device");
+        let device = build_device(&listed, Some(&kept));
+        assert!(device.model.is_some() && !device.booting && !device.dimensions.is_empty());
+        assert_eq!(device, build_device(&listed, Some(&all)));
     }
 
     #[test]

@@ -32,7 +32,7 @@
 //! module does not know which phones are usable; the caller decides and passes only
 //! those.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::state::snapshot::Dimensions;
 
@@ -48,6 +48,30 @@ pub const PACKAGE_DIMENSIONS: [(&str, &str); 2] = [
     ("com.android.vending", "device_playstore_version"),
 ];
 
+/// Every prop the program reads, here and in `android::build_device`, sorted: a round
+/// keeps only these of the hundreds a phone prints (`getprop::parse`'s `keep`).
+pub const READ_PROPS: [&str; 14] = [
+    "ro.build.id",
+    "ro.build.product",
+    "ro.build.type",
+    "ro.build.version.codename",
+    "ro.build.version.incremental",
+    "ro.build.version.release",
+    "ro.product.board",
+    "ro.product.brand",
+    "ro.product.cpu.abi",
+    "ro.product.device",
+    "ro.product.model",
+    "ro.product.name",
+    "ro.product.system.brand",
+    "sys.boot_completed",
+];
+
+/// Whether a round keeps prop `key` ([`READ_PROPS`]).
+pub fn is_read_prop(key: &str) -> bool {
+    READ_PROPS.binary_search(&key).is_ok()
+}
+
 /// The props that name a phone, best first.
 const NAME_PROPS: [&str; 3] = ["ro.product.device", "ro.build.product", "ro.product.board"];
 
@@ -61,12 +85,24 @@ pub fn device_name(props: &BTreeMap<String, String>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// One phone's contribution to the dimensions.
+/// One phone's contribution to the dimensions, already in [`merge`]'s form (each key's
+/// values trimmed, distinct and sorted, no empty key or list), so it is built once and
+/// copied no more.
 pub fn android_device(props: &BTreeMap<String, String>, packages: &Packages) -> Dimensions {
     let get = |key: &str| props.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
     let mut d = Dimensions::new();
-    let mut put = |key: &str, values: Vec<String>| {
-        d.insert(key.to_string(), values);
+    let mut put = |key: &str, mut values: Vec<String>| {
+        for v in &mut values {
+            if v.trim().len() != v.len() {
+                *v = v.trim().to_string();
+            }
+        }
+        values.retain(|v| !v.is_empty());
+        values.sort_unstable();
+        values.dedup();
+        if !values.is_empty() {
+            d.insert(key.to_string(), values);
+        }
     };
 
     put(
@@ -150,8 +186,7 @@ pub fn android_device(props: &BTreeMap<String, String>, packages: &Packages) -> 
             .into_iter()
             .collect(),
     );
-
-    merge(&[&d])
+    d
 }
 
 /// Skia's one-word build description, `<ro.build.id>_<ro.build.version.incremental>`,
@@ -164,31 +199,37 @@ pub fn android_build(props: &BTreeMap<String, String>) -> Option<String> {
 
 /// The union of several dimension maps: per key, the distinct values of all parts,
 /// sorted. Values are trimmed and empty ones dropped, so a key whose values are all empty
-/// disappears. Not Android-specific. Each value is copied once, then sorted in place: a
-/// set per key cost a round more than reading the phone did.
+/// disappears. Not Android-specific.
 pub fn merge(parts: &[&Dimensions]) -> Dimensions {
     let mut union = Dimensions::new();
     for part in parts {
-        for (key, values) in part.iter() {
-            let key = key.trim();
-            let values = values.iter().map(|v| v.trim()).filter(|v| !v.is_empty());
-            match union.get_mut(key) {
-                Some(known) => known.extend(values.map(str::to_string)),
-                None if !key.is_empty() => {
-                    let values: Vec<String> = values.map(str::to_string).collect();
-                    if !values.is_empty() {
-                        union.insert(key.to_string(), values);
-                    }
-                }
-                None => {}
+        merge_into(&mut union, part);
+    }
+    union
+}
+
+/// Adds `part` to `union`, which is a [`merge`] already (its values distinct and sorted)
+/// and stays one. Only the values `union` lacks are copied, into their sorted place:
+/// alike phones share most of theirs, and a copy of each, sorted out afterwards, cost a
+/// fleet's round more than reading the phones did.
+pub fn merge_into(union: &mut Dimensions, part: &Dimensions) {
+    for (key, values) in part {
+        let key = key.trim();
+        let mut values = values.iter().map(|v| v.trim()).filter(|v| !v.is_empty());
+        let Some(first) = values.next() else { continue };
+        if key.is_empty() {
+            continue;
+        }
+        let known = match union.get_mut(key) {
+            Some(known) => known,
+            None => union.entry(key.to_string()).or_default(),
+        };
+        for v in std::iter::once(first).chain(values) {
+            if let Err(at) = known.binary_search_by(|k| k.as_str().cmp(v)) {
+                known.insert(at, v.to_string());
             }
         }
     }
-    for values in union.values_mut() {
-        values.sort_unstable();
-        values.dedup();
-    }
-    union
 }
 
 /// The bot's Android dimensions from its usable phones' own ([`android_device`]); an
@@ -200,8 +241,10 @@ pub fn android_dimensions(usable: &[&Dimensions]) -> Dimensions {
     let mut fleet = merge(usable);
     let count = usable.len();
     let smallest = count.saturating_sub(DEVICE_COUNT_VALUES - 1).max(1);
-    let counts: BTreeSet<String> = (smallest..=count).map(|n| n.to_string()).collect();
-    fleet.insert("android_devices".to_string(), counts.into_iter().collect());
+    let mut counts: Vec<String> = (smallest..=count).map(|n| n.to_string()).collect();
+    // Sorted as strings, as every value list is ("10" before "9").
+    counts.sort_unstable();
+    fleet.insert("android_devices".to_string(), counts);
     fleet.insert("os".to_string(), vec!["Android".to_string()]);
     fleet
 }
@@ -211,20 +254,44 @@ mod tests {
     use super::*;
     use crate::devices::parse::getprop;
 
+    const PIXEL: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/adb/getprop_pixel_android14.txt"
+    ));
+    const SAMSUNG6: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/adb/getprop_android6.txt"
+    ));
+
     fn pixel() -> BTreeMap<String, String> {
-        getprop::parse(include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/adb/getprop_pixel_android14.txt"
-        )))
-        .unwrap()
+        getprop::parse(PIXEL, is_read_prop).unwrap()
     }
 
     fn samsung6() -> BTreeMap<String, String> {
-        getprop::parse(include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/adb/getprop_android6.txt"
-        )))
-        .unwrap()
+        getprop::parse(SAMSUNG6, is_read_prop).unwrap()
+    }
+
+    #[test]
+    fn the_kept_props_are_all_the_dimensions_read() {
+        assert!(
+            READ_PROPS.windows(2).all(|w| w[0] < w[1]),
+            "sorted, for the search"
+        );
+        let packages = no_packages();
+        for text in [PIXEL, SAMSUNG6] {
+            let all = getprop::parse(text, |_| true).unwrap();
+            let kept = getprop::parse(text, is_read_prop).unwrap();
+            assert!(
+                kept.len() < all.len(),
+                "the fixture has props no rule reads"
+            );
+            assert_eq!(
+                android_device(&kept, &packages),
+                android_device(&all, &packages)
+            );
+            assert_eq!(device_name(&kept), device_name(&all));
+            assert_eq!(android_build(&kept), android_build(&all));
+        }
     }
 
     fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

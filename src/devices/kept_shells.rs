@@ -6,8 +6,13 @@
 //! on its line); one the phone or the server closed since is noticed before use and
 //! replaced, and so is one a minute old, so that a phone that can no longer start a
 //! shell, as each task does, is found within a minute. Shells of phones no longer
-//! online are closed at the next round's start ([`Shells::keep_only`]), so a phone that
-//! left holds no socket.
+//! online are closed at the next round's start ([`Shells::start_round`]), so a phone
+//! that left holds no socket.
+//!
+//! All shells of a round are read at one moment, the longest of their waits after the
+//! round's start: the round ends with its slowest phone anyway, and a read per phone
+//! was a wake-up per phone.
+//!
 //! Phones without shell v2 (Android 6 and older) have no stdin stream of their own:
 //! each of their rounds opens a connection of its own (`Client::shell_until`).
 
@@ -19,41 +24,55 @@ use tokio::time::Instant;
 use crate::devices::adb::client::{Client, Error, Partial, Session};
 use crate::devices::parse::batch;
 
-/// The kept-open shells, by serial.
+/// The kept-open shells, by serial, and when this round reads them.
 #[derive(Default)]
-pub struct Shells(Mutex<HashMap<String, Session>>);
+pub struct Shells(Mutex<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    sessions: HashMap<String, Session>,
+    /// When the round that started last reads its shells' output; none when no shell
+    /// has run a round yet (each is then read as soon as it is written to).
+    read_at: Option<Instant>,
+}
 
 impl Shells {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes the shells of the phones not in `online`.
-    pub fn keep_only(&self, online: &[&str]) {
-        self.lock()
+    /// A round starts for the phones in `online`: the shells of the others are closed,
+    /// and the round's read moment is set from the kept shells' waits.
+    pub fn start_round(&self, online: &[&str]) {
+        let mut kept = self.lock();
+        kept.sessions
             .retain(|serial, _| online.contains(&serial.as_str()));
+        let longest = kept.sessions.values().filter_map(Session::wait).max();
+        kept.read_at = longest.map(|wait| Instant::now() + wait);
     }
 
-    /// Runs `script` (`batch::script`) on `serial`'s kept-open shell, opening one
-    /// first when it has none or the one it had has ended; whatever came before
+    /// Writes `input` (`batch::session_input`) to `serial`'s kept-open shell, opening
+    /// one first when it has none or the one it had has ended; whatever came before
     /// `until` counts, as for `Client::shell_until`.
     pub async fn round(
         &self,
         client: &Client,
         serial: &str,
-        script: &str,
+        input: &str,
         until: Instant,
     ) -> Result<Partial, Error> {
-        let kept = self.lock().remove(serial);
+        let (kept, read_at) = {
+            let mut kept = self.lock();
+            (kept.sessions.remove(serial), kept.read_at)
+        };
         let now = Instant::now();
         let session = match kept.map(|mut s| (s.usable(now), s)) {
             Some((true, s)) => s,
             _ => client.open_session(serial).await?,
         };
-        let input = batch::session_input(script);
-        let (ran, back) = session.run(&input, batch::DONE, until).await;
+        let (ran, back) = session.run(input, batch::DONE, read_at, until).await;
         if let Some(s) = back {
-            self.lock().insert(serial.to_string(), s);
+            self.lock().sessions.insert(serial.to_string(), s);
         }
         ran
     }

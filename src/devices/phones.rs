@@ -74,8 +74,9 @@ pub trait AndroidPhones: Send + Sync {
         known: Option<ShellProtocol>,
         until: tokio::time::Instant,
     ) -> BoxFuture<PhoneRound>;
-    /// Closes the kept-open shells of the phones not in `online` (a round's phones).
-    fn keep_shells_of(&self, online: &[&str]);
+    /// A round starts for the phones in `online`: the kept-open shells of the others
+    /// are closed, and the moment the round reads the kept ones is set.
+    fn start_round(&self, online: &[&str]);
     /// Reboots the phone and waits until it is back (the caller owns the deadline).
     fn reboot(&self, serial: &str, protocol: ShellProtocol) -> BoxFuture<Result<(), String>>;
     /// Kicks one phone's transport.

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use super::dimensions;
 use super::phones::PhoneRound;
 use crate::devices::adb::client::{End, ShellOutput, ShellProtocol, MAX_OUTPUT};
 use crate::devices::parse::{self, batch::Section, thermal::Thermal};
@@ -121,9 +122,9 @@ pub fn fill(
             s.name, s.exit_code
         ));
     }
-    let mut section = |name: &str| -> Result<String, String> {
+    let mut section = |name: &str| -> Result<&str, String> {
         match script.section(name) {
-            Some(s) => Ok(s.text.clone()),
+            Some(s) => Ok(s.text.as_str()),
             None if script.alone.is_some() => Err(match script.alone_of(name) {
                 Some(Alone::Refused(words)) => {
                     format!("{serial}: {name}: the phone's shell said {words:?}")
@@ -151,7 +152,7 @@ pub fn fill(
     };
     let thermal = match section("thermal") {
         Err(why) => Err(why),
-        Ok(text) => match parse::thermal::parse_thermalservice(&text) {
+        Ok(text) => match parse::thermal::parse_thermalservice(text) {
             Ok(Thermal::Readings(t)) => Ok(Ok(t)),
             Ok(Thermal::NoService) => match sysfs {
                 Some(Ok(out)) => Ok(parse::thermal::parse_sysfs(&out)),
@@ -178,7 +179,7 @@ pub fn fill(
         ..PhoneRound::default()
     };
     let mut skipped = Vec::new();
-    match getprop.map(|t| parse::getprop::parse(&t)) {
+    match getprop.map(|t| parse::getprop::parse(t, dimensions::is_read_prop)) {
         Ok(Ok(p)) => round.props = Some(p),
         Ok(Err(e)) => {
             // Its shell answered with something else than properties.
@@ -191,7 +192,7 @@ pub fn fill(
             round.failure = Some(why);
         }
     }
-    match battery.map(|t| parse::battery::parse(&t)) {
+    match battery.map(parse::battery::parse) {
         Ok(Ok(b)) => round.battery = Some(b),
         Ok(Err(e)) => {
             // Every phone has a battery level: without it the battery rule cannot run.
@@ -200,12 +201,12 @@ pub fn fill(
         }
         Err(why) => skipped.push(why),
     }
-    match data.map(|t| parse::data_free::parse(&t)) {
+    match data.map(parse::data_free::parse) {
         Ok(Ok(free)) => round.data_free = Some(free),
         Ok(Err(e)) => parse_failed("df /data", &e),
         Err(why) => skipped.push(why),
     }
-    match packages.map(|t| parse::packages::parse(&t)) {
+    match packages.map(parse::packages::parse) {
         Ok(Ok(p)) => round.packages = p,
         Ok(Err(e)) => parse_failed("package versions", &e),
         Err(why) => skipped.push(why),
@@ -215,7 +216,7 @@ pub fn fill(
         Ok(Err(e)) => parse_failed("temperatures", &e),
         Err(why) => skipped.push(why),
     }
-    match uptime.map(|t| parse::uptime::parse(&t)) {
+    match uptime.map(parse::uptime::parse) {
         Ok(Ok(u)) => round.uptime = Some(u),
         Ok(Err(e)) => parse_failed("uptime", &e),
         Err(why) => skipped.push(why),

@@ -35,7 +35,8 @@ pub enum Thermal {
 /// [`parse_thermalservice`] reads as [`Thermal::NoService`], without the rest of the
 /// parse.
 pub fn says_no_service(text: &str) -> bool {
-    text.lines().any(|l| l.trim() == NO_SERVICE)
+    // One search of the whole text first: most phones have the service.
+    text.contains(NO_SERVICE) && text.lines().any(|l| l.trim() == NO_SERVICE)
 }
 
 pub fn parse_thermalservice(text: &str) -> Result<Thermal, ParseError> {

@@ -20,6 +20,7 @@
 //! Must not: parse output (that is `parse`), decide a phone's fate (that is `verdict`),
 //! compute dimensions (that is `dimensions`), or block the runtime.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -397,7 +398,7 @@ impl Watcher {
             .cloned()
             .collect();
         let serials: Vec<&str> = online.iter().map(|l| l.serial.as_str()).collect();
-        self.android.keep_shells_of(&serials);
+        self.android.start_round(&serials);
         self.round_running = true;
         let deadline = self.budget.phone;
         let script = self.budget.script;
@@ -494,21 +495,24 @@ impl Watcher {
         );
         // Dimensions: the reachable phones, plus the phones being rebooted with their
         // last values, so the bot's dimensions do not flap after every task.
-        // Each phone's own dimensions are made once, for the bot's and for its own.
-        let counted: Vec<(&str, Dimensions)> = devices
+        // Each phone's own dimensions are made once, for the bot's and for its own: a
+        // usable phone's device has them already, from the same round.
+        let counted: Vec<(&str, Cow<Dimensions>)> = devices
             .iter()
             .filter(|d| d.reachable() || self.rebooting.contains(&d.serial))
             .filter_map(|d| {
                 let r = self.rounds.get(&d.serial)?;
-                let own = dimensions::android_device(r.props.as_ref()?, &r.packages);
+                let own = if d.dimensions.is_empty() {
+                    Cow::Owned(dimensions::android_device(r.props.as_ref()?, &r.packages))
+                } else {
+                    Cow::Borrowed(&d.dimensions)
+                };
                 Some((d.serial.as_str(), own))
             })
             .collect();
-        let android: Vec<&Dimensions> = counted.iter().map(|(_, own)| own).collect();
-        let dims = dimensions::merge(&[
-            &dimensions::android_dimensions(&android),
-            &self.iphones.dimensions(&self.rebooting),
-        ]);
+        let android: Vec<&Dimensions> = counted.iter().map(|(_, own)| own.as_ref()).collect();
+        let mut dims = dimensions::android_dimensions(&android);
+        dimensions::merge_into(&mut dims, &self.iphones.dimensions(&self.rebooting));
         let mut phone_dimensions: BTreeMap<String, Dimensions> = counted
             .iter()
             .map(|(serial, own)| (serial.to_string(), dimensions::android_dimensions(&[own])))
@@ -683,8 +687,8 @@ mod tests {
             })
         }
 
-        fn keep_shells_of(&self, online: &[&str]) {
-            self.record(format!("keep-shells {}", online.join(",")));
+        fn start_round(&self, online: &[&str]) {
+            self.record(format!("round-starts {}", online.join(",")));
         }
 
         fn reboot(&self, serial: &str, _: ShellProtocol) -> BoxFuture<Result<(), String>> {
@@ -1175,14 +1179,14 @@ mod tests {
         assert_eq!(s.reasons.maintenance, vec!["rebooting R after task"]);
         assert!(s.reasons.quarantined.is_empty(), "{:?}", s.reasons);
         // Its kept-open shell was closed at the first round without it.
-        assert!(rig.fake.calls("keep-shells R") >= 1);
+        assert!(rig.fake.calls("round-starts R") >= 1);
         assert!(rig
             .fake
             .calls
             .lock()
             .unwrap()
             .iter()
-            .any(|c| c == "keep-shells "));
+            .any(|c| c == "round-starts "));
         rig.fake.list("R device\n");
         let s = rig
             .until("R back", |s| s.reasons == snapshot::Reasons::default())

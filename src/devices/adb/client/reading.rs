@@ -39,16 +39,21 @@ impl Collected {
     }
 
     pub(super) fn output(self, protocol: ShellProtocol) -> ShellOutput {
-        let stdout = String::from_utf8_lossy(&self.stdout);
+        let stdout = text(self.stdout);
         ShellOutput {
             stdout: match protocol {
-                ShellProtocol::V2 => stdout.into_owned(),
+                ShellProtocol::V2 => stdout,
                 ShellProtocol::V1 => proto::normalise_crlf(&stdout),
             },
-            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+            stderr: text(self.stderr),
             exit_code: self.exit_code,
         }
     }
+}
+
+/// The bytes as text, invalid UTF-8 replaced; copied only when some is invalid.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Reads a shell stream into `got` until it ends; on an error, `got` keeps what arrived.

@@ -94,22 +94,6 @@ fn next_wait(
     next.min(limit)
 }
 
-/// Phones whose outputs are to be read within this of each other are read at one
-/// wake-up.
-const GRID: Duration = Duration::from_millis(10);
-
-/// When to read a round's output written at `wrote`, to be waited for `wait`: not
-/// before then, nor after `until`, and on a grid counted back from `until`, which all
-/// phones of a round share, so that their reads fall together.
-fn read_at(wrote: Instant, wait: Duration, until: Instant) -> Instant {
-    let want = wrote + wait;
-    if want >= until {
-        return until;
-    }
-    let steps = (until - want).as_nanos() / GRID.as_nanos();
-    until - GRID * u32::try_from(steps).unwrap_or(u32::MAX)
-}
-
 impl Session {
     /// Whether the next round may use it: opened under [`MAX_AGE`] ago, and still
     /// there ([`Session::alive`]).
@@ -135,18 +119,26 @@ impl Session {
         )
     }
 
+    /// How long this shell's output should be let gather before it is read, from the
+    /// rounds it ran ([`next_wait`]); none before its first.
+    pub fn wait(&self) -> Option<Duration> {
+        self.wait
+    }
+
     /// Writes `input` (whole lines) to the shell and reads its output until stdout
     /// ends with `line`, which is taken off, or until `until`, or until the output is
-    /// over [`MAX_OUTPUT`]. The output is first read after the wait the last round
-    /// left ([`next_wait`]), then as it comes; the write too is cut at `until`. The
-    /// session comes back only when the round ended on `line`.
+    /// over [`MAX_OUTPUT`]. The output is first read at `read_at` (the moment the
+    /// round reads all its shells, from their [`Session::wait`]s), then as it comes;
+    /// the write too is cut at `until`. The session comes back only when the round
+    /// ended on `line`.
     pub async fn run(
         self,
         input: &str,
         line: &str,
+        read_at: Option<Instant>,
         until: Instant,
     ) -> (Result<Partial, Error>, Option<Session>) {
-        match self.exchange(input, line, until).await {
+        match self.exchange(input, line, read_at, until).await {
             Ok((partial, kept)) => (Ok(partial), kept),
             Err(e) => (Err(e), None),
         }
@@ -156,6 +148,7 @@ impl Session {
         self,
         input: &str,
         line: &str,
+        read_at: Option<Instant>,
         until: Instant,
     ) -> Result<(Partial, Option<Session>), Error> {
         let Session {
@@ -186,7 +179,10 @@ impl Session {
             stream
         };
         let wrote = Instant::now();
-        let used = wait.map(|wait| read_at(wrote, wait, until) - wrote);
+        let used = read_at
+            .map(|at| at.min(until))
+            .filter(|at| *at > wrote)
+            .map(|at| at - wrote);
         if let Some(used) = used {
             // Off the poll while the phone runs the script: a read per packet as it
             // came was a wake-up each, a dozen a round.
@@ -251,10 +247,14 @@ impl Session {
             serial: serial.clone(),
             opened,
             // `heard`: more had to be read after the wait, so not all of it was there.
-            // The wait asked for, unless the deadline cut it: the grid's rounding up
-            // would otherwise only ever lengthen it.
+            // Its own wait, unless the round read it sooner: a slower phone's wait
+            // sets the round's read, and would otherwise become this one's.
             wait: Some(next_wait(
-                wait.zip(used).map(|(asked, used)| asked.min(used)),
+                match (wait, used) {
+                    (Some(own), Some(used)) => Some(own.min(used)),
+                    (None, used) => used,
+                    (Some(_), None) => None,
+                },
                 !heard,
                 wrote.elapsed(),
                 (until - wrote) / 2,
@@ -379,7 +379,7 @@ mod tests {
         let mut session = open(addr).await;
         for round in ["a\n", "b\n"] {
             assert!(session.usable(Instant::now()));
-            let (ran, back) = session.run(round, "DONE\n", soon()).await;
+            let (ran, back) = session.run(round, "DONE\n", None, soon()).await;
             let ran = ran.unwrap();
             assert_eq!(ran.end, End::Finished);
             assert_eq!(ran.output.stdout, format!("ran {round}"));
@@ -404,16 +404,31 @@ mod tests {
         assert_eq!(next_wait(Some(ms(450)), false, ms(600), limit), limit);
     }
 
-    #[test]
-    fn the_reads_of_one_round_fall_together_and_never_past_its_deadline() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_shell_is_read_at_the_rounds_moment_and_keeps_its_own_wait() {
         let ms = Duration::from_millis;
-        let wrote = Instant::now();
-        let until = wrote + ms(1000);
-        let (a, b) = (read_at(wrote, ms(31), until), read_at(wrote, ms(37), until));
-        assert_eq!(a, b, "one wake-up for both");
-        assert!(a >= wrote + ms(37) && a < wrote + ms(41));
-        assert_eq!(read_at(wrote, ms(40), until), wrote + ms(40));
-        assert_eq!(read_at(wrote, ms(2000), until), until);
+        let addr = fake(|_| Some(packet(1, b"out\nDONE\n"))).await;
+        let mut session = open(addr).await;
+        session.wait = Some(ms(20));
+        let began = Instant::now();
+        let (ran, back) = session
+            .run("x\n", "DONE\n", Some(began + ms(200)), soon())
+            .await;
+        assert!(began.elapsed() >= ms(200));
+        assert_eq!(ran.unwrap().output.stdout, "out\n");
+        // A little less than its own 20 ms: the slower phone's 200 ms, which set the
+        // round's moment, are not this phone's.
+        let next = back.and_then(|s| s.wait()).unwrap();
+        assert!(next > ms(17) && next < ms(20), "{next:?}");
+
+        // A new shell has no wait of its own: the one it was given, a little less.
+        let addr = fake(|_| Some(packet(1, b"out\nDONE\n"))).await;
+        let (_, back) = open(addr)
+            .await
+            .run("x\n", "DONE\n", Some(Instant::now() + ms(100)), soon())
+            .await;
+        let next = back.and_then(|s| s.wait()).unwrap();
+        assert!(next > ms(90) && next < ms(100), "{next:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -423,7 +438,12 @@ mod tests {
         session.wait = Some(Duration::from_secs(10));
         let began = Instant::now();
         let (ran, back) = session
-            .run("x\n", "DONE\n", began + Duration::from_millis(300))
+            .run(
+                "x\n",
+                "DONE\n",
+                Some(began + Duration::from_secs(10)),
+                began + Duration::from_millis(300),
+            )
             .await;
         // Read at the deadline, not after the last round's 10 s: what came counts.
         assert!(began.elapsed() < Duration::from_secs(5));
@@ -446,7 +466,7 @@ mod tests {
             Some(out)
         })
         .await;
-        let (ran, back) = open(addr).await.run("x\n", "DONE\n", soon()).await;
+        let (ran, back) = open(addr).await.run("x\n", "DONE\n", None, soon()).await;
         let ran = ran.unwrap();
         assert_eq!((ran.end, ran.output.exit_code), (End::Finished, Some(1)));
         assert_eq!(ran.output.stderr, "syntax error\n");
@@ -457,7 +477,7 @@ mod tests {
     async fn the_deadline_keeps_what_came_and_ends_the_session() {
         let addr = fake(|_| Some(packet(1, b"early\n"))).await;
         let until = Instant::now() + Duration::from_millis(200);
-        let (ran, back) = open(addr).await.run("x\n", "DONE\n", until).await;
+        let (ran, back) = open(addr).await.run("x\n", "DONE\n", None, until).await;
         let ran = ran.unwrap();
         assert_eq!(
             (ran.end, ran.output.stdout.as_str()),
@@ -478,14 +498,14 @@ mod tests {
         })
         .await;
         let session = open(addr).await;
-        let (_, back) = session.run("first\n", "DONE\n", soon()).await;
+        let (_, back) = session.run("first\n", "DONE\n", None, soon()).await;
         let mut session = back.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
             session.usable(Instant::now()),
             "trailing output is dropped, the shell is there"
         );
-        let (ran, back) = session.run("second\n", "DONE\n", soon()).await;
+        let (ran, back) = session.run("second\n", "DONE\n", None, soon()).await;
         let e = ran.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Io, "{e}");
         assert!(back.is_none());
@@ -513,7 +533,7 @@ mod tests {
         // Far more than the socket buffers hold, to a phone that reads nothing.
         let (session, _far) = pair(Duration::from_millis(300));
         let input = "x".repeat(64 << 20);
-        let (ran, back) = session.run(&input, "DONE\n", soon()).await;
+        let (ran, back) = session.run(&input, "DONE\n", None, soon()).await;
         let e = ran.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
         assert!(e.to_string().contains("writing stdin"), "{e}");
