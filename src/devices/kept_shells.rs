@@ -10,45 +10,44 @@
 //! that left holds no socket.
 //!
 //! All shells of a round are read at one moment, the longest of their waits after the
-//! round's start: the round ends with its slowest phone anyway, and a read per phone
-//! was a wake-up per phone.
+//! round's start, on one kernel timer (`clock::Alarm`): the round ends with its slowest
+//! phone anyway, and a read per phone was a wake-up per phone.
 //!
 //! Phones without shell v2 (Android 6 and older) have no stdin stream of their own:
 //! each of their rounds opens a connection of its own (`Client::shell_until`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::time::Instant;
 
 use crate::devices::adb::client::{Client, Error, Partial, Session};
 use crate::devices::parse::batch;
+use crate::runtime::clock::Alarm;
 
 /// The kept-open shells, by serial, and when this round reads them.
 #[derive(Default)]
-pub struct Shells(Mutex<Kept>);
-
-#[derive(Default)]
-struct Kept {
-    sessions: HashMap<String, Session>,
-    /// When the round that started last reads its shells' output; none when no shell
-    /// has run a round yet (each is then read as soon as it is written to).
-    read_at: Option<Instant>,
+pub struct Shells {
+    sessions: Mutex<HashMap<String, Session>>,
+    /// When the round that started last reads its shells' output: made at the first
+    /// round (in the runtime, which it needs); unset when no shell has run a round yet
+    /// (each is then read as soon as it is written to).
+    read: OnceLock<Alarm>,
 }
 
 impl Shells {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A round starts for the phones in `online`: the shells of the others are closed,
     /// and the round's read moment is set from the kept shells' waits.
     pub fn start_round(&self, online: &[&str]) {
         let mut kept = self.lock();
-        kept.sessions
-            .retain(|serial, _| online.contains(&serial.as_str()));
-        let longest = kept.sessions.values().filter_map(Session::wait).max();
-        kept.read_at = longest.map(|wait| Instant::now() + wait);
+        kept.retain(|serial, _| online.contains(&serial.as_str()));
+        let longest = kept.values().filter_map(Session::wait).max();
+        let read = self.read.get_or_init(Alarm::new);
+        read.set(longest.map(|wait| Instant::now() + wait));
     }
 
     /// Writes `input` (`batch::session_input`) to `serial`'s kept-open shell, opening
@@ -61,18 +60,17 @@ impl Shells {
         input: &str,
         until: Instant,
     ) -> Result<Partial, Error> {
-        let (kept, read_at) = {
-            let mut kept = self.lock();
-            (kept.sessions.remove(serial), kept.read_at)
-        };
+        let kept = self.lock().remove(serial);
         let now = Instant::now();
         let session = match kept.map(|mut s| (s.usable(now), s)) {
             Some((true, s)) => s,
             _ => client.open_session(serial).await?,
         };
-        let (ran, back) = session.run(input, batch::DONE, read_at, until).await;
+        let (ran, back) = session
+            .run(input, batch::DONE, self.read.get(), until)
+            .await;
         if let Some(s) = back {
-            self.lock().sessions.insert(serial.to_string(), s);
+            self.lock().insert(serial.to_string(), s);
         }
         ran
     }

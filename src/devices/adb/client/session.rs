@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::proto;
 use super::reading::{read_v2, take_packets, Collected, Stop};
 use super::{Client, Conn, End, Error, ErrorKind, Partial, ShellProtocol, Wait, MAX_OUTPUT};
+use crate::runtime::clock::Alarm;
 
 /// An open `shell,v2,raw:` stream with no command: the phone's shell, reading its
 /// commands from stdin.
@@ -127,18 +128,18 @@ impl Session {
 
     /// Writes `input` (whole lines) to the shell and reads its output until stdout
     /// ends with `line`, which is taken off, or until `until`, or until the output is
-    /// over [`MAX_OUTPUT`]. The output is first read at `read_at` (the moment the
-    /// round reads all its shells, from their [`Session::wait`]s), then as it comes;
+    /// over [`MAX_OUTPUT`]. The output is first read at the moment set on `read` (when
+    /// the round reads all its shells, from their [`Session::wait`]s), then as it comes;
     /// the write too is cut at `until`. The session comes back only when the round
     /// ended on `line`.
     pub async fn run(
         self,
         input: &str,
         line: &str,
-        read_at: Option<Instant>,
+        read: Option<&Alarm>,
         until: Instant,
     ) -> (Result<Partial, Error>, Option<Session>) {
-        match self.exchange(input, line, read_at, until).await {
+        match self.exchange(input, line, read, until).await {
             Ok((partial, kept)) => (Ok(partial), kept),
             Err(e) => (Err(e), None),
         }
@@ -148,7 +149,7 @@ impl Session {
         self,
         input: &str,
         line: &str,
-        read_at: Option<Instant>,
+        read: Option<&Alarm>,
         until: Instant,
     ) -> Result<(Partial, Option<Session>), Error> {
         let Session {
@@ -179,14 +180,13 @@ impl Session {
             stream
         };
         let wrote = Instant::now();
-        let used = read_at
-            .map(|at| at.min(until))
-            .filter(|at| *at > wrote)
-            .map(|at| at - wrote);
-        if let Some(used) = used {
+        let read_at = read.and_then(|alarm| Some((alarm, alarm.at()?.min(until))));
+        let read_at = read_at.filter(|(_, at)| *at > wrote);
+        let used = read_at.map(|(_, at)| at - wrote);
+        if let Some((alarm, at)) = read_at {
             // Off the poll while the phone runs the script: a read per packet as it
             // came was a wake-up each, a dozen a round.
-            tokio::time::sleep_until(wrote + used).await;
+            alarm.until(at).await;
         }
         // What came meanwhile, without the poll (a socket new to the poll is read only
         // once the poll has seen it, which a passed deadline would not wait for): most
@@ -363,6 +363,13 @@ mod tests {
         client.open_session("S1").await.unwrap()
     }
 
+    /// The round's read moment, set at `at`.
+    fn alarm(at: Instant) -> Alarm {
+        let alarm = Alarm::new();
+        alarm.set(Some(at));
+        alarm
+    }
+
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(5)
     }
@@ -412,7 +419,7 @@ mod tests {
         session.wait = Some(ms(20));
         let began = Instant::now();
         let (ran, back) = session
-            .run("x\n", "DONE\n", Some(began + ms(200)), soon())
+            .run("x\n", "DONE\n", Some(&alarm(began + ms(200))), soon())
             .await;
         assert!(began.elapsed() >= ms(200));
         assert_eq!(ran.unwrap().output.stdout, "out\n");
@@ -425,7 +432,12 @@ mod tests {
         let addr = fake(|_| Some(packet(1, b"out\nDONE\n"))).await;
         let (_, back) = open(addr)
             .await
-            .run("x\n", "DONE\n", Some(Instant::now() + ms(100)), soon())
+            .run(
+                "x\n",
+                "DONE\n",
+                Some(&alarm(Instant::now() + ms(100))),
+                soon(),
+            )
             .await;
         let next = back.and_then(|s| s.wait()).unwrap();
         assert!(next > ms(90) && next < ms(100), "{next:?}");
@@ -441,7 +453,7 @@ mod tests {
             .run(
                 "x\n",
                 "DONE\n",
-                Some(began + Duration::from_secs(10)),
+                Some(&alarm(began + Duration::from_secs(10))),
                 began + Duration::from_millis(300),
             )
             .await;
