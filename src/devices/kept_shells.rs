@@ -75,3 +75,52 @@ impl Shells {
         ran
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::devices::adb::client::fake::{packet, serve};
+
+    fn answer(_: &str) -> Option<Vec<u8>> {
+        Some(packet(1, format!("out\n{}", batch::DONE).as_bytes()))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shells_are_kept_read_at_the_longest_wait_and_closed_when_their_phone_left() {
+        let fake = serve(answer, 2).await;
+        let client = Client::new(fake.addr, Duration::from_secs(5));
+        let shells = Shells::default();
+        let until = || Instant::now() + Duration::from_secs(5);
+        // No shell has run a round: nothing to wait for, each is read as it is written.
+        shells.start_round(&["A", "B"]);
+        assert_eq!(shells.read.get().and_then(Alarm::at), None);
+        for serial in ["A", "B"] {
+            let ran = shells.round(&client, serial, "x\n", until()).await;
+            assert_eq!(ran.unwrap().output.stdout, "out\n");
+        }
+        assert_eq!(fake.opened(), 2);
+
+        // B has left: its shell is closed; A's round is read at the longest kept wait.
+        let longest = shells
+            .lock()
+            .values()
+            .filter_map(Session::wait)
+            .max()
+            .unwrap();
+        let before = Instant::now();
+        shells.start_round(&["A"]);
+        let at = shells.read.get().and_then(Alarm::at).unwrap();
+        assert!(at >= before + longest && at <= Instant::now() + longest);
+        assert_eq!(fake.closed(1).await, 1, "B's shell is closed");
+        let ran = shells.round(&client, "A", "x\n", until()).await;
+        assert_eq!(ran.unwrap().output.stdout, "out\n");
+        assert!(Instant::now() >= at, "read at the round's moment");
+        assert_eq!(fake.opened(), 2, "A's shell served again");
+
+        // No phone online: every shell is closed.
+        shells.start_round(&[]);
+        assert_eq!(fake.closed(2).await, 2);
+    }
+}

@@ -17,6 +17,8 @@ use tokio::time::timeout;
 use super::proto::{self, Decode, Status};
 use crate::state::metrics::InterrogationErrorKind;
 
+#[cfg(test)]
+pub(crate) mod fake;
 mod reading;
 pub(crate) mod replay;
 mod session;
@@ -627,14 +629,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            for _ in 0..2 {
-                let mut len = [0u8; 4];
-                s.read_exact(&mut len).await.unwrap();
-                let n = usize::from_str_radix(std::str::from_utf8(&len).unwrap(), 16).unwrap();
-                let mut request = vec![0u8; n];
-                s.read_exact(&mut request).await.unwrap();
-                s.write_all(b"OKAY").await.unwrap();
-            }
+            fake::open_shell(&mut s).await;
             s.write_all(reply).await.unwrap();
             if hang {
                 let mut rest = [0u8; 64];

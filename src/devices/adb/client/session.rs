@@ -312,50 +312,12 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
+    use super::super::fake::{packet, serve};
     use super::*;
 
-    fn packet(id: u8, data: &[u8]) -> Vec<u8> {
-        let mut p = vec![id];
-        p.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        p.extend_from_slice(data);
-        p
-    }
-
-    /// A fake server and phone on one connection only: answers the transport switch
-    /// and the shell with OKAY, then hands each stdin packet's text to `reply`, which
-    /// says what to write back; `None` closes the connection.
+    /// A fake server and phone on one connection only (`client::fake`).
     async fn fake(reply: fn(&str) -> Option<Vec<u8>>) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            drop(listener);
-            for _ in 0..2 {
-                let mut len = [0u8; 4];
-                s.read_exact(&mut len).await.unwrap();
-                let n = usize::from_str_radix(std::str::from_utf8(&len).unwrap(), 16).unwrap();
-                let mut request = vec![0u8; n];
-                s.read_exact(&mut request).await.unwrap();
-                s.write_all(b"OKAY").await.unwrap();
-            }
-            loop {
-                let mut head = [0u8; 5];
-                if s.read_exact(&mut head).await.is_err() {
-                    return;
-                }
-                let n = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                let mut data = vec![0u8; n];
-                s.read_exact(&mut data).await.unwrap();
-                match reply(std::str::from_utf8(&data).unwrap()) {
-                    Some(out) => s.write_all(&out).await.unwrap(),
-                    None => return,
-                }
-            }
-        });
-        addr
+        serve(reply, 1).await.addr
     }
 
     async fn open(addr: SocketAddr) -> Session {
