@@ -378,16 +378,7 @@ async fn interrogate(
         }
         ShellProtocol::V1 => client.shell_until(serial, script, protocol, until).await,
     };
-    // Whether the server answered: a new stream's OKAY did; on a kept-open shell, only
-    // output that came through it does.
-    let server_answered = match &ran {
-        Ok(p) => {
-            protocol == ShellProtocol::V1
-                || p.end != End::Deadline
-                || !(p.output.stdout.is_empty() && p.output.stderr.is_empty())
-        }
-        Err(e) => e.server_spoke,
-    };
+    let server_answered = server_answered(protocol, &ran);
     let (sections, end, output) = match ran {
         Ok(p) => (parse::batch::split(&p.output.stdout), p.end, p.output),
         Err(e) => {
@@ -488,6 +479,21 @@ async fn interrogate(
     PhoneRound {
         server_answered,
         ..filled.round
+    }
+}
+
+/// Whether a round's script showed the adb server answering (which spares the round's
+/// `host:version` probe): a new stream's OKAY did; on a kept-open shell, which asks
+/// the server nothing, only output that came through it, or an end other than the
+/// deadline, does; a failure, when the server had spoken on its connection.
+fn server_answered(protocol: ShellProtocol, ran: &Result<client::Partial, client::Error>) -> bool {
+    match ran {
+        Ok(p) => {
+            protocol == ShellProtocol::V1
+                || p.end != End::Deadline
+                || !(p.output.stdout.is_empty() && p.output.stderr.is_empty())
+        }
+        Err(e) => e.server_spoke,
     }
 }
 
@@ -653,6 +659,34 @@ mod tests {
             device: Some("redfin".into()),
             transport_id: Some(3),
         }
+    }
+
+    #[test]
+    fn the_server_answered_when_its_reply_or_the_phone_s_output_came() {
+        let ran = |stdout: &str, end| {
+            Ok(client::Partial {
+                output: client::ShellOutput {
+                    stdout: stdout.into(),
+                    stderr: String::new(),
+                    exit_code: None,
+                },
+                end,
+            })
+        };
+        let (v1, v2) = (ShellProtocol::V1, ShellProtocol::V2);
+        // A new stream (v1) was opened with the server's OKAY, whatever came after.
+        assert!(server_answered(v1, &ran("", End::Deadline)));
+        // A kept shell that heard nothing by the deadline shows nothing of the server.
+        assert!(!server_answered(v2, &ran("", End::Deadline)));
+        assert!(server_answered(v2, &ran("1.0 2.0\n", End::Deadline)));
+        assert!(server_answered(v2, &ran("", End::Finished)));
+        let failed = client::Error::timed_out("shell,v2,raw:", "S1");
+        assert!(!server_answered(v2, &Err(failed.clone())));
+        let spoke = client::Error {
+            server_spoke: true,
+            ..failed
+        };
+        assert!(server_answered(v2, &Err(spoke)));
     }
 
     #[test]
