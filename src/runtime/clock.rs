@@ -100,13 +100,20 @@ pub struct Alarm {
 impl Alarm {
     /// Unset. Needs a runtime with I/O enabled.
     pub fn new() -> Alarm {
-        let fd = timerfd()
-            .map_err(|e| log::error!("the read alarm (timerfd) failed: {e}; waiting on sleeps"))
-            .ok();
-        Alarm {
-            failed: AtomicBool::new(fd.is_none()),
-            fd,
+        let alarm = Alarm {
+            fd: None,
             at: Mutex::new(None),
+            failed: AtomicBool::new(false),
+        };
+        match timerfd() {
+            Ok(fd) => Alarm {
+                fd: Some(fd),
+                ..alarm
+            },
+            Err(e) => {
+                alarm.fail(e);
+                alarm
+            }
         }
     }
 
@@ -116,7 +123,7 @@ impl Alarm {
     }
 
     /// Sets the moment (`None` unsets it), in place of the one before: a task still
-    /// waiting for the one before waits for this one.
+    /// waiting for the one before is woken at this one.
     pub fn set(&self, at: Option<Instant>) {
         *self.at.lock().unwrap_or_else(|p| p.into_inner()) = at;
         let Some(fd) = self.live() else { return };
@@ -161,7 +168,10 @@ impl Alarm {
 
     fn fail(&self, e: io::Error) {
         if !self.failed.swap(true, Ordering::Relaxed) {
-            log::error!("the read alarm (timerfd) failed: {e}; waiting on sleeps");
+            log::error!(
+                "the round's read alarm (timerfd) failed: {e}; the phones' reads wait on \
+                 tokio sleeps from now on (a wake-up more a round)"
+            );
         }
     }
 }
