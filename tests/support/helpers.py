@@ -33,11 +33,15 @@ def install_deps():
 
 
 def bench_binary(path, script):
-    """`path` when given (it must exist), else the x86 release build, built now."""
+    """`path` when given (it must exist), else the shipped kind of binary for this
+    machine, built now: the x86_64 musl release build, made by `ci/build` the way the
+    image's armv7 one is (static, the same profile and link order). Its memory is what a
+    Pi's pod holds; glibc's shared libraries and per-thread arenas are not."""
     if path is None:
-        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "test_machine_monitor"], cwd=ROOT,
-                       check=True)
-        return os.path.join(ROOT, "target", "release", "test_machine_monitor")
+        out = subprocess.run([os.path.join(ROOT, "ci", "build"), "x86_64-unknown-linux-musl"], cwd=ROOT,
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        _, built, _ = out.split()
+        return os.path.join(ROOT, built)
     if not os.path.exists(path):
         sys.exit(f"{script}: no binary at {path}")
     return path
