@@ -229,29 +229,33 @@ fn post(
     let fresh = format!("{}.{nanos:x}", client.node);
     let mut plan = state.aggregate.plan(reason, &event.message, fresh.clone());
     let result = loop {
-        let (path, needs, count, name) = match &plan {
-            Plan::Create { name } => (events.to_string(), NEEDS_CREATE, 1, name.clone()),
+        let (patched, path, needs, name, count, body) = match &plan {
+            Plan::Create { name } => (
+                false,
+                events.to_string(),
+                NEEDS_CREATE,
+                name.clone(),
+                1,
+                event_body(&client.node, uid, &client.namespace, name, &event, &now),
+            ),
             Plan::Patch { name, count } => (
+                true,
                 format!("{events}/{name}"),
                 NEEDS_PATCH,
-                *count,
                 name.clone(),
+                *count,
+                json!({"count": count, "lastTimestamp": now}),
             ),
         };
-        let body = match &plan {
-            Plan::Create { name } => {
-                event_body(&client.node, uid, &client.namespace, name, &event, &now)
-            }
-            Plan::Patch { count, .. } => json!({"count": count, "lastTimestamp": now}),
-        }
-        .to_string();
-        let method = match plan {
-            Plan::Create { .. } => Method::Post(&body),
-            Plan::Patch { .. } => Method::Patch(&body),
+        let body = body.to_string();
+        let method = if patched {
+            Method::Patch(&body)
+        } else {
+            Method::Post(&body)
         };
         match client.call(&path, method, needs) {
             // The event expired on the server (after an hour): create it again.
-            Err(e) if e.kind == KubeErrorKind::NotFound && matches!(plan, Plan::Patch { .. }) => {
+            Err(e) if e.kind == KubeErrorKind::NotFound && patched => {
                 state.aggregate.forget(reason, &event.message);
                 plan = Plan::Create {
                     name: fresh.clone(),
@@ -259,7 +263,6 @@ fn post(
             }
             Err(e) => break Err(e),
             Ok(_) => {
-                let patched = matches!(plan, Plan::Patch { .. });
                 state
                     .aggregate
                     .done(reason, &event.message, Posted { name, count });
