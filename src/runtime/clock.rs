@@ -4,12 +4,13 @@
 //! Why not tokio's timers: tokio's timer wheel files a deadline more than 64 ms away on
 //! a coarser level and wakes once to move it down a level and once more to fire it, and
 //! each task's sleep registers a timer of its own, which signals the runtime's driver
-//! (an eventfd write) each time. A timerfd wakes the process exactly once, when it is
-//! due, and on a Pi that sits idle between rounds, wake-ups are most of what an idle
-//! process costs.
+//! (an eventfd write) whenever it falls before the driver's next planned wake-up, as a
+//! round's first timers do. A timerfd wakes the process exactly once, when it is due,
+//! and on a Pi that sits idle between rounds, wake-ups are most of what an idle process
+//! costs.
 //!
 //! Must not: be used for deadlines (those stay tokio timers, which are dropped before
-//! they fire in the normal case and so cost nothing), or under tokio's paused clock
+//! they fire in the normal case and so cost no wake-up), or under tokio's paused clock
 //! (the kernel's clock does not pause).
 
 use std::io;
